@@ -1,0 +1,52 @@
+/**
+ * Runtime configuration, read once from the environment. The same variables drive the
+ * Lambdas (set by the CDK construct), the local stack and the CLI.
+ */
+export interface ServerConfig {
+  /** The XMPP domain served (XMPP_DOMAIN). */
+  domain: string;
+  /** DynamoDB table holding every item (XMPP_TABLE). */
+  tableName: string;
+  /** DynamoDB endpoint override, e.g. DynamoDB Local (XMPP_DYNAMODB_ENDPOINT). Unset in the cloud. */
+  dynamoEndpoint?: string;
+  /** Base URL of the @connections management API (XMPP_CONNECTIONS_ENDPOINT). */
+  connectionsEndpoint?: string;
+  /** XEP-0077 in-band registration (XMPP_REGISTRATION=true|false). */
+  registration: boolean;
+  /** Largest frame accepted, in bytes (XEP-0478 max-bytes). API Gateway's hard limit is 128 KiB. */
+  maxFrameBytes: number;
+  /** Idle seconds before the gateway drops a socket (XEP-0478 idle-seconds). */
+  idleSeconds: number;
+  /** PBKDF2 iterations for new SCRAM credentials (XMPP_SCRAM_ITERATIONS, minimum 4096). */
+  scramIterations: number;
+  /** Queue URL for stanzas to remote domains (XMPP_S2S_QUEUE_URL); unset = federation off. */
+  s2sQueueUrl?: string;
+}
+
+function flag(value: string | undefined, fallback: boolean): boolean {
+  if (value === undefined || value === '') return fallback;
+  return /^(1|true|yes|on)$/i.test(value);
+}
+
+function integer(value: string | undefined, fallback: number, name: string): number {
+  if (value === undefined || value === '') return fallback;
+  const n = Number(value);
+  if (!Number.isInteger(n) || n <= 0) throw new Error(`${name} must be a positive integer, got "${value}"`);
+  return n;
+}
+
+export function loadConfig(env: NodeJS.ProcessEnv = process.env): ServerConfig {
+  const iterations = integer(env.XMPP_SCRAM_ITERATIONS, 4096, 'XMPP_SCRAM_ITERATIONS');
+  if (iterations < 4096) throw new Error('XMPP_SCRAM_ITERATIONS must be at least 4096 (RFC 7677)');
+  return {
+    domain: (env.XMPP_DOMAIN || 'localhost').toLowerCase(),
+    tableName: env.XMPP_TABLE || 'xmpp',
+    dynamoEndpoint: env.XMPP_DYNAMODB_ENDPOINT || undefined,
+    connectionsEndpoint: env.XMPP_CONNECTIONS_ENDPOINT || undefined,
+    registration: flag(env.XMPP_REGISTRATION, false),
+    maxFrameBytes: integer(env.XMPP_MAX_FRAME_BYTES, 131072, 'XMPP_MAX_FRAME_BYTES'),
+    idleSeconds: integer(env.XMPP_IDLE_SECONDS, 600, 'XMPP_IDLE_SECONDS'),
+    scramIterations: iterations,
+    s2sQueueUrl: env.XMPP_S2S_QUEUE_URL || undefined,
+  };
+}

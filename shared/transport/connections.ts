@@ -1,0 +1,49 @@
+/**
+ * Sending to client sockets. In the cloud and in the local stack alike this is the API Gateway
+ * `@connections` management API, called with the real AWS SDK client; only the endpoint differs.
+ */
+import {
+  ApiGatewayManagementApiClient,
+  DeleteConnectionCommand,
+  PostToConnectionCommand,
+} from '@aws-sdk/client-apigatewaymanagementapi';
+
+export interface ConnectionSender {
+  /** Sends one frame. Resolves false when the connection is gone (HTTP 410). */
+  send(connectionId: string, frame: string): Promise<boolean>;
+  /** Closes a connection; a connection already gone is not an error. */
+  close(connectionId: string): Promise<void>;
+}
+
+function isGone(err: unknown): boolean {
+  const e = err as { name?: string; $metadata?: { httpStatusCode?: number } };
+  return e?.name === 'GoneException' || e?.$metadata?.httpStatusCode === 410;
+}
+
+export class ApiGatewayConnectionSender implements ConnectionSender {
+  private readonly client: ApiGatewayManagementApiClient;
+
+  constructor(endpoint: string, client?: ApiGatewayManagementApiClient) {
+    this.client = client ?? new ApiGatewayManagementApiClient({ endpoint, maxAttempts: 4 });
+  }
+
+  async send(connectionId: string, frame: string): Promise<boolean> {
+    try {
+      await this.client.send(
+        new PostToConnectionCommand({ ConnectionId: connectionId, Data: new TextEncoder().encode(frame) }),
+      );
+      return true;
+    } catch (err) {
+      if (isGone(err)) return false;
+      throw err;
+    }
+  }
+
+  async close(connectionId: string): Promise<void> {
+    try {
+      await this.client.send(new DeleteConnectionCommand({ ConnectionId: connectionId }));
+    } catch (err) {
+      if (!isGone(err)) throw err;
+    }
+  }
+}
