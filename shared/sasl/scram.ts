@@ -1,0 +1,144 @@
+/**
+ * SCRAM (RFC 5802, RFC 7677) for the server side, with SHA-1 and SHA-256.
+ *
+ * Hand-written on node:crypto because npm's SCRAM packages (sasl-scram-sha-1 and kin) are
+ * client-side only. The server keeps only salt, iteration count, StoredKey and ServerKey; the
+ * exchange state is a plain serializable object so it can live in the connection item between frames.
+ * Channel binding is not offered (WebSocket through API Gateway terminates TLS elsewhere), so
+ * gs2 flags "n" and "y" are accepted and "p" is refused.
+ */
+import { createHash, createHmac, pbkdf2Sync, randomBytes, timingSafeEqual } from 'node:crypto';
+
+export type ScramHash = 'sha1' | 'sha256';
+
+export const SCRAM_MECHANISMS: Record<string, ScramHash> = {
+  'SCRAM-SHA-256': 'sha256',
+  'SCRAM-SHA-1': 'sha1',
+};
+
+export interface ScramCredentials {
+  salt: string; // base64
+  iterations: number;
+  storedKey: string; // base64
+  serverKey: string; // base64
+}
+
+const hmac = (hash: ScramHash, key: Buffer, data: string | Buffer) => createHmac(hash, key).update(data).digest();
+const digest = (hash: ScramHash, data: Buffer) => createHash(hash).update(data).digest();
+
+export function saltedPassword(hash: ScramHash, password: string, salt: Buffer, iterations: number): Buffer {
+  // RFC 5802 Hi() is PBKDF2 with HMAC; the password is SASLprep'd, approximated here by NFKC.
+  return pbkdf2Sync(Buffer.from(password.normalize('NFKC'), 'utf8'), salt, iterations, hash === 'sha1' ? 20 : 32, hash);
+}
+
+export function deriveCredentials(
+  hash: ScramHash,
+  password: string,
+  iterations: number,
+  salt: Buffer = randomBytes(16),
+): ScramCredentials {
+  const salted = saltedPassword(hash, password, salt, iterations);
+  const clientKey = hmac(hash, salted, 'Client Key');
+  return {
+    salt: salt.toString('base64'),
+    iterations,
+    storedKey: digest(hash, clientKey).toString('base64'),
+    serverKey: hmac(hash, salted, 'Server Key').toString('base64'),
+  };
+}
+
+/** Verifies a plaintext password (SASL PLAIN) against stored SCRAM credentials. */
+export function verifyPassword(hash: ScramHash, password: string, creds: ScramCredentials): boolean {
+  const salted = saltedPassword(hash, password, Buffer.from(creds.salt, 'base64'), creds.iterations);
+  const storedKey = digest(hash, hmac(hash, salted, 'Client Key'));
+  return safeEqual(storedKey, Buffer.from(creds.storedKey, 'base64'));
+}
+
+function safeEqual(a: Buffer, b: Buffer): boolean {
+  return a.length === b.length && timingSafeEqual(a, b);
+}
+
+export class ScramError extends Error {
+  constructor(
+    readonly condition: 'malformed-request' | 'not-authorized' | 'invalid-mechanism' | 'encryption-required',
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+/** State kept between the two SCRAM round trips. */
+export interface ScramState {
+  hash: ScramHash;
+  username: string;
+  clientFirstBare: string;
+  serverFirst: string;
+  nonce: string;
+  gs2Header: string;
+}
+
+function parseAttributes(text: string): Map<string, string> {
+  const map = new Map<string, string>();
+  for (const part of text.split(',')) {
+    const eq = part.indexOf('=');
+    if (eq !== 1) throw new ScramError('malformed-request', 'bad SCRAM attribute');
+    map.set(part[0]!, part.slice(2));
+  }
+  return map;
+}
+
+function decodeSaslName(name: string): string {
+  if (/=(?!2C|3D)/.test(name)) throw new ScramError('malformed-request', 'bad escape in username');
+  return name.replace(/=2C/g, ',').replace(/=3D/g, '=');
+}
+
+/** Parses client-first-message and returns the username (the caller then loads credentials). */
+export function parseClientFirst(message: string): { gs2Header: string; clientFirstBare: string; username: string; clientNonce: string } {
+  const m = /^([nyp])(=[^,]*)?,(a=[^,]*)?,(.*)$/s.exec(message);
+  if (!m) throw new ScramError('malformed-request', 'bad gs2 header');
+  if (m[1] === 'p') throw new ScramError('malformed-request', 'channel binding is not supported');
+  if (m[3]) throw new ScramError('malformed-request', 'authzid is not supported');
+  const clientFirstBare = m[4]!;
+  if (clientFirstBare.startsWith('m=')) throw new ScramError('malformed-request', 'mandatory extension not supported');
+  const attrs = parseAttributes(clientFirstBare);
+  const username = attrs.get('n');
+  const clientNonce = attrs.get('r');
+  if (!username || !clientNonce) throw new ScramError('malformed-request', 'username and nonce required');
+  return { gs2Header: `${m[1]}${m[2] ?? ''},,`, clientFirstBare, username: decodeSaslName(username), clientNonce };
+}
+
+export function serverFirst(
+  hash: ScramHash,
+  parsed: ReturnType<typeof parseClientFirst>,
+  creds: Pick<ScramCredentials, 'salt' | 'iterations'>,
+  serverNonce = randomBytes(18).toString('base64'),
+): { message: string; state: ScramState } {
+  const nonce = parsed.clientNonce + serverNonce;
+  const message = `r=${nonce},s=${creds.salt},i=${creds.iterations}`;
+  return {
+    message,
+    state: { hash, username: parsed.username, clientFirstBare: parsed.clientFirstBare, serverFirst: message, nonce, gs2Header: parsed.gs2Header },
+  };
+}
+
+/** Checks client-final-message; returns server-final-message ("v=...") or throws not-authorized. */
+export function verifyClientFinal(state: ScramState, message: string, creds: ScramCredentials): string {
+  const proofAt = message.lastIndexOf(',p=');
+  if (proofAt === -1) throw new ScramError('malformed-request', 'missing proof');
+  const withoutProof = message.slice(0, proofAt);
+  const attrs = parseAttributes(withoutProof);
+  const proof = Buffer.from(message.slice(proofAt + 3), 'base64');
+  if (attrs.get('c') !== Buffer.from(state.gs2Header).toString('base64')) {
+    throw new ScramError('not-authorized', 'channel binding mismatch');
+  }
+  if (attrs.get('r') !== state.nonce) throw new ScramError('not-authorized', 'nonce mismatch');
+  const authMessage = `${state.clientFirstBare},${state.serverFirst},${withoutProof}`;
+  const storedKey = Buffer.from(creds.storedKey, 'base64');
+  const signature = hmac(state.hash, storedKey, authMessage);
+  if (proof.length !== signature.length) throw new ScramError('not-authorized', 'bad proof');
+  const clientKey = Buffer.alloc(signature.length);
+  for (let i = 0; i < signature.length; i++) clientKey[i] = proof[i]! ^ signature[i]!;
+  if (!safeEqual(digest(state.hash, clientKey), storedKey)) throw new ScramError('not-authorized', 'bad proof');
+  const serverSignature = hmac(state.hash, Buffer.from(creds.serverKey, 'base64'), authMessage);
+  return `v=${serverSignature.toString('base64')}`;
+}

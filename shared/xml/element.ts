@@ -1,0 +1,43 @@
+/**
+ * The XML tree type used everywhere: ltx's Element (the tree xmpp.js uses), so stanzas can be
+ * built with `.c()/.t()/.up()`, queried with `getChild(name, xmlns)` and serialized with escaping.
+ */
+import { Element, createElement } from 'ltx';
+
+export { Element };
+
+type Child = Element | string | null | undefined | false;
+
+/** Builds an element: `x('iq', { type: 'result' }, x('query', { xmlns: NS.ROSTER }))`. */
+export function x(name: string, attrs: Record<string, string | number | undefined> = {}, ...children: Child[]): Element {
+  const clean: Record<string, string> = {};
+  for (const [k, v] of Object.entries(attrs)) if (v !== undefined) clean[k] = String(v);
+  const el = createElement(name, clean);
+  for (const child of children) if (child) el.append(child);
+  return el;
+}
+
+/** Namespaces used by the core and its modules. */
+export const NS = {
+  CLIENT: 'jabber:client',
+  SERVER: 'jabber:server',
+  FRAMING: 'urn:ietf:params:xml:ns:xmpp-framing',
+  STREAMS: 'http://etherx.jabber.org/streams',
+  STREAM_ERRORS: 'urn:ietf:params:xml:ns:xmpp-streams',
+  STANZA_ERRORS: 'urn:ietf:params:xml:ns:xmpp-stanzas',
+  SASL: 'urn:ietf:params:xml:ns:xmpp-sasl',
+  BIND: 'urn:ietf:params:xml:ns:xmpp-bind',
+  SESSION: 'urn:ietf:params:xml:ns:xmpp-session',
+  ROSTER: 'jabber:iq:roster',
+  ROSTER_VER: 'urn:xmpp:features:rosterver',
+  PRE_APPROVAL: 'urn:xmpp:features:pre-approval',
+  REGISTER: 'jabber:iq:register',
+  REGISTER_FEATURE: 'http://jabber.org/features/iq-register',
+  DISCO_INFO: 'http://jabber.org/protocol/disco#info',
+  DISCO_ITEMS: 'http://jabber.org/protocol/disco#items',
+  PING: 'urn:xmpp:ping',
+  VERSION: 'jabber:iq:version',
+  DELAY: 'urn:xmpp:delay',
+  LIMITS: 'urn:xmpp:stream-limits:0',
+  DATA_FORMS: 'jabber:x:data',
+} as const;
