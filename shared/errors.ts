@@ -89,6 +89,7 @@ export function errorReply(stanza: Element, error: StanzaError): Element | undef
 }
 
 export function cloneElement(el: Element): Element {
+  // ltx.clone would keep parent links; a fresh tree is needed when re-parenting.
   const copy = new Element(el.name, { ...el.attrs });
   for (const child of el.children) copy.append(typeof child === 'string' ? child : cloneElement(child));
   return copy;

@@ -1,0 +1,71 @@
+import type { ScramCredentials, ScramHash, ScramState } from '../sasl/scram.ts';
+
+export interface Account {
+  bare: string;
+  credentials: Partial<Record<ScramHash, ScramCredentials>>;
+  createdAt: number;
+  /** Roster version counter (RFC 6121 §2.6), bumped on every roster change. */
+  rosterVersion: number;
+}
+
+/** A bound resource: where to reach one of a user's sessions. */
+export interface SessionRecord {
+  bare: string;
+  resource: string;
+  connectionId: string;
+  /** Sent initial presence and not yet unavailable. */
+  available: boolean;
+  /** Requested the roster, so gets roster pushes (RFC 6121 §2.1.6). */
+  interested: boolean;
+  priority: number;
+  /** Last broadcast presence (XML), to answer probes. */
+  presence?: string;
+  boundAt: number;
+}
+
+export type Subscription = 'none' | 'to' | 'from' | 'both';
+
+export interface RosterItem {
+  jid: string;
+  name?: string;
+  groups: string[];
+  subscription: Subscription;
+  /** Outbound subscription request pending (ask="subscribe"). */
+  ask?: boolean;
+  /** Subscription pre-approved (RFC 6121 §3.4). */
+  approved?: boolean;
+}
+
+export type StreamStage =
+  /** socket open, no <open/> yet */
+  | 'connected'
+  /** stream open, not authenticated */
+  | 'open'
+  /** SASL succeeded, waiting for the stream restart */
+  | 'authenticated'
+  /** restarted after SASL, resource not bound yet */
+  | 'auth-open'
+  /** resource bound: stanzas flow */
+  | 'bound'
+  | 'closed';
+
+/** Per-connection stream state, persisted between frames (the connection item). */
+export interface ConnectionState {
+  id: string;
+  stage: StreamStage;
+  streamId: string;
+  connectedAt: number;
+  /** Bare JID after SASL success. */
+  user?: string;
+  resource?: string;
+  sasl?: ScramState & { mechanism: string };
+  authFailures: number;
+  /** Mirrors of the session record, so the hot path needs no read. */
+  available?: boolean;
+  interested?: boolean;
+  priority?: number;
+  /** Full or bare JIDs that got directed available presence (RFC 6121 §4.6). */
+  directed?: string[];
+  /** Optimistic-locking counter (see docs/architecture.md). */
+  version: number;
+}

@@ -1,0 +1,341 @@
+/**
+ * Store on one DynamoDB table (layout in docs/data-model.md). Sessions sort right after the
+ * account item (`account`, `account#session#<resource>`), so one Query answers "does this user exist
+ * and where is it connected" — the only read on the hot path of a chat message.
+ */
+import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
+import {
+  BatchWriteCommand,
+  DeleteCommand,
+  DynamoDBDocumentClient,
+  GetCommand,
+  PutCommand,
+  QueryCommand,
+  ScanCommand,
+  UpdateCommand,
+  type QueryCommandInput,
+} from '@aws-sdk/lib-dynamodb';
+import type { Account, ConnectionState, RosterItem, SessionRecord } from '../core/types.ts';
+import type { ScramCredentials, ScramHash } from '../sasl/scram.ts';
+import type { OfflineMessage, Store, UserRoute } from './store.ts';
+import { TTL_ATTRIBUTE } from './table.ts';
+
+const ACCOUNT = 'account';
+const SESSION = 'account#session#';
+const ROSTER = 'roster#';
+const PENDING = 'pending#';
+const OFFLINE = 'offline#';
+const CONN = 'conn';
+
+/** Connections live at most 2 h on API Gateway; their items expire after 3 h in case $disconnect is lost. */
+const CONNECTION_TTL_SECONDS = 3 * 3600;
+const OFFLINE_TTL_SECONDS = 30 * 24 * 3600;
+
+const userKey = (bare: string) => `user#${bare}`;
+const connKey = (id: string) => `conn#${id}`;
+const nowSeconds = () => Math.floor(Date.now() / 1000);
+const live = (item: Record<string, unknown>) => typeof item[TTL_ATTRIBUTE] !== 'number' || (item[TTL_ATTRIBUTE] as number) > nowSeconds();
+
+export interface DynamoStoreOptions {
+  tableName: string;
+  endpoint?: string;
+  client?: DynamoDBClient;
+}
+
+export class DynamoStore implements Store {
+  readonly doc: DynamoDBDocumentClient;
+  readonly table: string;
+
+  constructor(options: DynamoStoreOptions) {
+    const client = options.client ?? new DynamoDBClient({ endpoint: options.endpoint, maxAttempts: 5 });
+    this.doc = DynamoDBDocumentClient.from(client, { marshallOptions: { removeUndefinedValues: true } });
+    this.table = options.tableName;
+  }
+
+  private async queryAll(input: Omit<QueryCommandInput, 'TableName'>): Promise<Record<string, any>[]> {
+    const items: Record<string, any>[] = [];
+    let ExclusiveStartKey: Record<string, any> | undefined;
+    do {
+      const out = await this.doc.send(new QueryCommand({ TableName: this.table, ...input, ExclusiveStartKey }));
+      items.push(...(out.Items ?? []).filter(live));
+      ExclusiveStartKey = out.LastEvaluatedKey;
+    } while (ExclusiveStartKey);
+    return items;
+  }
+
+  private queryPrefix(bare: string, prefix: string) {
+    return this.queryAll({
+      KeyConditionExpression: 'pk = :pk AND begins_with(sk, :prefix)',
+      ExpressionAttributeValues: { ':pk': userKey(bare), ':prefix': prefix },
+    });
+  }
+
+  private async deleteKeys(keys: { pk: string; sk: string }[]): Promise<void> {
+    for (let i = 0; i < keys.length; i += 25) {
+      let requests: any[] = keys.slice(i, i + 25).map((Key) => ({ DeleteRequest: { Key } }));
+      for (let attempt = 0; requests.length > 0; attempt++) {
+        const out = await this.doc.send(new BatchWriteCommand({ RequestItems: { [this.table]: requests } }));
+        requests = out.UnprocessedItems?.[this.table] ?? [];
+        if (requests.length > 0) await new Promise((r) => setTimeout(r, Math.min(1000, 50 * 2 ** attempt)));
+      }
+    }
+  }
+
+  // accounts
+
+  async getAccount(bare: string): Promise<Account | undefined> {
+    const out = await this.doc.send(new GetCommand({ TableName: this.table, Key: { pk: userKey(bare), sk: ACCOUNT } }));
+    return out.Item ? toAccount(out.Item) : undefined;
+  }
+
+  async createAccount(bare: string, credentials: Partial<Record<ScramHash, ScramCredentials>>): Promise<boolean> {
+    try {
+      await this.doc.send(
+        new PutCommand({
+          TableName: this.table,
+          Item: { pk: userKey(bare), sk: ACCOUNT, bare, credentials, createdAt: Date.now(), rosterVersion: 0 },
+          ConditionExpression: 'attribute_not_exists(pk)',
+        }),
+      );
+      return true;
+    } catch (err) {
+      if ((err as Error).name === 'ConditionalCheckFailedException') return false;
+      throw err;
+    }
+  }
+
+  async setCredentials(bare: string, credentials: Partial<Record<ScramHash, ScramCredentials>>): Promise<boolean> {
+    try {
+      await this.doc.send(
+        new UpdateCommand({
+          TableName: this.table,
+          Key: { pk: userKey(bare), sk: ACCOUNT },
+          UpdateExpression: 'SET credentials = :c',
+          ConditionExpression: 'attribute_exists(pk)',
+          ExpressionAttributeValues: { ':c': credentials },
+        }),
+      );
+      return true;
+    } catch (err) {
+      if ((err as Error).name === 'ConditionalCheckFailedException') return false;
+      throw err;
+    }
+  }
+
+  async deleteAccount(bare: string): Promise<boolean> {
+    const items = await this.queryAll({
+      KeyConditionExpression: 'pk = :pk',
+      ExpressionAttributeValues: { ':pk': userKey(bare) },
+      ProjectionExpression: 'pk, sk',
+    });
+    if (!items.some((i) => i.sk === ACCOUNT)) return false;
+    // The account item goes last, so a crash half-way leaves a deletable account, not orphans.
+    const keys = items.map((i) => ({ pk: i.pk as string, sk: i.sk as string }));
+    await this.deleteKeys(keys.filter((k) => k.sk !== ACCOUNT));
+    await this.deleteKeys(keys.filter((k) => k.sk === ACCOUNT));
+    return true;
+  }
+
+  async listAccounts(domain?: string): Promise<string[]> {
+    const accounts: string[] = [];
+    let ExclusiveStartKey: Record<string, any> | undefined;
+    do {
+      const out = await this.doc.send(
+        new ScanCommand({
+          TableName: this.table,
+          FilterExpression: 'sk = :sk',
+          ExpressionAttributeValues: { ':sk': ACCOUNT },
+          ProjectionExpression: 'bare',
+          ExclusiveStartKey,
+        }),
+      );
+      for (const item of out.Items ?? []) accounts.push(item.bare as string);
+      ExclusiveStartKey = out.LastEvaluatedKey;
+    } while (ExclusiveStartKey);
+    return accounts.filter((b) => !domain || b.endsWith(`@${domain}`)).sort();
+  }
+
+  // sessions
+
+  async getUserRoute(bare: string): Promise<UserRoute> {
+    const items = await this.queryPrefix(bare, ACCOUNT);
+    return {
+      exists: items.some((i) => i.sk === ACCOUNT),
+      sessions: items.filter((i) => (i.sk as string).startsWith(SESSION)).map(toSession),
+    };
+  }
+
+  async putSession(s: SessionRecord): Promise<void> {
+    await this.doc.send(
+      new PutCommand({
+        TableName: this.table,
+        Item: { pk: userKey(s.bare), sk: SESSION + s.resource, ...s, [TTL_ATTRIBUTE]: nowSeconds() + CONNECTION_TTL_SECONDS },
+      }),
+    );
+  }
+
+  async deleteSession(bare: string, resource: string, connectionId: string): Promise<void> {
+    try {
+      await this.doc.send(
+        new DeleteCommand({
+          TableName: this.table,
+          Key: { pk: userKey(bare), sk: SESSION + resource },
+          ConditionExpression: 'connectionId = :c',
+          ExpressionAttributeValues: { ':c': connectionId },
+        }),
+      );
+    } catch (err) {
+      if ((err as Error).name !== 'ConditionalCheckFailedException') throw err;
+    }
+  }
+
+  async listSessions(): Promise<SessionRecord[]> {
+    const sessions: SessionRecord[] = [];
+    let ExclusiveStartKey: Record<string, any> | undefined;
+    do {
+      const out = await this.doc.send(
+        new ScanCommand({
+          TableName: this.table,
+          FilterExpression: 'begins_with(sk, :s)',
+          ExpressionAttributeValues: { ':s': SESSION },
+          ExclusiveStartKey,
+        }),
+      );
+      sessions.push(...(out.Items ?? []).filter(live).map(toSession));
+      ExclusiveStartKey = out.LastEvaluatedKey;
+    } while (ExclusiveStartKey);
+    return sessions;
+  }
+
+  // connections
+
+  async getConnection(id: string): Promise<ConnectionState | undefined> {
+    const out = await this.doc.send(
+      new GetCommand({ TableName: this.table, Key: { pk: connKey(id), sk: CONN }, ConsistentRead: true }),
+    );
+    return out.Item && live(out.Item) ? (out.Item.state as ConnectionState) : undefined;
+  }
+
+  async putConnection(state: ConnectionState, expectedVersion: number): Promise<boolean> {
+    try {
+      await this.doc.send(
+        new PutCommand({
+          TableName: this.table,
+          Item: { pk: connKey(state.id), sk: CONN, state, version: state.version, [TTL_ATTRIBUTE]: nowSeconds() + CONNECTION_TTL_SECONDS },
+          ConditionExpression: expectedVersion === 0 ? 'attribute_not_exists(pk)' : 'version = :v',
+          ExpressionAttributeValues: expectedVersion === 0 ? undefined : { ':v': expectedVersion },
+        }),
+      );
+      return true;
+    } catch (err) {
+      if ((err as Error).name === 'ConditionalCheckFailedException') return false;
+      throw err;
+    }
+  }
+
+  async deleteConnection(id: string): Promise<void> {
+    await this.doc.send(new DeleteCommand({ TableName: this.table, Key: { pk: connKey(id), sk: CONN } }));
+  }
+
+  // roster
+
+  async getRoster(bare: string): Promise<RosterItem[]> {
+    return (await this.queryPrefix(bare, ROSTER)).map(toRosterItem);
+  }
+
+  async getRosterItem(bare: string, jid: string): Promise<RosterItem | undefined> {
+    const out = await this.doc.send(
+      new GetCommand({ TableName: this.table, Key: { pk: userKey(bare), sk: ROSTER + jid }, ConsistentRead: true }),
+    );
+    return out.Item ? toRosterItem(out.Item) : undefined;
+  }
+
+  private async bumpRosterVersion(bare: string): Promise<number> {
+    const out = await this.doc.send(
+      new UpdateCommand({
+        TableName: this.table,
+        Key: { pk: userKey(bare), sk: ACCOUNT },
+        UpdateExpression: 'ADD rosterVersion :one',
+        ConditionExpression: 'attribute_exists(pk)',
+        ExpressionAttributeValues: { ':one': 1 },
+        ReturnValues: 'UPDATED_NEW',
+      }),
+    );
+    return out.Attributes?.rosterVersion as number;
+  }
+
+  async putRosterItem(bare: string, item: RosterItem): Promise<number> {
+    await this.doc.send(new PutCommand({ TableName: this.table, Item: { pk: userKey(bare), sk: ROSTER + item.jid, ...item } }));
+    return this.bumpRosterVersion(bare);
+  }
+
+  async deleteRosterItem(bare: string, jid: string): Promise<number> {
+    await this.doc.send(new DeleteCommand({ TableName: this.table, Key: { pk: userKey(bare), sk: ROSTER + jid } }));
+    return this.bumpRosterVersion(bare);
+  }
+
+  // pending subscription requests
+
+  async putPendingSubscription(bare: string, from: string, xml: string): Promise<void> {
+    await this.doc.send(new PutCommand({ TableName: this.table, Item: { pk: userKey(bare), sk: PENDING + from, from, xml } }));
+  }
+
+  async deletePendingSubscription(bare: string, from: string): Promise<boolean> {
+    const out = await this.doc.send(
+      new DeleteCommand({ TableName: this.table, Key: { pk: userKey(bare), sk: PENDING + from }, ReturnValues: 'ALL_OLD' }),
+    );
+    return out.Attributes !== undefined;
+  }
+
+  async listPendingSubscriptions(bare: string): Promise<{ from: string; xml: string }[]> {
+    return (await this.queryPrefix(bare, PENDING)).map((i) => ({ from: i.from as string, xml: i.xml as string }));
+  }
+
+  // offline messages
+
+  async storeOffline(bare: string, xml: string, stamp: string): Promise<void> {
+    const key = `${OFFLINE}${stamp}#${Math.random().toString(36).slice(2, 10)}`;
+    await this.doc.send(
+      new PutCommand({
+        TableName: this.table,
+        Item: { pk: userKey(bare), sk: key, xml, stamp, [TTL_ATTRIBUTE]: nowSeconds() + OFFLINE_TTL_SECONDS },
+      }),
+    );
+  }
+
+  async listOffline(bare: string): Promise<OfflineMessage[]> {
+    return (await this.queryPrefix(bare, OFFLINE)).map((i) => ({ key: i.sk as string, xml: i.xml as string, stamp: i.stamp as string }));
+  }
+
+  async deleteOffline(bare: string, keys: string[]): Promise<void> {
+    await this.deleteKeys(keys.map((sk) => ({ pk: userKey(bare), sk })));
+  }
+}
+
+function toAccount(item: Record<string, any>): Account {
+  return { bare: item.bare, credentials: item.credentials ?? {}, createdAt: item.createdAt, rosterVersion: item.rosterVersion ?? 0 };
+}
+
+function toSession(item: Record<string, any>): SessionRecord {
+  return {
+    bare: item.bare,
+    resource: item.resource,
+    connectionId: item.connectionId,
+    available: item.available ?? false,
+    interested: item.interested ?? false,
+    priority: item.priority ?? 0,
+    presence: item.presence,
+    boundAt: item.boundAt,
+  };
+}
+
+function toRosterItem(item: Record<string, any>): RosterItem {
+  return {
+    jid: item.jid,
+    name: item.name,
+    groups: item.groups ?? [],
+    subscription: item.subscription ?? 'none',
+    ask: item.ask || undefined,
+    approved: item.approved || undefined,
+  };
+}
