@@ -1,0 +1,17 @@
+/** Wires a server from configuration: the DynamoDB store and the @connections sender. */
+import type { ServerConfig } from '../config.ts';
+import { defaultModules } from '../modules/index.ts';
+import { DynamoStore } from '../storage/dynamo-store.ts';
+import { ApiGatewayConnectionSender, type ConnectionSender } from '../transport/connections.ts';
+import { XmppServer, type RemoteRouter } from './server.ts';
+
+export function createServer(config: ServerConfig, overrides: { sender?: ConnectionSender; remote?: RemoteRouter } = {}): XmppServer {
+  if (!overrides.sender && !config.connectionsEndpoint) throw new Error('XMPP_CONNECTIONS_ENDPOINT is not set');
+  return new XmppServer({
+    config,
+    store: new DynamoStore({ tableName: config.tableName, endpoint: config.dynamoEndpoint }),
+    sender: overrides.sender ?? new ApiGatewayConnectionSender(config.connectionsEndpoint!),
+    remote: overrides.remote,
+    modules: defaultModules,
+  });
+}

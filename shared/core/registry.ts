@@ -1,0 +1,75 @@
+/**
+ * What feature modules register with the core: iq handlers by namespace, stanza hooks with a
+ * priority, disco features and stream features. The core knows no feature; a module is one file
+ * that calls these (Prosody's module pattern).
+ */
+import type { Jid } from '../jid.ts';
+import type { Element } from '../xml/element.ts';
+import type { ClientSession } from './session.ts';
+import type { XmppServer } from './server.ts';
+
+/** An iq of type get or set, addressed to the server domain or to a bare JID served here. */
+export interface IqRequest {
+  server: XmppServer;
+  stanza: Element;
+  payload: Element;
+  type: 'get' | 'set';
+  from: Jid;
+  to: Jid;
+  /** The sender's session when it is a local client (undefined for federated senders). */
+  session?: ClientSession;
+}
+
+/** Returns the result payload (or nothing for an empty result); throws StanzaError to fail. */
+export type IqHandler = (request: IqRequest) => Promise<Element | void | undefined>;
+
+/** A message or presence on its way from `from` to `to` (`to` absent for presence broadcasts). */
+export interface StanzaEvent {
+  server: XmppServer;
+  stanza: Element;
+  from: Jid;
+  to?: Jid;
+  session?: ClientSession;
+}
+
+/** Returns true when it fully handled the stanza (later hooks are skipped). */
+export type StanzaHook = (event: StanzaEvent) => Promise<boolean | void>;
+
+export interface SessionEvent {
+  server: XmppServer;
+  session: ClientSession;
+}
+
+export type HookName =
+  /** every message (local or federated sender) */
+  | 'message'
+  /** every presence */
+  | 'presence'
+  /** a message for a user with no session to take it: store it (offline module) */
+  | 'message/offline';
+
+export type SessionHookName =
+  /** the session sent its initial presence */
+  | 'session/available'
+  /** the session ended (close, socket gone, kicked) */
+  | 'session/ended';
+
+export type IqTarget = 'server' | 'account';
+
+export interface Registry {
+  /** Handles iq get/set with this payload namespace addressed to the domain ('server') or a user's bare JID ('account'). */
+  iq(target: IqTarget, namespace: string, handler: IqHandler): void;
+  /** Handles an iq before authentication (e.g. in-band registration). */
+  preAuthIq(namespace: string, handler: IqHandler): void;
+  hook(name: HookName, hook: StanzaHook, priority?: number): void;
+  onSession(name: SessionHookName, hook: (event: SessionEvent) => Promise<void>): void;
+  /** A disco#info feature of the server or of accounts. */
+  feature(namespace: string, target?: IqTarget): void;
+  /** An element for the stream features, before or after authentication. */
+  streamFeature(stage: 'pre-auth' | 'post-auth', build: (server: XmppServer) => Element | undefined): void;
+}
+
+export interface XmppModule {
+  name: string;
+  setup(registry: Registry): void;
+}

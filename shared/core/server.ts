@@ -1,0 +1,283 @@
+/**
+ * The routing core: entry points for the adapters (a frame arrived, a socket closed), the module
+ * registry, and the primitives modules use to route and deliver stanzas. Storage and transport come
+ * in through interfaces, so this runs unchanged in the stream Lambda, the local stack and the
+ * federation service.
+ */
+import type { ServerConfig } from '../config.ts';
+import { StanzaError, StreamError, errorReply } from '../errors.ts';
+import { Jid, JidError, parseJid } from '../jid.ts';
+import type { Store } from '../storage/store.ts';
+import type { ConnectionSender } from '../transport/connections.ts';
+import { Element, NS, x } from '../xml/element.ts';
+import type {
+  HookName,
+  IqHandler,
+  IqRequest,
+  IqTarget,
+  Registry,
+  SessionEvent,
+  SessionHookName,
+  StanzaEvent,
+  StanzaHook,
+  XmppModule,
+} from './registry.ts';
+import { ClientSession } from './session.ts';
+import { closeStream, processFrame } from './stream.ts';
+import type { ConnectionState, SessionRecord } from './types.ts';
+
+/** Where stanzas for other domains go (the federation service); absent = federation off. */
+export interface RemoteRouter {
+  send(stanza: Element): Promise<void>;
+}
+
+export interface ServerDependencies {
+  config: ServerConfig;
+  store: Store;
+  sender: ConnectionSender;
+  remote?: RemoteRouter;
+  modules: XmppModule[];
+}
+
+/** Bounded so a long-lived Lambda instance doesn't grow without limit. */
+const STATE_CACHE_LIMIT = 20_000;
+
+export class XmppServer implements Registry {
+  readonly config: ServerConfig;
+  readonly store: Store;
+  readonly sender: ConnectionSender;
+  readonly remote?: RemoteRouter;
+  readonly serverFeatures = new Set<string>();
+  readonly accountFeatures = new Set<string>();
+  readonly streamFeatures: Record<'pre-auth' | 'post-auth', ((s: XmppServer) => Element | undefined)[]> = {
+    'pre-auth': [],
+    'post-auth': [],
+  };
+  private readonly iqHandlers = new Map<string, IqHandler>();
+  private readonly preAuthIqHandlers = new Map<string, IqHandler>();
+  private readonly hooks = new Map<HookName, { hook: StanzaHook; priority: number }[]>();
+  private readonly sessionHooks = new Map<SessionHookName, ((e: SessionEvent) => Promise<void>)[]>();
+  private readonly stateCache = new Map<string, ConnectionState>();
+
+  constructor(deps: ServerDependencies) {
+    this.config = deps.config;
+    this.store = deps.store;
+    this.sender = deps.sender;
+    this.remote = deps.remote;
+    for (const module of deps.modules) module.setup(this);
+  }
+
+  // Registry
+
+  iq(target: IqTarget, namespace: string, handler: IqHandler): void {
+    this.iqHandlers.set(`${target} ${namespace}`, handler);
+  }
+
+  preAuthIq(namespace: string, handler: IqHandler): void {
+    this.preAuthIqHandlers.set(namespace, handler);
+  }
+
+  hook(name: HookName, hook: StanzaHook, priority = 0): void {
+    const list = this.hooks.get(name) ?? [];
+    list.push({ hook, priority });
+    list.sort((a, b) => b.priority - a.priority);
+    this.hooks.set(name, list);
+  }
+
+  onSession(name: SessionHookName, hook: (event: SessionEvent) => Promise<void>): void {
+    this.sessionHooks.set(name, [...(this.sessionHooks.get(name) ?? []), hook]);
+  }
+
+  feature(namespace: string, target: IqTarget = 'server'): void {
+    (target === 'server' ? this.serverFeatures : this.accountFeatures).add(namespace);
+  }
+
+  streamFeature(stage: 'pre-auth' | 'post-auth', build: (server: XmppServer) => Element | undefined): void {
+    this.streamFeatures[stage].push(build);
+  }
+
+  preAuthIqHandler(namespace: string): IqHandler | undefined {
+    return this.preAuthIqHandlers.get(namespace);
+  }
+
+  // Adapter entry points
+
+  /** Processes one frame of a connection. Frames of one connection must come in order, one at a time. */
+  async handleFrame(connectionId: string, frame: string): Promise<void> {
+    const state = this.stateCache.get(connectionId) ?? (await this.store.getConnection(connectionId)) ?? newConnectionState(connectionId);
+    const expectedVersion = state.version;
+    const session = new ClientSession(this, state);
+    try {
+      await processFrame(session, frame);
+    } catch (err) {
+      if (!(err instanceof StreamError)) throw err;
+      await closeStream(session, err);
+    }
+    if (session.state.stage === 'closed') {
+      this.stateCache.delete(connectionId);
+      return;
+    }
+    if (session.isDirty) {
+      state.version = expectedVersion + 1;
+      if (!(await this.store.putConnection(state, expectedVersion))) {
+        // Another instance moved this connection on: forget our copy; the queue redelivers the frame.
+        this.stateCache.delete(connectionId);
+        throw new Error(`connection ${connectionId}: stale state (version ${expectedVersion})`);
+      }
+    }
+    this.stateCache.delete(connectionId);
+    this.stateCache.set(connectionId, state);
+    if (this.stateCache.size > STATE_CACHE_LIMIT) this.stateCache.delete(this.stateCache.keys().next().value!);
+  }
+
+  /** The socket closed (client, timeout or server). Ends the XMPP session if one was bound. */
+  async handleDisconnect(connectionId: string): Promise<void> {
+    this.stateCache.delete(connectionId);
+    const state = await this.store.getConnection(connectionId);
+    if (!state) return;
+    await this.endSession(new ClientSession(this, state));
+  }
+
+  /** Ends a session: unavailable broadcast and cleanup by the modules, then its records. */
+  async endSession(session: ClientSession): Promise<void> {
+    const { state } = session;
+    if (state.stage === 'bound') {
+      for (const hook of this.sessionHooks.get('session/ended') ?? []) await hook({ server: this, session });
+      await this.store.deleteSession(state.user!, state.resource!, state.id);
+    }
+    state.stage = 'closed';
+    this.stateCache.delete(state.id);
+    await this.store.deleteConnection(state.id);
+  }
+
+  async sessionAvailable(session: ClientSession): Promise<void> {
+    for (const hook of this.sessionHooks.get('session/available') ?? []) await hook({ server: this, session });
+  }
+
+  // Routing primitives for modules
+
+  isLocalDomain(domain: string): boolean {
+    return domain === this.config.domain;
+  }
+
+  get domainJid(): Jid {
+    return new Jid('', this.config.domain);
+  }
+
+  async runHooks(name: HookName, event: StanzaEvent): Promise<boolean> {
+    for (const { hook } of this.hooks.get(name) ?? []) if (await hook(event)) return true;
+    return false;
+  }
+
+  /**
+   * Routes a stanza whose `from` is already stamped. Used for stanzas from local clients and, with
+   * the same rules, for stanzas arriving from other servers.
+   */
+  async route(stanza: Element, from: Jid, session?: ClientSession): Promise<void> {
+    let to: Jid | undefined;
+    if (stanza.attrs.to) {
+      try {
+        to = parseJid(stanza.attrs.to);
+      } catch (err) {
+        if (err instanceof JidError) return this.bounce(stanza, new StanzaError('jid-malformed', err.message));
+        throw err;
+      }
+      stanza.attrs.to = to.toString();
+    }
+    if (to && !this.isLocalDomain(to.domain)) return this.routeRemote(stanza);
+    if (stanza.name === 'iq') return this.routeIq(stanza, from, to ?? from.toBare(), session);
+    const handled = await this.runHooks(stanza.name as HookName, { server: this, stanza, from, to, session });
+    if (!handled && stanza.name === 'message') await this.bounce(stanza, new StanzaError('service-unavailable'));
+  }
+
+  async routeRemote(stanza: Element): Promise<void> {
+    if (!this.remote) return this.bounce(stanza, new StanzaError('remote-server-not-found', 'federation is not enabled on this server'));
+    await this.remote.send(stanza);
+  }
+
+  private async routeIq(stanza: Element, from: Jid, to: Jid, session?: ClientSession): Promise<void> {
+    const type = stanza.attrs.type;
+    if (to.resource) {
+      // Full JID: hand it to that session, whatever the type (RFC 6120 §10.5.3.1).
+      if (await this.deliverToFullJid(to, stanza)) return;
+      if (type === 'get' || type === 'set') await this.bounce(stanza, new StanzaError('service-unavailable'));
+      return;
+    }
+    if (type !== 'get' && type !== 'set') return; // results and errors to a bare JID or the domain end here
+    const payload = stanza.getChildElements()[0]!;
+    const target: IqTarget = to.local ? 'account' : 'server';
+    const handler = this.iqHandlers.get(`${target} ${payload.attrs.xmlns}`);
+    if (!handler) return this.bounce(stanza, new StanzaError('service-unavailable'));
+    await this.answerIq({ server: this, stanza, payload, type, from, to, session }, handler);
+  }
+
+  /** Runs an iq handler and sends its result or error back to the requester. */
+  async answerIq(request: IqRequest, handler: IqHandler, reply: (el: Element) => Promise<unknown> = (el) => this.sendTo(request.from, el)): Promise<void> {
+    const { stanza } = request;
+    let result: Element;
+    try {
+      const payload = await handler(request);
+      result = x('iq', { xmlns: NS.CLIENT, type: 'result', id: stanza.attrs.id, from: stanza.attrs.to, to: stanza.attrs.from }, payload ?? undefined);
+    } catch (err) {
+      if (!(err instanceof StanzaError)) throw err;
+      result = errorReply(stanza, err)!;
+    }
+    await reply(result);
+  }
+
+  /** Answers a stanza with an error, to its sender (local or remote). Errors are never answered. */
+  async bounce(stanza: Element, error: StanzaError): Promise<void> {
+    const reply = errorReply(stanza, error);
+    if (!reply || !stanza.attrs.from) return;
+    if (!reply.attrs.from) reply.attrs.from = this.config.domain;
+    await this.sendTo(parseJid(stanza.attrs.from), reply);
+  }
+
+  /**
+   * Sends a server-generated stanza (result, error, push) to a JID: to the session for a local full
+   * JID, to every session for a local bare JID, or out through federation.
+   */
+  async sendTo(to: Jid, el: Element): Promise<void> {
+    if (!this.isLocalDomain(to.domain)) return this.routeRemote(el);
+    if (!to.local) return;
+    if (to.resource) {
+      await this.deliverToFullJid(to, el);
+      return;
+    }
+    const { sessions } = await this.store.getUserRoute(to.bare);
+    await this.deliverToSessions(sessions, el);
+  }
+
+  async deliverToFullJid(to: Jid, el: Element): Promise<boolean> {
+    const session = (await this.store.getUserRoute(to.bare)).sessions.find((s) => s.resource === to.resource);
+    return session ? this.deliver(session, el) : false;
+  }
+
+  /** Posts to one session; false when its socket is gone (the session is then cleaned up by $disconnect). */
+  deliver(session: SessionRecord, el: Element): Promise<boolean> {
+    return this.sender.send(session.connectionId, el.toString());
+  }
+
+  /** Posts to several sessions in parallel (bounded); resolves to how many took it. */
+  async deliverToSessions(sessions: SessionRecord[], el: Element): Promise<number> {
+    const frame = el.toString();
+    let delivered = 0;
+    await forEachBounded(sessions, 16, async (s) => {
+      if (await this.sender.send(s.connectionId, frame)) delivered++;
+    });
+    return delivered;
+  }
+}
+
+export function newConnectionState(id: string): ConnectionState {
+  return { id, stage: 'connected', streamId: '', connectedAt: Date.now(), authFailures: 0, version: 0 };
+}
+
+/** Runs `fn` over items with at most `limit` in flight (fan-out must not hammer @connections). */
+export async function forEachBounded<T>(items: T[], limit: number, fn: (item: T) => Promise<void>): Promise<void> {
+  let next = 0;
+  const workers = Array.from({ length: Math.min(limit, items.length) }, async () => {
+    while (next < items.length) await fn(items[next++]!);
+  });
+  await Promise.all(workers);
+}

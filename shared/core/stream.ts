@@ -1,0 +1,209 @@
+/**
+ * RFC 7395 stream handling for one client connection: open/close framing, stream features,
+ * SASL, resource binding, then stanza validation and `from` stamping before routing.
+ */
+import { randomBytes } from 'node:crypto';
+import { StanzaError, StreamError, errorReply } from '../errors.ts';
+import { JidError, normalizeResource, parseJid } from '../jid.ts';
+import { MECHANISMS, continueMechanism, decodeSaslPayload, startMechanism, type SaslStep } from '../sasl/mechanisms.ts';
+import { XmlFrameError, parseFrame } from '../xml/parse.ts';
+import { Element, NS, x } from '../xml/element.ts';
+import { ClientSession } from './session.ts';
+
+/** RFC 6120 §6.4.5: allow a few retries, then close. */
+const MAX_AUTH_FAILURES = 3;
+const STANZAS = new Set(['message', 'presence', 'iq']);
+
+export async function processFrame(session: ClientSession, frame: string): Promise<void> {
+  if (frame.trim() === '') return; // whitespace keepalive
+  let el: Element;
+  try {
+    el = parseFrame(frame, { maxBytes: session.server.config.maxFrameBytes, maxDepth: 48, maxAttributes: 64 });
+  } catch (err) {
+    if (err instanceof XmlFrameError) throw new StreamError(err.condition, err.message);
+    throw err;
+  }
+  if (el.name === 'open') return handleOpen(session, el);
+  if (el.name === 'close') return closeStream(session);
+  const { stage } = session.state;
+  if (stage === 'connected') throw new StreamError('not-authorized', 'open the stream first');
+  if (el.name.startsWith('stream:') || el.attrs.xmlns === NS.FRAMING) throw new StreamError('unsupported-stanza-type');
+  if (stage === 'open') return preAuth(session, el);
+  if (stage === 'authenticated') throw new StreamError('not-authorized', 'restart the stream after SASL');
+  if (!STANZAS.has(el.name) || (el.attrs.xmlns !== undefined && el.attrs.xmlns !== NS.CLIENT)) {
+    throw new StreamError('unsupported-stanza-type', `<${el.name}/> is not a stanza`);
+  }
+  if (stage === 'auth-open') return bind(session, el);
+  return stanza(session, el);
+}
+
+async function handleOpen(session: ClientSession, open: Element): Promise<void> {
+  const { server, state } = session;
+  if (open.attrs.xmlns !== NS.FRAMING) throw new StreamError('invalid-namespace');
+  if (state.stage === 'bound' || state.stage === 'auth-open') throw new StreamError('policy-violation', 'the stream is already open');
+  const streamId = randomBytes(9).toString('base64url');
+  await session.send(x('open', { xmlns: NS.FRAMING, from: server.config.domain, id: streamId, version: '1.0', 'xml:lang': 'en' }));
+  if (open.attrs.to && open.attrs.to.toLowerCase() !== server.config.domain) throw new StreamError('host-unknown', `this server serves ${server.config.domain}`);
+  if (open.attrs.version && !/^1\.\d+$/.test(open.attrs.version)) throw new StreamError('unsupported-version');
+  const authenticated = state.stage === 'authenticated';
+  session.update({ stage: authenticated ? 'auth-open' : 'open', streamId, sasl: undefined });
+  const features = x('stream:features', { 'xmlns:stream': NS.STREAMS });
+  if (authenticated) {
+    features.append(x('bind', { xmlns: NS.BIND }, x('required')));
+    features.append(x('session', { xmlns: NS.SESSION }, x('optional')));
+  } else {
+    features.append(x('mechanisms', { xmlns: NS.SASL }, ...MECHANISMS.map((m) => x('mechanism', {}, m))));
+  }
+  for (const build of server.streamFeatures[authenticated ? 'post-auth' : 'pre-auth']) {
+    const feature = build(server);
+    if (feature) features.append(feature);
+  }
+  features.append(
+    x('limits', { xmlns: NS.LIMITS }, x('max-bytes', {}, String(server.config.maxFrameBytes)), x('idle-seconds', {}, String(server.config.idleSeconds))),
+  );
+  await session.send(features);
+}
+
+/** Sends the optional stream error and <close/>, closes the socket and ends the session. */
+export async function closeStream(session: ClientSession, error?: StreamError): Promise<void> {
+  const { server, state } = session;
+  if (state.stage === 'closed') return;
+  if (error) {
+    if (state.stage === 'connected') {
+      await session.send(x('open', { xmlns: NS.FRAMING, from: server.config.domain, id: randomBytes(9).toString('base64url'), version: '1.0', 'xml:lang': 'en' }));
+    }
+    await session.send(error.toElement());
+  }
+  await session.send(x('close', { xmlns: NS.FRAMING }));
+  await server.endSession(session);
+  await server.sender.close(state.id);
+}
+
+async function preAuth(session: ClientSession, el: Element): Promise<void> {
+  if (el.attrs.xmlns === NS.SASL) return sasl(session, el);
+  const payload = el.getChildElements()[0];
+  const handler = el.name === 'iq' && payload ? session.server.preAuthIqHandler(payload.attrs.xmlns) : undefined;
+  if (!handler) throw new StreamError('not-authorized', 'authenticate first');
+  const type = el.attrs.type;
+  if (type !== 'get' && type !== 'set') return;
+  const domain = session.server.domainJid;
+  await session.server.answerIq(
+    // Before authentication the requester has no JID; replies carry no 'to' (RFC 6120 §8.1.1.1).
+    { server: session.server, stanza: el, payload, type, from: domain, to: domain, session },
+    handler,
+    (reply) => {
+      delete reply.attrs.to;
+      delete reply.attrs.from;
+      return session.send(reply);
+    },
+  );
+}
+
+async function sasl(session: ClientSession, el: Element): Promise<void> {
+  const { server, state } = session;
+  const ctx = { store: server.store, domain: server.config.domain };
+  let step: SaslStep;
+  if (el.name === 'abort') {
+    session.update({ sasl: undefined });
+    return saslFailure(session, 'aborted');
+  }
+  const data = decodeSaslPayload(el.getText());
+  if (el.name === 'auth') {
+    const mechanism = el.attrs.mechanism ?? '';
+    if (!(MECHANISMS as readonly string[]).includes(mechanism)) return saslFailure(session, 'invalid-mechanism');
+    if (!data) return saslFailure(session, 'incorrect-encoding');
+    step = await startMechanism(ctx, mechanism, data);
+    if (step.kind === 'challenge') {
+      session.update({ sasl: { ...step.state, mechanism } });
+    }
+  } else if (el.name === 'response') {
+    if (!state.sasl) throw new StreamError('policy-violation', 'no SASL exchange in progress');
+    if (!data) return saslFailure(session, 'incorrect-encoding');
+    step = await continueMechanism(ctx, state.sasl, data);
+  } else {
+    throw new StreamError('unsupported-stanza-type');
+  }
+  if (step.kind === 'challenge') {
+    await session.send(x('challenge', { xmlns: NS.SASL }, Buffer.from(step.data).toString('base64')));
+  } else if (step.kind === 'success') {
+    session.update({ stage: 'authenticated', user: step.user, sasl: undefined, authFailures: 0 });
+    await session.send(x('success', { xmlns: NS.SASL }, step.data ? Buffer.from(step.data).toString('base64') : undefined));
+  } else {
+    return saslFailure(session, step.condition, step.text);
+  }
+}
+
+async function saslFailure(session: ClientSession, condition: string, text?: string): Promise<void> {
+  const failures = session.state.authFailures + (condition === 'aborted' ? 0 : 1);
+  session.update({ sasl: undefined, authFailures: failures });
+  await session.send(x('failure', { xmlns: NS.SASL }, x(condition), text ? x('text', { 'xml:lang': 'en' }, text) : undefined));
+  if (failures >= MAX_AUTH_FAILURES) throw new StreamError('policy-violation', 'too many failed authentication attempts');
+}
+
+async function bind(session: ClientSession, el: Element): Promise<void> {
+  const request = el.name === 'iq' && el.attrs.type === 'set' ? el.getChild('bind', NS.BIND) : undefined;
+  if (!request) throw new StreamError('not-authorized', 'bind a resource first');
+  const { server } = session;
+  const reply = (payload: Element) =>
+    session.send(x('iq', { xmlns: NS.CLIENT, type: 'result', id: el.attrs.id }, payload));
+  let resource: string;
+  const wanted = request.getChildText('resource');
+  try {
+    resource = wanted?.trim() ? normalizeResource(wanted) : `${randomBytes(6).toString('base64url')}`;
+  } catch (err) {
+    if (!(err instanceof JidError)) throw err;
+    await session.send(errorReply(el, new StanzaError('bad-request', err.message))!);
+    return;
+  }
+  // RFC 6120 §7.7.2.2: on a conflicting resource the older session is replaced.
+  const { sessions } = await server.store.getUserRoute(session.state.user!);
+  const existing = sessions.find((s) => s.resource === resource);
+  if (existing && existing.connectionId !== session.id) await replaceSession(session, existing.connectionId);
+  session.update({ stage: 'bound', resource, available: false, interested: false, priority: 0, directed: [] });
+  await server.store.putSession(session.toRecord());
+  await reply(x('bind', { xmlns: NS.BIND }, x('jid', {}, session.jid.toString())));
+}
+
+async function replaceSession(session: ClientSession, oldConnectionId: string): Promise<void> {
+  const { server } = session;
+  const old = await server.store.getConnection(oldConnectionId);
+  if (!old) return;
+  await closeStream(new ClientSession(server, old), new StreamError('conflict', 'replaced by a new session with the same resource'));
+}
+
+async function stanza(session: ClientSession, el: Element): Promise<void> {
+  const { server } = session;
+  const jid = session.jid;
+  const from = el.attrs.from;
+  if (from && from !== jid.toString() && from !== jid.bare) throw new StreamError('invalid-from');
+  el.attrs.from = jid.toString();
+  el.attrs.xmlns = NS.CLIENT;
+  if (el.name === 'iq') {
+    const type = el.attrs.type;
+    const ok = el.attrs.id && (((type === 'get' || type === 'set') && el.getChildElements().length === 1) || type === 'result' || type === 'error');
+    if (!ok) {
+      if (type !== 'error' && type !== 'result') await session.send(errorReply(el, new StanzaError('bad-request', 'iq needs an id, a type and one payload for get/set'))!);
+      return;
+    }
+    const payload = el.getChildElements()[0];
+    if (payload?.is('session', NS.SESSION) && !el.attrs.to) {
+      await session.send(x('iq', { xmlns: NS.CLIENT, type: 'result', id: el.attrs.id, to: jid.toString() }));
+      return;
+    }
+    if (payload?.is('bind', NS.BIND)) {
+      await session.send(errorReply(el, new StanzaError('not-allowed', 'a resource is already bound'))!);
+      return;
+    }
+  }
+  if (el.attrs.to) {
+    try {
+      parseJid(el.attrs.to);
+    } catch (err) {
+      if (!(err instanceof JidError)) throw err;
+      const reply = errorReply(el, new StanzaError('jid-malformed', err.message));
+      if (reply) await session.send(reply.attr('from', server.config.domain));
+      return;
+    }
+  }
+  await server.route(el, jid, session);
+}

@@ -1,0 +1,21 @@
+/** The feature modules a server runs, in registration order. Remove one here to drop a feature. */
+import type { XmppModule } from '../core/registry.ts';
+import { discoModule } from './disco.ts';
+import { messageModule } from './message.ts';
+import { offlineModule } from './offline.ts';
+import { pingModule } from './ping.ts';
+import { presenceModule } from './presence.ts';
+import { registerModule } from './register.ts';
+import { rosterModule } from './roster.ts';
+import { versionModule } from './version.ts';
+
+export const defaultModules: XmppModule[] = [
+  discoModule,
+  rosterModule,
+  presenceModule,
+  messageModule,
+  offlineModule,
+  pingModule,
+  versionModule,
+  registerModule,
+];

@@ -1,0 +1,57 @@
+/**
+ * RFC 6121 §8.5: delivery of messages to local users — full JIDs, bare JIDs by priority, the
+ * rules per message type, and the hand-off to offline storage when no session can take it.
+ */
+import { StanzaError } from '../errors.ts';
+import type { StanzaEvent, XmppModule } from '../core/registry.ts';
+import type { SessionRecord } from '../core/types.ts';
+
+/** The sessions a message to a bare JID goes to: available, non-negative, highest priority. */
+export function bareJidTargets(sessions: SessionRecord[]): SessionRecord[] {
+  const eligible = sessions.filter((s) => s.available && s.priority >= 0);
+  const top = Math.max(...eligible.map((s) => s.priority));
+  return eligible.filter((s) => s.priority === top);
+}
+
+async function onMessage(event: StanzaEvent): Promise<boolean> {
+  const { server, stanza, from } = event;
+  const to = event.to ?? from.toBare();
+  const type = stanza.attrs.type ?? 'normal';
+  const silent = type === 'error' || type === 'headline';
+  if (!to.local) {
+    if (!silent) await server.bounce(stanza, new StanzaError('service-unavailable'));
+    return true;
+  }
+  const route = await server.store.getUserRoute(to.bare);
+  if (!route.exists) {
+    if (!silent) await server.bounce(stanza, new StanzaError('service-unavailable'));
+    return true;
+  }
+  if (to.resource) {
+    const session = route.sessions.find((s) => s.resource === to.resource);
+    if (session && (await server.deliver(session, stanza))) return true;
+    if (silent) return true;
+    if (type === 'groupchat') {
+      await server.bounce(stanza, new StanzaError('service-unavailable'));
+      return true;
+    }
+    // chat and normal to an absent resource are treated as sent to the bare JID (RFC 6121 §8.5.3.2.1).
+  }
+  if (type === 'groupchat') {
+    await server.bounce(stanza, new StanzaError('service-unavailable'));
+    return true;
+  }
+  const targets = type === 'headline' ? route.sessions.filter((s) => s.available && s.priority >= 0) : bareJidTargets(route.sessions);
+  const delivered = await server.deliverToSessions(targets, stanza);
+  if (delivered > 0 || silent) return true;
+  if (await server.runHooks('message/offline', { ...event, to })) return true;
+  await server.bounce(stanza, new StanzaError('service-unavailable'));
+  return true;
+}
+
+export const messageModule: XmppModule = {
+  name: 'message',
+  setup(reg) {
+    reg.hook('message', onMessage);
+  },
+};

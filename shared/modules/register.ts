@@ -1,0 +1,72 @@
+/**
+ * XEP-0077 in-band registration: account creation before authentication (only when registration is
+ * enabled), and password change and account removal for a logged-in user (always).
+ */
+import { makeCredentials } from '../accounts.ts';
+import { StanzaError, StreamError } from '../errors.ts';
+import { JidError, normalizeLocal } from '../jid.ts';
+import type { XmppModule } from '../core/registry.ts';
+import { ClientSession } from '../core/session.ts';
+import { closeStream } from '../core/stream.ts';
+import { NS, x } from '../xml/element.ts';
+
+const MAX_PASSWORD_LENGTH = 1024;
+
+function checkPassword(password: string | null | undefined): string {
+  if (!password) throw new StanzaError('not-acceptable', 'a password is required');
+  if (password.length > MAX_PASSWORD_LENGTH) throw new StanzaError('not-acceptable', 'password too long');
+  return password;
+}
+
+export const registerModule: XmppModule = {
+  name: 'register',
+  setup(reg) {
+    reg.streamFeature('pre-auth', (server) => (server.config.registration ? x('register', { xmlns: NS.REGISTER_FEATURE }) : undefined));
+    reg.feature(NS.REGISTER);
+
+    reg.preAuthIq(NS.REGISTER, async ({ server, type, payload }) => {
+      if (!server.config.registration) throw new StanzaError('service-unavailable', 'registration is disabled on this server');
+      if (type === 'get') {
+        return x('query', { xmlns: NS.REGISTER }, x('instructions', {}, `Choose a username and password for ${server.config.domain}.`), x('username'), x('password'));
+      }
+      if (payload.getChild('remove')) throw new StanzaError('not-authorized', 'log in to remove an account');
+      const username = payload.getChildText('username');
+      if (!username) throw new StanzaError('not-acceptable', 'a username is required');
+      let local: string;
+      try {
+        local = normalizeLocal(username);
+      } catch (err) {
+        if (err instanceof JidError) throw new StanzaError('not-acceptable', `invalid username: ${err.message}`);
+        throw err;
+      }
+      const credentials = makeCredentials(checkPassword(payload.getChildText('password')), server.config.scramIterations);
+      if (!(await server.store.createAccount(`${local}@${server.config.domain}`, credentials))) {
+        throw new StanzaError('conflict', 'that username is taken');
+      }
+    });
+
+    reg.iq('account', NS.REGISTER, async ({ server, type, payload, from, to, session }) => {
+      if (from.bare !== to.bare || !session) throw new StanzaError('service-unavailable');
+      if (type === 'get') {
+        return x('query', { xmlns: NS.REGISTER }, x('registered'), x('username', {}, from.local));
+      }
+      if (payload.getChild('remove')) {
+        await server.store.deleteAccount(from.bare);
+        // Answer first, then end every session of the removed account (XEP-0077 §3.2).
+        await session.send(x('iq', { xmlns: NS.CLIENT, type: 'result', id: payload.parent?.attrs.id, to: from.toString() }));
+        const { sessions } = await server.store.getUserRoute(from.bare);
+        for (const s of sessions) {
+          const state = await server.store.getConnection(s.connectionId);
+          if (state && s.connectionId !== session.id) {
+            await closeStream(new ClientSession(server, state), new StreamError('not-authorized', 'account removed'));
+          }
+        }
+        throw new StreamError('not-authorized', 'account removed');
+      }
+      const username = payload.getChildText('username');
+      if (username && username.toLowerCase() !== from.local) throw new StanzaError('bad-request', 'username does not match');
+      const credentials = makeCredentials(checkPassword(payload.getChildText('password')), server.config.scramIterations);
+      await server.store.setCredentials(from.bare, credentials);
+    });
+  },
+};

@@ -1,0 +1,95 @@
+/**
+ * Server-side SASL mechanisms as the stream negotiation uses them: each mechanism takes the
+ * client's message and either asks for another step (challenge), succeeds, or fails with an
+ * RFC 6120 §6.5 condition. Multi-step state is returned to the caller, who keeps it in the
+ * connection item, because the next frame may be handled by another Lambda instance.
+ */
+import { normalizeLocal, JidError } from '../jid.ts';
+import type { Store } from '../storage/store.ts';
+import type { Account } from '../core/types.ts';
+import { parsePlain } from './plain.ts';
+import {
+  SCRAM_MECHANISMS,
+  ScramError,
+  deriveCredentials,
+  parseClientFirst,
+  serverFirst,
+  verifyClientFinal,
+  verifyPassword,
+  type ScramState,
+} from './scram.ts';
+
+export type SaslFailure = 'aborted' | 'incorrect-encoding' | 'invalid-authzid' | 'invalid-mechanism' | 'malformed-request' | 'not-authorized' | 'temporary-auth-failure';
+
+export type SaslStep =
+  | { kind: 'challenge'; data: string; state: ScramState }
+  | { kind: 'success'; user: string; data?: string }
+  | { kind: 'failure'; condition: SaslFailure; text?: string };
+
+export const MECHANISMS = ['SCRAM-SHA-256', 'SCRAM-SHA-1', 'PLAIN'] as const;
+
+export interface SaslContext {
+  store: Store;
+  domain: string;
+}
+
+async function loadAccount(ctx: SaslContext, username: string): Promise<Account | undefined> {
+  try {
+    return await ctx.store.getAccount(`${normalizeLocal(username)}@${ctx.domain}`);
+  } catch (err) {
+    if (err instanceof JidError) return undefined;
+    throw err;
+  }
+}
+
+function fail(err: unknown): SaslStep {
+  if (err instanceof ScramError) {
+    return { kind: 'failure', condition: err.condition === 'encryption-required' ? 'not-authorized' : err.condition === 'invalid-mechanism' ? 'invalid-mechanism' : err.condition };
+  }
+  throw err;
+}
+
+export async function startMechanism(ctx: SaslContext, mechanism: string, message: Buffer): Promise<SaslStep> {
+  if (mechanism === 'PLAIN') {
+    const plain = parsePlain(message);
+    if (!plain) return { kind: 'failure', condition: 'malformed-request' };
+    const account = await loadAccount(ctx, plain.authcid);
+    const creds = account?.credentials.sha256 ?? account?.credentials.sha1;
+    const hash = account?.credentials.sha256 ? 'sha256' : 'sha1';
+    if (!account || !creds || !verifyPassword(hash, plain.password, creds)) return { kind: 'failure', condition: 'not-authorized' };
+    if (plain.authzid && plain.authzid !== account.bare) return { kind: 'failure', condition: 'invalid-authzid' };
+    return { kind: 'success', user: account.bare };
+  }
+  const hash = SCRAM_MECHANISMS[mechanism];
+  if (!hash) return { kind: 'failure', condition: 'invalid-mechanism' };
+  try {
+    const parsed = parseClientFirst(message.toString('utf8'));
+    const account = await loadAccount(ctx, parsed.username);
+    // Unknown users get a made-up salt and fail only at the proof, so accounts can't be probed.
+    const creds = account?.credentials[hash] ?? deriveCredentials(hash, Math.random().toString(36), 4096);
+    const { message: data, state } = serverFirst(hash, parsed, creds);
+    return { kind: 'challenge', data, state };
+  } catch (err) {
+    return fail(err);
+  }
+}
+
+export async function continueMechanism(ctx: SaslContext, state: ScramState, message: Buffer): Promise<SaslStep> {
+  try {
+    const account = await loadAccount(ctx, state.username);
+    const creds = account?.credentials[state.hash];
+    if (!account || !creds) return { kind: 'failure', condition: 'not-authorized' };
+    const data = verifyClientFinal(state, message.toString('utf8'), creds);
+    return { kind: 'success', user: account.bare, data };
+  } catch (err) {
+    return fail(err);
+  }
+}
+
+/** Decodes a SASL payload; "=" is the empty response (RFC 6120 §6.4.2). */
+export function decodeSaslPayload(text: string): Buffer | undefined {
+  const t = text.trim();
+  if (t === '' || t === '=') return Buffer.alloc(0);
+  if (!/^[A-Za-z0-9+/]+={0,2}$/.test(t) || t.length % 4 !== 0) return undefined;
+  return Buffer.from(t, 'base64');
+}
