@@ -1,0 +1,240 @@
+import { Duration, IgnoreMode, RemovalPolicy, SecretValue } from 'aws-cdk-lib';
+import * as ec2 from 'aws-cdk-lib/aws-ec2';
+import * as ecs from 'aws-cdk-lib/aws-ecs';
+import * as elbv2 from 'aws-cdk-lib/aws-elasticloadbalancingv2';
+import * as iam from 'aws-cdk-lib/aws-iam';
+import * as logs from 'aws-cdk-lib/aws-logs';
+import * as secretsmanager from 'aws-cdk-lib/aws-secretsmanager';
+import * as sqs from 'aws-cdk-lib/aws-sqs';
+import { Platform } from 'aws-cdk-lib/aws-ecr-assets';
+import { Construct } from 'constructs';
+import { REPO_ROOT } from './bundle.ts';
+
+/** TCP ports of the federation service (the NLB listens on the same ports). */
+export const FEDERATION_PORTS = {
+  /** RFC 6120 server-to-server, STARTTLS. */
+  s2s: 5269,
+  /** XEP-0368 direct TLS server-to-server (`_xmpps-server._tcp`). */
+  s2sDirectTls: 5270,
+  /** XEP-0114 external components. */
+  component: 5347,
+} as const;
+
+/** The container's name in the task definition. */
+export const FEDERATION_CONTAINER = 'federation';
+
+/**
+ * Files of the repository the federation image is built from. Everything else (node_modules,
+ * .data, cdk.out, tests…) is left out of the Docker build context, which also keeps the asset
+ * fingerprint cheap at synth time.
+ */
+export const FEDERATION_IMAGE_CONTEXT = [
+  'package.json',
+  'package-lock.json',
+  'tsconfig.json',
+  'shared',
+  'federation',
+  'cdk/federation.Dockerfile',
+];
+
+export interface XmppFederationProps {
+  /** Environment shared with the stream Lambda (XMPP_DOMAIN, XMPP_TABLE, …). */
+  readonly environment: Record<string, string>;
+  /** Grants the task what the routing core needs (table, @connections). */
+  readonly grantCore: (grantee: iam.IGrantable) => void;
+  /** Open the XEP-0114 component listener on 5347. */
+  readonly componentListener: boolean;
+  /** Availability zones for the VPC and the NLB (each AZ adds one NLB public IPv4 address). */
+  readonly maxAzs: number;
+  readonly logRetention: logs.RetentionDays;
+  readonly removalPolicy: RemovalPolicy;
+  /** The container image; by default built from cdk/federation.Dockerfile with the repository root as context. */
+  readonly image?: ecs.ContainerImage;
+}
+
+/**
+ * Server-to-server federation (and optionally XEP-0114 components): one small ARM Fargate task
+ * behind a Network Load Balancer, an outbound queue the stream Lambda fills with stanzas for
+ * remote domains, and two secrets.
+ *
+ * Network: a VPC with public subnets only and no NAT gateway. The task gets a public IPv4 address
+ * for its outbound traffic (remote XMPP servers, AWS APIs); its security group admits the XMPP
+ * ports from inside the VPC only (the NLB's nodes), so the task is not reachable directly. A NAT
+ * gateway would cost about $33 a month per AZ before traffic, several times the task itself.
+ */
+export class XmppFederation extends Construct {
+  readonly vpc: ec2.Vpc;
+  readonly cluster: ecs.Cluster;
+  readonly service: ecs.FargateService;
+  readonly taskDefinition: ecs.FargateTaskDefinition;
+  readonly loadBalancer: elbv2.NetworkLoadBalancer;
+  /** Target groups by port. */
+  readonly targetGroups: Record<number, elbv2.NetworkTargetGroup> = {};
+  /** Standard queue of stanzas for remote domains (filled by the stream Lambda, drained by the task). */
+  readonly s2sQueue: sqs.Queue;
+  readonly s2sDeadLetterQueue: sqs.Queue;
+  /** Random secret for Server Dialback keys (XEP-0185), injected as XMPP_DIALBACK_SECRET. */
+  readonly dialbackSecret: secretsmanager.Secret;
+  /** TLS certificate and key for the domain, JSON `{"cert": "<PEM chain>", "key": "<PEM key>"}`. */
+  readonly tlsSecret: secretsmanager.Secret;
+  readonly logGroup: logs.LogGroup;
+  readonly ports: number[];
+
+  constructor(scope: Construct, id: string, props: XmppFederationProps) {
+    super(scope, id);
+    const { removalPolicy } = props;
+    this.ports = [FEDERATION_PORTS.s2s, FEDERATION_PORTS.s2sDirectTls];
+    if (props.componentListener) this.ports.push(FEDERATION_PORTS.component);
+
+    // Outbound stanzas. Standard queue: per-remote-domain order is kept by the task's one stream per
+    // domain; a stanza that cannot be handled after five receives goes to the DLQ (alarmed), never
+    // silently dropped.
+    this.s2sDeadLetterQueue = new sqs.Queue(this, 'S2sDeadLetterQueue', {
+      retentionPeriod: Duration.days(14),
+      encryption: sqs.QueueEncryption.SQS_MANAGED,
+      enforceSSL: true,
+      removalPolicy,
+    });
+    this.s2sQueue = new sqs.Queue(this, 'S2sQueue', {
+      visibilityTimeout: Duration.seconds(120),
+      retentionPeriod: Duration.days(1),
+      maxMessageSizeBytes: 1024 * 1024,
+      receiveMessageWaitTime: Duration.seconds(20),
+      encryption: sqs.QueueEncryption.SQS_MANAGED,
+      enforceSSL: true,
+      deadLetterQueue: { queue: this.s2sDeadLetterQueue, maxReceiveCount: 5 },
+      removalPolicy,
+    });
+
+    this.dialbackSecret = new secretsmanager.Secret(this, 'DialbackSecret', {
+      description: 'XMPP Server Dialback secret (XEP-0185 key generation); generated, rotate by replacing the value and restarting the task',
+      generateSecretString: { passwordLength: 64, excludePunctuation: true },
+      removalPolicy,
+    });
+    // Created with empty placeholders; put the real certificate with
+    //   aws secretsmanager put-secret-value --secret-id <TlsSecretArn> --secret-string file://tls.json
+    // (see docs/deploy.md). Empty values mean "no certificate": the service must then not offer TLS.
+    this.tlsSecret = new secretsmanager.Secret(this, 'TlsSecret', {
+      description: 'XMPP federation TLS certificate: JSON {"cert": "<PEM chain, leaf first>", "key": "<PEM private key>"}',
+      secretObjectValue: {
+        cert: SecretValue.unsafePlainText(''),
+        key: SecretValue.unsafePlainText(''),
+      },
+      removalPolicy,
+    });
+
+    this.vpc = new ec2.Vpc(this, 'Vpc', {
+      maxAzs: props.maxAzs,
+      natGateways: 0,
+      subnetConfiguration: [{ name: 'public', subnetType: ec2.SubnetType.PUBLIC, cidrMask: 24 }],
+      restrictDefaultSecurityGroup: false,
+    });
+    // Free: keeps DynamoDB traffic off the internet gateway.
+    this.vpc.addGatewayEndpoint('DynamoDb', { service: ec2.GatewayVpcEndpointAwsService.DYNAMODB });
+
+    this.cluster = new ecs.Cluster(this, 'Cluster', { vpc: this.vpc });
+
+    this.logGroup = new logs.LogGroup(this, 'Logs', { retention: props.logRetention, removalPolicy });
+
+    this.taskDefinition = new ecs.FargateTaskDefinition(this, 'Task', {
+      cpu: 256,
+      memoryLimitMiB: 512,
+      runtimePlatform: {
+        cpuArchitecture: ecs.CpuArchitecture.ARM64,
+        operatingSystemFamily: ecs.OperatingSystemFamily.LINUX,
+      },
+    });
+    const image =
+      props.image ??
+      ecs.ContainerImage.fromAsset(REPO_ROOT, {
+        file: 'cdk/federation.Dockerfile',
+        platform: Platform.LINUX_ARM64,
+        ignoreMode: IgnoreMode.DOCKER,
+        exclude: ['*', ...FEDERATION_IMAGE_CONTEXT.map((p) => `!${p}`), '**/*.test.ts'],
+      });
+    this.taskDefinition.addContainer(FEDERATION_CONTAINER, {
+      image,
+      essential: true,
+      logging: ecs.LogDrivers.awsLogs({
+        logGroup: this.logGroup,
+        streamPrefix: 'federation',
+        mode: ecs.AwsLogDriverMode.NON_BLOCKING,
+      }),
+      environment: {
+        ...props.environment,
+        XMPP_S2S_QUEUE_URL: this.s2sQueue.queueUrl,
+        XMPP_BIND: '0.0.0.0',
+        XMPP_S2S_PORT: String(FEDERATION_PORTS.s2s),
+        XMPP_S2S_DIRECT_TLS_PORT: String(FEDERATION_PORTS.s2sDirectTls),
+        ...(props.componentListener ? { XMPP_COMPONENT_PORT: String(FEDERATION_PORTS.component) } : {}),
+      },
+      secrets: {
+        XMPP_DIALBACK_SECRET: ecs.Secret.fromSecretsManager(this.dialbackSecret),
+        XMPP_TLS_CERT: ecs.Secret.fromSecretsManager(this.tlsSecret, 'cert'),
+        XMPP_TLS_KEY: ecs.Secret.fromSecretsManager(this.tlsSecret, 'key'),
+      },
+      portMappings: this.ports.map((containerPort) => ({ containerPort, protocol: ecs.Protocol.TCP })),
+      stopTimeout: Duration.seconds(30),
+    });
+
+    const taskRole = this.taskDefinition.taskRole;
+    props.grantCore(taskRole);
+    taskRole.addToPrincipalPolicy(
+      new iam.PolicyStatement({
+        actions: ['sqs:ReceiveMessage', 'sqs:DeleteMessage', 'sqs:ChangeMessageVisibility', 'sqs:GetQueueAttributes'],
+        resources: [this.s2sQueue.queueArn],
+      }),
+    );
+
+    const securityGroup = new ec2.SecurityGroup(this, 'TaskSecurityGroup', {
+      vpc: this.vpc,
+      description: 'XMPP federation task: XMPP ports from the NLB (inside the VPC) only',
+      allowAllOutbound: true,
+    });
+    for (const port of this.ports) {
+      securityGroup.addIngressRule(ec2.Peer.ipv4(this.vpc.vpcCidrBlock), ec2.Port.tcp(port), `XMPP ${port} from the NLB`);
+    }
+
+    this.service = new ecs.FargateService(this, 'Service', {
+      cluster: this.cluster,
+      taskDefinition: this.taskDefinition,
+      desiredCount: 1,
+      assignPublicIp: true,
+      vpcSubnets: { subnetType: ec2.SubnetType.PUBLIC },
+      securityGroups: [securityGroup],
+      // One task: start the new one before stopping the old one; roll back a deployment that fails.
+      minHealthyPercent: 100,
+      maxHealthyPercent: 200,
+      circuitBreaker: { rollback: true },
+      healthCheckGracePeriod: Duration.seconds(60),
+    });
+
+    this.loadBalancer = new elbv2.NetworkLoadBalancer(this, 'Nlb', {
+      vpc: this.vpc,
+      internetFacing: true,
+      crossZoneEnabled: true,
+      vpcSubnets: { subnetType: ec2.SubnetType.PUBLIC },
+    });
+    for (const port of this.ports) {
+      const listener = this.loadBalancer.addListener(`Tcp${port}`, {
+        port,
+        protocol: elbv2.Protocol.TCP,
+        // Server-to-server streams are long-lived and may be quiet for a long time; the default
+        // (350 s) would cut them silently.
+        tcpIdleTimeout: Duration.seconds(6000),
+      });
+      this.targetGroups[port] = listener.addTargets(`Tcp${port}`, {
+        port,
+        protocol: elbv2.Protocol.TCP,
+        targets: [this.service.loadBalancerTarget({ containerName: FEDERATION_CONTAINER, containerPort: port })],
+        deregistrationDelay: Duration.seconds(30),
+        healthCheck: {
+          protocol: elbv2.Protocol.TCP,
+          interval: Duration.seconds(30),
+          healthyThresholdCount: 2,
+          unhealthyThresholdCount: 2,
+        },
+      });
+    }
+  }
+}

@@ -1,0 +1,406 @@
+import * as path from 'node:path';
+import { ArnFormat, Duration, RemovalPolicy, Stack, Token } from 'aws-cdk-lib';
+import * as apigwv2 from 'aws-cdk-lib/aws-apigatewayv2';
+import { WebSocketAwsIntegration, WebSocketLambdaIntegration } from 'aws-cdk-lib/aws-apigatewayv2-integrations';
+import * as acm from 'aws-cdk-lib/aws-certificatemanager';
+import * as dynamodb from 'aws-cdk-lib/aws-dynamodb';
+import type * as ecs from 'aws-cdk-lib/aws-ecs';
+import * as iam from 'aws-cdk-lib/aws-iam';
+import * as lambda from 'aws-cdk-lib/aws-lambda';
+import { SqsEventSource } from 'aws-cdk-lib/aws-lambda-event-sources';
+import * as logs from 'aws-cdk-lib/aws-logs';
+import * as sqs from 'aws-cdk-lib/aws-sqs';
+import { Construct } from 'constructs';
+import { TABLE_KEYS, TTL_ATTRIBUTE } from '../../shared/storage/table.ts';
+import { REPO_ROOT, bundledCode } from './bundle.ts';
+import { XmppFederation } from './federation.ts';
+import { XmppMonitoring } from './monitoring.ts';
+import { sqsIntegrationProps } from './sqs-integration.ts';
+
+/** A custom domain for the WebSocket endpoint (a regional API Gateway domain name). */
+export interface XmppCustomDomain {
+  /** e.g. `xmpp.example.com`. Point a CNAME (or Route 53 alias) at the `CustomDomainTarget` output. */
+  readonly domainName: string;
+  /** ARN of an ACM certificate for `domainName`, in the stack's region. */
+  readonly certificateArn: string;
+  /**
+   * Path the WebSocket is served under: `wss://<domainName>/<basePath>`. The same path as the local
+   * stack by default; `''` serves it at the root.
+   * @default 'xmpp-websocket'
+   */
+  readonly basePath?: string;
+}
+
+export interface XmppServiceProps {
+  /** The XMPP domain served, e.g. `example.com` (the part after the `@` in JIDs). Required. */
+  readonly domain: string;
+  /**
+   * Serve the WebSocket under your own host name.
+   * @default - the API Gateway URL `wss://<api-id>.execute-api.<region>.amazonaws.com/<stageName>`
+   */
+  readonly customDomain?: XmppCustomDomain;
+  /**
+   * Server-to-server federation: a Fargate task (ARM64, 0.25 vCPU, 512 MiB) behind a Network Load
+   * Balancer on TCP 5269 and 5270, an outbound queue, and Secrets Manager secrets for dialback and
+   * TLS. About $35 a month idle (docs/cost.md). When false none of these resources exist.
+   * @default false
+   */
+  readonly federation?: boolean;
+  /**
+   * With federation on, also listen for XEP-0114 external components on TCP 5347.
+   * @default false
+   */
+  readonly componentListener?: boolean;
+  /**
+   * Availability zones of the federation VPC and NLB (each one adds a public IPv4 address, $3.65/month).
+   * @default 2
+   */
+  readonly federationAzs?: number;
+  /**
+   * XEP-0077 in-band registration: anyone who can reach the endpoint may create an account.
+   * @default false
+   */
+  readonly registration?: boolean;
+  /** @default logs.RetentionDays.ONE_MONTH */
+  readonly logRetention?: logs.RetentionDays;
+  /**
+   * What happens to the table, queues, secrets and log groups when they leave the stack. With RETAIN
+   * the table also gets deletion protection.
+   * @default RemovalPolicy.RETAIN
+   */
+  readonly removalPolicy?: RemovalPolicy;
+  /** Lambda application log level (JSON logs). @default lambda.ApplicationLogLevel.INFO */
+  readonly logLevel?: lambda.ApplicationLogLevel;
+  /** AWS X-Ray active tracing on the Lambdas. @default false */
+  readonly tracing?: boolean;
+  /**
+   * Stage throttling, applied to each route.
+   * @default { rateLimit: 2000, burstLimit: 1000 } (the account limit is 10,000 / 5,000, shared with @connections)
+   */
+  readonly throttle?: { readonly rateLimit: number; readonly burstLimit: number };
+  /** API Gateway stage name, the last part of the default WebSocket URL. @default 'xmpp-websocket' */
+  readonly stageName?: string;
+  /** Send alarm notifications to this e-mail address (confirm the subscription). @default - topic only */
+  readonly alarmEmail?: string;
+  /** Create the CloudWatch dashboard ($3/month beyond an account's first three). @default true */
+  readonly dashboard?: boolean;
+  /** Memory of the stream Lambda in MiB. @default 512 */
+  readonly streamMemoryMiB?: number;
+  /**
+   * Lambda entry files (TypeScript, export `handler`). Meant for tests and forks.
+   * @default lambdas/connect.ts and lambdas/stream.ts of this repository
+   */
+  readonly entries?: { readonly connect?: string; readonly stream?: string };
+  /** Federation container image. Meant for tests. @default built from cdk/federation.Dockerfile */
+  readonly federationImage?: ecs.ContainerImage;
+}
+
+/** Idle timeout of API Gateway WebSocket connections (fixed by AWS), advertised via XEP-0478. */
+export const IDLE_SECONDS = 600;
+/** API Gateway's WebSocket message limit (128 KiB), advertised via XEP-0478. */
+export const MAX_FRAME_BYTES = 131072;
+/** Stream Lambda timeout; the FIFO visibility timeout is six times this plus 30 s. */
+export const STREAM_TIMEOUT = Duration.seconds(30);
+
+/** The DynamoDB actions the routing core uses (stream Lambda and federation task). */
+export const TABLE_ACTIONS = [
+  'dynamodb:GetItem',
+  'dynamodb:PutItem',
+  'dynamodb:UpdateItem',
+  'dynamodb:DeleteItem',
+  'dynamodb:Query',
+  'dynamodb:BatchGetItem',
+  'dynamodb:BatchWriteItem',
+  'dynamodb:TransactWriteItems',
+  // A TransactWriteItems with a ConditionCheck element is authorized per element.
+  'dynamodb:ConditionCheckItem',
+];
+
+const DNS_LABEL = /^(?!-)[a-z0-9-]{1,63}(?<!-)$/;
+
+/**
+ * Checks that `domain` is a DNS host name usable as an XMPP domain: two or more labels of letters,
+ * digits and inner hyphens, at most 253 characters, no trailing dot. Internationalized names must be
+ * given in their ASCII (xn--) form. Returns the lower-cased domain; throws a clear error otherwise.
+ */
+export function validateDomain(domain: unknown, what = 'domain'): string {
+  if (typeof domain !== 'string' || domain.trim() === '') {
+    throw new Error(`XmppService: ${what} is required, e.g. "example.com"`);
+  }
+  const d = domain.trim().toLowerCase();
+  const problem =
+    d.length > 253
+      ? 'is longer than 253 characters'
+      : d.endsWith('.')
+        ? 'must not end with a dot'
+        : !d.includes('.')
+          ? 'needs at least two labels (e.g. "example.com"); "localhost"-style names only work in the local stack'
+          : d.split('.').some((label) => !DNS_LABEL.test(label))
+            ? 'must consist of labels of letters, digits and inner hyphens (1–63 characters each), separated by dots; write internationalized names in their xn-- form'
+            : /^[0-9.]+$/.test(d)
+              ? 'is an IP address, not a domain'
+              : undefined;
+  if (problem) throw new Error(`XmppService: ${what} "${domain}" is not a valid DNS domain: it ${problem}`);
+  return d;
+}
+
+function validateBasePath(basePath: string): string {
+  if (basePath !== '' && !/^[A-Za-z0-9$\-_.+!*'()]+(\/[A-Za-z0-9$\-_.+!*'()]+)*$/.test(basePath)) {
+    throw new Error(`XmppService: customDomain.basePath "${basePath}" may only contain letters, digits, / and $-_.+!*'()`);
+  }
+  return basePath;
+}
+
+/**
+ * A complete serverless XMPP service: WebSocket API (RFC 7395) → SQS FIFO (ordered per connection) →
+ * stream Lambda → DynamoDB and @connections; optionally federation on Fargate. See docs/deploy.md.
+ */
+export class XmppService extends Construct {
+  readonly domain: string;
+  readonly table: dynamodb.Table;
+  readonly webSocketApi: apigwv2.WebSocketApi;
+  readonly stage: apigwv2.WebSocketStage;
+  readonly inboundQueue: sqs.Queue;
+  readonly deadLetterQueue: sqs.Queue;
+  readonly connectFunction: lambda.Function;
+  readonly streamFunction: lambda.Function;
+  readonly federation?: XmppFederation;
+  readonly monitoring: XmppMonitoring;
+  readonly customDomainName?: apigwv2.DomainName;
+  /** The URL clients connect to (custom domain when set). */
+  readonly webSocketUrl: string;
+  /** The @connections management endpoint, https://{apiId}.execute-api.{region}.amazonaws.com/{stage}. */
+  readonly connectionsEndpoint: string;
+
+  constructor(scope: Construct, id: string, props: XmppServiceProps) {
+    super(scope, id);
+    // Validate everything before any bundling happens, so a bad input fails fast.
+    this.domain = Token.isUnresolved(props.domain) ? props.domain : validateDomain(props.domain);
+    const customDomain = props.customDomain
+      ? {
+          domainName: validateDomain(props.customDomain.domainName, 'customDomain.domainName'),
+          certificateArn: props.customDomain.certificateArn,
+          basePath: validateBasePath(props.customDomain.basePath ?? 'xmpp-websocket'),
+        }
+      : undefined;
+    if (customDomain && !Token.isUnresolved(customDomain.certificateArn) && !/^arn:aws[a-z-]*:acm:[a-z0-9-]+:\d{12}:certificate\/[A-Za-z0-9-]+$/.test(customDomain.certificateArn)) {
+      throw new Error(`XmppService: customDomain.certificateArn "${customDomain.certificateArn}" is not an ACM certificate ARN`);
+    }
+    const federation = props.federation ?? false;
+    if (props.componentListener && !federation) {
+      throw new Error('XmppService: componentListener needs federation: true (the component listener runs in the federation service)');
+    }
+    const federationAzs = props.federationAzs ?? 2;
+    if (!Number.isInteger(federationAzs) || federationAzs < 1 || federationAzs > 3) {
+      throw new Error(`XmppService: federationAzs must be 1, 2 or 3, got ${federationAzs}`);
+    }
+    const throttle = props.throttle ?? { rateLimit: 2000, burstLimit: 1000 };
+    if (!(throttle.rateLimit > 0 && throttle.burstLimit > 0)) throw new Error('XmppService: throttle limits must be positive');
+    const stageName = props.stageName ?? 'xmpp-websocket';
+    if (!/^[A-Za-z0-9_-]{1,128}$/.test(stageName)) {
+      throw new Error(`XmppService: stageName "${stageName}" may only contain letters, digits, - and _`);
+    }
+    const removalPolicy = props.removalPolicy ?? RemovalPolicy.RETAIN;
+    const logRetention = props.logRetention ?? logs.RetentionDays.ONE_MONTH;
+    const entries = {
+      connect: props.entries?.connect ?? path.join(REPO_ROOT, 'lambdas', 'connect.ts'),
+      stream: props.entries?.stream ?? path.join(REPO_ROOT, 'lambdas', 'stream.ts'),
+    };
+    const stack = Stack.of(this);
+
+    // ---- Storage -------------------------------------------------------------------------------
+    this.table = new dynamodb.Table(this, 'Table', {
+      partitionKey: { name: TABLE_KEYS.partitionKey, type: dynamodb.AttributeType.STRING },
+      sortKey: { name: TABLE_KEYS.sortKey, type: dynamodb.AttributeType.STRING },
+      billingMode: dynamodb.BillingMode.PAY_PER_REQUEST,
+      timeToLiveAttribute: TTL_ATTRIBUTE,
+      pointInTimeRecoverySpecification: { pointInTimeRecoveryEnabled: true },
+      encryption: dynamodb.TableEncryption.AWS_MANAGED,
+      deletionProtection: removalPolicy === RemovalPolicy.RETAIN,
+      removalPolicy,
+    });
+
+    // ---- Inbound queue: one FIFO group per connection -----------------------------------------------
+    this.deadLetterQueue = new sqs.Queue(this, 'DeadLetterQueue', {
+      fifo: true,
+      retentionPeriod: Duration.days(14),
+      maxMessageSizeBytes: 1024 * 1024,
+      encryption: sqs.QueueEncryption.SQS_MANAGED,
+      enforceSSL: true,
+      removalPolicy,
+    });
+    this.inboundQueue = new sqs.Queue(this, 'InboundQueue', {
+      fifo: true,
+      contentBasedDeduplication: false,
+      // High-throughput FIFO: quotas per message group (= connection) instead of per queue.
+      deduplicationScope: sqs.DeduplicationScope.MESSAGE_GROUP,
+      fifoThroughputLimit: sqs.FifoThroughputLimit.PER_MESSAGE_GROUP_ID,
+      // A URL-encoded 128 KiB frame can exceed the old 256 KiB limit.
+      maxMessageSizeBytes: 1024 * 1024,
+      visibilityTimeout: Duration.seconds(STREAM_TIMEOUT.toSeconds() * 6 + 30),
+      // A connection lives at most 2 h: older frames have nobody left to answer.
+      retentionPeriod: Duration.days(1),
+      encryption: sqs.QueueEncryption.SQS_MANAGED,
+      enforceSSL: true,
+      deadLetterQueue: { queue: this.deadLetterQueue, maxReceiveCount: 5 },
+      removalPolicy,
+    });
+
+    // ---- WebSocket API ---------------------------------------------------------------------------
+    const fnDefaults = (name: string) => {
+      const logGroup = new logs.LogGroup(this, `${name}Logs`, { retention: logRetention, removalPolicy });
+      // Only what the function uses: writing its own log group (no AWSLambdaBasicExecutionRole, whose
+      // logs:CreateLogGroup is on *).
+      const role = new iam.Role(this, `${name}Role`, {
+        assumedBy: new iam.ServicePrincipal('lambda.amazonaws.com'),
+        description: `XMPP ${name} Lambda`,
+      });
+      role.addToPrincipalPolicy(
+        new iam.PolicyStatement({
+          actions: ['logs:CreateLogStream', 'logs:PutLogEvents'],
+          resources: [logGroup.logGroupArn],
+        }),
+      );
+      return {
+        runtime: lambda.Runtime.NODEJS_22_X,
+        architecture: lambda.Architecture.ARM_64,
+        handler: 'index.handler',
+        logGroup,
+        role,
+        loggingFormat: lambda.LoggingFormat.JSON,
+        applicationLogLevelV2: props.logLevel ?? lambda.ApplicationLogLevel.INFO,
+        systemLogLevelV2: lambda.SystemLogLevel.INFO,
+        tracing: props.tracing ? lambda.Tracing.ACTIVE : lambda.Tracing.DISABLED,
+      };
+    };
+    const baseEnvironment = {
+      NODE_OPTIONS: '--enable-source-maps',
+      XMPP_DOMAIN: this.domain,
+      XMPP_IDLE_SECONDS: String(IDLE_SECONDS),
+      XMPP_MAX_FRAME_BYTES: String(MAX_FRAME_BYTES),
+    };
+
+    this.connectFunction = new lambda.Function(this, 'ConnectFunction', {
+      ...fnDefaults('Connect'),
+      description: 'XMPP $connect: negotiates the xmpp WebSocket subprotocol',
+      code: bundledCode(entries.connect),
+      memorySize: 128,
+      timeout: Duration.seconds(5),
+      environment: baseEnvironment,
+    });
+
+    const sqsRole = new iam.Role(this, 'ApiToSqsRole', {
+      assumedBy: new iam.ServicePrincipal('apigateway.amazonaws.com'),
+      description: 'API Gateway $default and $disconnect routes to the inbound FIFO queue',
+    });
+    sqsRole.addToPrincipalPolicy(
+      new iam.PolicyStatement({ actions: ['sqs:SendMessage'], resources: [this.inboundQueue.queueArn] }),
+    );
+
+    this.webSocketApi = new apigwv2.WebSocketApi(this, 'WebSocketApi', {
+      description: `XMPP over WebSocket (RFC 7395) for ${this.domain}`,
+      connectRouteOptions: { integration: new WebSocketLambdaIntegration('Connect', this.connectFunction) },
+      defaultRouteOptions: {
+        integration: new WebSocketAwsIntegration('DefaultToSqs', sqsIntegrationProps(this.inboundQueue, sqsRole, 'MESSAGE')),
+      },
+      disconnectRouteOptions: {
+        integration: new WebSocketAwsIntegration('DisconnectToSqs', sqsIntegrationProps(this.inboundQueue, sqsRole, 'DISCONNECT')),
+      },
+    });
+    this.stage = new apigwv2.WebSocketStage(this, 'Stage', {
+      webSocketApi: this.webSocketApi,
+      stageName,
+      autoDeploy: true,
+      throttle,
+    });
+    this.connectionsEndpoint = this.stage.callbackUrl;
+
+    if (customDomain) {
+      this.customDomainName = new apigwv2.DomainName(this, 'CustomDomain', {
+        domainName: customDomain.domainName,
+        certificate: acm.Certificate.fromCertificateArn(this, 'Certificate', customDomain.certificateArn),
+      });
+      new apigwv2.ApiMapping(this, 'CustomDomainMapping', {
+        api: this.webSocketApi,
+        domainName: this.customDomainName,
+        stage: this.stage,
+        apiMappingKey: customDomain.basePath || undefined,
+      });
+      this.webSocketUrl = `wss://${customDomain.domainName}/${customDomain.basePath}`;
+    } else {
+      this.webSocketUrl = this.stage.url;
+    }
+
+    // ---- Stream Lambda -----------------------------------------------------------------------------
+    const manageConnectionsArns = ['POST', 'GET', 'DELETE'].map((method) =>
+      stack.formatArn({
+        service: 'execute-api',
+        resource: this.webSocketApi.apiId,
+        resourceName: `${stageName}/${method}/@connections/*`,
+        arnFormat: ArnFormat.SLASH_RESOURCE_NAME,
+      }),
+    );
+    const grantCore = (grantee: iam.IGrantable) => {
+      grantee.grantPrincipal.addToPrincipalPolicy(
+        new iam.PolicyStatement({ actions: TABLE_ACTIONS, resources: [this.table.tableArn] }),
+      );
+      grantee.grantPrincipal.addToPrincipalPolicy(
+        new iam.PolicyStatement({ actions: ['execute-api:ManageConnections'], resources: manageConnectionsArns }),
+      );
+    };
+    const coreEnvironment: Record<string, string> = {
+      ...baseEnvironment,
+      XMPP_TABLE: this.table.tableName,
+      XMPP_CONNECTIONS_ENDPOINT: this.connectionsEndpoint,
+      XMPP_REGISTRATION: String(props.registration ?? false),
+    };
+
+    if (federation) {
+      this.federation = new XmppFederation(this, 'Federation', {
+        environment: coreEnvironment,
+        grantCore,
+        componentListener: props.componentListener ?? false,
+        maxAzs: federationAzs,
+        logRetention,
+        removalPolicy,
+        image: props.federationImage,
+      });
+    }
+
+    this.streamFunction = new lambda.Function(this, 'StreamFunction', {
+      ...fnDefaults('Stream'),
+      description: 'XMPP stream processing: frames of one connection, in order, from the inbound FIFO queue',
+      code: bundledCode(entries.stream),
+      memorySize: props.streamMemoryMiB ?? 512,
+      timeout: STREAM_TIMEOUT,
+      environment: {
+        ...coreEnvironment,
+        ...(this.federation ? { XMPP_S2S_QUEUE_URL: this.federation.s2sQueue.queueUrl } : {}),
+      },
+    });
+    grantCore(this.streamFunction);
+    if (this.federation) {
+      this.streamFunction.addToRolePolicy(
+        new iam.PolicyStatement({ actions: ['sqs:SendMessage'], resources: [this.federation.s2sQueue.queueArn] }),
+      );
+    }
+    this.streamFunction.addEventSource(
+      new SqsEventSource(this.inboundQueue, { batchSize: 10, reportBatchItemFailures: true }),
+    );
+
+    // ---- Operations --------------------------------------------------------------------------------
+    this.monitoring = new XmppMonitoring(this, 'Monitoring', {
+      apiId: this.webSocketApi.apiId,
+      stageName,
+      connectFunction: this.connectFunction,
+      streamFunction: this.streamFunction,
+      streamLogGroup: this.streamFunction.logGroup,
+      inboundQueue: this.inboundQueue,
+      deadLetterQueue: this.deadLetterQueue,
+      table: this.table,
+      federation: this.federation,
+      alarmEmail: props.alarmEmail,
+      dashboard: props.dashboard ?? true,
+    });
+  }
+}
