@@ -1,0 +1,74 @@
+import { describe, expect, it } from 'vitest';
+import {
+  ScramError,
+  deriveCredentials,
+  parseClientFirst,
+  serverFirst,
+  verifyClientFinal,
+  verifyPassword,
+} from '../../shared/sasl/scram.ts';
+import { parsePlain } from '../../shared/sasl/plain.ts';
+
+describe('SCRAM-SHA-1 (RFC 5802 §5 test vector)', () => {
+  const creds = deriveCredentials('sha1', 'pencil', 4096, Buffer.from('QSXCR+Q6sek8bf92', 'base64'));
+  const clientFirst = 'n,,n=user,r=fyko+d2lbbFgONRv9qkxdawL';
+  const clientFinal = 'c=biws,r=fyko+d2lbbFgONRv9qkxdawL3rfcNHYJY1ZVvWVs7j,p=v0X8v3Bz2T0CJGbJQyF0X+HI4Ts=';
+
+  it('produces the server-first message and the server signature of the RFC', () => {
+    const parsed = parseClientFirst(clientFirst);
+    expect(parsed.username).toBe('user');
+    const first = serverFirst('sha1', parsed, creds, '3rfcNHYJY1ZVvWVs7j');
+    expect(first.message).toBe('r=fyko+d2lbbFgONRv9qkxdawL3rfcNHYJY1ZVvWVs7j,s=QSXCR+Q6sek8bf92,i=4096');
+    expect(verifyClientFinal(first.state, clientFinal, creds)).toBe('v=rmF9pqV8S7suAoZWja4dJRkFsKQ=');
+  });
+
+  it('rejects a wrong proof and a tampered nonce', () => {
+    const first = serverFirst('sha1', parseClientFirst(clientFirst), creds, '3rfcNHYJY1ZVvWVs7j');
+    expect(() => verifyClientFinal(first.state, clientFinal.replace('p=v0X8', 'p=v1X8'), creds)).toThrow(ScramError);
+    expect(() => verifyClientFinal(first.state, clientFinal.replace('Vs7j,', 'Vs7k,'), creds)).toThrow(/nonce/);
+  });
+});
+
+describe('SCRAM-SHA-256 (RFC 7677 §3 test vector)', () => {
+  it('produces the server signature of the RFC', () => {
+    const creds = deriveCredentials('sha256', 'pencil', 4096, Buffer.from('W22ZaJ0SNY7soEsUEjb6gQ==', 'base64'));
+    const first = serverFirst('sha256', parseClientFirst('n,,n=user,r=rOprNGfwEbeRWgbNEkqO'), creds, '%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0');
+    expect(first.message).toBe('r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,s=W22ZaJ0SNY7soEsUEjb6gQ==,i=4096');
+    const final = 'c=biws,r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,p=dHzbZapWIk4jUhN+Ute9ytag9zjfMHgsqmmiz7AndVQ=';
+    expect(verifyClientFinal(first.state, final, creds)).toBe('v=6rriTRBi23WpRR/wtup+mMhUZUn/dB5nLTJRsjl95G4=');
+  });
+});
+
+describe('SCRAM message parsing', () => {
+  it('decodes escaped usernames', () => {
+    expect(parseClientFirst('n,,n=a=2Cb=3Dc,r=abc').username).toBe('a,b=c');
+  });
+
+  it.each([
+    ['p=tls-unique,,n=user,r=abc', /channel binding/],
+    ['n,a=admin,n=user,r=abc', /authzid/],
+    ['x,,n=user,r=abc', /gs2/],
+    ['n,,r=abc', /username/],
+    ['n,,n=us=41er,r=abc', /escape/],
+  ])('refuses %s', (message, error) => {
+    expect(() => parseClientFirst(message)).toThrow(error);
+  });
+
+  it('stores keys, not passwords, and still verifies a plaintext password (PLAIN)', () => {
+    const creds = deriveCredentials('sha256', 'correct horse', 4096);
+    expect(JSON.stringify(creds)).not.toContain('correct horse');
+    expect(Buffer.from(creds.salt, 'base64').length).toBe(16);
+    expect(verifyPassword('sha256', 'correct horse', creds)).toBe(true);
+    expect(verifyPassword('sha256', 'wrong', creds)).toBe(false);
+  });
+
+  it('gives each credential its own salt', () => {
+    expect(deriveCredentials('sha1', 'x', 4096).salt).not.toBe(deriveCredentials('sha1', 'x', 4096).salt);
+  });
+
+  it('parses PLAIN messages', () => {
+    expect(parsePlain(Buffer.from('\0alice\0secret'))).toEqual({ authzid: '', authcid: 'alice', password: 'secret' });
+    expect(parsePlain(Buffer.from('alice\0secret'))).toBeUndefined();
+    expect(parsePlain(Buffer.from('\0\0secret'))).toBeUndefined();
+  });
+});
