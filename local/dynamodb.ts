@@ -18,23 +18,9 @@ import { mkdirSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { resolve } from 'node:path';
 import { DynamoDBClient, ListTablesCommand } from '@aws-sdk/client-dynamodb';
+import { LocalStackError } from './errors.ts';
 
-export type LocalStackErrorCode =
-  | 'JAVA_MISSING'
-  | 'JAVA_TOO_OLD'
-  | 'PORT_IN_USE'
-  | 'START_FAILED'
-  | 'START_TIMEOUT';
-
-/** An error the local stack reports to the user as is (a clear message, exit code 1). */
-export class LocalStackError extends Error {
-  readonly code: LocalStackErrorCode;
-  constructor(code: LocalStackErrorCode, message: string) {
-    super(message);
-    this.name = 'LocalStackError';
-    this.code = code;
-  }
-}
+export { LocalStackError, type LocalStackErrorCode } from './errors.ts';
 
 export const MIN_JAVA_MAJOR = 17;
 
