@@ -1,4 +1,4 @@
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { AssetHashType, DockerImage } from 'aws-cdk-lib';
@@ -56,6 +56,12 @@ export function bundledCode(entry: string, options: BundleOptions = {}): lambda.
             legalComments: 'none',
             logLevel: 'silent',
           });
+          // Name sources relative to the repository (e.g. "lambdas/stream.ts") rather than to the
+          // temporary bundling directory, so stack traces read like the source tree.
+          const mapFile = path.join(outputDir, 'index.mjs.map');
+          const map = JSON.parse(readFileSync(mapFile, 'utf8')) as { sources: string[] };
+          map.sources = map.sources.map((s) => path.relative(REPO_ROOT, path.resolve(outputDir, s)).split(path.sep).join('/'));
+          writeFileSync(mapFile, JSON.stringify(map));
           for (const warning of result.warnings) {
             process.stderr.write(`esbuild warning (${path.basename(absEntry)}): ${warning.text}\n`);
           }

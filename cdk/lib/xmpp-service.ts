@@ -116,6 +116,16 @@ export const TABLE_ACTIONS = [
   'dynamodb:ConditionCheckItem',
 ];
 
+/** Lambda log levels mapped to the levels of shared/log.ts. */
+const LOG_LEVELS: Record<lambda.ApplicationLogLevel, string> = {
+  TRACE: 'DEBUG',
+  DEBUG: 'DEBUG',
+  INFO: 'INFO',
+  WARN: 'WARN',
+  ERROR: 'ERROR',
+  FATAL: 'ERROR',
+};
+
 const DNS_LABEL = /^(?!-)[a-z0-9-]{1,63}(?<!-)$/;
 
 /**
@@ -268,13 +278,17 @@ export class XmppService extends Construct {
         logGroup,
         role,
         loggingFormat: lambda.LoggingFormat.JSON,
-        applicationLogLevelV2: props.logLevel ?? lambda.ApplicationLogLevel.INFO,
+        applicationLogLevelV2: logLevel,
         systemLogLevelV2: lambda.SystemLogLevel.INFO,
         tracing: props.tracing ? lambda.Tracing.ACTIVE : lambda.Tracing.DISABLED,
       };
     };
+    const logLevel = props.logLevel ?? lambda.ApplicationLogLevel.INFO;
     const baseEnvironment = {
       NODE_OPTIONS: '--enable-source-maps',
+      // shared/log.ts writes JSON lines itself (not through console.*), so Lambda's log-level filter
+      // does not see them: it reads its threshold from here.
+      XMPP_LOG_LEVEL: LOG_LEVELS[logLevel],
       XMPP_DOMAIN: this.domain,
       XMPP_IDLE_SECONDS: String(IDLE_SECONDS),
       XMPP_MAX_FRAME_BYTES: String(MAX_FRAME_BYTES),

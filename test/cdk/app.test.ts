@@ -1,0 +1,34 @@
+import { existsSync, mkdtempSync, readdirSync, readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import * as path from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { App } from 'aws-cdk-lib';
+import { REPO_ROOT } from '../../cdk/lib/bundle.ts';
+import { servicePropsFromContext, stackNameFromContext } from '../../cdk/lib/context.ts';
+import { XmppStack } from '../../cdk/lib/xmpp-stack.ts';
+
+const realEntries = ['connect', 'stream'].every((n) => existsSync(path.join(REPO_ROOT, 'lambdas', `${n}.ts`)));
+
+describe('the app with the real Lambda entry points', () => {
+  // What `npx cdk synth -c domain=example.com` does, minus the CLI.
+  it.skipIf(!realEntries)('synthesizes and bundles lambdas/connect.ts and lambdas/stream.ts as loadable ESM', async () => {
+    const outdir = mkdtempSync(path.join(tmpdir(), 'xmpp-cdk-app-'));
+    const app = new App({ outdir, context: { domain: 'example.com' } });
+    const read = (key: string): unknown => app.node.tryGetContext(key);
+    new XmppStack(app, stackNameFromContext(read), { service: servicePropsFromContext(read) });
+    const assembly = app.synth();
+    const template = assembly.getStackByName('Xmpp').template as { Resources: Record<string, { Type: string }> };
+    expect(Object.values(template.Resources).filter((r) => r.Type === 'AWS::Lambda::Function')).toHaveLength(2);
+
+    const bundles = readdirSync(outdir)
+      .filter((d) => d.startsWith('asset.'))
+      .map((d) => path.join(outdir, d, 'index.mjs'))
+      .filter((f) => existsSync(f));
+    expect(bundles).toHaveLength(2);
+    for (const bundle of bundles) {
+      expect(readFileSync(bundle, 'utf8').startsWith('import { createRequire')).toBe(true);
+      const mod = (await import(bundle)) as { handler?: unknown };
+      expect(typeof mod.handler).toBe('function');
+    }
+  }, 60_000);
+});

@@ -1,0 +1,74 @@
+import { describe, expect, it } from 'vitest';
+import { RemovalPolicy } from 'aws-cdk-lib';
+import * as lambda from 'aws-cdk-lib/aws-lambda';
+import * as logs from 'aws-cdk-lib/aws-logs';
+import { DEFAULT_STACK_NAME, servicePropsFromContext, stackNameFromContext } from '../../cdk/lib/context.ts';
+
+const reader = (ctx: Record<string, unknown>) => (key: string) => ctx[key];
+
+describe('context → props', () => {
+  it('requires the domain with a clear message', () => {
+    expect(() => servicePropsFromContext(reader({}))).toThrow(/Missing context "domain".*-c domain=example\.com/);
+    expect(() => servicePropsFromContext(reader({ domain: '' }))).toThrow(/Missing context "domain"/);
+  });
+
+  it('leaves everything else to the construct defaults', () => {
+    const props = servicePropsFromContext(reader({ domain: 'example.com' }));
+    expect(props.domain).toBe('example.com');
+    for (const key of ['federation', 'registration', 'componentListener', 'customDomain', 'logRetention', 'removalPolicy', 'tracing', 'throttle']) {
+      expect(props[key as keyof typeof props], key).toBeUndefined();
+    }
+  });
+
+  it('parses -c strings and cdk.json values', () => {
+    const props = servicePropsFromContext(
+      reader({
+        domain: 'example.com',
+        federation: 'true',
+        components: true,
+        registration: 'FALSE',
+        federationAzs: '1',
+        logRetentionDays: '90',
+        removalPolicy: 'destroy',
+        logLevel: 'debug',
+        tracing: 'true',
+        dashboard: 'false',
+        throttleRate: '500',
+        customDomain: 'xmpp.example.com',
+        certificateArn: 'arn:aws:acm:eu-west-1:123456789012:certificate/abc',
+        customDomainPath: '',
+      }),
+    );
+    expect(props).toMatchObject({
+      federation: true,
+      componentListener: true,
+      registration: false,
+      federationAzs: 1,
+      logRetention: logs.RetentionDays.THREE_MONTHS,
+      removalPolicy: RemovalPolicy.DESTROY,
+      logLevel: lambda.ApplicationLogLevel.DEBUG,
+      tracing: true,
+      dashboard: false,
+      throttle: { rateLimit: 500, burstLimit: 1000 },
+      customDomain: { domainName: 'xmpp.example.com', certificateArn: 'arn:aws:acm:eu-west-1:123456789012:certificate/abc' },
+    });
+    expect(servicePropsFromContext(reader({ domain: 'example.com', federation: 'false' })).federation).toBe(false);
+  });
+
+  it('rejects bad values clearly', () => {
+    const bad = (ctx: Record<string, unknown>) => () => servicePropsFromContext(reader({ domain: 'example.com', ...ctx }));
+    expect(bad({ federation: 'yes please' })).toThrow(/"federation" must be true or false/);
+    expect(bad({ customDomain: 'xmpp.example.com' })).toThrow(/needs "certificateArn"/);
+    expect(bad({ certificateArn: 'arn:aws:acm:eu-west-1:123456789012:certificate/abc' })).toThrow(/only used with "customDomain"/);
+    expect(bad({ logRetentionDays: '42' })).toThrow(/"logRetentionDays" must be one of/);
+    expect(bad({ removalPolicy: 'snapshot' })).toThrow(/retain or destroy/);
+    expect(bad({ logLevel: 'loud' })).toThrow(/"logLevel" must be one of/);
+    expect(bad({ federationAzs: 'two' })).toThrow(/positive integer/);
+  });
+
+  it('names the stack', () => {
+    expect(stackNameFromContext(reader({}))).toBe(DEFAULT_STACK_NAME);
+    expect(stackNameFromContext(reader({ stackName: 'xmpp-prod' }))).toBe('xmpp-prod');
+    expect(() => stackNameFromContext(reader({ stackName: 'bad name' }))).toThrow(/stack name/);
+  });
+});
