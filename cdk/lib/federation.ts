@@ -75,7 +75,10 @@ export class XmppFederation extends Construct {
   readonly s2sDeadLetterQueue: sqs.Queue;
   /** Random secret for Server Dialback keys (XEP-0185), injected as XMPP_DIALBACK_SECRET. */
   readonly dialbackSecret: secretsmanager.Secret;
-  /** TLS certificate and key for the domain, JSON `{"cert": "<PEM chain>", "key": "<PEM key>"}`. */
+  /**
+   * TLS certificate and key for the domain, JSON `{"cert": "<PEM chain>", "key": "<PEM key>"}`,
+   * injected whole as XMPP_TLS_SECRET. Created with empty values (= no certificate yet).
+   */
   readonly tlsSecret: secretsmanager.Secret;
   readonly logGroup: logs.LogGroup;
   readonly ports: number[];
@@ -170,8 +173,9 @@ export class XmppFederation extends Construct {
       },
       secrets: {
         XMPP_DIALBACK_SECRET: ecs.Secret.fromSecretsManager(this.dialbackSecret),
-        XMPP_TLS_CERT: ecs.Secret.fromSecretsManager(this.tlsSecret, 'cert'),
-        XMPP_TLS_KEY: ecs.Secret.fromSecretsManager(this.tlsSecret, 'key'),
+        // The whole JSON document, not one key each: ECS refuses to start a task when a selected JSON
+        // key is missing, and the placeholder has empty values until a certificate is put.
+        XMPP_TLS_SECRET: ecs.Secret.fromSecretsManager(this.tlsSecret),
       },
       portMappings: this.ports.map((containerPort) => ({ containerPort, protocol: ecs.Protocol.TCP })),
       stopTimeout: Duration.seconds(30),

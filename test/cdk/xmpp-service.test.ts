@@ -357,7 +357,7 @@ describe('federation', () => {
 
     const [, task] = onlyResource(full, 'AWS::ECS::TaskDefinition');
     const container = task.Properties!.ContainerDefinitions[0];
-    expect(container.Secrets.map((s: { Name: string }) => s.Name).sort()).toEqual(['XMPP_DIALBACK_SECRET', 'XMPP_TLS_CERT', 'XMPP_TLS_KEY']);
+    expect(container.Secrets.map((s: { Name: string }) => s.Name).sort()).toEqual(['XMPP_DIALBACK_SECRET', 'XMPP_TLS_SECRET']);
     const env = Object.fromEntries(container.Environment.map((e: { Name: string; Value: unknown }) => [e.Name, e.Value]));
     expect(env).toMatchObject({
       XMPP_DOMAIN: 'example.com',
