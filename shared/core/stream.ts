@@ -75,8 +75,9 @@ export async function closeStream(session: ClientSession, error?: StreamError): 
     await session.send(error.toElement());
   }
   await session.send(x('close', { xmlns: NS.FRAMING }));
-  await server.endSession(session);
+  // Close the socket before the session cleanup broadcasts anything: nothing may follow <close/>.
   await server.sender.close(state.id);
+  await server.endSession(session);
 }
 
 async function preAuth(session: ClientSession, el: Element): Promise<void> {

@@ -274,8 +274,10 @@ async function onPresence({ server, stanza, from, to, session }: StanzaEvent): P
       // Subscription stanzas travel between bare JIDs (RFC 6121 §3.1.2).
       if (!(await outboundSubscription(server, from.toBare(), to.toBare(), type))) return true;
       const out = subscriptionStanza(type, from.bare, to.bare, stanza);
-      if (!server.isLocalDomain(to.domain)) return server.routeRemote(out).then(() => true);
-      await inboundSubscription(server, out, from.toBare(), to.toBare(), type);
+      if (server.isLocalDomain(to.domain)) await inboundSubscription(server, out, from.toBare(), to.toBare(), type);
+      else await server.routeRemote(out);
+      // Approving a subscription shows the new subscriber our current presence (RFC 6121 §3.1.5).
+      if (type === 'subscribed') await sendCurrentPresence(server, from.bare, to.toBare(), false);
       return true;
     }
     await inboundSubscription(server, stanza, from, to, type);

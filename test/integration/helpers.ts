@@ -1,0 +1,136 @@
+/**
+ * Test helpers: the whole local stack (gateway + DynamoDB Local + the Lambda handler code), real
+ * XMPP client libraries from npm (@xmpp/client, StanzaJS) and a raw WebSocket for hostile frames.
+ */
+import { client as xmppjsClient, xml } from '@xmpp/client';
+import * as Stanza from 'stanza';
+import WebSocket from 'ws';
+import { makeCredentials } from '../../shared/accounts.ts';
+import { DynamoStore } from '../../shared/storage/dynamo-store.ts';
+import { startLocalStack } from '../../local/stack.ts';
+
+// @xmpp/client 0.14 needs a global WebSocket; Node 20 has none without a flag.
+(globalThis as { WebSocket?: unknown }).WebSocket ??= WebSocket;
+
+export { xml };
+export type LocalStack = Awaited<ReturnType<typeof startLocalStack>>;
+
+export async function startTestStack(options: Parameters<typeof startLocalStack>[0] = {}): Promise<LocalStack & { store: DynamoStore }> {
+  const stack = await startLocalStack({ inMemory: true, wsPort: 0, logger: { info() {}, warn() {}, error: console.error }, ...options });
+  const store = new DynamoStore({ tableName: stack.tableName, endpoint: stack.dynamoEndpoint });
+  return Object.assign(stack, { store });
+}
+
+export async function addUser(store: DynamoStore, bare: string, password: string): Promise<void> {
+  await store.createAccount(bare, makeCredentials(password, 4096));
+}
+
+/** Collects stanzas so a test can wait for the one it expects. */
+export class Inbox<T> {
+  private readonly items: T[] = [];
+  private waiters: { match: (t: T) => boolean; resolve: (t: T) => void }[] = [];
+
+  push(item: T): void {
+    const waiter = this.waiters.find((w) => w.match(item));
+    if (waiter) {
+      this.waiters = this.waiters.filter((w) => w !== waiter);
+      waiter.resolve(item);
+    } else {
+      this.items.push(item);
+    }
+  }
+
+  /** Resolves with the first item (already received or future) that matches. */
+  wait(match: (t: T) => boolean, what = 'stanza', timeoutMs = 10_000): Promise<T> {
+    const index = this.items.findIndex(match);
+    if (index !== -1) return Promise.resolve(this.items.splice(index, 1)[0]!);
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.waiters = this.waiters.filter((w) => w.resolve !== done);
+        reject(new Error(`timed out waiting for ${what}`));
+      }, timeoutMs);
+      const done = (t: T) => {
+        clearTimeout(timer);
+        resolve(t);
+      };
+      this.waiters.push({ match, resolve: done });
+    });
+  }
+
+  /** Items received so far that match (for asserting something did NOT arrive). */
+  seen(match: (t: T) => boolean): T[] {
+    return this.items.filter(match);
+  }
+}
+
+type XmppJsElement = ReturnType<typeof xml>;
+
+export async function connectXmppJs(wsUrl: string, username: string, password: string, resource?: string) {
+  const c = xmppjsClient({ service: wsUrl, domain: 'localhost', username, password, resource });
+  const inbox = new Inbox<XmppJsElement>();
+  c.on('stanza', (s: XmppJsElement) => inbox.push(s));
+  c.on('error', () => {}); // surfaced through start() and the tests' expectations
+  const address = await c.start();
+  return { client: c, inbox, jid: address.toString() as string };
+}
+
+export async function connectStanza(wsUrl: string, jid: string, password: string, resource?: string) {
+  const c = Stanza.createClient({ jid, password, resource, transports: { websocket: wsUrl, bosh: false } });
+  const started = new Promise<void>((resolve, reject) => {
+    c.once('session:started', () => resolve());
+    c.once('auth:failed', () => reject(new Error('auth:failed')));
+    c.once('stream:error', (e: unknown) => reject(new Error(`stream error ${JSON.stringify(e)}`)));
+  });
+  c.connect();
+  await started;
+  return c;
+}
+
+/** A bare WebSocket speaking RFC 7395 frames by hand, for negotiation details and hostile input. */
+export class RawClient {
+  readonly frames = new Inbox<string>();
+  readonly closed: Promise<{ code: number; reason: string }>;
+  private constructor(readonly ws: WebSocket) {
+    ws.on('message', (data) => this.frames.push(data.toString()));
+    this.closed = new Promise((resolve) => ws.on('close', (code, reason) => resolve({ code, reason: reason.toString() })));
+  }
+
+  static async open(wsUrl: string, protocols: string[] = ['xmpp']): Promise<RawClient> {
+    const ws = new WebSocket(wsUrl, protocols);
+    await new Promise<void>((resolve, reject) => {
+      ws.once('open', () => resolve());
+      ws.once('error', reject);
+    });
+    return new RawClient(ws);
+  }
+
+  send(frame: string): void {
+    this.ws.send(frame);
+  }
+
+  next(match: string | RegExp, timeoutMs?: number): Promise<string> {
+    const test = typeof match === 'string' ? (f: string) => f.includes(match) : (f: string) => match.test(f);
+    return this.frames.wait(test, String(match), timeoutMs);
+  }
+
+  open(domain = 'localhost'): void {
+    this.send(`<open xmlns="urn:ietf:params:xml:ns:xmpp-framing" to="${domain}" version="1.0"/>`);
+  }
+
+  /** Opens, authenticates with PLAIN, restarts and binds; returns the bound JID. */
+  async login(user: string, password: string, resource = 'raw'): Promise<string> {
+    this.open();
+    await this.next('</stream:features>');
+    this.send(`<auth xmlns="urn:ietf:params:xml:ns:xmpp-sasl" mechanism="PLAIN">${Buffer.from(`\0${user}\0${password}`).toString('base64')}</auth>`);
+    await this.next('<success');
+    this.open();
+    await this.next('</stream:features>');
+    this.send(`<iq type="set" id="bind1" xmlns="jabber:client"><bind xmlns="urn:ietf:params:xml:ns:xmpp-bind"><resource>${resource}</resource></bind></iq>`);
+    const bound = await this.next('bind1');
+    return /<jid>([^<]+)<\/jid>/.exec(bound)![1]!;
+  }
+
+  close(): void {
+    this.ws.close();
+  }
+}
