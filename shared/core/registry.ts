@@ -41,8 +41,15 @@ export interface SessionEvent {
 }
 
 export type HookName =
-  /** every message (local or federated sender) */
+  /** every message (local or federated sender), to route it */
   | 'message'
+  /** a message a local client sent, before it is routed (carbons, archiving, blocking); return true to stop it */
+  | 'message/out'
+  /**
+   * a chat/normal/headline message about to be delivered to an existing local account (archiving,
+   * stanza ids, carbons, blocking); return true to stop delivery
+   */
+  | 'message/in'
   /** every presence */
   | 'presence'
   /** a message for a user with no session to take it: store it (offline module) */
@@ -56,6 +63,9 @@ export type SessionHookName =
 
 export type IqTarget = 'server' | 'account';
 
+/** Receives every stanza addressed to a hosted domain (`from` is stamped). */
+export type HostHandler = (event: StanzaEvent & { to: Jid }) => Promise<void>;
+
 export interface Registry {
   /** Handles iq get/set with this payload namespace addressed to the domain ('server') or a user's bare JID ('account'). */
   iq(target: IqTarget, namespace: string, handler: IqHandler): void;
@@ -63,6 +73,11 @@ export interface Registry {
   preAuthIq(namespace: string, handler: IqHandler): void;
   hook(name: HookName, hook: StanzaHook, priority?: number): void;
   onSession(name: SessionHookName, hook: (event: SessionEvent) => Promise<void>): void;
+  /**
+   * Serves a whole domain, e.g. `conference.<domain>` for group chat: every stanza addressed to it
+   * (or to a JID at it) goes to `handler` instead of federation.
+   */
+  host(domain: string, handler: HostHandler, disco?: { name: string; category: string; type: string }): void;
   /** A disco#info feature of the server or of accounts. */
   feature(namespace: string, target?: IqTarget): void;
   /** An element for the stream features, before or after authentication. */

@@ -12,6 +12,7 @@ import type { ConnectionSender } from '../transport/connections.ts';
 import { Element, NS, x } from '../xml/element.ts';
 import type {
   HookName,
+  HostHandler,
   IqHandler,
   IqRequest,
   IqTarget,
@@ -58,6 +59,8 @@ export class XmppServer implements Registry {
   private readonly hooks = new Map<HookName, { hook: StanzaHook; priority: number }[]>();
   private readonly sessionHooks = new Map<SessionHookName, ((e: SessionEvent) => Promise<void>)[]>();
   private readonly stateCache = new Map<string, ConnectionState>();
+  /** Domains served by modules (e.g. conference.<domain>), with their disco#items identity. */
+  readonly hostedDomains = new Map<string, { handler: HostHandler; disco?: { name: string; category: string; type: string } }>();
 
   constructor(deps: ServerDependencies) {
     this.config = deps.config;
@@ -86,6 +89,10 @@ export class XmppServer implements Registry {
 
   onSession(name: SessionHookName, hook: (event: SessionEvent) => Promise<void>): void {
     this.sessionHooks.set(name, [...(this.sessionHooks.get(name) ?? []), hook]);
+  }
+
+  host(domain: string, handler: HostHandler, disco?: { name: string; category: string; type: string }): void {
+    this.hostedDomains.set(domain, { handler, disco });
   }
 
   feature(namespace: string, target: IqTarget = 'server'): void {
@@ -184,7 +191,12 @@ export class XmppServer implements Registry {
       }
       stanza.attrs.to = to.toString();
     }
-    if (to && !this.isLocalDomain(to.domain)) return this.routeRemote(stanza);
+    if (to && !this.isLocalDomain(to.domain)) {
+      const hosted = this.hostedDomains.get(to.domain);
+      if (hosted) return hosted.handler({ server: this, stanza, from, to, session });
+      return this.routeRemote(stanza);
+    }
+    if (stanza.name === 'message' && session && (await this.runHooks('message/out', { server: this, stanza, from, to, session }))) return;
     if (stanza.name === 'iq') return this.routeIq(stanza, from, to ?? from.toBare(), session);
     const handled = await this.runHooks(stanza.name as HookName, { server: this, stanza, from, to, session });
     if (!handled && stanza.name === 'message') await this.bounce(stanza, new StanzaError('service-unavailable'));
@@ -238,7 +250,10 @@ export class XmppServer implements Registry {
    * JID, to every session for a local bare JID, or out through federation.
    */
   async sendTo(to: Jid, el: Element): Promise<void> {
-    if (!this.isLocalDomain(to.domain)) return this.routeRemote(el);
+    if (!this.isLocalDomain(to.domain)) {
+      if (this.hostedDomains.has(to.domain)) return; // hosted services take no replies
+      return this.routeRemote(el);
+    }
     if (!to.local) return;
     if (to.resource) {
       await this.deliverToFullJid(to, el);

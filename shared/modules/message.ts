@@ -27,6 +27,7 @@ async function onMessage(event: StanzaEvent): Promise<boolean> {
     if (!silent) await server.bounce(stanza, new StanzaError('service-unavailable'));
     return true;
   }
+  if (type !== 'error' && type !== 'groupchat' && (await server.runHooks('message/in', { ...event, to }))) return true;
   if (to.resource) {
     const session = route.sessions.find((s) => s.resource === to.resource);
     if (session && (await server.deliver(session, stanza))) return true;
