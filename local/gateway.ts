@@ -199,28 +199,25 @@ function lambdaContext(functionName: string, timeoutMs: number): Context {
   };
 }
 
-/** Invokes a Lambda handler the way the Node.js runtime does (promise or callback), with a timeout. */
-function invokeLambda<E, R>(
+/**
+ * Calls a Lambda handler the way the Node.js runtime does: an async handler's promise, or a
+ * callback-style handler's callback, whichever settles first.
+ */
+export function callHandler<E, R>(
   handler: (event: E, context: Context, callback: Callback<R>) => unknown,
   event: E,
-  functionName: string,
-  timeoutMs: number,
+  context: Context,
 ): Promise<R | undefined> {
   return new Promise<R | undefined>((resolve, reject) => {
     let settled = false;
     const finish = (err: unknown, result?: R) => {
       if (settled) return;
       settled = true;
-      clearTimeout(timer);
       if (err) reject(err instanceof Error ? err : new Error(String(err)));
       else resolve(result);
     };
-    const timer = setTimeout(
-      () => finish(new Error(`${functionName}: Task timed out after ${(timeoutMs / 1000).toFixed(2)} seconds`)),
-      timeoutMs,
-    );
     try {
-      const returned = handler(event, lambdaContext(functionName, timeoutMs), (err, result) => finish(err, result));
+      const returned = handler(event, context, (err, result) => finish(err, result));
       if (returned && typeof (returned as Promise<R>).then === 'function') {
         (returned as Promise<R>).then(
           (result) => finish(undefined, result),
@@ -233,6 +230,25 @@ function invokeLambda<E, R>(
       finish(err);
     }
   });
+}
+
+/** callHandler with a fresh Lambda context and the function's timeout (a timeout is a failure). */
+function invokeLambda<E, R>(
+  handler: (event: E, context: Context, callback: Callback<R>) => unknown,
+  event: E,
+  functionName: string,
+  timeoutMs: number,
+): Promise<R | undefined> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(
+      () => reject(new Error(`${functionName}: Task timed out after ${(timeoutMs / 1000).toFixed(2)} seconds`)),
+      timeoutMs,
+    );
+  });
+  return Promise.race([callHandler(handler, event, lambdaContext(functionName, timeoutMs)), timeout]).finally(() =>
+    clearTimeout(timer),
+  );
 }
 
 const MONTHS = ['Jan', 'Feb', 'Mar', 'Apr', 'May', 'Jun', 'Jul', 'Aug', 'Sep', 'Oct', 'Nov', 'Dec'];

@@ -1,0 +1,273 @@
+/**
+ * The whole backend on one machine, no AWS account: DynamoDB Local + the local gateway feeding the
+ * SAME Lambda handlers (lambdas/connect.ts, lambdas/stream.ts) that run in the cloud.
+ *
+ * Order matters: the environment the handlers read (XMPP_* and AWS_*) is set before the handler
+ * modules are imported, and XMPP_CONNECTIONS_ENDPOINT is only known once the gateway listens, so
+ * the gateway starts with handlers that wait for the modules to load.
+ */
+import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import { ensureTable } from '../shared/storage/table.ts';
+import { isPortFree, localDynamoClient, startDynamoDbLocal, type DynamoDbLocal } from './dynamodb.ts';
+import { LocalStackError } from './errors.ts';
+import {
+  callHandler,
+  startGateway,
+  type ConnectHandler,
+  type Gateway,
+  type GatewayLogger,
+  type GatewayOptions,
+  type StreamHandler,
+} from './gateway.ts';
+
+export interface LocalStackOptions {
+  /** WebSocket port (XMPP_WS_PORT, default 5280; 0 = ephemeral). */
+  wsPort?: number;
+  /** Listen address of the WebSocket server (XMPP_BIND, default 127.0.0.1). */
+  bind?: string;
+  /** Data directory (XMPP_DATA_DIR, default .data); DynamoDB Local keeps its files in `<dataDir>/dynamodb`. */
+  dataDir?: string;
+  /** DynamoDB Local in memory: nothing written to disk (tests). */
+  inMemory?: boolean;
+  /** XMPP_DOMAIN, default localhost. */
+  domain?: string;
+  /** XMPP_TABLE, default xmpp. */
+  tableName?: string;
+  /** XMPP_IDLE_SECONDS, default 600. */
+  idleSeconds?: number;
+  /** XMPP_MAX_LIFETIME_SECONDS, default 7200. */
+  maxLifetimeSeconds?: number;
+  /** XMPP_REGISTRATION (XEP-0077), default true locally. */
+  registration?: boolean;
+  /** DynamoDB Local port (XMPP_DYNAMODB_PORT); default a free port. */
+  dynamoPort?: number;
+  /** @connections API port on 127.0.0.1; default a free port. */
+  connectionsPort?: number;
+  /** Extra environment for the handler code, applied first (undefined deletes a variable). */
+  env?: Record<string, string | undefined>;
+  /** Use these instead of importing lambdas/stream.ts and lambdas/connect.ts. */
+  streamHandler?: StreamHandler;
+  connectHandler?: ConnectHandler;
+  /** Plain HTTP on the WebSocket port (e.g. the web client at /). */
+  httpHandler?: GatewayOptions['httpHandler'];
+  /** Further gateway settings (redelivery, batch size, …). */
+  gateway?: Partial<Omit<GatewayOptions, 'streamHandler' | 'connectHandler'>>;
+  logger?: GatewayLogger;
+  /** DynamoDB Local's own output lines. */
+  onDynamoOutput?: (line: string) => void;
+  /** Write `<dataDir>/local-stack.json` so xmppctl finds the running stack. Default: !inMemory. */
+  writeInfoFile?: boolean;
+}
+
+export interface LocalStack {
+  wsUrl: string;
+  connectionsEndpoint: string;
+  dynamoEndpoint: string;
+  tableName: string;
+  domain: string;
+  /** Absolute data directory (also when in memory: where the info file would go). */
+  dataDir: string;
+  gateway: Gateway;
+  /**
+   * Closes every socket, lets the handlers see the DISCONNECTs, stops DynamoDB Local, and puts back
+   * the environment variables the stack set. Idempotent.
+   */
+  stop(): Promise<void>;
+}
+
+/** What a running stack writes to `<dataDir>/local-stack.json` (read by cli/targets.ts). */
+export interface LocalStackInfo {
+  pid: number;
+  domain: string;
+  tableName: string;
+  dynamoEndpoint: string;
+  wsUrl: string;
+  connectionsEndpoint: string;
+}
+
+export const LOCAL_STACK_INFO_FILE = 'local-stack.json';
+
+function positive(value: string | undefined, name: string): number | undefined {
+  if (value === undefined || value === '') return undefined;
+  const n = Number(value);
+  if (!Number.isFinite(n) || n <= 0) throw new Error(`${name} must be a positive number, got "${value}"`);
+  return n;
+}
+
+function port(value: string | undefined, name: string): number | undefined {
+  if (value === undefined || value === '') return undefined;
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < 0 || n > 65535) throw new Error(`${name} must be a port number, got "${value}"`);
+  return n;
+}
+
+/** Each stack after the first in one process imports fresh handler modules (they cache their config). */
+let lambdaInstances = 0;
+
+async function importLambdas(): Promise<{ stream: StreamHandler; connect: ConnectHandler }> {
+  lambdaInstances += 1;
+  const suffix = lambdaInstances > 1 ? `?instance=${lambdaInstances}` : '';
+  const streamUrl = new URL('../lambdas/stream.ts', import.meta.url).href + suffix;
+  const connectUrl = new URL('../lambdas/connect.ts', import.meta.url).href + suffix;
+  const [streamModule, connectModule] = await Promise.all([import(streamUrl), import(connectUrl)]);
+  if (typeof streamModule.handler !== 'function') throw new Error('lambdas/stream.ts does not export a handler');
+  if (typeof connectModule.handler !== 'function') throw new Error('lambdas/connect.ts does not export a handler');
+  return { stream: streamModule.handler as StreamHandler, connect: connectModule.handler as ConnectHandler };
+}
+
+export async function startLocalStack(options: LocalStackOptions = {}): Promise<LocalStack> {
+  const env = process.env;
+  // Everything this stack changes in process.env is put back by stop() (or a failed start), so
+  // stacks started one after the other in one process do not inherit each other's settings.
+  const saved = new Map<string, string | undefined>();
+  const setEnv = (name: string, value: string | undefined) => {
+    if (!saved.has(name)) saved.set(name, env[name]);
+    if (value === undefined) delete env[name];
+    else env[name] = value;
+  };
+  const restoreEnv = () => {
+    for (const [name, value] of saved) {
+      if (value === undefined) delete env[name];
+      else env[name] = value;
+    }
+    saved.clear();
+  };
+  try {
+    for (const [name, value] of Object.entries(options.env ?? {})) setEnv(name, value);
+    return await start(options, setEnv, restoreEnv);
+  } catch (err) {
+    restoreEnv();
+    throw err;
+  }
+}
+
+async function start(
+  options: LocalStackOptions,
+  setEnv: (name: string, value: string | undefined) => void,
+  restoreEnv: () => void,
+): Promise<LocalStack> {
+  const env = process.env;
+  const inMemory = options.inMemory ?? false;
+  const dataDir = resolve(options.dataDir ?? (env.XMPP_DATA_DIR || '.data'));
+  const domain = (options.domain ?? (env.XMPP_DOMAIN || 'localhost')).toLowerCase();
+  const tableName = options.tableName ?? (env.XMPP_TABLE || 'xmpp');
+  const idleSeconds = options.idleSeconds ?? positive(env.XMPP_IDLE_SECONDS, 'XMPP_IDLE_SECONDS') ?? 600;
+  const maxLifetimeSeconds =
+    options.maxLifetimeSeconds ?? positive(env.XMPP_MAX_LIFETIME_SECONDS, 'XMPP_MAX_LIFETIME_SECONDS') ?? 7200;
+  const registration = options.registration ?? (env.XMPP_REGISTRATION ? /^(1|true|yes|on)$/i.test(env.XMPP_REGISTRATION) : true);
+  const wsPort = options.wsPort ?? port(env.XMPP_WS_PORT, 'XMPP_WS_PORT') ?? 5280;
+  const bind = options.bind ?? (env.XMPP_BIND || '127.0.0.1');
+  const dynamoPort = options.dynamoPort ?? port(env.XMPP_DYNAMODB_PORT, 'XMPP_DYNAMODB_PORT');
+  const writeInfoFile = options.writeInfoFile ?? !inMemory;
+
+  // Fail fast, before DynamoDB Local takes its few seconds to start.
+  if (wsPort !== 0 && !(await isPortFree(wsPort, bind))) {
+    throw new LocalStackError(
+      'PORT_IN_USE',
+      `WebSocket (XMPP_WS_PORT): port ${wsPort} on ${bind} is already in use. Stop the other process or choose another port.`,
+    );
+  }
+
+  const dynamo: DynamoDbLocal = await startDynamoDbLocal({
+    inMemory,
+    dataDir,
+    port: dynamoPort,
+    onOutput: options.onDynamoOutput,
+  });
+  let gateway: Gateway | undefined;
+  try {
+    const client = localDynamoClient(dynamo.endpoint);
+    try {
+      await ensureTable(client, tableName);
+    } finally {
+      client.destroy();
+    }
+
+    // The environment the handler code reads (shared/config.ts), set before it is imported.
+    setEnv('XMPP_DOMAIN', domain);
+    setEnv('XMPP_TABLE', tableName);
+    setEnv('XMPP_DYNAMODB_ENDPOINT', dynamo.endpoint);
+    setEnv('XMPP_REGISTRATION', registration ? 'true' : 'false');
+    setEnv('XMPP_IDLE_SECONDS', String(Math.max(1, Math.ceil(idleSeconds)))); // advertised (XEP-0478): whole seconds
+    setEnv('XMPP_MAX_LIFETIME_SECONDS', String(Math.max(1, Math.ceil(maxLifetimeSeconds))));
+    setEnv('XMPP_DATA_DIR', dataDir);
+    setEnv('AWS_REGION', 'local');
+    if (!env.AWS_ACCESS_KEY_ID) setEnv('AWS_ACCESS_KEY_ID', 'local');
+    if (!env.AWS_SECRET_ACCESS_KEY) setEnv('AWS_SECRET_ACCESS_KEY', 'local');
+
+    let lambdas: Promise<{ stream: StreamHandler; connect: ConnectHandler }> | undefined;
+    const loaded = () => (lambdas ??= importLambdas());
+    const streamHandler: StreamHandler =
+      options.streamHandler ?? (async (event, context) => callHandler((await loaded()).stream, event, context));
+    const connectHandler: ConnectHandler =
+      options.connectHandler ?? (async (event, context) => callHandler((await loaded()).connect, event, context));
+
+    gateway = await startGateway({
+      ...options.gateway,
+      streamHandler,
+      connectHandler,
+      httpHandler: options.httpHandler ?? options.gateway?.httpHandler,
+      bind,
+      port: wsPort,
+      connectionsPort: options.connectionsPort ?? options.gateway?.connectionsPort,
+      idleSeconds,
+      maxLifetimeSeconds,
+      logger: options.logger ?? options.gateway?.logger,
+    });
+    setEnv('XMPP_CONNECTIONS_ENDPOINT', gateway.connectionsEndpoint);
+    if (!options.streamHandler || !options.connectHandler) await loaded();
+  } catch (err) {
+    await gateway?.close().catch(() => {});
+    await dynamo.stop();
+    throw err;
+  }
+
+  const infoPath = join(dataDir, LOCAL_STACK_INFO_FILE);
+  if (writeInfoFile) {
+    const info: LocalStackInfo = {
+      pid: process.pid,
+      domain,
+      tableName,
+      dynamoEndpoint: dynamo.endpoint,
+      wsUrl: gateway.wsUrl,
+      connectionsEndpoint: gateway.connectionsEndpoint,
+    };
+    mkdirSync(dataDir, { recursive: true });
+    writeFileSync(infoPath, `${JSON.stringify(info, null, 2)}\n`);
+  }
+
+  const runningGateway = gateway;
+  let stopping: Promise<void> | undefined;
+  const stop = () =>
+    (stopping ??= (async () => {
+      try {
+        await runningGateway.close();
+      } finally {
+        await dynamo.stop();
+        if (writeInfoFile) removeInfoFile(infoPath);
+        restoreEnv();
+      }
+    })());
+
+  return {
+    wsUrl: gateway.wsUrl,
+    connectionsEndpoint: gateway.connectionsEndpoint,
+    dynamoEndpoint: dynamo.endpoint,
+    tableName,
+    domain,
+    dataDir,
+    gateway,
+    stop,
+  };
+}
+
+function removeInfoFile(path: string): void {
+  try {
+    if (!existsSync(path)) return;
+    const info = JSON.parse(readFileSync(path, 'utf8')) as Partial<LocalStackInfo>;
+    if (info.pid === process.pid) rmSync(path, { force: true });
+  } catch {
+    // a broken file is not ours to worry about
+  }
+}

@@ -1,0 +1,85 @@
+/**
+ * `npm start`: the whole backend on this machine (see docs/local-stack.md).
+ *
+ *   npm start                    persistent data under XMPP_DATA_DIR (default .data)
+ *   npm start -- --in-memory     nothing written to disk
+ *
+ * Settings come from the environment: XMPP_DOMAIN, XMPP_WS_PORT, XMPP_BIND, XMPP_DATA_DIR,
+ * XMPP_TABLE, XMPP_REGISTRATION, XMPP_IDLE_SECONDS, XMPP_MAX_LIFETIME_SECONDS, XMPP_DYNAMODB_PORT.
+ */
+import { LocalStackError } from './errors.ts';
+import { startLocalStack, type LocalStack } from './stack.ts';
+
+function usage(): string {
+  return 'usage: tsx local/start.ts [--in-memory]\n(settings: XMPP_DOMAIN, XMPP_WS_PORT, XMPP_BIND, XMPP_DATA_DIR, …; see docs/local-stack.md)';
+}
+
+async function main(): Promise<void> {
+  const args = process.argv.slice(2);
+  if (args.includes('--help') || args.includes('-h')) {
+    console.log(usage());
+    return;
+  }
+  const unknown = args.filter((a) => a !== '--in-memory');
+  if (unknown.length > 0) {
+    console.error(`unknown argument(s): ${unknown.join(' ')}\n${usage()}`);
+    process.exit(2);
+  }
+  const inMemory = args.includes('--in-memory');
+
+  let stack: LocalStack;
+  try {
+    stack = await startLocalStack({
+      inMemory,
+      writeInfoFile: true,
+      logger: {
+        info: (m) => {
+          if (process.env.XMPP_LOG_LEVEL?.toLowerCase() === 'debug') console.log(`[gateway] ${m}`);
+        },
+        warn: (m) => console.warn(`[gateway] ${m}`),
+        error: (m) => console.error(`[gateway] ${m}`),
+      },
+    });
+  } catch (err) {
+    if (err instanceof LocalStackError) {
+      console.error(`Cannot start the local stack: ${err.message}`);
+    } else {
+      console.error('Cannot start the local stack:', err);
+    }
+    process.exit(1);
+  }
+
+  console.log(`XMPP over WebSocket: ${stack.wsUrl} (domain ${stack.domain})`);
+  console.log(
+    `DynamoDB Local: ${stack.dynamoEndpoint} (table ${stack.tableName}, ${inMemory ? 'in memory' : `data in ${stack.dataDir}`})`,
+  );
+  console.log(`@connections API: ${stack.connectionsEndpoint} (loopback only)`);
+  console.log(`In-band registration: ${process.env.XMPP_REGISTRATION === 'true' ? 'on' : 'off'}. Press Ctrl+C to stop.`);
+
+  // Ctrl+C reaches this process twice (from the terminal and relayed by tsx): a second signal
+  // forces the exit only when it comes a while after the first.
+  let stoppingSince = 0;
+  const shutdown = (signal: NodeJS.Signals) => {
+    if (stoppingSince) {
+      if (Date.now() - stoppingSince < 1500) return;
+      console.error(`${signal} again: exiting without a clean shutdown`);
+      process.exit(1);
+    }
+    stoppingSince = Date.now();
+    console.log(`${signal}: stopping…`);
+    stack.stop().then(
+      () => process.exit(0),
+      (err) => {
+        console.error('Error during shutdown:', err);
+        process.exit(1);
+      },
+    );
+  };
+  process.on('SIGINT', shutdown);
+  process.on('SIGTERM', shutdown);
+}
+
+main().catch((err) => {
+  console.error(err);
+  process.exit(1);
+});
