@@ -96,7 +96,8 @@ export class XmppFederation extends Construct {
       retentionPeriod: Duration.days(14),
       encryption: sqs.QueueEncryption.SQS_MANAGED,
       enforceSSL: true,
-      removalPolicy,
+      // Transient data: queues always go with the stack, whatever removalPolicy says.
+      removalPolicy: RemovalPolicy.DESTROY,
     });
     this.s2sQueue = new sqs.Queue(this, 'S2sQueue', {
       visibilityTimeout: Duration.seconds(120),
@@ -106,7 +107,8 @@ export class XmppFederation extends Construct {
       encryption: sqs.QueueEncryption.SQS_MANAGED,
       enforceSSL: true,
       deadLetterQueue: { queue: this.s2sDeadLetterQueue, maxReceiveCount: 5 },
-      removalPolicy,
+      // Transient data: queues always go with the stack, whatever removalPolicy says.
+      removalPolicy: RemovalPolicy.DESTROY,
     });
 
     this.dialbackSecret = new secretsmanager.Secret(this, 'DialbackSecret', {

@@ -64,8 +64,9 @@ export interface XmppServiceProps {
   /** @default logs.RetentionDays.ONE_MONTH */
   readonly logRetention?: logs.RetentionDays;
   /**
-   * What happens to the table, queues, secrets and log groups when they leave the stack. With RETAIN
-   * the table also gets deletion protection.
+   * What happens to the table, the federation secrets and the log groups when they leave the stack
+   * (or the stack is destroyed). With RETAIN the table also gets deletion protection. Queues hold only
+   * transient data and are always deleted.
    * @default RemovalPolicy.RETAIN
    */
   readonly removalPolicy?: RemovalPolicy;
@@ -237,7 +238,8 @@ export class XmppService extends Construct {
       maxMessageSizeBytes: 1024 * 1024,
       encryption: sqs.QueueEncryption.SQS_MANAGED,
       enforceSSL: true,
-      removalPolicy,
+      // Transient data: queues always go with the stack, whatever removalPolicy says.
+      removalPolicy: RemovalPolicy.DESTROY,
     });
     this.inboundQueue = new sqs.Queue(this, 'InboundQueue', {
       fifo: true,
@@ -253,7 +255,8 @@ export class XmppService extends Construct {
       encryption: sqs.QueueEncryption.SQS_MANAGED,
       enforceSSL: true,
       deadLetterQueue: { queue: this.deadLetterQueue, maxReceiveCount: 5 },
-      removalPolicy,
+      // Transient data: queues always go with the stack, whatever removalPolicy says.
+      removalPolicy: RemovalPolicy.DESTROY,
     });
 
     // ---- WebSocket API ---------------------------------------------------------------------------

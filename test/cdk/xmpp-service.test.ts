@@ -244,10 +244,12 @@ describe('DynamoDB table', () => {
     expect(table.Properties!.SSESpecification.KMSMasterKeyId).toBeUndefined();
   });
 
-  it('is retained with deletion protection by default, deletable when asked', () => {
+  it('is retained with deletion protection by default, deletable when asked; queues always go', () => {
     const [, retained] = onlyResource(base, 'AWS::DynamoDB::Table');
     expect(retained.DeletionPolicy).toBe('Retain');
     expect(retained.Properties!.DeletionProtectionEnabled).toBe(true);
+    for (const [, queue] of resourcesOfType(base, 'AWS::SQS::Queue')) expect(queue.DeletionPolicy).toBe('Delete');
+    for (const [, secret] of resourcesOfType(full, 'AWS::SecretsManager::Secret')) expect(secret.DeletionPolicy).toBe('Delete');
     const [, destroyed] = onlyResource(full, 'AWS::DynamoDB::Table');
     expect(destroyed.DeletionPolicy).toBe('Delete');
     expect(destroyed.Properties!.DeletionProtectionEnabled).toBe(false);
@@ -428,6 +430,17 @@ describe('operations', () => {
     expect(base.json.Outputs!.TableName!.Value).toEqual({ Ref: logicalId(base, 'AWS::DynamoDB::Table', 'XmppTable') });
     expect(text(base.json.Outputs!.WebSocketUrl!.Value)).toContain('"wss://"');
     expect(full.json.Outputs!.FederationEndpoint!.Value).toEqual({ 'Fn::GetAtt': [logicalId(full, 'AWS::ElasticLoadBalancingV2::LoadBalancer', 'XmppFederationNlb'), 'DNSName'] });
+  });
+});
+
+describe('template', () => {
+  it("passes CDK's built-in CloudFormation validation without findings", () => {
+    for (const s of [base, full]) {
+      const reportFile = path.join(s.outdir, 'validation-report.json');
+      if (!existsSync(reportFile)) continue;
+      const report = JSON.parse(readFileSync(reportFile, 'utf8')) as { pluginReports: Array<{ violations: Array<{ description: string }> }> };
+      expect(report.pluginReports.flatMap((r) => r.violations.map((v) => v.description))).toEqual([]);
+    }
   });
 });
 
