@@ -17,7 +17,7 @@ import {
 } from '@aws-sdk/lib-dynamodb';
 import type { Account, ConnectionState, RosterItem, SessionRecord } from '../core/types.ts';
 import type { ScramCredentials, ScramHash } from '../sasl/scram.ts';
-import type { OfflineMessage, Store, UserRoute } from './store.ts';
+import type { OfflineMessage, Store, TableAccess, UserRoute } from './store.ts';
 import { TTL_ATTRIBUTE } from './table.ts';
 
 const ACCOUNT = 'account';
@@ -50,6 +50,10 @@ export class DynamoStore implements Store {
     const client = options.client ?? new DynamoDBClient({ endpoint: options.endpoint, maxAttempts: 5 });
     this.doc = DynamoDBDocumentClient.from(client, { marshallOptions: { removeUndefinedValues: true } });
     this.table = options.tableName;
+  }
+
+  get db(): TableAccess {
+    return { doc: this.doc, table: this.table };
   }
 
   private async queryAll(input: Omit<QueryCommandInput, 'TableName'>): Promise<Record<string, any>[]> {

@@ -2,6 +2,7 @@
  * The storage interface the core and its modules use. One implementation, on DynamoDB
  * (dynamo-store.ts); locally it talks to DynamoDB Local, so tests exercise the real queries.
  */
+import type { DynamoDBDocumentClient } from '@aws-sdk/lib-dynamodb';
 import type { Account, ConnectionState, RosterItem, SessionRecord } from '../core/types.ts';
 import type { ScramCredentials, ScramHash } from '../sasl/scram.ts';
 
@@ -16,7 +17,14 @@ export interface OfflineMessage {
   stamp: string;
 }
 
+/** The table itself, for feature modules that keep items of their own (rooms, archives, PEP…). */
+export interface TableAccess {
+  doc: DynamoDBDocumentClient;
+  table: string;
+}
+
 export interface Store {
+  readonly db: TableAccess;
   getAccount(bare: string): Promise<Account | undefined>;
   /** Resolves false when the account already exists. */
   createAccount(bare: string, credentials: Partial<Record<ScramHash, ScramCredentials>>): Promise<boolean>;
