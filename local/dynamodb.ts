@@ -156,7 +156,9 @@ export async function startDynamoDbLocal(options: DynamoDbLocalOptions = {}): Pr
 async function launch(port: number, dbPath: string | undefined, options: DynamoDbLocalOptions): Promise<DynamoDbLocal> {
   // DynamoDB Local 2.x/3.x would otherwise try to send telemetry (there is no network here anyway).
   process.env.DDB_LOCAL_TELEMETRY ??= '0';
-  const child = spawnDynamoDbLocal({ port, path: dbPath ?? null, sharedDb: true, stdio: 'pipe' });
+  // detached: its own process group, so a Ctrl+C in the terminal reaches only us and we stop Java
+  // after the last DISCONNECT has been handled (a process 'exit' hook still kills it if we die).
+  const child = spawnDynamoDbLocal({ port, path: dbPath ?? null, sharedDb: true, stdio: 'pipe', detached: true });
   const output: string[] = [];
   const collect = (chunk: Buffer) => {
     for (const line of chunk.toString('utf8').split(/\r?\n/)) {
