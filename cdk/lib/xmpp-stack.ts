@@ -38,6 +38,8 @@ export class XmppStack extends Stack {
       new CfnOutput(this, 'S2sQueueUrl', { value: federation.s2sQueue.queueUrl, description: 'Outbound server-to-server queue' });
       new CfnOutput(this, 'TlsSecretArn', { value: federation.tlsSecret.secretArn, description: 'Put the federation TLS certificate here: {"cert": "<PEM chain>", "key": "<PEM key>"}' });
       new CfnOutput(this, 'DialbackSecretArn', { value: federation.dialbackSecret.secretArn, description: 'Server Dialback secret (generated)' });
+      new CfnOutput(this, 'FederationCluster', { value: federation.cluster.clusterName, description: 'ECS cluster of the federation service' });
+      new CfnOutput(this, 'FederationService', { value: federation.service.serviceName, description: 'ECS service (aws ecs update-service --force-new-deployment after a certificate change)' });
     }
   }
 }
