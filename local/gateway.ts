@@ -373,6 +373,8 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
   const responseHeaders = new WeakMap<IncomingMessage, Record<string, string>>();
   const idleWaiters = new Set<() => void>();
   let closing = false;
+  /** Set once close() has given up waiting: nothing is delivered any more. */
+  let shutDown = false;
 
   // --- the FIFO queue and the event source mapping -------------------------------------------------
 
@@ -411,7 +413,7 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
   async function runGroup(group: MessageGroup): Promise<void> {
     group.running = true;
     try {
-      while (group.messages.length > 0) {
+      while (group.messages.length > 0 && !shutDown) {
         const batch = group.messages.slice(0, batchSize);
         const now = Date.now();
         for (const message of batch) {
@@ -460,7 +462,7 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
         // A group whose connection is gone is finished once its DISCONNECT has been handled.
         if (!live.has(group.connectionId)) groups.delete(group.connectionId);
         notifyIdle();
-      } else {
+      } else if (!shutDown) {
         void runGroup(group);
       }
     }
@@ -804,6 +806,7 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
       const left = [...groups.values()].reduce((n, g) => n + g.messages.length, 0);
       if (left > 0) log.warn(`shutting down with ${left} undelivered record(s)`);
     }
+    shutDown = true;
     await new Promise<void>((r) => {
       connectionsServer.close(() => r());
       connectionsServer.closeAllConnections();

@@ -480,6 +480,28 @@ describe('local gateway shutdown', { timeout: 20_000 }, () => {
     await expect(openClient(gw.wsUrl, 'xmpp')).rejects.toThrow();
   });
 
+  it('close() gives up after drainTimeoutMs on records that keep failing, and delivers nothing afterwards', async () => {
+    let calls = 0;
+    const gw = await startGateway({
+      port: 0,
+      logger: quiet,
+      redeliveryDelayMs: 20,
+      maxReceiveCount: 1_000_000,
+      drainTimeoutMs: 300,
+      streamHandler: async () => {
+        calls++;
+        throw new Error('storage is down');
+      },
+    });
+    const client = await openClient(gw.wsUrl);
+    client.ws.send('<presence/>');
+    await waitFor(() => calls > 1, 5000, 'redeliveries');
+    await gw.close();
+    const atClose = calls;
+    await new Promise((r) => setTimeout(r, 300));
+    expect(calls).toBe(atClose);
+  });
+
   it('passes plain HTTP requests to the httpHandler hook', async () => {
     const stack = echoStack();
     const gw = await stack.start({
