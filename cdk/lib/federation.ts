@@ -1,4 +1,6 @@
-import { Duration, IgnoreMode, RemovalPolicy, SecretValue } from 'aws-cdk-lib';
+import { existsSync } from 'node:fs';
+import * as path from 'node:path';
+import { Annotations, Duration, IgnoreMode, RemovalPolicy, SecretValue } from 'aws-cdk-lib';
 import * as ec2 from 'aws-cdk-lib/aws-ec2';
 import * as ecs from 'aws-cdk-lib/aws-ecs';
 import * as elbv2 from 'aws-cdk-lib/aws-elasticloadbalancingv2';
@@ -149,6 +151,12 @@ export class XmppFederation extends Construct {
         operatingSystemFamily: ecs.OperatingSystemFamily.LINUX,
       },
     });
+    if (!props.image && !existsSync(path.join(REPO_ROOT, 'federation', 'main.ts'))) {
+      Annotations.of(this).addWarningV2(
+        'xmpp:federationSourceMissing',
+        'federation/main.ts does not exist yet: synth works, but `cdk deploy` will fail to build the federation image',
+      );
+    }
     const image =
       props.image ??
       ecs.ContainerImage.fromAsset(REPO_ROOT, {
