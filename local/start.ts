@@ -15,6 +15,8 @@ function usage(): string {
 }
 
 async function main(): Promise<void> {
+  // The AWS SDK supports this machine's Node 20 until 2027; its notice would only clutter the output.
+  process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
   // The local stack runs on the machine's Node 20; the SDK's "Node 22 from 2027" notice is noise here.
   process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
   const args = process.argv.slice(2);
