@@ -260,6 +260,7 @@ export class XmppService extends Construct {
     });
 
     // ---- WebSocket API ---------------------------------------------------------------------------
+    const logLevel = props.logLevel ?? lambda.ApplicationLogLevel.INFO;
     const fnDefaults = (name: string) => {
       const logGroup = new logs.LogGroup(this, `${name}Logs`, { retention: logRetention, removalPolicy });
       // Only what the function uses: writing its own log group (no AWSLambdaBasicExecutionRole, whose
@@ -286,7 +287,6 @@ export class XmppService extends Construct {
         tracing: props.tracing ? lambda.Tracing.ACTIVE : lambda.Tracing.DISABLED,
       };
     };
-    const logLevel = props.logLevel ?? lambda.ApplicationLogLevel.INFO;
     const baseEnvironment = {
       NODE_OPTIONS: '--enable-source-maps',
       // shared/log.ts writes JSON lines itself (not through console.*), so Lambda's log-level filter
