@@ -21,6 +21,8 @@ export interface ServerConfig {
   scramIterations: number;
   /** Queue URL for stanzas to remote domains (XMPP_S2S_QUEUE_URL); unset = federation off. */
   s2sQueueUrl?: string;
+  /** XEP-0045 group chat service domain (XMPP_MUC_DOMAIN); loadConfig defaults it to `conference.<domain>`. */
+  mucDomain?: string;
 }
 
 function flag(value: string | undefined, fallback: boolean): boolean {
@@ -38,8 +40,9 @@ function integer(value: string | undefined, fallback: number, name: string): num
 export function loadConfig(env: NodeJS.ProcessEnv = process.env): ServerConfig {
   const iterations = integer(env.XMPP_SCRAM_ITERATIONS, 4096, 'XMPP_SCRAM_ITERATIONS');
   if (iterations < 4096) throw new Error('XMPP_SCRAM_ITERATIONS must be at least 4096 (RFC 7677)');
+  const domain = (env.XMPP_DOMAIN || 'localhost').toLowerCase();
   return {
-    domain: (env.XMPP_DOMAIN || 'localhost').toLowerCase(),
+    domain,
     tableName: env.XMPP_TABLE || 'xmpp',
     dynamoEndpoint: env.XMPP_DYNAMODB_ENDPOINT || undefined,
     connectionsEndpoint: env.XMPP_CONNECTIONS_ENDPOINT || undefined,
@@ -48,5 +51,6 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): ServerConfig {
     idleSeconds: integer(env.XMPP_IDLE_SECONDS, 600, 'XMPP_IDLE_SECONDS'),
     scramIterations: iterations,
     s2sQueueUrl: env.XMPP_S2S_QUEUE_URL || undefined,
+    mucDomain: (env.XMPP_MUC_DOMAIN || `conference.${domain}`).toLowerCase(),
   };
 }

@@ -3,6 +3,7 @@
  * priority, disco features and stream features. The core knows no feature; a module is one file
  * that calls these (Prosody's module pattern).
  */
+import type { ServerConfig } from '../config.ts';
 import type { Jid } from '../jid.ts';
 import type { Element } from '../xml/element.ts';
 import type { ClientSession } from './session.ts';
@@ -67,6 +68,8 @@ export type IqTarget = 'server' | 'account';
 export type HostHandler = (event: StanzaEvent & { to: Jid }) => Promise<void>;
 
 export interface Registry {
+  /** The server's configuration, for modules whose registrations depend on it (e.g. a hosted domain's name). */
+  readonly config: ServerConfig;
   /** Handles iq get/set with this payload namespace addressed to the domain ('server') or a user's bare JID ('account'). */
   iq(target: IqTarget, namespace: string, handler: IqHandler): void;
   /** Handles an iq before authentication (e.g. in-band registration). */

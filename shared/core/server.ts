@@ -191,12 +191,13 @@ export class XmppServer implements Registry {
       }
       stanza.attrs.to = to.toString();
     }
+    // Outbound hooks see every message a local client sends, whether to this domain, a hosted service or a remote server.
+    if (stanza.name === 'message' && session && (await this.runHooks('message/out', { server: this, stanza, from, to, session }))) return;
     if (to && !this.isLocalDomain(to.domain)) {
       const hosted = this.hostedDomains.get(to.domain);
       if (hosted) return hosted.handler({ server: this, stanza, from, to, session });
       return this.routeRemote(stanza);
     }
-    if (stanza.name === 'message' && session && (await this.runHooks('message/out', { server: this, stanza, from, to, session }))) return;
     if (stanza.name === 'iq') return this.routeIq(stanza, from, to ?? from.toBare(), session);
     const handled = await this.runHooks(stanza.name as HookName, { server: this, stanza, from, to, session });
     if (!handled && stanza.name === 'message') await this.bounce(stanza, new StanzaError('service-unavailable'));
