@@ -19,10 +19,12 @@ export const discoModule: XmppModule = {
         ...[...server.serverFeatures].sort().map((v) => x('feature', { var: v })),
       );
     });
-    reg.iq('server', NS.DISCO_ITEMS, async ({ type, payload }) => {
+    reg.iq('server', NS.DISCO_ITEMS, async ({ server, type, payload }) => {
       if (type !== 'get') throw new StanzaError('bad-request');
       if (payload.attrs.node) throw new StanzaError('item-not-found');
-      return x('query', { xmlns: NS.DISCO_ITEMS });
+      // The services hosted beside the server (e.g. conference.<domain>) are its items.
+      const items = [...server.hostedDomains].sort(([a], [b]) => a.localeCompare(b));
+      return x('query', { xmlns: NS.DISCO_ITEMS }, ...items.map(([jid, { disco }]) => x('item', { jid, name: disco?.name })));
     });
     reg.iq('account', NS.DISCO_INFO, async ({ server, type, from, to }) => {
       if (type !== 'get') throw new StanzaError('bad-request');
