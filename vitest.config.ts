@@ -3,6 +3,7 @@ import { defineConfig } from 'vitest/config';
 export default defineConfig({
   test: {
     include: ['test/**/*.test.ts'],
+    globalSetup: ['test/global-setup.ts'],
     // Integration suites start DynamoDB Local (a JVM) and real clients: give them room.
     testTimeout: 30_000,
     hookTimeout: 120_000,

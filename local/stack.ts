@@ -40,6 +40,11 @@ export interface LocalStackOptions {
   maxLifetimeSeconds?: number;
   /** XMPP_REGISTRATION (XEP-0077), default true locally. */
   registration?: boolean;
+  /**
+   * Use a DynamoDB (Local) that is already running instead of starting one; stop() leaves it
+   * running. The test run shares one this way (test/global-setup.ts), each stack with its own table.
+   */
+  dynamoEndpoint?: string;
   /** DynamoDB Local port (XMPP_DYNAMODB_PORT); default a free port. */
   dynamoPort?: number;
   /** @connections API port on 127.0.0.1; default a free port. */
@@ -169,12 +174,9 @@ async function start(
     );
   }
 
-  const dynamo: DynamoDbLocal = await startDynamoDbLocal({
-    inMemory,
-    dataDir,
-    port: dynamoPort,
-    onOutput: options.onDynamoOutput,
-  });
+  const dynamo: Pick<DynamoDbLocal, 'endpoint' | 'stop'> = options.dynamoEndpoint
+    ? { endpoint: options.dynamoEndpoint, stop: async () => {} }
+    : await startDynamoDbLocal({ inMemory, dataDir, port: dynamoPort, onOutput: options.onDynamoOutput });
   let gateway: Gateway | undefined;
   try {
     const client = localDynamoClient(dynamo.endpoint);

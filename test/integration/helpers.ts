@@ -4,6 +4,7 @@
  */
 import { client as xmppjsClient, xml } from '@xmpp/client';
 import * as Stanza from 'stanza';
+import { inject } from 'vitest';
 import WebSocket from 'ws';
 import { makeCredentials } from '../../shared/accounts.ts';
 import { DynamoStore } from '../../shared/storage/dynamo-store.ts';
@@ -15,8 +16,19 @@ import { startLocalStack } from '../../local/stack.ts';
 export { xml };
 export type LocalStack = Awaited<ReturnType<typeof startLocalStack>>;
 
+let stackCount = 0;
+
+/** A local stack on the run's shared DynamoDB Local (test/global-setup.ts), with a table of its own. */
 export async function startTestStack(options: Parameters<typeof startLocalStack>[0] = {}): Promise<LocalStack & { store: DynamoStore }> {
-  const stack = await startLocalStack({ inMemory: true, wsPort: 0, logger: { info() {}, warn() {}, error: console.error }, ...options });
+  const tableName = `t${process.pid}_${++stackCount}_${Date.now().toString(36)}`;
+  const stack = await startLocalStack({
+    inMemory: true,
+    wsPort: 0,
+    dynamoEndpoint: inject('dynamoEndpoint'),
+    tableName,
+    logger: { info() {}, warn() {}, error: console.error },
+    ...options,
+  });
   const store = new DynamoStore({ tableName: stack.tableName, endpoint: stack.dynamoEndpoint });
   return Object.assign(stack, { store });
 }
