@@ -53,6 +53,17 @@ export type HookName =
   | 'message/in'
   /** every presence */
   | 'presence'
+  /**
+   * a presence broadcast reaching one contact: a user's own presence on its way to a contact, or, at
+   * login, a contact's current presence shown to the user (`from` sender, `to` recipient); return
+   * true to skip that recipient (blocking)
+   */
+  | 'presence/broadcast'
+  /**
+   * every iq (from a local client or another server) before it is routed, whatever its type or
+   * destination (blocking, answers to requests the server sent); return true when it was handled
+   */
+  | 'iq'
   /** a message for a user with no session to take it: store it (offline module) */
   | 'message/offline';
 
@@ -63,6 +74,13 @@ export type SessionHookName =
   | 'session/ended';
 
 export type IqTarget = 'server' | 'account';
+
+/** A XEP-0030 identity. */
+export interface DiscoIdentity {
+  category: string;
+  type: string;
+  name?: string;
+}
 
 /** Receives every stanza addressed to a hosted domain (`from` is stamped). */
 export type HostHandler = (event: StanzaEvent & { to: Jid }) => Promise<void>;
@@ -83,6 +101,12 @@ export interface Registry {
   host(domain: string, handler: HostHandler, disco?: { name: string; category: string; type: string }): void;
   /** A disco#info feature of the server or of accounts. */
   feature(namespace: string, target?: IqTarget): void;
+  /** A disco#info identity of the server or of accounts (e.g. pubsub/pep on accounts). */
+  identity(identity: DiscoIdentity, target?: IqTarget): void;
+  /** A XEP-0128 extended-information form in the disco#info of the server or of accounts. */
+  discoForm(build: (server: XmppServer) => Element, target?: IqTarget): void;
+  /** Contributes disco#items (without a node) of an account as the requester may see them (e.g. PEP nodes). */
+  accountItems(items: (request: IqRequest) => Promise<Element[]>): void;
   /** An element for the stream features, before or after authentication. */
   streamFeature(stage: 'pre-auth' | 'post-auth', build: (server: XmppServer) => Element | undefined): void;
 }

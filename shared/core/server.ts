@@ -11,6 +11,7 @@ import type { Store } from '../storage/store.ts';
 import type { ConnectionSender } from '../transport/connections.ts';
 import { Element, NS, x } from '../xml/element.ts';
 import type {
+  DiscoIdentity,
   HookName,
   HostHandler,
   IqHandler,
@@ -50,6 +51,9 @@ export class XmppServer implements Registry {
   readonly remote?: RemoteRouter;
   readonly serverFeatures = new Set<string>();
   readonly accountFeatures = new Set<string>();
+  readonly discoIdentities: Record<IqTarget, DiscoIdentity[]> = { server: [], account: [] };
+  readonly discoForms: Record<IqTarget, ((s: XmppServer) => Element)[]> = { server: [], account: [] };
+  readonly accountItemProviders: ((request: IqRequest) => Promise<Element[]>)[] = [];
   readonly streamFeatures: Record<'pre-auth' | 'post-auth', ((s: XmppServer) => Element | undefined)[]> = {
     'pre-auth': [],
     'post-auth': [],
@@ -97,6 +101,18 @@ export class XmppServer implements Registry {
 
   feature(namespace: string, target: IqTarget = 'server'): void {
     (target === 'server' ? this.serverFeatures : this.accountFeatures).add(namespace);
+  }
+
+  identity(identity: DiscoIdentity, target: IqTarget = 'server'): void {
+    this.discoIdentities[target].push(identity);
+  }
+
+  discoForm(build: (server: XmppServer) => Element, target: IqTarget = 'server'): void {
+    this.discoForms[target].push(build);
+  }
+
+  accountItems(items: (request: IqRequest) => Promise<Element[]>): void {
+    this.accountItemProviders.push(items);
   }
 
   streamFeature(stage: 'pre-auth' | 'post-auth', build: (server: XmppServer) => Element | undefined): void {
@@ -193,6 +209,7 @@ export class XmppServer implements Registry {
     }
     // Outbound hooks see every message a local client sends, whether to this domain, a hosted service or a remote server.
     if (stanza.name === 'message' && session && (await this.runHooks('message/out', { server: this, stanza, from, to, session }))) return;
+    if (stanza.name === 'iq' && (await this.runHooks('iq', { server: this, stanza, from, to, session }))) return;
     if (to && !this.isLocalDomain(to.domain)) {
       const hosted = this.hostedDomains.get(to.domain);
       if (hosted) return hosted.handler({ server: this, stanza, from, to, session });

@@ -87,14 +87,18 @@ async function broadcast(server: XmppServer, session: ClientSession, stanza: Ele
   await Promise.all(own.filter((s) => s.available).map((s) => server.deliver(s, copyWith(presence, { to: sessionJid(s) }))));
   if (initial) for (const p of presencesOf(own)) await session.send(copyWith(p, { to: session.jid.toString() }));
 
+  // Modules may keep a recipient out of a broadcast (e.g. blocking, XEP-0191).
+  const skip = (stanza: Element, from: Jid, to: Jid) => server.runHooks('presence/broadcast', { server, stanza, from, to, session });
   await forEachBounded(roster, CONTACT_CONCURRENCY, async (item) => {
     const contact = parseJid(item.jid);
     const local = server.isLocalDomain(contact.domain);
     const sessions = local ? (await server.store.getUserRoute(contact.bare)).sessions : undefined;
-    if (hasFrom(item.subscription)) await sendPresence(server, contact, presence, sessions);
+    if (hasFrom(item.subscription) && !(await skip(presence, session.jid, contact))) await sendPresence(server, contact, presence, sessions);
     if (initial && hasTo(item.subscription)) {
       if (local) {
-        for (const p of presencesOf(sessions!)) await session.send(copyWith(p, { to: session.jid.toString() }));
+        for (const p of presencesOf(sessions!)) {
+          if (!(await skip(p, parseJid(p.attrs.from!), session.jid))) await session.send(copyWith(p, { to: session.jid.toString() }));
+        }
       } else {
         await server.routeRemote(x('presence', { xmlns: NS.CLIENT, type: 'probe', from: bare, to: contact.bare }));
       }
