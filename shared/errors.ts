@@ -38,6 +38,8 @@ export class StanzaError extends Error {
     readonly condition: string,
     readonly text?: string,
     type?: StanzaErrorType,
+    /** An application-specific condition (RFC 6120 §8.3.2), e.g. <precondition-not-met xmlns='…pubsub#errors'/>. */
+    readonly application?: Element,
   ) {
     super(text ?? condition);
     this.type = type ?? DEFAULT_TYPE[condition] ?? 'cancel';
@@ -49,6 +51,7 @@ export class StanzaError extends Error {
       { type: this.type, by },
       x(this.condition, { xmlns: NS.STANZA_ERRORS }),
       this.text ? x('text', { xmlns: NS.STANZA_ERRORS }, this.text) : undefined,
+      this.application ? cloneElement(this.application) : undefined,
     );
   }
 }
