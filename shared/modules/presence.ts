@@ -165,6 +165,16 @@ function subscriptionStanza(type: string, from: string, to: string, original?: E
   return el;
 }
 
+/**
+ * A subscription stanza the server sends on a user's behalf (auto-replies): to a local user it goes
+ * through the inbound rules, so the recipient's roster changes too; otherwise out to its server.
+ */
+async function sendSubscription(server: XmppServer, type: string, from: string, to: Jid): Promise<void> {
+  const stanza = subscriptionStanza(type, from, to.bare);
+  if (server.isLocalDomain(to.domain)) await inboundSubscription(server, stanza, parseJid(from), to.toBare(), type);
+  else await server.routeRemote(stanza);
+}
+
 /** The user's server, for subscription stanzas the user sends (RFC 6121 §3, "outbound"). Returns whether to route on. */
 async function outboundSubscription(server: XmppServer, user: Jid, contact: Jid, type: string): Promise<boolean> {
   const bare = user.bare;
@@ -208,7 +218,7 @@ async function inboundSubscription(server: XmppServer, stanza: Element, from: Ji
   const owner = to.bare;
   const route = await server.store.getUserRoute(owner);
   if (!route.exists) {
-    if (type === 'subscribe') await sendPresence(server, from, subscriptionStanza('unsubscribed', owner, from.bare));
+    if (type === 'subscribe') await sendSubscription(server, 'unsubscribed', owner, from);
     return;
   }
   const item = await server.store.getRosterItem(owner, from.bare);
@@ -216,12 +226,12 @@ async function inboundSubscription(server: XmppServer, stanza: Element, from: Ji
   switch (type) {
     case 'subscribe':
       if (item && hasFrom(item.subscription)) {
-        await sendPresence(server, from, subscriptionStanza('subscribed', owner, from.bare));
+        await sendSubscription(server, 'subscribed', owner, from);
         return;
       }
       if (item?.approved) {
         await saveRosterItem(server, owner, { ...item, subscription: item.subscription === 'to' ? 'both' : 'from', approved: undefined });
-        await sendPresence(server, from, subscriptionStanza('subscribed', owner, from.bare));
+        await sendSubscription(server, 'subscribed', owner, from);
         await sendCurrentPresence(server, owner, from, false);
         return;
       }

@@ -82,6 +82,14 @@ export async function connectXmppJs(wsUrl: string, username: string, password: s
   const inbox = new Inbox<XmppJsElement>();
   c.on('stanza', (s: XmppJsElement) => inbox.push(s));
   c.on('error', () => {}); // surfaced through start() and the tests' expectations
+  // @xmpp/client 0.14 throws on a frame that arrives after the server's <close/> (its parser is gone).
+  // A server cannot fully prevent that: another connection's handler may post a presence between our
+  // <close/> and the socket close. Real clients ignore such frames; so does this one.
+  const connection = c as unknown as { parser: unknown; _onData(data: unknown): void };
+  const onData = connection._onData.bind(c);
+  connection._onData = (data) => {
+    if (connection.parser) onData(data);
+  };
   const address = await c.start();
   return { client: c, inbox, jid: address.toString() as string };
 }
