@@ -1,6 +1,7 @@
 /** The feature modules a server runs, in registration order. Remove one here to drop a feature. */
 import type { XmppModule } from '../core/registry.ts';
 import { discoModule } from './disco.ts';
+import { mamModule } from './mam.ts';
 import { messageModule } from './message.ts';
 import { offlineModule } from './offline.ts';
 import { pingModule } from './ping.ts';
@@ -18,4 +19,5 @@ export const defaultModules: XmppModule[] = [
   pingModule,
   versionModule,
   registerModule,
+  mamModule,
 ];
