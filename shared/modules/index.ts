@@ -1,5 +1,6 @@
 /** The feature modules a server runs, in registration order. Remove one here to drop a feature. */
 import type { XmppModule } from '../core/registry.ts';
+import { carbonsModule } from './carbons.ts';
 import { discoModule } from './disco.ts';
 import { mamModule } from './mam.ts';
 import { messageModule } from './message.ts';
@@ -20,4 +21,5 @@ export const defaultModules: XmppModule[] = [
   versionModule,
   registerModule,
   mamModule,
+  carbonsModule,
 ];
