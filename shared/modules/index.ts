@@ -4,6 +4,7 @@ import { carbonsModule } from './carbons.ts';
 import { discoModule } from './disco.ts';
 import { mamModule } from './mam.ts';
 import { messageModule } from './message.ts';
+import { mucModule } from './muc.ts';
 import { offlineModule } from './offline.ts';
 import { pingModule } from './ping.ts';
 import { presenceModule } from './presence.ts';
@@ -22,4 +23,5 @@ export const defaultModules: XmppModule[] = [
   registerModule,
   mamModule,
   carbonsModule,
+  mucModule,
 ];

@@ -1,0 +1,34 @@
+/**
+ * XEP-0045 Multi-User Chat on `conference.<domain>` (XMPP_MUC_DOMAIN), served through the core's
+ * host() registration; the rooms and their archives are in shared/modules/muc/. Occupants leave
+ * their rooms when their session ends or when they send unavailable broadcast presence.
+ */
+import type { XmppModule } from '../core/registry.ts';
+import type { XmppServer } from '../core/server.ts';
+import { MucService } from './muc/service.ts';
+
+const services = new WeakMap<XmppServer, MucService>();
+
+function serviceFor(server: XmppServer, domain: string): MucService {
+  let service = services.get(server);
+  if (!service) services.set(server, (service = new MucService(server, domain)));
+  return service;
+}
+
+export const mucModule: XmppModule = {
+  name: 'muc',
+  setup(reg) {
+    const domain = reg.config.mucDomain ?? `conference.${reg.config.domain}`;
+    reg.host(domain, (event) => serviceFor(event.server, domain).handle(event), { name: 'Chatrooms', category: 'conference', type: 'text' });
+    reg.onSession('session/ended', ({ server, session }) => serviceFor(server, domain).sessionEnded(session));
+    // Unavailable broadcast presence also reaches the rooms the session is in (RFC 6121 §4.6.3).
+    reg.hook(
+      'presence',
+      async ({ server, stanza, to, session }) => {
+        if (!to && session && stanza.attrs.type === 'unavailable') await serviceFor(server, domain).sessionEnded(session);
+        return false;
+      },
+      10,
+    );
+  },
+};

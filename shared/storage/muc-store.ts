@@ -1,0 +1,303 @@
+/**
+ * XEP-0045 rooms on the single table (layout in docs/data-model.md):
+ *
+ *   room#<room>        config           the room: configuration, subject, locked flag
+ *   room#<room>        aff#<bare>       an affiliation (owner, admin, member, outcast)
+ *   room#<room>        occ#<nick>       an occupant: role, affiliation, presence, sessions (+ TTL)
+ *   room#<room>        mam#<id>         the room's archive (archive-store.ts)
+ *   mucdir#<service>   <room>           directory entry for disco#items (name, public)
+ *   user#<bare>        mucjoin#<room>/<resource>   which rooms a local session is in (+ TTL),
+ *                                       so the session's end can take it out of them
+ *
+ * Occupants are written with a version number and conditional puts: joins, nick changes and
+ * leaves of one nick from concurrent Lambda invocations cannot overwrite each other.
+ */
+import { BatchWriteCommand, DeleteCommand, GetCommand, PutCommand, QueryCommand, type QueryCommandInput } from '@aws-sdk/lib-dynamodb';
+import type { TableAccess } from './store.ts';
+import { TTL_ATTRIBUTE } from './table.ts';
+
+export type Role = 'moderator' | 'participant' | 'visitor' | 'none';
+export type Affiliation = 'owner' | 'admin' | 'member' | 'outcast' | 'none';
+
+export interface RoomConfig {
+  name: string;
+  description: string;
+  persistent: boolean;
+  public: boolean;
+  membersOnly: boolean;
+  moderated: boolean;
+  passwordProtected: boolean;
+  password: string;
+  /** 0 = no limit. */
+  maxUsers: number;
+  /** Who sees occupants' real JIDs: 'moderators' (semi-anonymous) or 'anyone' (non-anonymous). */
+  whois: 'moderators' | 'anyone';
+  /** Participants may change the subject (moderators always may). */
+  changeSubject: boolean;
+  /** Non-moderators may invite others. */
+  allowInvites: boolean;
+  /** Who may send private messages. */
+  allowPm: 'anyone' | 'participants' | 'moderators' | 'none';
+  /** Roles whose presence is broadcast to the room. */
+  presenceBroadcast: Role[];
+}
+
+export interface Room {
+  jid: string;
+  config: RoomConfig;
+  /** Created with the MUC protocol and not configured yet (XEP-0045 §10.1): only the owner may enter. */
+  locked: boolean;
+  createdAt: number;
+  subject?: { text: string; nick?: string; stamp: string };
+}
+
+export interface OccupantSession {
+  /** The real full JID. */
+  jid: string;
+  /** The @connections id of a local session (absent for occupants on other servers). */
+  connectionId?: string;
+}
+
+export interface Occupant {
+  nick: string;
+  /** Real bare JID. */
+  bare: string;
+  role: Role;
+  affiliation: Affiliation;
+  /** The occupant's last presence (a <presence/> with the client's payload, no addresses). */
+  presence?: string;
+  sessions: OccupantSession[];
+  version: number;
+}
+
+export interface AffiliationItem {
+  jid: string;
+  affiliation: Exclude<Affiliation, 'none'>;
+  reason?: string;
+}
+
+export interface JoinRecord {
+  room: string;
+  nick: string;
+  resource: string;
+  connectionId: string;
+}
+
+/** Occupants and joins expire 3 h after their last write, in case a session's end was lost (sockets live 2 h at most). */
+const OCCUPANT_TTL_SECONDS = 3 * 3600;
+
+const roomKey = (room: string) => `room#${room}`;
+const dirKey = (service: string) => `mucdir#${service}`;
+const userKey = (bare: string) => `user#${bare}`;
+const nowSeconds = () => Math.floor(Date.now() / 1000);
+const live = (item: Record<string, unknown>) => typeof item[TTL_ATTRIBUTE] !== 'number' || (item[TTL_ATTRIBUTE] as number) > nowSeconds();
+
+function isConditionFailure(err: unknown): boolean {
+  return (err as Error).name === 'ConditionalCheckFailedException';
+}
+
+export class MucStore {
+  constructor(private readonly db: TableAccess) {}
+
+  private async queryAll(input: Omit<QueryCommandInput, 'TableName'>): Promise<Record<string, any>[]> {
+    const items: Record<string, any>[] = [];
+    let ExclusiveStartKey: Record<string, any> | undefined;
+    do {
+      const out = await this.db.doc.send(new QueryCommand({ TableName: this.db.table, ...input, ExclusiveStartKey }));
+      items.push(...(out.Items ?? []).filter(live));
+      ExclusiveStartKey = out.LastEvaluatedKey;
+    } while (ExclusiveStartKey);
+    return items;
+  }
+
+  private async deleteKeys(keys: { pk: string; sk: string }[]): Promise<void> {
+    for (let i = 0; i < keys.length; i += 25) {
+      let requests: any[] = keys.slice(i, i + 25).map((Key) => ({ DeleteRequest: { Key } }));
+      for (let attempt = 0; requests.length > 0; attempt++) {
+        const out = await this.db.doc.send(new BatchWriteCommand({ RequestItems: { [this.db.table]: requests } }));
+        requests = out.UnprocessedItems?.[this.db.table] ?? [];
+        if (requests.length > 0) await new Promise((r) => setTimeout(r, Math.min(1000, 50 * 2 ** attempt)));
+      }
+    }
+  }
+
+  // rooms
+
+  async getRoom(room: string): Promise<Room | undefined> {
+    const out = await this.db.doc.send(new GetCommand({ TableName: this.db.table, Key: { pk: roomKey(room), sk: 'config' }, ConsistentRead: true }));
+    if (!out.Item) return undefined;
+    return { jid: room, config: out.Item.config, locked: out.Item.locked ?? false, createdAt: out.Item.createdAt, subject: out.Item.subject };
+  }
+
+  /** Resolves false when the room already exists (someone else created it first). */
+  async createRoom(room: Room): Promise<boolean> {
+    try {
+      await this.db.doc.send(
+        new PutCommand({
+          TableName: this.db.table,
+          Item: { pk: roomKey(room.jid), sk: 'config', config: room.config, locked: room.locked, createdAt: room.createdAt, subject: room.subject },
+          ConditionExpression: 'attribute_not_exists(pk)',
+        }),
+      );
+      return true;
+    } catch (err) {
+      if (isConditionFailure(err)) return false;
+      throw err;
+    }
+  }
+
+  async putRoom(room: Room): Promise<void> {
+    await this.db.doc.send(
+      new PutCommand({
+        TableName: this.db.table,
+        Item: { pk: roomKey(room.jid), sk: 'config', config: room.config, locked: room.locked, createdAt: room.createdAt, subject: room.subject },
+      }),
+    );
+  }
+
+  /** Deletes every item of the room (configuration, affiliations, occupants, archive) and its directory entry. */
+  async deleteRoom(room: string, service: string): Promise<void> {
+    // The config item goes first so nobody can join a half-deleted room.
+    await this.db.doc.send(new DeleteCommand({ TableName: this.db.table, Key: { pk: roomKey(room), sk: 'config' } }));
+    await this.db.doc.send(new DeleteCommand({ TableName: this.db.table, Key: { pk: dirKey(service), sk: room } }));
+    const items = await this.queryAll({
+      KeyConditionExpression: 'pk = :pk',
+      ExpressionAttributeValues: { ':pk': roomKey(room) },
+      ProjectionExpression: 'pk, sk',
+    });
+    await this.deleteKeys(items.map((i) => ({ pk: i.pk as string, sk: i.sk as string })));
+  }
+
+  // directory (disco#items of the service)
+
+  async putDirectory(service: string, room: string, entry: { name: string; public: boolean }): Promise<void> {
+    await this.db.doc.send(new PutCommand({ TableName: this.db.table, Item: { pk: dirKey(service), sk: room, room, ...entry } }));
+  }
+
+  async deleteDirectory(service: string, room: string): Promise<void> {
+    await this.db.doc.send(new DeleteCommand({ TableName: this.db.table, Key: { pk: dirKey(service), sk: room } }));
+  }
+
+  async listDirectory(service: string): Promise<{ room: string; name: string; public: boolean }[]> {
+    const items = await this.queryAll({ KeyConditionExpression: 'pk = :pk', ExpressionAttributeValues: { ':pk': dirKey(service) } });
+    return items.map((i) => ({ room: i.room, name: i.name ?? '', public: i.public ?? false }));
+  }
+
+  // affiliations
+
+  async getAffiliation(room: string, bare: string): Promise<Affiliation> {
+    const out = await this.db.doc.send(new GetCommand({ TableName: this.db.table, Key: { pk: roomKey(room), sk: `aff#${bare}` }, ConsistentRead: true }));
+    return (out.Item?.affiliation as Affiliation | undefined) ?? 'none';
+  }
+
+  async listAffiliations(room: string): Promise<AffiliationItem[]> {
+    const items = await this.queryAll({
+      KeyConditionExpression: 'pk = :pk AND begins_with(sk, :p)',
+      ExpressionAttributeValues: { ':pk': roomKey(room), ':p': 'aff#' },
+      ConsistentRead: true,
+    });
+    return items.map((i) => ({ jid: i.jid, affiliation: i.affiliation, reason: i.reason }));
+  }
+
+  async setAffiliation(room: string, bare: string, affiliation: Affiliation, reason?: string): Promise<void> {
+    const Key = { pk: roomKey(room), sk: `aff#${bare}` };
+    if (affiliation === 'none') {
+      await this.db.doc.send(new DeleteCommand({ TableName: this.db.table, Key }));
+      return;
+    }
+    await this.db.doc.send(new PutCommand({ TableName: this.db.table, Item: { ...Key, jid: bare, affiliation, reason } }));
+  }
+
+  // occupants
+
+  async listOccupants(room: string): Promise<Occupant[]> {
+    const items = await this.queryAll({
+      KeyConditionExpression: 'pk = :pk AND begins_with(sk, :p)',
+      ExpressionAttributeValues: { ':pk': roomKey(room), ':p': 'occ#' },
+      ConsistentRead: true,
+    });
+    return items.map(toOccupant);
+  }
+
+  async getOccupant(room: string, nick: string): Promise<Occupant | undefined> {
+    const out = await this.db.doc.send(new GetCommand({ TableName: this.db.table, Key: { pk: roomKey(room), sk: `occ#${nick}` }, ConsistentRead: true }));
+    return out.Item && live(out.Item) ? toOccupant(out.Item) : undefined;
+  }
+
+  /**
+   * Writes the occupant if the stored one still has `expectedVersion` (0 = must not exist, or be
+   * expired); bumps the version. Resolves false on a lost race.
+   */
+  async putOccupant(room: string, occupant: Occupant, expectedVersion: number): Promise<boolean> {
+    const item = { pk: roomKey(room), sk: `occ#${occupant.nick}`, ...occupant, version: expectedVersion + 1, [TTL_ATTRIBUTE]: nowSeconds() + OCCUPANT_TTL_SECONDS };
+    try {
+      await this.db.doc.send(
+        new PutCommand({
+          TableName: this.db.table,
+          Item: item,
+          ConditionExpression: expectedVersion === 0 ? 'attribute_not_exists(pk) OR #e < :now' : 'version = :v',
+          ExpressionAttributeNames: expectedVersion === 0 ? { '#e': TTL_ATTRIBUTE } : undefined,
+          ExpressionAttributeValues: expectedVersion === 0 ? { ':now': nowSeconds() } : { ':v': expectedVersion },
+        }),
+      );
+      occupant.version = expectedVersion + 1;
+      return true;
+    } catch (err) {
+      if (isConditionFailure(err)) return false;
+      throw err;
+    }
+  }
+
+  /** Deletes the occupant if it still has `expectedVersion`; resolves false on a lost race. */
+  async deleteOccupant(room: string, nick: string, expectedVersion: number): Promise<boolean> {
+    try {
+      await this.db.doc.send(
+        new DeleteCommand({
+          TableName: this.db.table,
+          Key: { pk: roomKey(room), sk: `occ#${nick}` },
+          ConditionExpression: 'version = :v',
+          ExpressionAttributeValues: { ':v': expectedVersion },
+        }),
+      );
+      return true;
+    } catch (err) {
+      if (isConditionFailure(err)) return false;
+      throw err;
+    }
+  }
+
+  // which rooms a local session is in
+
+  async putJoin(bare: string, join: JoinRecord): Promise<void> {
+    await this.db.doc.send(
+      new PutCommand({
+        TableName: this.db.table,
+        Item: { pk: userKey(bare), sk: `mucjoin#${join.room}/${join.resource}`, ...join, [TTL_ATTRIBUTE]: nowSeconds() + OCCUPANT_TTL_SECONDS },
+      }),
+    );
+  }
+
+  async deleteJoin(bare: string, room: string, resource: string): Promise<void> {
+    await this.db.doc.send(new DeleteCommand({ TableName: this.db.table, Key: { pk: userKey(bare), sk: `mucjoin#${room}/${resource}` } }));
+  }
+
+  async listJoins(bare: string): Promise<JoinRecord[]> {
+    const items = await this.queryAll({
+      KeyConditionExpression: 'pk = :pk AND begins_with(sk, :p)',
+      ExpressionAttributeValues: { ':pk': userKey(bare), ':p': 'mucjoin#' },
+    });
+    return items.map((i) => ({ room: i.room, nick: i.nick, resource: i.resource, connectionId: i.connectionId }));
+  }
+}
+
+function toOccupant(item: Record<string, any>): Occupant {
+  return {
+    nick: item.nick,
+    bare: item.bare,
+    role: item.role,
+    affiliation: item.affiliation ?? 'none',
+    presence: item.presence,
+    sessions: item.sessions ?? [],
+    version: item.version ?? 0,
+  };
+}
