@@ -8,12 +8,19 @@
  */
 import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
+import { randomBytes } from 'node:crypto';
+import { loadConfig } from '../shared/config.ts';
 import { ensureTable } from '../shared/storage/table.ts';
+import { startFederation, type FederationOptions, type FederationService } from '../federation/service.ts';
+import { federationSettingsFromEnv } from '../federation/settings.ts';
+import { generateCertificate, selfSignedCertificate } from '../federation/tls.ts';
 import { isPortFree, localDynamoClient, startDynamoDbLocal, type DynamoDbLocal } from './dynamodb.ts';
 import { LocalStackError } from './errors.ts';
+import { chainHttpHandlers, type LocalHttpHandler } from './http-handlers.ts';
 import {
   callHandler,
   startGateway,
+  WS_PATH,
   type ConnectHandler,
   type Gateway,
   type GatewayLogger,
@@ -54,13 +61,26 @@ export interface LocalStackOptions {
   /** Use these instead of importing lambdas/stream.ts and lambdas/connect.ts. */
   streamHandler?: StreamHandler;
   connectHandler?: ConnectHandler;
-  /** Plain HTTP on the WebSocket port (e.g. the web client at /). */
+  /** Plain HTTP on the WebSocket port (e.g. the web client at /). Ignored when httpHandlers is given. */
   httpHandler?: GatewayOptions['httpHandler'];
+  /**
+   * Plain HTTP on the WebSocket port, tried in order (local/http-handlers.ts): the first that returns
+   * true answered; 404 when none does. npm start passes the web client (local/web-http.ts) here.
+   */
+  httpHandlers?: LocalHttpHandler[];
   /** Further gateway settings (redelivery, batch size, …). */
   gateway?: Partial<Omit<GatewayOptions, 'streamHandler' | 'connectHandler'>>;
   logger?: GatewayLogger;
   /** DynamoDB Local's own output lines. */
   onDynamoOutput?: (line: string) => void;
+  /**
+   * The federation service (server-to-server, XEP-0114 components) in this process, on
+   * 127.0.0.1:XMPP_S2S_PORT (default 5269; `{ s2sPort: 0 }` = any free port). Off by default (npm
+   * start turns it on). Settings not given here come from the environment (XMPP_S2S_ROUTES,
+   * XMPP_COMPONENTS, …); the certificate is a self-signed one for the domain, kept in
+   * `<dataDir>/federation/` (generated in memory with `inMemory`).
+   */
+  federation?: boolean | Partial<Omit<FederationOptions, 'config' | 'httpIntake' | 'queueUrl'>>;
   /** Write `<dataDir>/local-stack.json` so xmppctl finds the running stack. Default: !inMemory. */
   writeInfoFile?: boolean;
 }
@@ -74,6 +94,8 @@ export interface LocalStack {
   /** Absolute data directory (also when in memory: where the info file would go). */
   dataDir: string;
   gateway: Gateway;
+  /** The federation service, when started. */
+  federation?: FederationService;
   /**
    * Closes every socket, lets the handlers see the DISCONNECTs, stops DynamoDB Local, and puts back
    * the environment variables the stack set. Idempotent.
@@ -178,6 +200,7 @@ async function start(
     ? { endpoint: options.dynamoEndpoint, stop: async () => {} }
     : await startDynamoDbLocal({ inMemory, dataDir, port: dynamoPort, onOutput: options.onDynamoOutput });
   let gateway: Gateway | undefined;
+  let federation: FederationService | undefined;
   try {
     const client = localDynamoClient(dynamo.endpoint);
     try {
@@ -209,7 +232,11 @@ async function start(
       ...options.gateway,
       streamHandler,
       connectHandler,
-      httpHandler: options.httpHandler ?? options.gateway?.httpHandler,
+      httpHandler: options.httpHandlers
+        ? chainHttpHandlers(options.httpHandlers, { domain, registration, wsPath: options.gateway?.path ?? WS_PATH }, (m) =>
+            (options.logger ?? console).error(m),
+          )
+        : (options.httpHandler ?? options.gateway?.httpHandler),
       bind,
       port: wsPort,
       connectionsPort: options.connectionsPort ?? options.gateway?.connectionsPort,
@@ -218,8 +245,16 @@ async function start(
       logger: options.logger ?? options.gateway?.logger,
     });
     setEnv('XMPP_CONNECTIONS_ENDPOINT', gateway.connectionsEndpoint);
+    if (options.federation) {
+      federation = await startLocalFederation(options.federation === true ? {} : options.federation, { domain, dataDir, inMemory, bind });
+      // The stream handler hands stanzas for other domains to the service's loopback intake.
+      setEnv('XMPP_S2S_ENDPOINT', federation.intakeUrl);
+    } else {
+      setEnv('XMPP_S2S_ENDPOINT', undefined);
+    }
     if (!options.streamHandler || !options.connectHandler) await loaded();
   } catch (err) {
+    await federation?.stop().catch(() => {});
     await gateway?.close().catch(() => {});
     await dynamo.stop();
     throw err;
@@ -240,11 +275,14 @@ async function start(
   }
 
   const runningGateway = gateway;
+  const runningFederation = federation;
   let stopping: Promise<void> | undefined;
   const stop = () =>
     (stopping ??= (async () => {
       try {
+        // Clients first: their unavailable presence still reaches remote contacts.
         await runningGateway.close();
+        await runningFederation?.stop();
       } finally {
         await dynamo.stop();
         if (writeInfoFile) removeInfoFile(infoPath);
@@ -260,8 +298,38 @@ async function start(
     domain,
     dataDir,
     gateway,
+    federation,
     stop,
   };
+}
+
+/** Starts the federation service for the local stack, after the gateway (its core posts to @connections). */
+async function startLocalFederation(
+  options: Partial<Omit<FederationOptions, 'config' | 'httpIntake' | 'queueUrl'>>,
+  stack: { domain: string; dataDir: string; inMemory: boolean; bind: string },
+): Promise<FederationService> {
+  const settings = federationSettingsFromEnv(process.env);
+  const tls =
+    options.tls ??
+    settings.tls ??
+    (stack.inMemory ? await generateCertificate(stack.domain) : await selfSignedCertificate(stack.domain, join(stack.dataDir, 'federation')));
+  try {
+    return await startFederation({
+      ...settings,
+      bind: stack.bind,
+      dialbackSecret: process.env.XMPP_DIALBACK_SECRET || randomBytes(32).toString('hex'),
+      ...options,
+      timing: { ...settings.timing, ...options.timing },
+      tls,
+      config: loadConfig(process.env),
+      httpIntake: {},
+    });
+  } catch (err) {
+    if ((err as { code?: string }).code === 'EADDRINUSE') {
+      throw new LocalStackError('PORT_IN_USE', `federation (XMPP_S2S_PORT): ${(err as Error).message}. Stop the other process, choose another port, or set XMPP_FEDERATION=false.`);
+    }
+    throw err;
+  }
 }
 
 function removeInfoFile(path: string): void {

@@ -5,10 +5,13 @@
  *   npm start -- --in-memory     nothing written to disk
  *
  * Settings come from the environment: XMPP_DOMAIN, XMPP_WS_PORT, XMPP_BIND, XMPP_DATA_DIR,
- * XMPP_TABLE, XMPP_REGISTRATION, XMPP_IDLE_SECONDS, XMPP_MAX_LIFETIME_SECONDS, XMPP_DYNAMODB_PORT.
+ * XMPP_TABLE, XMPP_REGISTRATION, XMPP_IDLE_SECONDS, XMPP_MAX_LIFETIME_SECONDS, XMPP_DYNAMODB_PORT;
+ * federation (on unless XMPP_FEDERATION=false): XMPP_S2S_PORT, XMPP_S2S_ROUTES, XMPP_COMPONENT_PORT,
+ * XMPP_COMPONENTS, … (see docs/federation.md).
  */
 import { LocalStackError } from './errors.ts';
 import { startLocalStack, type LocalStack } from './stack.ts';
+import { webClientHandler } from './web-http.ts';
 
 function usage(): string {
   return 'usage: tsx local/start.ts [--in-memory]\n(settings: XMPP_DOMAIN, XMPP_WS_PORT, XMPP_BIND, XMPP_DATA_DIR, …; see docs/local-stack.md)';
@@ -36,6 +39,9 @@ async function main(): Promise<void> {
     stack = await startLocalStack({
       inMemory,
       writeInfoFile: true,
+      federation: !/^(0|false|no|off)$/i.test(process.env.XMPP_FEDERATION ?? ''),
+      // Plain HTTP on the WebSocket port, tried in order.
+      httpHandlers: [webClientHandler()],
       logger: {
         info: (m) => {
           if (process.env.XMPP_LOG_LEVEL?.toLowerCase() === 'debug') console.log(`[gateway] ${m}`);
@@ -53,11 +59,22 @@ async function main(): Promise<void> {
     process.exit(1);
   }
 
+  console.log(`Web client: ${new URL('/', stack.wsUrl.replace(/^ws/, 'http')).href}`);
   console.log(`XMPP over WebSocket: ${stack.wsUrl} (domain ${stack.domain})`);
   console.log(
     `DynamoDB Local: ${stack.dynamoEndpoint} (table ${stack.tableName}, ${inMemory ? 'in memory' : `data in ${stack.dataDir}`})`,
   );
   console.log(`@connections API: ${stack.connectionsEndpoint} (loopback only)`);
+  const fed = stack.federation;
+  if (fed) {
+    console.log(
+      `Federation: server-to-server on ${process.env.XMPP_BIND || '127.0.0.1'}:${fed.s2sPort}` +
+        (fed.componentPort !== undefined ? `, components on ${fed.componentPort}` : '') +
+        ` (self-signed certificate${inMemory ? ' in memory' : ` in ${stack.dataDir}/federation`})`,
+    );
+  } else {
+    console.log('Federation: off (XMPP_FEDERATION=false)');
+  }
   console.log(`In-band registration: ${process.env.XMPP_REGISTRATION === 'true' ? 'on' : 'off'}. Press Ctrl+C to stop.`);
 
   // Ctrl+C reaches this process twice (from the terminal and relayed by tsx): a second signal
