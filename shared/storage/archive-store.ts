@@ -24,6 +24,8 @@ export interface ArchivedMessage {
   with: string;
   /** Full JID of the other party (user archive) or occupant JID of the sender (room archive). */
   withFull?: string;
+  /** 'subject' for a room's subject changes (archived, but not discussion history). */
+  kind?: 'subject';
 }
 
 export interface ArchiveQuery {
@@ -37,6 +39,8 @@ export interface ArchiveQuery {
   /** RSM: items strictly before this id ('' = the last page), newest page first but returned in order. */
   before?: string;
   max: number;
+  /** Leave out subject changes (MUC discussion history). */
+  messagesOnly?: boolean;
 }
 
 export interface ArchivePage {
@@ -113,16 +117,20 @@ export class ArchiveStore {
 
     const values: Record<string, string> = { ':pk': pk, ':low': low, ':high': high };
     const names: Record<string, string> = {};
-    let filter: string | undefined;
+    const conditions: string[] = [];
     if (q.withAny?.length) {
-      filter = q.withAny
-        .map((w, i) => {
-          names[`#w${i}`] = w.attribute;
-          values[`:w${i}`] = w.value;
-          return `#w${i} = :w${i}`;
-        })
-        .join(' OR ');
+      const any = q.withAny.map((w, i) => {
+        names[`#w${i}`] = w.attribute;
+        values[`:w${i}`] = w.value;
+        return `#w${i} = :w${i}`;
+      });
+      conditions.push(`(${any.join(' OR ')})`);
     }
+    if (q.messagesOnly) {
+      names['#kind'] = 'kind';
+      conditions.push('attribute_not_exists(#kind)');
+    }
+    const filter = conditions.length ? conditions.join(' AND ') : undefined;
     const found: ArchivedMessage[] = [];
     let ExclusiveStartKey: Record<string, unknown> | undefined;
     do {
@@ -139,7 +147,7 @@ export class ArchiveStore {
       const out = await this.db.doc.send(new QueryCommand(input));
       for (const item of out.Items ?? []) {
         if (excluded.has(item.sk as string)) continue;
-        found.push({ id: item.id, stamp: item.stamp, xml: item.xml, with: item.with, withFull: item.withFull });
+        found.push({ id: item.id, stamp: item.stamp, xml: item.xml, with: item.with, withFull: item.withFull, kind: item.kind });
       }
       ExclusiveStartKey = out.LastEvaluatedKey;
     } while (ExclusiveStartKey && found.length <= q.max);
@@ -152,7 +160,7 @@ export class ArchiveStore {
   /** The newest `max` items since `since` (epoch ms), oldest first: MUC discussion history. */
   async latest(pk: string, max: number, since?: number): Promise<ArchivedMessage[]> {
     if (max <= 0) return [];
-    return (await this.query(pk, { before: '', start: since, max })).items;
+    return (await this.query(pk, { before: '', start: since, max, messagesOnly: true })).items;
   }
 
   async getPrefs(bare: string): Promise<ArchivePrefs | undefined> {

@@ -50,7 +50,7 @@ function rawQuery(fields: Record<string, string>, set?: ReturnType<typeof xml>, 
         xml('field', { var: 'FORM_TYPE', type: 'hidden' }, xml('value', {}, MAM)),
         ...Object.entries(fields).map(([k, v]) => xml('field', { var: k }, xml('value', {}, v))),
       ),
-      set,
+      ...(set ? [set] : []),
     ),
   );
 }
@@ -206,7 +206,7 @@ describe('a room archive', () => {
     const page1 = await bob.c.searchHistory(room, { paging: { max: 2 } });
     expect(bodies(page1)).toEqual(['r1', 'r2']);
     expect(page1.results![0]!.item.message).toMatchObject({ from: `${room}/Alice`, type: 'groupchat' });
-    expect(page1.results![0]!.item.message.to).toBeUndefined();
+    expect(page1.results![0]!.item.message!.to).toBeUndefined();
     const page2 = await bob.c.searchHistory(room, { paging: { max: 2, after: page1.paging!.last } });
     expect(bodies(page2)).toEqual(['r3', 'r4']);
     const page3 = await bob.c.searchHistory(room, { paging: { max: 2, after: page2.paging!.last } });

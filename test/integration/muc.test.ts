@@ -187,7 +187,7 @@ describe('a team room with three users', () => {
     expect(alice.events.seen((e) => e.data?.body === 'psst bob')).toEqual([]);
   });
 
-  it('sends discussion history on join, as asked (maxstanzas, maxchars=0)', async () => {
+  it('sends discussion history on join, as asked (maxstanzas, maxchars=0), then the current subject', async () => {
     for (const body of ['one', 'two', 'three']) alice.c.sendMessage({ to: room, type: 'groupchat', body });
     await bob.events.wait((e) => e.kind === 'groupchat' && e.data.body === 'three', 'three sent');
 
@@ -205,6 +205,17 @@ describe('a team room with three users', () => {
     await dave.c.joinRoom(room, 'Dave', { muc: { type: 'join', history: { maxCharacters: 0 } } } as any);
     await dave.events.wait((e) => e.kind === 'muc:topic', 'subject, no history');
     expect(dave.events.seen((e) => e.kind === 'groupchat' && !!e.data.body)).toEqual([]);
+    await dave.c.leaveRoom(room, 'Dave');
+
+    // Subject changes are archived but are not discussion history: only the current one comes, last.
+    alice.c.setSubject(room, 'Planning v2');
+    await alice.events.wait((e) => e.kind === 'muc:topic' && e.data.topic === 'Planning v2', 'subject changed');
+    await dave.c.joinRoom(room, 'Dave');
+    const topic = await dave.events.wait((e) => e.kind === 'muc:topic', 'current subject');
+    expect(topic.data.topic).toBe('Planning v2');
+    const recent = dave.events.seen((e) => e.kind === 'groupchat' && !!e.data.body).map((e) => e.data.body);
+    expect(recent.slice(-3)).toEqual(['one', 'two', 'three']);
+    expect(dave.events.seen((e) => e.kind === 'muc:topic')).toEqual([]);
     await dave.c.leaveRoom(room, 'Dave');
     dave.c.disconnect();
   });

@@ -510,7 +510,12 @@ export class MucService {
     }
     if (body || subject) {
       // Archived before it goes out, so every copy carries the same stanza-id.
-      const item = await archiveStore(this.server).append(roomArchive(room.jid), { xml: out.toString(), with: sender.bare, withFull: occupantJid });
+      const item = await archiveStore(this.server).append(roomArchive(room.jid), {
+        xml: out.toString(),
+        with: sender.bare,
+        withFull: occupantJid,
+        kind: body ? undefined : 'subject',
+      });
       out.append(x('stanza-id', { xmlns: SID, by: room.jid, id: item.id }));
     }
     await this.broadcast(room.jid, occupants, out);
