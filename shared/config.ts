@@ -21,6 +21,8 @@ export interface ServerConfig {
   scramIterations: number;
   /** Queue URL for stanzas to remote domains (XMPP_S2S_QUEUE_URL); unset = federation off. */
   s2sQueueUrl?: string;
+  /** Loopback HTTP intake of a local federation service (XMPP_S2S_ENDPOINT), used when there is no queue. */
+  s2sEndpoint?: string;
   /** XEP-0045 group chat service domain (XMPP_MUC_DOMAIN); loadConfig defaults it to `conference.<domain>`. */
   mucDomain?: string;
 }
@@ -51,6 +53,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): ServerConfig {
     idleSeconds: integer(env.XMPP_IDLE_SECONDS, 600, 'XMPP_IDLE_SECONDS'),
     scramIterations: iterations,
     s2sQueueUrl: env.XMPP_S2S_QUEUE_URL || undefined,
+    s2sEndpoint: env.XMPP_S2S_ENDPOINT || undefined,
     mucDomain: (env.XMPP_MUC_DOMAIN || `conference.${domain}`).toLowerCase(),
   };
 }

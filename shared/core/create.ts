@@ -1,7 +1,11 @@
-/** Wires a server from configuration: the DynamoDB store and the @connections sender. */
+/**
+ * Wires a server from configuration: the DynamoDB store, the @connections sender, and the way to
+ * other domains (the federation service's queue or local intake, when configured).
+ */
 import type { ServerConfig } from '../config.ts';
 import { defaultModules } from '../modules/index.ts';
 import { DynamoStore } from '../storage/dynamo-store.ts';
+import { remoteRouterFromConfig } from '../transport/s2s-queue.ts';
 import { ApiGatewayConnectionSender, type ConnectionSender } from '../transport/connections.ts';
 import { XmppServer, type RemoteRouter } from './server.ts';
 
@@ -11,7 +15,7 @@ export function createServer(config: ServerConfig, overrides: { sender?: Connect
     config,
     store: new DynamoStore({ tableName: config.tableName, endpoint: config.dynamoEndpoint }),
     sender: overrides.sender ?? new ApiGatewayConnectionSender(config.connectionsEndpoint!),
-    remote: overrides.remote,
+    remote: overrides.remote ?? remoteRouterFromConfig(config),
     modules: defaultModules,
   });
 }
