@@ -11,6 +11,7 @@ import { presenceModule } from './presence.ts';
 import { registerModule } from './register.ts';
 import { rosterModule } from './roster.ts';
 import { versionModule } from './version.ts';
+import { pepModule } from './pep/index.ts';
 
 export const defaultModules: XmppModule[] = [
   discoModule,
@@ -24,4 +25,5 @@ export const defaultModules: XmppModule[] = [
   mamModule,
   carbonsModule,
   mucModule,
+  pepModule,
 ];

@@ -1,0 +1,380 @@
+/**
+ * XEP-0163 Personal Eventing Protocol: each account is a pubsub service (XEP-0060 subset) at its
+ * bare JID. Publish (auto-create, publish-options), retract, items, create, configure, delete,
+ * purge, affiliations (whitelists); filtered notifications driven by XEP-0115 entity capabilities,
+ * which are learnt with one disco#info query per hash and cached for everyone; the last published
+ * item goes to each newly available resource. OMEMO device lists and bundles, XEP-0084 avatars,
+ * XEP-0402 bookmarks and XEP-0223 private storage all live here.
+ */
+import { randomBytes } from 'node:crypto';
+import { capsOf, capsVer } from '../../caps.ts';
+import { StanzaError } from '../../errors.ts';
+import { parseJid, type Jid } from '../../jid.ts';
+import type { IqRequest, StanzaEvent, XmppModule } from '../../core/registry.ts';
+import type { XmppServer } from '../../core/server.ts';
+import type { ClientSession } from '../../core/session.ts';
+import type { Affiliation } from '../../storage/pep-store.ts';
+import { Element, NS, x } from '../../xml/element.ts';
+import { parseFrame } from '../../xml/parse.ts';
+import {
+  DEFAULT_CONFIG,
+  PUBSUB,
+  PUBSUB_OWNER,
+  applyConfig,
+  configForm,
+  formFields,
+  pubsubError,
+  unsupported,
+} from './config.ts';
+import {
+  capsStore,
+  checkAccess,
+  deleteNode,
+  deliverLastItems,
+  knownFeatures,
+  newNode,
+  pepStore,
+  publishItem,
+  purgeNode,
+  readItems,
+  rememberFeatures,
+  retractItems,
+} from './service.ts';
+
+/** The XEP-0060 features implemented, advertised on accounts (XEP-0163 §9.1). */
+const FEATURES = [
+  'access-open',
+  'access-presence',
+  'access-roster',
+  'access-whitelist',
+  'auto-create',
+  'auto-subscribe',
+  'config-node',
+  'config-node-max',
+  'create-and-configure',
+  'create-nodes',
+  'delete-items',
+  'delete-nodes',
+  'filtered-notifications',
+  'item-ids',
+  'last-published',
+  'modify-affiliations',
+  'persistent-items',
+  'presence-notifications',
+  'publish',
+  'publish-options',
+  'purge-nodes',
+  'retract-items',
+  'retrieve-affiliations',
+  'retrieve-default',
+  'retrieve-items',
+];
+
+const MAX_NODE_LENGTH = 1024;
+const MAX_ID_LENGTH = 1024;
+const CAPS_QUERY_ID = 'caps.';
+
+function nodeOf(el: Element): string {
+  const node = el.attrs.node;
+  if (!node) throw pubsubError('not-acceptable', 'nodeid-required');
+  if (node.length > MAX_NODE_LENGTH) throw new StanzaError('not-acceptable', 'node name too long');
+  return node;
+}
+
+function requireOwner({ from, to }: IqRequest): string {
+  if (from.bare !== to.bare) throw new StanzaError('forbidden', 'only the account owner may do this');
+  return to.bare;
+}
+
+/** Non-owners asking about an account that does not exist get what any stanza to it gets. */
+async function requireAccount(server: XmppServer, bare: string): Promise<void> {
+  if (!(await server.store.getUserRoute(bare)).exists) throw new StanzaError('service-unavailable');
+}
+
+async function existingNode(request: IqRequest, node: string) {
+  const rec = await pepStore(request.server).getNode(request.to.bare, node);
+  if (!rec) throw new StanzaError('item-not-found', 'no such node');
+  return rec;
+}
+
+// ---- http://jabber.org/protocol/pubsub ------------------------------------------------------------
+
+async function publish(request: IqRequest, el: Element): Promise<Element> {
+  const owner = requireOwner(request);
+  const node = nodeOf(el);
+  const items = el.getChildren('item');
+  if (items.length !== 1) throw pubsubError('bad-request', items.length ? 'invalid-payload' : 'item-required', 'publish exactly one item');
+  const item = items[0]!;
+  const payloads = item.getChildElements();
+  if (payloads.length !== 1) throw pubsubError('bad-request', payloads.length ? 'invalid-payload' : 'payload-required', 'an item carries exactly one payload element');
+  const id = item.attrs.id || undefined;
+  if (id !== undefined && id.length > MAX_ID_LENGTH) throw new StanzaError('not-acceptable', 'item id too long');
+  const optionsEl = request.payload.getChild('publish-options');
+  const form = optionsEl ? formFields(optionsEl) : undefined;
+  if (optionsEl && !form) throw new StanzaError('bad-request', 'publish-options without a data form');
+  const published = await publishItem(request.server, { owner, node, id, payload: payloads[0]!, options: form?.fields });
+  return x('pubsub', { xmlns: PUBSUB }, x('publish', { node }, x('item', { id: published })));
+}
+
+async function retract(request: IqRequest, el: Element): Promise<void> {
+  const owner = requireOwner(request);
+  const node = nodeOf(el);
+  const ids = el.getChildren('item').map((i) => i.attrs.id);
+  if (ids.length === 0 || ids.some((id) => !id)) throw pubsubError('bad-request', 'item-required');
+  const notify = el.attrs.notify === 'true' || el.attrs.notify === '1';
+  await retractItems(request.server, owner, node, ids as string[], notify);
+}
+
+async function items(request: IqRequest, el: Element): Promise<Element> {
+  const { server, from, to } = request;
+  const node = nodeOf(el);
+  if (from.bare !== to.bare) await requireAccount(server, to.bare);
+  const rec = await existingNode(request, node);
+  await checkAccess(server, rec, from.bare);
+  const ids = el.getChildren('item').map((i) => i.attrs.id).filter((id): id is string => !!id);
+  let found = await readItems(server, rec, ids.length ? ids : undefined);
+  if (ids.length && found.length === 0) throw new StanzaError('item-not-found');
+  const max = el.attrs.max_items;
+  if (max !== undefined) {
+    if (!/^\d+$/.test(max)) throw new StanzaError('bad-request', 'max_items must be a number');
+    found = found.slice(Math.max(0, found.length - Number(max)));
+  }
+  return x(
+    'pubsub',
+    { xmlns: PUBSUB },
+    x('items', { node }, ...found.map((i) => x('item', { id: i.id }, safeParse(i.xml)))),
+  );
+}
+
+function safeParse(xml: string): Element | undefined {
+  try {
+    return parseFrame(xml);
+  } catch {
+    return undefined;
+  }
+}
+
+async function create(request: IqRequest, el: Element): Promise<void> {
+  const owner = requireOwner(request);
+  const node = nodeOf(el);
+  const form = formFields(request.payload.getChild('configure') ?? undefined);
+  const config = form && form.type !== 'cancel' ? applyConfig(DEFAULT_CONFIG, form.fields) : DEFAULT_CONFIG;
+  if (!(await pepStore(request.server).putNode(newNode(owner, node, config), 0))) throw new StanzaError('conflict', 'the node exists');
+}
+
+async function handlePubsub(request: IqRequest): Promise<Element | void> {
+  const { payload, type } = request;
+  // Options and RSM paging (XEP-0059, ignored) may ride along with the one operation.
+  const children = payload.getChildElements().filter((c) => (c.attrs.xmlns ?? PUBSUB) === PUBSUB && c.name !== 'publish-options' && c.name !== 'configure');
+  const [op] = children;
+  if (!op || children.length !== 1) throw new StanzaError('bad-request', 'one pubsub operation per request');
+  switch (`${type} ${op.name}`) {
+    case 'set publish':
+      return publish(request, op);
+    case 'set retract':
+      return retract(request, op);
+    case 'get items':
+      return items(request, op);
+    case 'set create':
+      return create(request, op);
+    case 'get affiliations':
+      return ownAffiliations(request, op);
+    case 'set subscribe':
+    case 'set unsubscribe':
+      throw unsupported('subscribe');
+    case 'get subscriptions':
+      throw unsupported('retrieve-subscriptions');
+    case 'get options':
+    case 'set options':
+      throw unsupported('subscription-options');
+    case 'get default':
+      throw unsupported('retrieve-default-sub');
+    default:
+      throw new StanzaError('bad-request', `unexpected ${type} <${op.name}/>`);
+  }
+}
+
+/** The requester's own affiliations (XEP-0060 §5.7): for the owner, owner of every node. */
+async function ownAffiliations(request: IqRequest, el: Element): Promise<Element> {
+  const { server, from, to } = request;
+  if (from.bare !== to.bare) await requireAccount(server, to.bare);
+  const nodes = (await pepStore(server).listNodes(to.bare)).filter((n) => !el.attrs.node || n.node === el.attrs.node);
+  const mine = nodes
+    .map((n) => ({ node: n.node, affiliation: from.bare === to.bare ? 'owner' : n.affiliations[from.bare] }))
+    .filter((a) => a.affiliation && a.affiliation !== 'none');
+  return x('pubsub', { xmlns: PUBSUB }, x('affiliations', {}, ...mine.map((a) => x('affiliation', a))));
+}
+
+// ---- http://jabber.org/protocol/pubsub#owner ------------------------------------------------------
+
+const SETTABLE_AFFILIATIONS: Affiliation[] = ['member', 'publisher', 'none', 'outcast'];
+
+async function handleOwner(request: IqRequest): Promise<Element | void> {
+  const { server, payload, type } = request;
+  const owner = requireOwner(request);
+  const [op] = payload.getChildElements();
+  if (!op || payload.getChildElements().length !== 1) throw new StanzaError('bad-request', 'one pubsub#owner operation per request');
+  if (type === 'get' && op.name === 'default') {
+    return x('pubsub', { xmlns: PUBSUB_OWNER }, x('default', {}, configForm(DEFAULT_CONFIG)));
+  }
+  const node = nodeOf(op);
+  const store = pepStore(server);
+  switch (`${type} ${op.name}`) {
+    case 'get configure': {
+      const rec = await existingNode(request, node);
+      return x('pubsub', { xmlns: PUBSUB_OWNER }, x('configure', { node }, configForm(rec.config)));
+    }
+    case 'set configure': {
+      const form = formFields(op);
+      if (!form) throw new StanzaError('bad-request', 'a data form is required');
+      if (form.type === 'cancel') return;
+      for (let attempt = 0; attempt < 5; attempt++) {
+        const rec = await existingNode(request, node);
+        const expected = rec.version;
+        rec.config = applyConfig(rec.config, form.fields);
+        if (rec.itemIds.length > rec.config.maxItems) {
+          const evicted = rec.itemIds.splice(0, rec.itemIds.length - rec.config.maxItems);
+          if (!(await store.putNode(rec, expected))) continue;
+          await store.deleteItems(owner, node, evicted);
+          return;
+        }
+        if (await store.putNode(rec, expected)) return;
+      }
+      throw new StanzaError('resource-constraint', 'the node is busy, try again', 'wait');
+    }
+    case 'set delete':
+      return deleteNode(server, await existingNode(request, node));
+    case 'set purge':
+      return purgeNode(server, owner, node);
+    case 'get affiliations': {
+      const rec = await existingNode(request, node);
+      const list = [[owner, 'owner'], ...Object.entries(rec.affiliations).filter(([, a]) => a !== 'none')];
+      return x('pubsub', { xmlns: PUBSUB_OWNER }, x('affiliations', { node }, ...list.map(([jid, affiliation]) => x('affiliation', { jid, affiliation }))));
+    }
+    case 'set affiliations': {
+      const changes = op.getChildren('affiliation').map((a) => {
+        const affiliation = a.attrs.affiliation as Affiliation;
+        let jid: Jid;
+        try {
+          jid = parseJid(a.attrs.jid ?? '');
+        } catch {
+          throw new StanzaError('bad-request', `invalid jid "${a.attrs.jid ?? ''}"`);
+        }
+        if (!SETTABLE_AFFILIATIONS.includes(affiliation)) throw new StanzaError('bad-request', `affiliation "${a.attrs.affiliation ?? ''}" cannot be set`);
+        if (jid.bare === owner) throw new StanzaError('not-acceptable', 'the owner stays owner');
+        return { jid: jid.bare, affiliation };
+      });
+      for (let attempt = 0; attempt < 5; attempt++) {
+        const rec = await existingNode(request, node);
+        const expected = rec.version;
+        for (const c of changes) {
+          if (c.affiliation === 'none') delete rec.affiliations[c.jid];
+          else rec.affiliations[c.jid] = c.affiliation;
+        }
+        if (await store.putNode(rec, expected)) return;
+      }
+      throw new StanzaError('resource-constraint', 'the node is busy, try again', 'wait');
+    }
+    case 'get subscriptions':
+    case 'set subscriptions':
+      throw unsupported('manage-subscriptions');
+    default:
+      throw new StanzaError('bad-request', `unexpected ${type} <${op.name}/>`);
+  }
+}
+
+// ---- entity capabilities: learning what each resource wants -------------------------------------
+
+/** Available presence from a local client: learn its caps, send the last items it asks for. */
+async function onPresence({ server, stanza, to, session }: StanzaEvent): Promise<boolean> {
+  if (!session || to || stanza.attrs.type) return false;
+  const caps = capsOf(stanza);
+  if (!caps) return false;
+  const initial = !session.state.available;
+  let previous: Set<string> | undefined;
+  if (!initial) {
+    // A resource that changes its caps gets the last items of nodes it newly asks for.
+    const own = (await server.store.getUserRoute(session.bare)).sessions.find((s) => s.resource === session.state.resource);
+    const before = own?.presence ? capsOf(safeParse(own.presence) ?? x('presence')) : undefined;
+    if (before && before.hash === caps.hash && before.ver === caps.ver) return false;
+    previous = before ? await knownFeatures(server, before) : undefined;
+  }
+  const features = await knownFeatures(server, caps);
+  if (features) {
+    await deliverLastItems(server, session.jid, features, previous);
+    return false;
+  }
+  await askCaps(server, session, caps.hash, caps.node, caps.ver);
+  return false;
+}
+
+/** One disco#info query per hash (XEP-0115 §6.2); others with the same hash wait for its answer. */
+async function askCaps(server: XmppServer, session: ClientSession, hash: string, node: string, ver: string): Promise<void> {
+  const jid = session.jid.toString();
+  const state = await capsStore(server).addWaiter(hash, ver, jid);
+  if (state.state === 'known') {
+    await deliverLastItems(server, session.jid, rememberFeatures({ hash, ver }, state.features));
+    return;
+  }
+  if (state.state === 'wait') return;
+  await session.send(
+    x(
+      'iq',
+      { xmlns: NS.CLIENT, type: 'get', id: `${CAPS_QUERY_ID}${hash}.${randomBytes(6).toString('base64url')}`, from: server.config.domain, to: jid },
+      x('query', { xmlns: NS.DISCO_INFO, node: `${node}#${ver}` }),
+    ),
+  );
+}
+
+/** The answer to a caps query: verified, cached for everyone, then the waiting resources get their last items. */
+async function onIq({ server, stanza, from, to }: StanzaEvent): Promise<boolean> {
+  const type = stanza.attrs.type;
+  const id = stanza.attrs.id ?? '';
+  if ((type !== 'result' && type !== 'error') || !id.startsWith(CAPS_QUERY_ID)) return false;
+  if (!to || to.local || !server.isLocalDomain(to.domain) || !from.resource) return false;
+  const hash = id.slice(CAPS_QUERY_ID.length).split('.')[0]!;
+  const query = stanza.getChild('query', NS.DISCO_INFO);
+  const node = query?.attrs.node ?? '';
+  const ver = node.slice(node.lastIndexOf('#') + 1);
+  if (type === 'error' || !query || !node.includes('#')) return true;
+  const store = capsStore(server);
+  if (capsVer(query, hash) !== ver) {
+    await store.dropPending(hash, ver);
+    return true;
+  }
+  const features = query.getChildren('feature').map((f) => f.attrs.var).filter((v): v is string => !!v);
+  const set = rememberFeatures({ hash, ver }, features);
+  const waiting = new Set([...(await store.setFeatures(hash, ver, features)), from.toString()]);
+  for (const jid of waiting) await deliverLastItems(server, parseJid(jid), set);
+  return true;
+}
+
+/** disco#items of an account: the nodes the requester may read (XEP-0163 §9.2). */
+async function nodeItems({ server, from, to }: IqRequest): Promise<Element[]> {
+  const nodes = await pepStore(server).listNodes(to.bare);
+  const rosterItem = from.bare === to.bare ? undefined : (await server.store.getRosterItem(to.bare, from.bare)) ?? null;
+  const visible: Element[] = [];
+  for (const n of nodes) {
+    try {
+      await checkAccess(server, n, from.bare, rosterItem);
+      visible.push(x('item', { jid: to.bare, node: n.node, name: n.config.title }));
+    } catch (err) {
+      if (!(err instanceof StanzaError)) throw err;
+    }
+  }
+  return visible;
+}
+
+export const pepModule: XmppModule = {
+  name: 'pep',
+  setup(reg) {
+    reg.identity({ category: 'pubsub', type: 'pep' }, 'account');
+    reg.feature(PUBSUB, 'account');
+    for (const f of FEATURES) reg.feature(`${PUBSUB}#${f}`, 'account');
+    reg.iq('account', PUBSUB, handlePubsub);
+    reg.iq('account', PUBSUB_OWNER, handleOwner);
+    reg.accountItems(nodeItems);
+    reg.hook('presence', onPresence, 40);
+    reg.hook('iq', onIq, 40);
+  },
+};

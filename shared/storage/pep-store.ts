@@ -1,0 +1,208 @@
+/**
+ * PEP (XEP-0163) nodes and items, in the account's partition so account deletion removes them:
+ *   user#<bare> / pep#node#<node>          node configuration, affiliations, item order, last item
+ *   user#<bare> / pep#item#<node>#<id>     one published item
+ * Node names and item ids are URI-encoded in keys, so '#' inside them cannot blur the prefixes.
+ * The node item keeps the ordered item ids (eviction needs no read of the items) and, when small,
+ * the last item itself (last-item delivery at login needs one Query per contact). Writes to a node
+ * item are conditional on its version; callers retry on a lost race.
+ */
+import { BatchWriteCommand, DeleteCommand, GetCommand, PutCommand, QueryCommand } from '@aws-sdk/lib-dynamodb';
+import type { TableAccess } from './store.ts';
+
+export type AccessModel = 'open' | 'presence' | 'roster' | 'whitelist';
+export type SendLastPublished = 'never' | 'on_sub' | 'on_sub_and_presence';
+export type Affiliation = 'owner' | 'publisher' | 'member' | 'none' | 'outcast';
+
+export interface NodeConfig {
+  accessModel: AccessModel;
+  /** Roster groups allowed under the 'roster' access model. */
+  rosterGroups: string[];
+  persistItems: boolean;
+  maxItems: number;
+  sendLastPublishedItem: SendLastPublished;
+  deliverNotifications: boolean;
+  deliverPayloads: boolean;
+  notifyRetract: boolean;
+  notifyDelete: boolean;
+  title?: string;
+}
+
+export interface LastItem {
+  id: string;
+  published: string;
+  /** The item's payload, kept inline when small (see INLINE_LAST_BYTES). */
+  xml?: string;
+}
+
+export interface PepNode {
+  owner: string;
+  node: string;
+  config: NodeConfig;
+  /** Affiliations other than the owner's (whitelist members, outcasts), by bare JID. */
+  affiliations: Record<string, Affiliation>;
+  /** Ids of the stored items, oldest first. */
+  itemIds: string[];
+  last?: LastItem;
+  version: number;
+}
+
+export interface PepItem {
+  id: string;
+  /** The payload element, serialized. */
+  xml: string;
+  published: string;
+}
+
+/** Last items up to this size are copied into the node item. */
+export const INLINE_LAST_BYTES = 8 * 1024;
+
+const userKey = (bare: string) => `user#${bare}`;
+const NODE = 'pep#node#';
+const ITEM = 'pep#item#';
+const nodeKey = (node: string) => NODE + encodeURIComponent(node);
+const itemPrefix = (node: string) => `${ITEM}${encodeURIComponent(node)}#`;
+const itemKey = (node: string, id: string) => itemPrefix(node) + encodeURIComponent(id);
+
+function toNode(item: Record<string, any>): PepNode {
+  return {
+    owner: item.owner,
+    node: item.node,
+    config: item.config,
+    affiliations: item.affiliations ?? {},
+    itemIds: item.itemIds ?? [],
+    last: item.last,
+    version: item.version ?? 0,
+  };
+}
+
+export class PepStore {
+  constructor(private readonly db: TableAccess) {}
+
+  async getNode(owner: string, node: string): Promise<PepNode | undefined> {
+    const out = await this.db.doc.send(
+      new GetCommand({ TableName: this.db.table, Key: { pk: userKey(owner), sk: nodeKey(node) }, ConsistentRead: true }),
+    );
+    return out.Item ? toNode(out.Item) : undefined;
+  }
+
+  /** Every node of an account (one Query; items are not read). */
+  async listNodes(owner: string): Promise<PepNode[]> {
+    const nodes: PepNode[] = [];
+    let ExclusiveStartKey: Record<string, any> | undefined;
+    do {
+      const out = await this.db.doc.send(
+        new QueryCommand({
+          TableName: this.db.table,
+          KeyConditionExpression: 'pk = :pk AND begins_with(sk, :p)',
+          ExpressionAttributeValues: { ':pk': userKey(owner), ':p': NODE },
+          ExclusiveStartKey,
+        }),
+      );
+      nodes.push(...(out.Items ?? []).map(toNode));
+      ExclusiveStartKey = out.LastEvaluatedKey;
+    } while (ExclusiveStartKey);
+    return nodes;
+  }
+
+  /**
+   * Writes the node item if its stored version is still `expected` (0 = must not exist yet), and
+   * bumps the version. Resolves false on a lost race.
+   */
+  async putNode(node: PepNode, expected: number): Promise<boolean> {
+    try {
+      await this.db.doc.send(
+        new PutCommand({
+          TableName: this.db.table,
+          Item: {
+            pk: userKey(node.owner),
+            sk: nodeKey(node.node),
+            owner: node.owner,
+            node: node.node,
+            config: node.config,
+            affiliations: node.affiliations,
+            itemIds: node.itemIds,
+            last: node.last,
+            version: expected + 1,
+          },
+          ConditionExpression: expected === 0 ? 'attribute_not_exists(pk)' : 'version = :v',
+          ExpressionAttributeValues: expected === 0 ? undefined : { ':v': expected },
+        }),
+      );
+      node.version = expected + 1;
+      return true;
+    } catch (err) {
+      if ((err as Error).name === 'ConditionalCheckFailedException') return false;
+      throw err;
+    }
+  }
+
+  async putItem(owner: string, node: string, item: PepItem): Promise<void> {
+    await this.db.doc.send(
+      new PutCommand({ TableName: this.db.table, Item: { pk: userKey(owner), sk: itemKey(node, item.id), ...item } }),
+    );
+  }
+
+  async getItem(owner: string, node: string, id: string): Promise<PepItem | undefined> {
+    const out = await this.db.doc.send(
+      new GetCommand({ TableName: this.db.table, Key: { pk: userKey(owner), sk: itemKey(node, id) }, ConsistentRead: true }),
+    );
+    return out.Item ? { id: out.Item.id, xml: out.Item.xml, published: out.Item.published } : undefined;
+  }
+
+  /** Every stored item of a node (in key order; callers order them by the node's itemIds). */
+  async listItems(owner: string, node: string): Promise<PepItem[]> {
+    const items: PepItem[] = [];
+    let ExclusiveStartKey: Record<string, any> | undefined;
+    do {
+      const out = await this.db.doc.send(
+        new QueryCommand({
+          TableName: this.db.table,
+          KeyConditionExpression: 'pk = :pk AND begins_with(sk, :p)',
+          ExpressionAttributeValues: { ':pk': userKey(owner), ':p': itemPrefix(node) },
+          ConsistentRead: true,
+          ExclusiveStartKey,
+        }),
+      );
+      for (const i of out.Items ?? []) items.push({ id: i.id, xml: i.xml, published: i.published });
+      ExclusiveStartKey = out.LastEvaluatedKey;
+    } while (ExclusiveStartKey);
+    return items;
+  }
+
+  async deleteItems(owner: string, node: string, ids: string[]): Promise<void> {
+    await this.deleteKeys(ids.map((id) => ({ pk: userKey(owner), sk: itemKey(node, id) })));
+  }
+
+  /** Removes the node item and every item of the node. */
+  async deleteNode(owner: string, node: string): Promise<void> {
+    const keys: { pk: string; sk: string }[] = [];
+    let ExclusiveStartKey: Record<string, any> | undefined;
+    do {
+      const out = await this.db.doc.send(
+        new QueryCommand({
+          TableName: this.db.table,
+          KeyConditionExpression: 'pk = :pk AND begins_with(sk, :p)',
+          ExpressionAttributeValues: { ':pk': userKey(owner), ':p': itemPrefix(node) },
+          ProjectionExpression: 'pk, sk',
+          ExclusiveStartKey,
+        }),
+      );
+      for (const i of out.Items ?? []) keys.push({ pk: i.pk, sk: i.sk });
+      ExclusiveStartKey = out.LastEvaluatedKey;
+    } while (ExclusiveStartKey);
+    await this.deleteKeys(keys);
+    await this.db.doc.send(new DeleteCommand({ TableName: this.db.table, Key: { pk: userKey(owner), sk: nodeKey(node) } }));
+  }
+
+  private async deleteKeys(keys: { pk: string; sk: string }[]): Promise<void> {
+    for (let i = 0; i < keys.length; i += 25) {
+      let requests: any[] = keys.slice(i, i + 25).map((Key) => ({ DeleteRequest: { Key } }));
+      for (let attempt = 0; requests.length > 0; attempt++) {
+        const out = await this.db.doc.send(new BatchWriteCommand({ RequestItems: { [this.db.table]: requests } }));
+        requests = out.UnprocessedItems?.[this.db.table] ?? [];
+        if (requests.length > 0) await new Promise((r) => setTimeout(r, Math.min(1000, 50 * 2 ** attempt)));
+      }
+    }
+  }
+}
