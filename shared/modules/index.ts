@@ -12,6 +12,7 @@ import { registerModule } from './register.ts';
 import { rosterModule } from './roster.ts';
 import { versionModule } from './version.ts';
 import { pepModule } from './pep/index.ts';
+import { privateModule } from './private.ts';
 
 export const defaultModules: XmppModule[] = [
   discoModule,
@@ -26,4 +27,5 @@ export const defaultModules: XmppModule[] = [
   carbonsModule,
   mucModule,
   pepModule,
+  privateModule,
 ];
