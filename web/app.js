@@ -13,6 +13,11 @@
     p.hidden = false;
   }
 
+  function showConnectionBanner(lost) {
+    var banner = document.getElementById('connection-banner');
+    if (banner) banner.hidden = !lost;
+  }
+
   function webSocketUrl(config) {
     if (config.websocketUrl) return config.websocketUrl;
     var scheme = window.location.protocol === 'https:' ? 'wss:' : 'ws:';
@@ -29,13 +34,20 @@
   //   reaches is the model's event API, which does nothing here): the person who accepts a request
   //   never asks for the other's presence in return, and sees them offline for ever. A call to
   //   subscribe() without arguments is made to do what the dialog means.
+  // - While the connection is lost Converse only shows a spinner where the contacts were: a banner
+  //   says what is going on until it is back.
   var PAGE_PLUGIN = 'local-page';
   function addPagePlugin(converse) {
     converse.plugins.add(PAGE_PLUGIN, {
       dependencies: ['converse-roster'],
       initialize: function () {
         var _converse = this._converse;
-        _converse.api.elements.define('converse-footer', class extends HTMLElement {});
+        var api = _converse.api;
+        api.elements.define('converse-footer', class extends HTMLElement {});
+        api.listen.on('will-reconnect', function () { showConnectionBanner(true); });
+        api.listen.on('reconnected', function () { showConnectionBanner(false); });
+        api.listen.on('connected', function () { showConnectionBanner(false); });
+        api.listen.on('disconnected', function () { showConnectionBanner(false); });
         var RosterContact = _converse.exports && _converse.exports.RosterContact;
         if (RosterContact && typeof RosterContact.prototype.subscribeToPresence === 'function') {
           var eventSubscribe = RosterContact.prototype.subscribe;
@@ -67,6 +79,10 @@
       // No list of public providers fetched from elsewhere: this page belongs to one server.
       xmpp_providers_url: '',
       muc_domain: config.mucDomain || undefined,
+      // The room-name field of "Add groupchat" searches rooms as one types, by default at a public
+      // search service on another server; here the query goes to this server's own MUC service
+      // (which has no search and answers with an error), so room names never leave the server.
+      muc_search_service: config.mucDomain || '',
       auto_reconnect: true,
       use_system_emojis: true,
       play_sounds: false,

@@ -82,7 +82,7 @@ export class ChatUser {
     mkdirSync(ARTIFACTS_DIR, { recursive: true });
     this.step += 1;
     const file = join(ARTIFACTS_DIR, `${this.prefix}-${String(this.step).padStart(2, '0')}-${this.name}-${what}.png`);
-    await this.page.screenshot({ path: file });
+    await this.page.screenshot({ path: file, animations: 'disabled' });
     return file;
   }
 
@@ -114,9 +114,9 @@ export class ChatUser {
 
   // ---- contacts ---------------------------------------------------------------------------------
 
-  /** The roster entry of a contact (by XMPP address). */
+  /** The roster entry of a contact (by XMPP address); the first one when it is listed twice (unread). */
   contact(jid: string): Locator {
-    return this.page.locator(`converse-roster-contact:has(a.open-chat[data-jid="${jid}"])`);
+    return this.page.locator(`converse-roster-contact:has(a.open-chat[data-jid="${jid}"])`).first();
   }
 
   async addContact(jid: string, name: string): Promise<void> {
@@ -160,4 +160,32 @@ export class ChatUser {
   async expectMessage(chat: Locator, text: string): Promise<void> {
     await chat.locator('.chat-msg__text', { hasText: text }).first().waitFor();
   }
+
+  // ---- group chat -------------------------------------------------------------------------------
+
+  /** Groupchats ▸ Add groupchat ▸ name + nickname ▸ Join; returns the room's view. */
+  async joinRoom(roomJid: string, nickname: string): Promise<Locator> {
+    await this.page.locator('converse-rooms-list converse-dropdown button.dropdown-toggle').click();
+    await this.page.getByText('Add groupchat').click();
+    const form = this.page.locator('form.add-chatroom');
+    await form.locator('[name="chatroom"] input, input[name="chatroom"]').first().fill(roomJid);
+    await form.locator('input[name="nickname"]').fill(nickname);
+    await form.locator('input[name="join"]').click();
+    const room = this.page.locator(`converse-muc[jid="${roomJid}"]`);
+    await room.locator('textarea.chat-textarea').waitFor();
+    return room;
+  }
+
+  // ---- what the page says about the connection --------------------------------------------------
+
+  /** The page's banner shown while the connection is lost (web/app.js). */
+  connectionBanner(): Locator {
+    return this.page.locator('#connection-banner');
+  }
+
+  /** The login form's feedback line (wrong password, connection errors). */
+  feedback(): Locator {
+    return this.page.locator('converse-login-form .conn-feedback');
+  }
 }
+
