@@ -42,12 +42,28 @@ export interface DynamoStoreOptions {
   client?: DynamoDBClient;
 }
 
+/** Called with the DynamoDB client of every store created afterwards, e.g. to add SDK middleware. */
+export type DynamoClientHook = (client: DynamoDBClient) => void;
+
+const clientHooks = new Set<DynamoClientHook>();
+
+/**
+ * Lets code outside the store instrument the stores other code creates (the benchmark counts
+ * requests and consumed capacity with middleware on the client of the stream handler's store).
+ * Returns a function that removes the hook; stores already created keep what it added.
+ */
+export function addDynamoClientHook(hook: DynamoClientHook): () => void {
+  clientHooks.add(hook);
+  return () => clientHooks.delete(hook);
+}
+
 export class DynamoStore implements Store {
   readonly doc: DynamoDBDocumentClient;
   readonly table: string;
 
   constructor(options: DynamoStoreOptions) {
     const client = options.client ?? new DynamoDBClient({ endpoint: options.endpoint, maxAttempts: 5 });
+    for (const hook of clientHooks) hook(client);
     this.doc = DynamoDBDocumentClient.from(client, { marshallOptions: { removeUndefinedValues: true } });
     this.table = options.tableName;
   }
