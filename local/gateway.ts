@@ -79,6 +79,18 @@ export interface DeadLetter {
   receiveCount: number;
 }
 
+/** One answered call of the @connections management API. */
+export interface ConnectionsRequest {
+  method: string;
+  connectionId: string;
+  /** HTTP status sent back: 200 posted, 204 deleted, 410 gone, 413 too large, … */
+  status: number;
+  /** Payload bytes of a POST (0 for other methods or a refused body). */
+  bytes: number;
+  /** From the request's arrival to the end of the answer. */
+  durationMs: number;
+}
+
 export interface GatewayOptions {
   /** The stream Lambda handler (lambdas/stream.ts `handler`). */
   streamHandler: StreamHandler;
@@ -112,6 +124,8 @@ export interface GatewayOptions {
   drainTimeoutMs?: number;
   /** Called for each record given up after maxReceiveCount deliveries (besides the log line). */
   onDeadLetter?: (record: DeadLetter) => void;
+  /** Called once each @connections API call has been answered (e.g. the benchmark counts posts). */
+  onConnectionsRequest?: (request: ConnectionsRequest) => void;
   logger?: GatewayLogger;
   /** Values that appear in events. */
   stage?: string;
@@ -712,6 +726,16 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
     }
     const connection = live.get(connectionId);
     const open = connection !== undefined && connection.socket.readyState === WebSocket.OPEN;
+    let postedBytes = 0;
+    const observe = options.onConnectionsRequest;
+    if (observe) {
+      const method = req.method ?? '';
+      const id = connectionId;
+      const started = performance.now();
+      res.once('finish', () =>
+        observe({ method, connectionId: id, status: res.statusCode, bytes: postedBytes, durationMs: performance.now() - started }),
+      );
+    }
 
     switch (req.method) {
       case 'POST': {
@@ -720,6 +744,7 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
           res.setHeader('Connection', 'close');
           return sendJson(res, 413, { message: 'Request entity too large' }, 'PayloadTooLargeException');
         }
+        postedBytes = body.length;
         const target = live.get(connectionId);
         if (!target || target.socket.readyState !== WebSocket.OPEN) return gone(res);
         target.lastActiveAt = Date.now();

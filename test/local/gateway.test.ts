@@ -14,6 +14,7 @@ import {
   startGateway,
   defaultConnectHandler,
   type ConnectEvent,
+  type ConnectionsRequest,
   type DeadLetter,
   type Gateway,
   type GatewayOptions,
@@ -410,6 +411,32 @@ describe('local gateway', { timeout: 20_000 }, () => {
       );
       expect(gw.connectionIds()).not.toContain(id);
     });
+  });
+});
+
+describe('local gateway @connections observer', { timeout: 20_000 }, () => {
+  it('reports each answered @connections call: posts with their size, 410s and deletes', async () => {
+    const seen: ConnectionsRequest[] = [];
+    const stack = echoStack();
+    const gw = await stack.start({ onConnectionsRequest: (r) => seen.push(r) });
+    try {
+      const client = await openClient(gw.wsUrl, 'xmpp');
+      const id = await whoami(client); // the handler posts the id back: one POST of id.length bytes
+      const sender = new ApiGatewayConnectionSender(gw.connectionsEndpoint);
+      await sender.close(id);
+      await client.closed;
+      await waitFor(() => !gw.connectionIds().includes(id), 5000, 'the connection to go');
+      expect(await sender.send(id, '<message/>')).toBe(false);
+      await waitFor(() => seen.length >= 3, 5000, 'three observed calls');
+      expect(seen.map(({ method, connectionId, status, bytes }) => ({ method, connectionId, status, bytes }))).toEqual([
+        { method: 'POST', connectionId: id, status: 200, bytes: Buffer.byteLength(id) },
+        { method: 'DELETE', connectionId: id, status: 204, bytes: 0 },
+        { method: 'POST', connectionId: id, status: 410, bytes: '<message/>'.length },
+      ]);
+      for (const r of seen) expect(r.durationMs).toBeGreaterThanOrEqual(0);
+    } finally {
+      await gw.close();
+    }
   });
 });
 
