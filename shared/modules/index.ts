@@ -13,6 +13,7 @@ import { rosterModule } from './roster.ts';
 import { versionModule } from './version.ts';
 import { pepModule } from './pep/index.ts';
 import { privateModule } from './private.ts';
+import { vcardModule } from './vcard.ts';
 
 export const defaultModules: XmppModule[] = [
   discoModule,
@@ -28,4 +29,5 @@ export const defaultModules: XmppModule[] = [
   mucModule,
   pepModule,
   privateModule,
+  vcardModule,
 ];

@@ -86,8 +86,8 @@ export class PepStore {
     return out.Item ? toNode(out.Item) : undefined;
   }
 
-  /** Every node of an account (one Query; items are not read). */
-  async listNodes(owner: string): Promise<PepNode[]> {
+  /** Every node of an account whose name starts with `prefix` (one Query; items are not read). */
+  async listNodes(owner: string, prefix = ''): Promise<PepNode[]> {
     const nodes: PepNode[] = [];
     let ExclusiveStartKey: Record<string, any> | undefined;
     do {
@@ -95,7 +95,7 @@ export class PepStore {
         new QueryCommand({
           TableName: this.db.table,
           KeyConditionExpression: 'pk = :pk AND begins_with(sk, :p)',
-          ExpressionAttributeValues: { ':pk': userKey(owner), ':p': NODE },
+          ExpressionAttributeValues: { ':pk': userKey(owner), ':p': NODE + encodeURIComponent(prefix) },
           ExclusiveStartKey,
         }),
       );
