@@ -18,7 +18,14 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import { createRequire } from 'node:module';
 import { dirname, extname, join, sep } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { HOST_META_JRD_TYPE, HOST_META_XRD_TYPE, hostMetaJrd, hostMetaXrd } from '../shared/host-meta.ts';
+import {
+  HOST_META_JRD_TYPE,
+  HOST_META_XRD_TYPE,
+  contentSecurityPolicy,
+  hostMetaJrd,
+  hostMetaXrd,
+  type WebClientConfig,
+} from '../shared/web-client.ts';
 import type { LocalHttpContext, LocalHttpHandler } from './http-handlers.ts';
 
 export interface WebClientOptions {
@@ -29,17 +36,6 @@ export interface WebClientOptions {
   /** MUC service announced to the client. Default XMPP_MUC_DOMAIN or conference.<domain>. */
   mucDomain?: string;
   /** Converse.js log level (debug, info, warn, error). Default warn. */
-  loglevel?: string;
-}
-
-/** The settings web/app.js reads. */
-export interface WebClientConfig {
-  domain: string;
-  registration: boolean;
-  mucDomain?: string;
-  /** Absolute ws(s):// URL; when absent app.js uses websocketPath on the page's own host. */
-  websocketUrl?: string;
-  websocketPath?: string;
   loglevel?: string;
 }
 
@@ -71,26 +67,6 @@ const repoWebDir = fileURLToPath(new URL('../web/', import.meta.url));
 function converseDistDir(): string {
   // The package exports ./dist/*, not its package.json.
   return dirname(createRequire(import.meta.url).resolve('converse.js/dist/converse.min.js'));
-}
-
-/** The Content-Security-Policy of the page: this origin and the WebSocket endpoint, nothing else. */
-export function contentSecurityPolicy(wsUrl: string): string {
-  return [
-    "default-src 'none'",
-    "script-src 'self'",
-    // Converse.js (lit) sets style attributes on its elements.
-    "style-src 'self' 'unsafe-inline'",
-    // Avatars and previews are data: or blob: URLs made in the page.
-    "img-src 'self' data: blob:",
-    "font-src 'self'",
-    "media-src 'self' blob:",
-    `connect-src 'self' ${wsUrl}`,
-    "worker-src 'self'",
-    "manifest-src 'self'",
-    "base-uri 'none'",
-    "form-action 'self'",
-    "frame-ancestors 'none'",
-  ].join('; ');
 }
 
 function securityHeaders(wsUrl: string): Record<string, string> {

@@ -25,6 +25,7 @@ export const CONTEXT_KEYS = [
   'dashboard',
   'throttleRate',
   'throttleBurst',
+  'webClient',
 ] as const;
 
 export const DEFAULT_STACK_NAME = 'Xmpp';
@@ -117,6 +118,7 @@ export function servicePropsFromContext(read: ContextReader): XmppServiceProps {
     removalPolicy,
     logLevel,
     tracing: bool(read, 'tracing'),
+    webClient: bool(read, 'webClient'),
     alarmEmail: str(read, 'alarmEmail'),
     dashboard: bool(read, 'dashboard'),
     throttle: rateLimit !== undefined || burstLimit !== undefined

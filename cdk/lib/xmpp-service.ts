@@ -16,6 +16,7 @@ import { REPO_ROOT, bundledCode } from './bundle.ts';
 import { XmppFederation } from './federation.ts';
 import { XmppMonitoring } from './monitoring.ts';
 import { sqsIntegrationProps } from './sqs-integration.ts';
+import { XmppWebClient } from './web-client.ts';
 
 /** A custom domain for the WebSocket endpoint (a regional API Gateway domain name). */
 export interface XmppCustomDomain {
@@ -94,6 +95,12 @@ export interface XmppServiceProps {
   readonly entries?: { readonly connect?: string; readonly stream?: string };
   /** Federation container image. Meant for tests. @default built from cdk/federation.Dockerfile */
   readonly federationImage?: ecs.ContainerImage;
+  /**
+   * Serve the web client (Converse.js, the page of `npm start`) and XEP-0156 host-meta from S3 +
+   * CloudFront, pointed at this stack's WebSocket URL (cdk/lib/web-client.ts).
+   * @default false
+   */
+  readonly webClient?: boolean;
 }
 
 /** Idle timeout of API Gateway WebSocket connections (fixed by AWS), advertised via XEP-0478. */
@@ -178,6 +185,8 @@ export class XmppService extends Construct {
   readonly federation?: XmppFederation;
   readonly monitoring: XmppMonitoring;
   readonly customDomainName?: apigwv2.DomainName;
+  /** The web client site, when `webClient` is on. */
+  readonly webClient?: XmppWebClient;
   /** The URL clients connect to (custom domain when set). */
   readonly webSocketUrl: string;
   /** The @connections management endpoint, https://{apiId}.execute-api.{region}.amazonaws.com/{stage}. */
@@ -419,5 +428,13 @@ export class XmppService extends Construct {
       alarmEmail: props.alarmEmail,
       dashboard: props.dashboard ?? true,
     });
+
+    if (props.webClient) {
+      this.webClient = new XmppWebClient(this, 'WebClient', {
+        domain: this.domain,
+        webSocketUrl: this.webSocketUrl,
+        registration: props.registration ?? false,
+      });
+    }
   }
 }

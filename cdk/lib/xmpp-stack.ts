@@ -29,6 +29,9 @@ export class XmppStack extends Stack {
         description: 'Point a CNAME (or Route 53 alias) for the custom domain at this name',
       });
     }
+    if (service.webClient) {
+      new CfnOutput(this, 'WebClientUrl', { value: service.webClient.url, description: 'The web client (Converse.js) and XEP-0156 host-meta' });
+    }
     const federation = service.federation;
     if (federation) {
       new CfnOutput(this, 'FederationEndpoint', {
