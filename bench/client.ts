@@ -1,0 +1,307 @@
+/**
+ * A lean XMPP-over-WebSocket client (RFC 7395) for load generation: stream open, XEP-0077
+ * registration, SASL SCRAM-SHA-1 (RFC 5802), resource binding, iq request/response, and a callback
+ * for every other stanza. Nothing else: no reconnection, no stream management, no plugins.
+ *
+ * Why not @xmpp/client or StanzaJS (the libraries the tests use): each of their connections carries
+ * a middleware pipeline, plugin set, reconnect timers and (StanzaJS) a JSON translation of every
+ * stanza. With hundreds of connections in one load-generator process that overhead lands on the
+ * same two cores the servers under test run on, and it would be the generator, not the server,
+ * that sets the ceiling. Here a frame costs one `ws` message event and one ltx parse.
+ */
+import { createHash, createHmac, pbkdf2, randomBytes, timingSafeEqual } from 'node:crypto';
+import { parse, type Element } from 'ltx';
+import WebSocket from 'ws';
+
+export const NS_FRAMING = 'urn:ietf:params:xml:ns:xmpp-framing';
+const NS_SASL = 'urn:ietf:params:xml:ns:xmpp-sasl';
+const NS_BIND = 'urn:ietf:params:xml:ns:xmpp-bind';
+const NS_REGISTER = 'jabber:iq:register';
+
+export class XmppClientError extends Error {
+  constructor(
+    message: string,
+    readonly condition: string,
+  ) {
+    super(message);
+    this.name = 'XmppClientError';
+  }
+}
+
+/** XML text escaping for attribute values and character data. */
+export function esc(s: string): string {
+  return s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;').replace(/"/g, '&quot;').replace(/'/g, '&apos;');
+}
+
+/** SaltedPassword per (password, salt, iterations): clients keep it (as Conversations and Gajim do), so the generator's PBKDF2 runs once per account. */
+const saltedPasswords = new Map<string, Promise<Buffer>>();
+
+function saltedPassword(password: string, salt: Buffer, iterations: number): Promise<Buffer> {
+  const key = `${password}\0${salt.toString('base64')}\0${iterations}`;
+  let p = saltedPasswords.get(key);
+  if (!p) {
+    p = new Promise((resolve, reject) => pbkdf2(password, salt, iterations, 20, 'sha1', (err, out) => (err ? reject(err) : resolve(out))));
+    saltedPasswords.set(key, p);
+  }
+  return p;
+}
+
+const hmac = (key: Buffer, data: string) => createHmac('sha1', key).update(data).digest();
+const sha1 = (data: Buffer) => createHash('sha1').update(data).digest();
+
+function saslName(s: string): string {
+  return s.replace(/=/g, '=3D').replace(/,/g, '=2C');
+}
+
+function parseScramAttributes(text: string): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const part of text.split(',')) {
+    const eq = part.indexOf('=');
+    if (eq > 0) out[part.slice(0, eq)] = part.slice(eq + 1);
+  }
+  return out;
+}
+
+interface Waiter {
+  match: (el: Element) => boolean;
+  resolve: (el: Element) => void;
+  reject: (err: Error) => void;
+  timer: NodeJS.Timeout;
+}
+
+let idCounter = 0;
+export const nextId = (prefix = 'b') => `${prefix}${(++idCounter).toString(36)}`;
+
+export class XmppWsClient {
+  private ws?: WebSocket;
+  private readonly queue: Element[] = [];
+  private waiters: Waiter[] = [];
+  private readonly iqs = new Map<string, { resolve: (el: Element) => void; reject: (err: Error) => void; timer: NodeJS.Timeout }>();
+  /** Set once bound: stanzas nobody waits for go to onStanza. */
+  private live = false;
+  /** Every stanza (message, presence, iq request) after binding that no iq() call is waiting for. */
+  onStanza: (el: Element) => void = () => {};
+  jid = '';
+  closed = false;
+  /** Stream error condition received, if any. */
+  streamError?: string;
+  framesIn = 0;
+  framesOut = 0;
+
+  constructor(
+    readonly url: string,
+    readonly domain: string,
+    readonly timeoutMs = 30_000,
+  ) {}
+
+  connect(): Promise<void> {
+    return new Promise((resolve, reject) => {
+      const ws = new WebSocket(this.url, 'xmpp', { perMessageDeflate: false, handshakeTimeout: this.timeoutMs });
+      this.ws = ws;
+      ws.once('open', () => {
+        if (ws.protocol !== 'xmpp') {
+          ws.terminate();
+          reject(new XmppClientError('server did not accept the xmpp subprotocol', 'protocol'));
+        } else resolve();
+      });
+      ws.once('error', (err) => reject(new XmppClientError(`websocket: ${err.message}`, 'connect')));
+      ws.on('message', (data) => this.onFrame(data.toString()));
+      ws.once('close', () => {
+        this.closed = true;
+        const err = new XmppClientError(`connection closed${this.streamError ? ` (${this.streamError})` : ''}`, this.streamError ?? 'closed');
+        for (const w of this.waiters) {
+          clearTimeout(w.timer);
+          w.reject(err);
+        }
+        this.waiters = [];
+        for (const [, p] of this.iqs) {
+          clearTimeout(p.timer);
+          p.reject(err);
+        }
+        this.iqs.clear();
+      });
+    });
+  }
+
+  private onFrame(text: string): void {
+    this.framesIn++;
+    let el: Element;
+    try {
+      el = parse(text) as Element;
+    } catch {
+      return; // not XML (e.g. whitespace): ignore
+    }
+    if (el.name === 'stream:error' || (el.name === 'error' && el.attrs.xmlns === 'http://etherx.jabber.org/streams')) {
+      this.streamError = el.children.find((c): c is Element => typeof c !== 'string')?.name ?? 'undefined-condition';
+    }
+    if (el.name === 'iq' && (el.attrs.type === 'result' || el.attrs.type === 'error')) {
+      const pending = this.iqs.get(el.attrs.id);
+      if (pending) {
+        this.iqs.delete(el.attrs.id);
+        clearTimeout(pending.timer);
+        pending.resolve(el);
+        return;
+      }
+    }
+    const waiter = this.waiters.find((w) => w.match(el));
+    if (waiter) {
+      this.waiters = this.waiters.filter((w) => w !== waiter);
+      clearTimeout(waiter.timer);
+      waiter.resolve(el);
+      return;
+    }
+    if (this.live && (el.name === 'message' || el.name === 'presence' || el.name === 'iq')) {
+      this.onStanza(el);
+      return;
+    }
+    this.queue.push(el);
+  }
+
+  /** The next frame (already received or future) that matches. */
+  next(match: (el: Element) => boolean = () => true, what = 'frame', timeoutMs = this.timeoutMs): Promise<Element> {
+    const index = this.queue.findIndex(match);
+    if (index >= 0) return Promise.resolve(this.queue.splice(index, 1)[0]!);
+    if (this.closed) return Promise.reject(new XmppClientError(`connection closed waiting for ${what}`, this.streamError ?? 'closed'));
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.waiters = this.waiters.filter((w) => w.timer !== timer);
+        reject(new XmppClientError(`timed out waiting for ${what}`, 'timeout'));
+      }, timeoutMs);
+      this.waiters.push({ match, resolve, reject, timer });
+    });
+  }
+
+  send(frame: string): void {
+    if (!this.ws || this.ws.readyState !== WebSocket.OPEN) throw new XmppClientError('not connected', 'closed');
+    this.framesOut++;
+    this.ws.send(frame);
+  }
+
+  /** Sends an iq (its id attribute must be `id`) and resolves with the result; an error reply rejects. */
+  iq(frame: string, id: string, timeoutMs = this.timeoutMs): Promise<Element> {
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.iqs.delete(id);
+        reject(new XmppClientError(`iq ${id} timed out`, 'timeout'));
+      }, timeoutMs);
+      this.iqs.set(id, {
+        timer,
+        resolve: (el) => {
+          if (el.attrs.type === 'error') {
+            const condition = el.getChild('error')?.children.find((c): c is Element => typeof c !== 'string')?.name ?? 'undefined-condition';
+            reject(new XmppClientError(`iq ${id}: ${condition}`, condition));
+          } else resolve(el);
+        },
+        reject,
+      });
+      try {
+        this.send(frame);
+      } catch (err) {
+        clearTimeout(timer);
+        this.iqs.delete(id);
+        reject(err);
+      }
+    });
+  }
+
+  /** Opens (or restarts) the stream; resolves with <stream:features/>. */
+  async openStream(): Promise<Element> {
+    this.send(`<open xmlns="${NS_FRAMING}" to="${esc(this.domain)}" version="1.0"/>`);
+    const open = await this.next((el) => el.name === 'open' || el.name === 'stream:error' || el.name === 'close', 'stream open');
+    if (open.name !== 'open') throw new XmppClientError(`stream refused: ${this.streamError ?? open.name}`, this.streamError ?? 'closed');
+    return this.next((el) => el.name === 'stream:features' || el.name === 'features', 'stream features');
+  }
+
+  /** XEP-0077 account creation on an open stream, before authentication. */
+  async register(username: string, password: string): Promise<void> {
+    const id = nextId('reg');
+    await this.iq(
+      `<iq xmlns="jabber:client" type="set" id="${id}"><query xmlns="${NS_REGISTER}"><username>${esc(username)}</username><password>${esc(password)}</password></query></iq>`,
+      id,
+    );
+  }
+
+  /** SASL SCRAM-SHA-1 on an open stream (the mechanism both servers under test offer by default). */
+  async authenticate(username: string, password: string, features: Element): Promise<void> {
+    const mechanisms = features.getChild('mechanisms', NS_SASL)?.getChildren('mechanism').map((m) => m.getText()) ?? [];
+    if (!mechanisms.includes('SCRAM-SHA-1')) throw new XmppClientError(`SCRAM-SHA-1 not offered (${mechanisms.join(' ')})`, 'invalid-mechanism');
+    const nonce = randomBytes(18).toString('base64');
+    const clientFirstBare = `n=${saslName(username)},r=${nonce}`;
+    this.send(`<auth xmlns="${NS_SASL}" mechanism="SCRAM-SHA-1">${Buffer.from(`n,,${clientFirstBare}`).toString('base64')}</auth>`);
+    const challenge = await this.next((el) => el.attrs.xmlns === NS_SASL, 'SASL challenge');
+    if (challenge.name !== 'challenge') {
+      const condition = challenge.children.find((c): c is Element => typeof c !== 'string')?.name ?? challenge.name;
+      throw new XmppClientError(`SASL failure: ${condition}`, condition);
+    }
+    const serverFirst = Buffer.from(challenge.getText(), 'base64').toString();
+    const attrs = parseScramAttributes(serverFirst);
+    if (!attrs.r?.startsWith(nonce) || !attrs.s || !attrs.i) throw new XmppClientError('SASL: bad server-first-message', 'malformed-request');
+    const salted = await saltedPassword(password, Buffer.from(attrs.s, 'base64'), Number(attrs.i));
+    const clientKey = hmac(salted, 'Client Key');
+    const storedKey = sha1(clientKey);
+    const withoutProof = `c=biws,r=${attrs.r}`;
+    const authMessage = `${clientFirstBare},${serverFirst},${withoutProof}`;
+    const signature = hmac(storedKey, authMessage);
+    const proof = Buffer.alloc(clientKey.length);
+    for (let i = 0; i < proof.length; i++) proof[i] = clientKey[i]! ^ signature[i]!;
+    this.send(`<response xmlns="${NS_SASL}">${Buffer.from(`${withoutProof},p=${proof.toString('base64')}`).toString('base64')}</response>`);
+    const outcome = await this.next((el) => el.attrs.xmlns === NS_SASL, 'SASL outcome');
+    if (outcome.name !== 'success') {
+      const condition = outcome.children.find((c): c is Element => typeof c !== 'string')?.name ?? outcome.name;
+      throw new XmppClientError(`SASL failure: ${condition}`, condition);
+    }
+    const final = parseScramAttributes(Buffer.from(outcome.getText(), 'base64').toString());
+    const expected = hmac(hmac(salted, 'Server Key'), authMessage);
+    const got = Buffer.from(final.v ?? '', 'base64');
+    if (got.length !== expected.length || !timingSafeEqual(got, expected)) throw new XmppClientError('SASL: wrong server signature', 'server-signature');
+  }
+
+  async bind(resource: string): Promise<string> {
+    const id = nextId('bind');
+    const result = await this.iq(`<iq xmlns="jabber:client" type="set" id="${id}"><bind xmlns="${NS_BIND}"><resource>${esc(resource)}</resource></bind></iq>`, id);
+    this.jid = result.getChild('bind', NS_BIND)?.getChildText('jid') ?? '';
+    if (!this.jid) throw new XmppClientError('bind result without a JID', 'bind');
+    this.live = true;
+    // Anything that arrived between binding and now is a stanza for the application.
+    for (const el of this.queue.splice(0)) if (el.name === 'message' || el.name === 'presence' || el.name === 'iq') this.onStanza(el);
+    return this.jid;
+  }
+
+  /** connect → open → SCRAM-SHA-1 → restart → bind. */
+  async login(username: string, password: string, resource: string): Promise<string> {
+    await this.connect();
+    const features = await this.openStream();
+    await this.authenticate(username, password, features);
+    await this.openStream();
+    return this.bind(resource);
+  }
+
+  /** Sends <close/> and waits for the socket to close (or terminates it after a while). */
+  async close(timeoutMs = 5000): Promise<void> {
+    const ws = this.ws;
+    if (!ws || this.closed) return;
+    await new Promise<void>((resolve) => {
+      const timer = setTimeout(() => {
+        ws.terminate();
+        resolve();
+      }, timeoutMs);
+      ws.once('close', () => {
+        clearTimeout(timer);
+        resolve();
+      });
+      try {
+        if (ws.readyState === WebSocket.OPEN) ws.send(`<close xmlns="${NS_FRAMING}"/>`);
+      } catch {
+        ws.terminate();
+      }
+      // RFC 7395 §3.6: the server answers <close/> and the client then closes the socket.
+      this.next((el) => el.name === 'close', 'close', timeoutMs)
+        .then(() => ws.close(1000))
+        .catch(() => ws.terminate());
+    });
+  }
+
+  terminate(): void {
+    this.ws?.terminate();
+  }
+}
