@@ -86,7 +86,7 @@ export class MucService {
   async sessionEnded(session: ClientSession): Promise<void> {
     const resource = session.state.resource!;
     const joins = (await this.store.listJoins(session.bare)).filter((j) => j.resource === resource && j.connectionId === session.id);
-    for (const join of joins) await this.leaveRoom(join.room, session.jid.toString(), {});
+    for (const join of joins) await this.leaveRoom(join.room, session.jid.toString(), { connectionId: session.id });
   }
 
   // replies
@@ -147,7 +147,7 @@ export class MucService {
       }
     });
     if (noCleanup) return;
-    for (const t of gone) await this.leaveRoom(room, t.session.jid, { codes: ['333'], noCleanup: true });
+    for (const t of gone) await this.leaveRoom(room, t.session.jid, { codes: ['333'], noCleanup: true, connectionId: t.session.connectionId });
   }
 
   /** Sends `el` to every session of `occupants` (one serialization, `to` filled in per session). */
@@ -198,7 +198,7 @@ export class MucService {
     const { stanza, to } = event;
     const type = stanza.attrs.type;
     if (type === 'error') {
-      // The occupant's client or server bounced what the room sent: take that session out (XEP-0045 §13.?).
+      // The occupant's client or server bounced what the room sent: take that session out (status 333).
       if (to.resource) await this.leaveRoom(to.bare, event.from.toString(), { codes: ['333'] });
       return;
     }
@@ -225,6 +225,14 @@ export class MucService {
     const mine = occupants.find((o) => o.sessions.some((s) => s.jid === from.toString()));
     if (room && mine) {
       if (mine.nick !== to.resource) return this.changeNick(event, room, occupants, mine);
+      // A new connection on the same full JID (the old one's end not processed yet) takes over the session.
+      const entry = mine.sessions.find((s) => s.jid === from.toString())!;
+      if (event.session && entry.connectionId !== event.session.id) {
+        const moved: Occupant = { ...mine, sessions: mine.sessions.map((s) => (s === entry ? { jid: s.jid, connectionId: event.session!.id } : s)) };
+        if (!(await this.store.putOccupant(roomJid, moved, mine.version))) throw new LostRace();
+        await this.store.putJoin(from.bare, { room: roomJid, nick: mine.nick, resource: from.resource, connectionId: event.session.id });
+        return this.sendRoomState(event, room, occupants, moved, false);
+      }
       // A join from a session already in the room: it lost track, so it gets the join stanzas again (§7.2.1).
       if (stanza.getChild('x', MUC)) return this.sendRoomState(event, room, occupants, mine, false);
       return this.updatePresence(event, room, occupants, mine);
@@ -409,13 +417,15 @@ export class MucService {
    * Takes one session out of a room; the occupant leaves (broadcast) when it was its last session.
    * Resolves false when the session was not in the room.
    */
-  async leaveRoom(roomJid: string, sessionJid: string, o: { codes?: string[]; payload?: string; noCleanup?: boolean }): Promise<boolean> {
+  async leaveRoom(roomJid: string, sessionJid: string, o: { codes?: string[]; payload?: string; noCleanup?: boolean; connectionId?: string }): Promise<boolean> {
+    // With a connection id, only that connection's session leaves (not a newer one on the same JID).
+    const matches = (s: OccupantSession) => s.jid === sessionJid && (o.connectionId === undefined || s.connectionId === o.connectionId);
     for (let attempt = 0; attempt < 4; attempt++) {
       const [room, occupants] = await Promise.all([this.store.getRoom(roomJid), this.store.listOccupants(roomJid)]);
-      const mine = occupants.find((occ) => occ.sessions.some((s) => s.jid === sessionJid));
+      const mine = occupants.find((occ) => occ.sessions.some(matches));
       if (!room || !mine) return false;
-      const leaving = mine.sessions.find((s) => s.jid === sessionJid)!;
-      const remaining = mine.sessions.filter((s) => s.jid !== sessionJid);
+      const leaving = mine.sessions.find(matches)!;
+      const remaining = mine.sessions.filter((s) => s !== leaving);
       if (remaining.length) {
         if (!(await this.store.putOccupant(roomJid, { ...mine, sessions: remaining }, mine.version))) continue;
         await this.forgetJoin(roomJid, leaving);
