@@ -1,0 +1,407 @@
+/**
+ * Room fan-out: how long one groupchat message takes to reach every occupant of rooms of 10, 100
+ * and 1,000 occupants, through a real server (the local stack by default), with lean raw
+ * WebSocket clients (RFC 7395 frames by hand; a full client library per occupant would measure
+ * the library). Prints JSON.
+ *
+ *   npx tsx bench/muc-fanout.ts                 starts its own local stack (a child process), 10/100/1000
+ *   npx tsx bench/muc-fanout.ts --sizes 10,100  other room sizes
+ *   npx tsx bench/muc-fanout.ts --runs 10       measured messages per room (default 5, after one warm-up)
+ *
+ * `runMucFanout(target, log)` is the entry point for `npm run bench` (bench/harness.ts), which
+ * passes a running server: { wsUrl, domain, kind }.
+ *
+ * What is measured: from the sender's frame leaving the client to the last occupant (sender's own
+ * reflection included) receiving the message. With the local stack that is one FIFO hop to the
+ * stream handler, two DynamoDB reads (room, occupants), one archive write, and one @connections
+ * POST per occupant made FANOUT_CONCURRENCY at a time. When it starts its own stack it also
+ * measures the raw @connections POST rate at several concurrencies (docs/muc-fanout.md uses both).
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { cpus, loadavg, tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import WebSocket from 'ws';
+import { forEachBounded } from '../shared/core/server.ts';
+import { FANOUT_CONCURRENCY } from '../shared/modules/muc/service.ts';
+import { DynamoStore } from '../shared/storage/dynamo-store.ts';
+import { ApiGatewayConnectionSender } from '../shared/transport/connections.ts';
+
+process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
+
+const REPO = resolve(import.meta.dirname, '..');
+const PASSWORD = 'bench-muc-pass';
+const MUC = 'http://jabber.org/protocol/muc';
+const FRAMING = 'urn:ietf:params:xml:ns:xmpp-framing';
+
+export interface FanoutTarget {
+  wsUrl: string;
+  domain: string;
+  kind: string;
+  /** Only when the bench started the stack: for the raw @connections POST rate. */
+  connectionsEndpoint?: string;
+  dynamoEndpoint?: string;
+  tableName?: string;
+}
+
+export interface FanoutOptions {
+  sizes?: number[];
+  runs?: number;
+}
+
+interface Stats {
+  min: number;
+  p50: number;
+  p95: number;
+  max: number;
+}
+
+export interface FanoutResult {
+  bench: 'muc-fanout';
+  target: string;
+  startedAt: string;
+  machine: { cpus: number; node: string; loadAverageAtStart: number[] };
+  fanoutConcurrency: number;
+  setup: { occupants: number; registerMs: number; loginMs: number; joinMs: Record<string, number> };
+  rooms: { occupants: number; runs: number; lastDeliveryMs: Stats; firstDeliveryMs: Stats; occupantsPerSecond: number }[];
+  /** Raw @connections POSTs from this process (the real SDK client): rate and the sender's CPU per post. */
+  postRate?: { concurrency: number; posts: number; ms: number; postsPerSecond: number; senderCpuMsPerPost: number }[];
+  status?: string;
+}
+
+const round = (n: number, digits = 1) => Math.round(n * 10 ** digits) / 10 ** digits;
+
+function stats(values: number[]): Stats {
+  const sorted = [...values].sort((a, b) => a - b);
+  const at = (q: number) => sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))]!;
+  return { min: round(sorted[0]!), p50: round(at(0.5)), p95: round(at(0.95)), max: round(sorted[sorted.length - 1]!) };
+}
+
+const escape = (s: string) => s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/"/g, '&quot;');
+
+/** One RFC 7395 connection speaking hand-written frames. */
+class LeanClient {
+  private waiters: { test: (f: string) => boolean; resolve: (f: string) => void; reject: (e: Error) => void; timer: NodeJS.Timeout }[] = [];
+  /** Called for every frame (after waiters): the fan-out counter hooks in here. */
+  onFrame?: (frame: string) => void;
+  jid = '';
+
+  private constructor(readonly ws: WebSocket) {
+    ws.on('message', (data) => {
+      const frame = data.toString();
+      for (const w of this.waiters) {
+        if (w.test(frame)) {
+          clearTimeout(w.timer);
+          this.waiters = this.waiters.filter((x) => x !== w);
+          w.resolve(frame);
+          break;
+        }
+      }
+      this.onFrame?.(frame);
+    });
+  }
+
+  static async open(url: string): Promise<LeanClient> {
+    const ws = new WebSocket(url, ['xmpp']);
+    await new Promise<void>((res, rej) => {
+      ws.once('open', () => res());
+      ws.once('error', rej);
+    });
+    return new LeanClient(ws);
+  }
+
+  send(frame: string): void {
+    this.ws.send(frame);
+  }
+
+  next(match: string | RegExp | ((frame: string) => boolean), timeoutMs = 60_000): Promise<string> {
+    const test = typeof match === 'string' ? (f: string) => f.includes(match) : match instanceof RegExp ? (f: string) => match.test(f) : match;
+    return new Promise((res, rej) => {
+      const timer = setTimeout(() => {
+        this.waiters = this.waiters.filter((w) => w.timer !== timer);
+        rej(new Error(`timed out waiting for ${match}`));
+      }, timeoutMs);
+      this.waiters.push({ test, resolve: res, reject: rej, timer });
+    });
+  }
+
+  private async openStream(domain: string): Promise<string> {
+    const features = this.next('</stream:features>');
+    this.send(`<open xmlns="${FRAMING}" to="${domain}" version="1.0"/>`);
+    return features;
+  }
+
+  /** In-band registration (XEP-0077; an existing account is fine), PLAIN login, bind. */
+  async login(domain: string, user: string, register: boolean): Promise<void> {
+    await this.openStream(domain);
+    if (register) {
+      const answer = this.next(/id=["']reg["']/);
+      this.send(`<iq type="set" id="reg"><query xmlns="jabber:iq:register"><username>${user}</username><password>${PASSWORD}</password></query></iq>`);
+      const reply = await answer;
+      if (reply.includes('type="error"') && !reply.includes('conflict')) throw new Error(`registering ${user}: ${reply}`);
+    }
+    const success = this.next(/<success|<failure/);
+    this.send(`<auth xmlns="urn:ietf:params:xml:ns:xmpp-sasl" mechanism="PLAIN">${Buffer.from(`\0${user}\0${PASSWORD}`).toString('base64')}</auth>`);
+    if ((await success).includes('<failure')) throw new Error(`login of ${user} failed`);
+    await this.openStream(domain);
+    const bound = this.next(/id=["']bind["']/);
+    this.send(`<iq type="set" id="bind"><bind xmlns="urn:ietf:params:xml:ns:xmpp-bind"><resource>bench</resource></bind></iq>`);
+    this.jid = /<jid>([^<]+)<\/jid>/.exec(await bound)![1]!;
+  }
+
+  async iq(type: 'get' | 'set', to: string, payload: string): Promise<string> {
+    const id = randomBytes(6).toString('hex');
+    const reply = this.next(new RegExp(`id=["']${id}["']`));
+    this.send(`<iq type="${type}" id="${id}" to="${escape(to)}">${payload}</iq>`);
+    const frame = await reply;
+    if (/type=["']error["']/.test(frame)) throw new Error(`iq to ${to} failed: ${frame}`);
+    return frame;
+  }
+
+  /** Joins without history; resolves on the self-presence (status 110). */
+  async join(room: string, nick: string): Promise<void> {
+    const self = this.next(
+      (f) => f.startsWith('<presence') && f.includes(`${room}/${nick}`) && (/code=["']110["']/.test(f) || /type=["']error["']/.test(f)),
+      120_000,
+    );
+    this.send(`<presence to="${escape(room)}/${escape(nick)}"><x xmlns="${MUC}"><history maxchars="0"/></x></presence>`);
+    const frame = await self;
+    if (/type=["']error["']/.test(frame)) throw new Error(`joining ${room} as ${nick}: ${frame}`);
+  }
+
+  close(): void {
+    this.ws.terminate();
+  }
+}
+
+/** Finds the conference service in the server's disco#items (XEP-0045 §6.1). */
+async function findService(client: LeanClient, domain: string): Promise<string | undefined> {
+  const items = await client.iq('get', domain, '<query xmlns="http://jabber.org/protocol/disco#items"/>');
+  for (const [, jid] of items.matchAll(/<item[^>]*jid=["']([^"']+)["']/g)) {
+    const info = await client.iq('get', jid!, '<query xmlns="http://jabber.org/protocol/disco#info"/>').catch(() => '');
+    if (/category=["']conference["']/.test(info) && info.includes(MUC)) return jid;
+  }
+  return undefined;
+}
+
+export async function runMucFanout(target: FanoutTarget, log: (line: string) => void = () => {}, options: FanoutOptions = {}): Promise<FanoutResult> {
+  const sizes = [...(options.sizes ?? [10, 100, 1000])].sort((a, b) => a - b);
+  const runs = options.runs ?? 5;
+  const total = sizes[sizes.length - 1]!;
+  const tag = randomBytes(3).toString('hex');
+  const result: FanoutResult = {
+    bench: 'muc-fanout',
+    target: target.kind,
+    startedAt: new Date().toISOString(),
+    machine: { cpus: cpus().length, node: process.version, loadAverageAtStart: loadavg().map((l) => round(l, 2)) },
+    fanoutConcurrency: FANOUT_CONCURRENCY,
+    setup: { occupants: total, registerMs: 0, loginMs: 0, joinMs: {} },
+    rooms: [],
+  };
+  const clients: LeanClient[] = [];
+  try {
+    // Occupants: registered and logged in 16 at a time.
+    const start = performance.now();
+    const names = Array.from({ length: total }, (_, i) => `muc-${tag}-${i}`);
+    await forEachBounded(names, 16, async (name) => {
+      const c = await LeanClient.open(target.wsUrl);
+      await c.login(target.domain, name, true);
+      clients[names.indexOf(name)] = c;
+      if (clients.filter(Boolean).length % 200 === 0) log(`  ${clients.filter(Boolean).length}/${total} occupants logged in`);
+    });
+    result.setup.loginMs = round(performance.now() - start);
+    result.setup.registerMs = result.setup.loginMs; // registration and login share one stream per occupant
+
+    const owner = clients[0]!;
+    const service = await findService(owner, target.domain);
+    if (!service) {
+      result.status = `no XEP-0045 service in the disco#items of ${target.domain}`;
+      return result;
+    }
+    for (const size of sizes) {
+      const room = `fanout-${tag}-${size}@${service}`;
+      const joinStart = performance.now();
+      await owner.join(room, 'c0');
+      // A big room broadcasts only moderators' presence, so joining costs O(1) posts, not O(N).
+      await owner.iq(
+        'set',
+        room,
+        `<query xmlns="${MUC}#owner"><x xmlns="jabber:x:data" type="submit">` +
+          `<field var="FORM_TYPE"><value>${MUC}#roomconfig</value></field>` +
+          `<field var="muc#roomconfig_maxusers"><value>none</value></field>` +
+          `<field var="muc#roomconfig_presencebroadcast"><value>moderator</value></field>` +
+          `</x></query>`,
+      );
+      await forEachBounded(clients.slice(1, size), 16, async (c) => {
+        await c.join(room, `c${clients.indexOf(c)}`);
+      });
+      result.setup.joinMs[String(size)] = round(performance.now() - joinStart);
+      log(`  room of ${size}: joined in ${result.setup.joinMs[String(size)]} ms`);
+
+      const members = clients.slice(0, size);
+      const last: number[] = [];
+      const first: number[] = [];
+      for (let run = 0; run <= runs; run++) {
+        const marker = `m-${tag}-${size}-${run}-${randomBytes(4).toString('hex')}`;
+        let got = 0;
+        let firstAt = 0;
+        const done = new Promise<number>((res, rej) => {
+          const timer = setTimeout(() => rej(new Error(`room of ${size}: only ${got} of ${size} occupants got the message`)), 120_000);
+          for (const c of members) {
+            c.onFrame = (frame) => {
+              if (!frame.includes(marker)) return;
+              got++;
+              if (got === 1) firstAt = performance.now();
+              if (got === size) {
+                clearTimeout(timer);
+                res(performance.now());
+              }
+            };
+          }
+        });
+        const sent = performance.now();
+        owner.send(`<message to="${room}" type="groupchat" id="${marker}"><body>${marker}</body></message>`);
+        const end = await done;
+        for (const c of members) c.onFrame = undefined;
+        if (run === 0) continue; // warm-up
+        last.push(end - sent);
+        first.push(firstAt - sent);
+      }
+      const lastStats = stats(last);
+      result.rooms.push({ occupants: size, runs, lastDeliveryMs: lastStats, firstDeliveryMs: stats(first), occupantsPerSecond: round((size / lastStats.p50) * 1000, 0) });
+      log(`  room of ${size}: last occupant after ${lastStats.p50} ms (p50 of ${runs})`);
+    }
+
+    if (target.connectionsEndpoint && target.dynamoEndpoint && target.tableName) {
+      result.postRate = await measurePostRate(target, tag, log);
+    }
+    result.status = 'measured';
+    return result;
+  } finally {
+    for (const c of clients) c?.close();
+  }
+}
+
+/**
+ * The raw @connections POST rate one process reaches at each concurrency, with the real SDK client.
+ * Measured in a child process of its own, so its CPU time is the sender's alone (the occupants'
+ * sockets are in this process).
+ */
+async function measurePostRate(target: FanoutTarget, tag: string, log: (l: string) => void): Promise<FanoutResult['postRate']> {
+  localAwsEnv();
+  const store = new DynamoStore({ tableName: target.tableName!, endpoint: target.dynamoEndpoint });
+  const ids = (await store.listSessions()).filter((s) => s.bare.startsWith(`muc-${tag}-`)).map((s) => s.connectionId);
+  const child = spawn(process.execPath, ['--import', 'tsx', import.meta.filename, '--post-rate', target.connectionsEndpoint!], {
+    cwd: REPO,
+    stdio: ['pipe', 'pipe', 'inherit'],
+  });
+  let output = '';
+  child.stdout!.on('data', (d: Buffer) => (output += d.toString()));
+  child.stdin!.end(JSON.stringify(ids));
+  const code = await new Promise<number | null>((r) => child.once('exit', r));
+  if (code !== 0) throw new Error(`post-rate child exited with ${code}`);
+  const rows = JSON.parse(output) as NonNullable<FanoutResult['postRate']>;
+  for (const row of rows) log(`  @connections POST at concurrency ${row.concurrency}: ${row.postsPerSecond}/s, ${row.senderCpuMsPerPost} ms CPU per post`);
+  return rows;
+}
+
+/** DynamoDB Local and the local gateway ignore signatures, but the SDK wants a region and keys. */
+function localAwsEnv(): void {
+  process.env.AWS_REGION ??= 'local';
+  process.env.AWS_ACCESS_KEY_ID ??= 'local';
+  process.env.AWS_SECRET_ACCESS_KEY ??= 'local';
+}
+
+/** The child's side of measurePostRate: connection ids on stdin, JSON rows on stdout. */
+async function postRateChild(endpoint: string): Promise<void> {
+  localAwsEnv();
+  let input = '';
+  for await (const chunk of process.stdin) input += chunk;
+  const ids = JSON.parse(input) as string[];
+  const sender = new ApiGatewayConnectionSender(endpoint);
+  await forEachBounded(ids.slice(0, 100), 8, async (id) => void (await sender.send(id, ' '))); // warm the HTTP agent
+  const out: NonNullable<FanoutResult['postRate']> = [];
+  for (const concurrency of [1, 8, 16, 32, 64, 128]) {
+    // Three rounds over every occupant's connection; the median round is kept (the machine is shared).
+    const rounds: { ms: number; cpuMs: number }[] = [];
+    for (let r = 0; r < 3; r++) {
+      const cpu = process.cpuUsage();
+      const start = performance.now();
+      // A whitespace frame: the clients ignore it, the gateway treats it as any other POST.
+      await forEachBounded(ids, concurrency, async (id) => void (await sender.send(id, ' ')));
+      const used = process.cpuUsage(cpu);
+      rounds.push({ ms: performance.now() - start, cpuMs: (used.user + used.system) / 1000 });
+    }
+    const { ms, cpuMs } = rounds.sort((a, b) => a.ms - b.ms)[1]!;
+    out.push({ concurrency, posts: ids.length, ms: round(ms), postsPerSecond: round((ids.length / ms) * 1000, 0), senderCpuMsPerPost: round(cpuMs / ids.length, 3) });
+  }
+  process.stdout.write(JSON.stringify(out));
+}
+
+/** Starts `local/start.ts --in-memory` as a child process (so the clients do not share its CPU time). */
+async function startLocalStackProcess(log: (l: string) => void): Promise<{ target: FanoutTarget; stop: () => Promise<void> }> {
+  const dataDir = mkdtempSync(join(tmpdir(), 'muc-fanout-'));
+  const child: ChildProcess = spawn(process.execPath, ['--import', 'tsx', join(REPO, 'local', 'start.ts'), '--in-memory'], {
+    cwd: REPO,
+    env: { ...process.env, XMPP_WS_PORT: '0', XMPP_REGISTRATION: 'true', XMPP_FEDERATION: 'false', XMPP_DATA_DIR: dataDir },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let output = '';
+  const target = await new Promise<FanoutTarget>((res, rej) => {
+    const timer = setTimeout(() => rej(new Error(`local stack did not start:\n${output}`)), 120_000);
+    const onData = (d: Buffer) => {
+      output += d.toString();
+      const ws = /XMPP over WebSocket: (\S+) \(domain ([^)]+)\)/.exec(output);
+      const dynamo = /DynamoDB Local: (\S+) \(table (\S+?),/.exec(output);
+      const conns = /@connections API: (\S+)/.exec(output);
+      if (ws && dynamo && conns) {
+        clearTimeout(timer);
+        res({ kind: 'local', wsUrl: ws[1]!, domain: ws[2]!, dynamoEndpoint: dynamo[1]!, tableName: dynamo[2]!, connectionsEndpoint: conns[1]! });
+      }
+    };
+    child.stdout!.on('data', onData);
+    child.stderr!.on('data', onData);
+    child.once('exit', (code) => rej(new Error(`local stack exited (${code}):\n${output}`)));
+  });
+  log(`local stack at ${target.wsUrl} (pid ${child.pid})`);
+  return {
+    target,
+    stop: async () => {
+      const exited = new Promise((r) => child.once('exit', r));
+      child.kill('SIGTERM');
+      await Promise.race([exited, new Promise((r) => setTimeout(r, 15_000))]);
+      rmSync(dataDir, { recursive: true, force: true });
+    },
+  };
+}
+
+async function main(): Promise<void> {
+  const args = process.argv.slice(2);
+  const value = (name: string) => {
+    const i = args.indexOf(name);
+    return i >= 0 ? args[i + 1] : undefined;
+  };
+  if (value('--post-rate')) return postRateChild(value('--post-rate')!);
+  if (args.includes('--help')) {
+    console.log('usage: npx tsx bench/muc-fanout.ts [--sizes 10,100,1000] [--runs 5]');
+    return;
+  }
+  const sizes = value('--sizes')?.split(',').map(Number);
+  const runs = value('--runs') ? Number(value('--runs')) : undefined;
+  const log = (l: string) => process.stderr.write(`${l}\n`);
+  const { target, stop } = await startLocalStackProcess(log);
+  try {
+    const result = await runMucFanout(target, log, { sizes, runs });
+    console.log(JSON.stringify(result, null, 2));
+  } finally {
+    await stop();
+  }
+}
+
+if (process.argv[1] && resolve(process.argv[1]) === resolve(import.meta.filename)) {
+  main().catch((err) => {
+    console.error(err);
+    process.exit(1);
+  });
+}
