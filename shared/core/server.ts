@@ -213,6 +213,9 @@ export class XmppServer implements Registry {
     if (to && !this.isLocalDomain(to.domain)) {
       const hosted = this.hostedDomains.get(to.domain);
       if (hosted) return hosted.handler({ server: this, stanza, from, to, session });
+      // A local client's presence to another server still goes through the presence hooks (roster
+      // state of subscriptions, directed presence); they send it out.
+      if (stanza.name === 'presence' && session && (await this.runHooks('presence', { server: this, stanza, from, to, session }))) return;
       return this.routeRemote(stanza);
     }
     if (stanza.name === 'iq') return this.routeIq(stanza, from, to ?? from.toBare(), session);
