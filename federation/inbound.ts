@@ -93,7 +93,7 @@ export class InboundStream {
     if (!to || !this.ctx.isOurDomain(to)) throw new StreamError('host-unknown', `${to ?? '(none)'} is not served here`);
     this.localDomain = to;
     if (plausibleDomain(from)) this.peerDomain = from;
-    if (this.conn.secure && this.peerDomain) this.certificateValid = certificateValidFor(this.conn.socket as tls.TLSSocket, this.peerDomain);
+    if (this.conn.secure && this.peerDomain) this.certificateValid = certificateValidFor(this.conn.socket as tls.TLSSocket, this.peerDomain, this.ctx.tls?.ca);
     if (!attrs.version) return; // pre-1.0 peer: dialback without features
     const features = x('stream:features');
     const offerTls = !this.conn.secure && this.hooks.tlsServerOptions() !== undefined;

@@ -228,7 +228,7 @@ export class OutgoingLink {
     this.closedByUs = false;
     const deadline = setTimeout(() => conn.destroy('negotiation timed out'), ctx.timing.connectTimeoutMs);
     try {
-      this.certificateValid = target.directTls && certificateValidFor(socket as tls.TLSSocket, this.remote);
+      this.certificateValid = target.directTls && certificateValidFor(socket as tls.TLSSocket, this.remote, ctx.tls?.ca);
       let features = await this.openStream(conn);
       if (!conn.secure) {
         if (features.starttls) {
@@ -236,7 +236,7 @@ export class OutgoingLink {
           const answer = await this.nextElement(conn);
           if (answer.getName() !== 'proceed') throw new Error(`STARTTLS refused (${answer.getName()})`);
           const secure = await conn.upgradeClient(tlsOptions(this.remote, ctx));
-          this.certificateValid = certificateValidFor(secure, this.remote);
+          this.certificateValid = certificateValidFor(secure, this.remote, ctx.tls?.ca);
           features = await this.openStream(conn);
         } else if (ctx.requireTls) {
           throw new Error('the peer offers no STARTTLS and TLS is required');

@@ -106,11 +106,12 @@ export class S2sRouter implements RemoteRouter {
       await this.ctx.bounce(stanza, new StanzaError('jid-malformed', err.message));
       return 'bounced';
     }
+    // Components take stanzas from anyone the core routed (local users, authenticated servers).
+    if (this.components.has(to.domain)) return this.components.send(to.domain, stanza, this.ctx.bounce);
     if (!this.ctx.isOurDomain(from.domain)) {
       this.ctx.log.warn('s2s: dropped a stanza from a domain not served here', { from: from.toString(), to: to.toString() });
       return 'bounced';
     }
-    if (this.components.has(to.domain)) return this.components.send(to.domain, stanza, this.ctx.bounce);
     if (this.ctx.isOurDomain(to.domain)) {
       await this.ctx.bounce(stanza, new StanzaError('item-not-found', 'no such service here'));
       return 'bounced';
@@ -165,6 +166,32 @@ export class S2sRouter implements RemoteRouter {
   }
 }
 
+/** The TLS server context for our certificate; client certificates are checked against the same roots. */
+export function serverSecureContext(credentials: TlsCredentials): tls.SecureContext {
+  return tls.createSecureContext({ cert: credentials.cert, key: credentials.key, ca: trustedRoots(credentials) });
+}
+
+/** Serves incoming server-to-server connections (on the STARTTLS port, or already TLS on the XEP-0368 port). */
+export function inboundHandler(
+  router: S2sRouter,
+  ctx: S2sContext,
+  deliver: (stanza: Element, from: Jid) => Promise<void>,
+  secureContext: tls.SecureContext | undefined,
+): (socket: net.Socket) => void {
+  const hooks = {
+    verify: (local: string, remote: string, id: string, key: string) => router.verify(local, remote, id, key),
+    deliver,
+    // Ask for the peer's certificate (SASL EXTERNAL) without refusing unverifiable ones (dialback).
+    tlsServerOptions: () => (secureContext ? { secureContext, requestCert: true, rejectUnauthorized: false } : undefined),
+  };
+  return (socket) => {
+    socket.setKeepAlive(true, 60_000);
+    const conn = new StreamConnection(socket, ctx.limits);
+    router.inbound.add(conn);
+    void new InboundStream(conn, ctx, hooks).run().finally(() => router.inbound.delete(conn));
+  };
+}
+
 function listen(server: net.Server, port: number, host: string): Promise<number> {
   return new Promise((resolve, reject) => {
     server.once('error', reject);
@@ -207,6 +234,7 @@ export async function startFederation(options: FederationOptions): Promise<Feder
   /** A stanza from another server or a component, into the core. */
   const deliver = async (stanza: Element, from: Jid): Promise<void> => {
     if (router.takePong(stanza)) return;
+    log.debug('s2s: incoming stanza', { from: from.toString(), stanza: stanza.toString() });
     try {
       await server.route(stanza, from);
     } catch (err) {
@@ -217,22 +245,8 @@ export async function startFederation(options: FederationOptions): Promise<Feder
   const registry = new ComponentRegistry(components, log, deliver);
   router = new S2sRouter(ctx, registry);
 
-  const secureContext = options.tls
-    ? tls.createSecureContext({ cert: options.tls.cert, key: options.tls.key, ca: trustedRoots(options.tls) })
-    : undefined;
-  // Ask for the peer's certificate (SASL EXTERNAL) without refusing unverifiable ones (dialback).
-  const tlsServerOptions = secureContext ? () => ({ secureContext, requestCert: true, rejectUnauthorized: false }) : () => undefined;
-  const inboundHooks = {
-    verify: (local: string, remoteDomain: string, id: string, key: string) => router.verify(local, remoteDomain, id, key),
-    deliver,
-    tlsServerOptions,
-  };
-  const serveInbound = (socket: net.Socket) => {
-    socket.setKeepAlive(true, 60_000);
-    const conn = new StreamConnection(socket, ctx.limits);
-    router.inbound.add(conn);
-    void new InboundStream(conn, ctx, inboundHooks).run().finally(() => router.inbound.delete(conn));
-  };
+  const secureContext = options.tls ? serverSecureContext(options.tls) : undefined;
+  const serveInbound = inboundHandler(router, ctx, deliver, secureContext);
 
   const servers: (net.Server | HttpServer)[] = [];
   const sqs = options.queueUrl ? new SqsIntake(options.queueUrl, router, log) : undefined;

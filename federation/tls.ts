@@ -6,6 +6,7 @@
  */
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { X509Certificate } from 'node:crypto';
 import * as tls from 'node:tls';
 import { generate } from 'selfsigned';
 
@@ -88,12 +89,47 @@ export function trustedRoots(credentials?: TlsCredentials): string[] | undefined
 }
 
 /**
- * Whether the peer's certificate chains to a trusted root and names `domain` (RFC 6125 DNS-ID
- * checks as Node implements them for HTTPS).
+ * Whether the peer's certificate chains to a trusted root (the system's plus `extraCa`) and names
+ * `domain` (RFC 6125 DNS-ID checks as Node implements them for HTTPS).
  */
-export function certificateValidFor(socket: tls.TLSSocket, domain: string): boolean {
-  if (!socket.authorized) return false;
-  const cert = socket.getPeerCertificate();
+export function certificateValidFor(socket: tls.TLSSocket, domain: string, extraCa?: string[]): boolean {
+  const cert = socket.getPeerCertificate(true);
   if (!cert || Object.keys(cert).length === 0) return false;
+  // A TLSSocket made by hand on the server side (STARTTLS) never sets `authorized`: check the chain here.
+  if (!socket.authorized && !chainTrusted(cert, extraCa)) return false;
   return tls.checkServerIdentity(domain, cert) === undefined;
+}
+
+const anchorCache = new Map<string, X509Certificate[]>();
+
+function anchors(extraCa: string[] = []): X509Certificate[] {
+  const key = extraCa.join('');
+  let list = anchorCache.get(key);
+  if (!list) {
+    list = [...tls.rootCertificates, ...extraCa].map((pem) => new X509Certificate(pem));
+    anchorCache.set(key, list);
+  }
+  return list;
+}
+
+function currentlyValid(cert: X509Certificate): boolean {
+  const now = Date.now();
+  return Date.parse(cert.validFrom) <= now && now <= Date.parse(cert.validTo);
+}
+
+/** Walks the presented chain (leaf first) up to a trust anchor, checking each signature and validity period. */
+function chainTrusted(peer: tls.DetailedPeerCertificate, extraCa?: string[]): boolean {
+  const roots = anchors(extraCa);
+  let current: tls.DetailedPeerCertificate | undefined = peer;
+  for (let depth = 0; current?.raw && depth < 10; depth++) {
+    const cert = new X509Certificate(current.raw);
+    if (!currentlyValid(cert)) return false;
+    if (roots.some((root) => cert.checkIssued(root) && cert.verify(root.publicKey) && currentlyValid(root))) return true;
+    const issuer: tls.DetailedPeerCertificate | undefined = current.issuerCertificate;
+    if (!issuer?.raw || issuer === current) return false;
+    const issuerCert = new X509Certificate(issuer.raw);
+    if (!cert.checkIssued(issuerCert) || !cert.verify(issuerCert.publicKey) || !issuerCert.ca) return false;
+    current = issuer;
+  }
+  return false;
 }

@@ -17,6 +17,8 @@ export interface ProsodyOptions {
   /** Our domain and federation port, published to Prosody as an SRV record. */
   homeDomain: string;
   homePort: number;
+  /** More of our domains (e.g. a component's) published with the same SRV target. */
+  extraDomains?: string[];
   /** Certificate for Prosody (default: self-signed); `trust` = CA certificates Prosody accepts. */
   certificate?: TlsCredentials;
   trust?: string;
@@ -61,6 +63,13 @@ function waitForPort(port: number, timeoutMs: number): Promise<void> {
   });
 }
 
+/** libunbound takes one value per option key; "local-data:" and "local-data" are two keys (two records at most). */
+function srvRecords(domains: string[], port: number): string {
+  const keys = ['local-data:', 'local-data'];
+  if (domains.length > keys.length) throw new Error('at most two SRV records');
+  return domains.map((d, i) => `["${keys[i]}"] = "_xmpp-server._tcp.${d}. 60 IN SRV 0 0 ${port} localhost."`).join('; ');
+}
+
 export async function createProsody(options: ProsodyOptions): Promise<Prosody> {
   requireProsody();
   const dir = mkdtempSync(join(tmpdir(), 'prosody-peer-'));
@@ -91,7 +100,7 @@ s2s_timeout = 20
 certificates = "${certs}"
 ${options.trust ? `ssl = { cafile = "${dir}/trust.pem" }` : ''}
 http_default_host = "${options.domain}"
-unbound = { options = { ["local-data:"] = "_xmpp-server._tcp.${options.homeDomain}. 60 IN SRV 0 0 ${options.homePort} localhost." } }
+unbound = { options = { ${srvRecords([options.homeDomain, ...(options.extraDomains ?? [])], options.homePort)} } }
 VirtualHost "${options.domain}"
 `,
   );

@@ -1,0 +1,12 @@
+/** The part of @xmpp/component (0.13, no published types) the federation test uses. */
+declare module '@xmpp/component' {
+  import type { Element } from '@xmpp/xml';
+  export interface Component {
+    start(): Promise<unknown>;
+    stop(): Promise<unknown>;
+    send(element: Element): Promise<void>;
+    on(event: 'stanza', listener: (stanza: Element) => void): void;
+    on(event: 'error', listener: (error: Error) => void): void;
+  }
+  export function component(options: { service: string; domain: string; password: string }): Component;
+}
