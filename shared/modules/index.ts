@@ -14,6 +14,7 @@ import { versionModule } from './version.ts';
 import { pepModule } from './pep/index.ts';
 import { privateModule } from './private.ts';
 import { vcardModule } from './vcard.ts';
+import { blockingModule } from './blocking.ts';
 
 export const defaultModules: XmppModule[] = [
   discoModule,
@@ -30,4 +31,5 @@ export const defaultModules: XmppModule[] = [
   pepModule,
   privateModule,
   vcardModule,
+  blockingModule,
 ];
