@@ -42,6 +42,9 @@ export function requireProsody(): void {
   if (found.status !== 0) {
     throw new Error('prosody is not installed: the federation tests need it (apt-get install prosody lua-unbound; .ci/run does this)');
   }
+  if (spawnSync('dpkg', ['-s', 'lua-unbound'], { encoding: 'utf8' }).status !== 0) {
+    throw new Error('lua-unbound is not installed: Prosody needs it to find our test domain (apt-get install lua-unbound; .ci/run does this)');
+  }
 }
 
 function waitForPort(port: number, timeoutMs: number): Promise<void> {
