@@ -184,3 +184,31 @@ describe('web client (Converse.js in Chromium)', () => {
     expect(bob.problems).toEqual({ errors: [], foreignRequests: [] });
   }, 120_000);
 });
+
+describe('web client with in-band registration off (XMPP_REGISTRATION=false)', () => {
+  let stack: LocalStack;
+  let browser: Browser;
+
+  beforeAll(async () => {
+    browser = await launchChromium();
+    stack = await startTestStack({ registration: false, httpHandlers: [webClientHandler()] });
+  });
+
+  afterAll(async () => {
+    await browser?.close();
+    await stack?.stop();
+  });
+
+  it('offers log in only, no sign-up', async () => {
+    const baseUrl = stack.wsUrl.replace(/^ws:/, 'http:').replace(/\/xmpp-websocket$/, '/');
+    const visitor = await ChatUser.open(browser, baseUrl, 'visitor', 'no-registration');
+    try {
+      await visitor.loginForm().getByRole('button', { name: 'Log in' }).waitFor();
+      await visitor.shot('login-only');
+      expect(await visitor.page.getByText('Create an account').count()).toBe(0);
+      expect(visitor.problems).toEqual({ errors: [], foreignRequests: [] });
+    } finally {
+      await visitor.context.close();
+    }
+  }, 60_000);
+});
