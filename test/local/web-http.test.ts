@@ -32,7 +32,7 @@ describe('web client over HTTP (local stack)', () => {
   beforeAll(async () => {
     // A second handler after the web client: it gets what the web client does not claim.
     const next: LocalHttpHandler = (req, res) => {
-      if (!req.url?.startsWith('/upload/')) return false;
+      if (!req.url?.startsWith('/elsewhere/')) return false;
       seenByNext.push(req.url);
       res.writeHead(201, { 'Content-Type': 'text/plain' });
       res.end('next handler\n');
@@ -168,10 +168,10 @@ describe('web client over HTTP (local stack)', () => {
   });
 
   it('leaves other paths to the next handler, and 404 when nobody claims them', async () => {
-    const mine = await fetch(`${base}/upload/slot-1`);
+    const mine = await fetch(`${base}/elsewhere/thing-1`);
     expect(mine.status).toBe(201);
     expect(await mine.text()).toBe('next handler\n');
-    expect(seenByNext).toEqual(['/upload/slot-1']);
+    expect(seenByNext).toEqual(['/elsewhere/thing-1']);
     const nobody = await fetch(`${base}/nothing-here`);
     expect(nobody.status).toBe(404);
     await nobody.text();
