@@ -44,6 +44,8 @@ function plausibleDomain(domain: string | undefined): domain is string {
 export class InboundStream {
   /** `remote local` pairs the peer may send stanzas for. */
   readonly authenticated = new Set<string>();
+  /** How the last domain authenticated on this stream (for logs and tests). */
+  authMethod: 'sasl-external' | 'dialback' | undefined;
   private streamId = '';
   private localDomain = '';
   private peerDomain: string | undefined;
@@ -142,6 +144,7 @@ export class InboundStream {
     const authzid = text === '' || text === '=' ? '' : Buffer.from(text, 'base64').toString('utf8').toLowerCase();
     if (authzid && authzid !== this.peerDomain) return Promise.resolve(failure('invalid-authzid'));
     this.saslDone = true;
+    this.authMethod = 'sasl-external';
     this.authenticated.add(`${this.peerDomain} ${this.localDomain}`);
     this.ctx.log.info('s2s inbound: authenticated by SASL EXTERNAL', { peer: this.peerDomain, local: this.localDomain });
     this.streamId = '';
@@ -165,6 +168,7 @@ export class InboundStream {
     if (this.conn.closed) return;
     if (result === 'valid') {
       this.authenticated.add(pair);
+      this.authMethod = 'dialback';
       this.peerDomain ??= from;
       this.ctx.log.info('s2s inbound: authenticated by dialback', { peer: from, local: to });
       return reply('valid');

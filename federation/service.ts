@@ -77,7 +77,7 @@ export interface FederationService {
  */
 export class S2sRouter implements RemoteRouter {
   readonly links = new Map<string, OutgoingLink>();
-  readonly inbound = new Set<StreamConnection>();
+  readonly inbound = new Set<InboundStream>();
   private readonly pings = new Map<string, OutgoingLink>();
   private sweeper: NodeJS.Timeout;
 
@@ -153,7 +153,7 @@ export class S2sRouter implements RemoteRouter {
       if (link.unused) this.links.delete(key);
     }
     if (this.pings.size > 1000) this.pings.clear();
-    for (const conn of this.inbound) {
+    for (const { conn } of this.inbound) {
       if (now - conn.lastActivity > 2 * this.ctx.timing.idleCloseMs) conn.close();
     }
   }
@@ -161,7 +161,7 @@ export class S2sRouter implements RemoteRouter {
   stop(): void {
     clearInterval(this.sweeper);
     for (const link of this.links.values()) link.shutdown();
-    for (const conn of this.inbound) conn.close(new StreamError('system-shutdown'));
+    for (const { conn } of this.inbound) conn.close(new StreamError('system-shutdown'));
     this.components.closeAll();
   }
 }
@@ -186,9 +186,9 @@ export function inboundHandler(
   };
   return (socket) => {
     socket.setKeepAlive(true, 60_000);
-    const conn = new StreamConnection(socket, ctx.limits);
-    router.inbound.add(conn);
-    void new InboundStream(conn, ctx, hooks).run().finally(() => router.inbound.delete(conn));
+    const stream = new InboundStream(new StreamConnection(socket, ctx.limits), ctx, hooks);
+    router.inbound.add(stream);
+    void stream.run().finally(() => router.inbound.delete(stream));
   };
 }
 
