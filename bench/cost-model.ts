@@ -230,21 +230,57 @@ export interface MeasuredOperation {
   writeUnits: number;
   /** Handler CPU, net of the local @connections endpoint's share. */
   cpuMs: number;
-  /** Sequential DynamoDB round trips and sequential @connections round trips on the critical path. */
-  dynamoRoundTrips: number;
-  postRoundTrips: number;
+  /** Waiting on the critical path at cloud latencies (cloudCriticalPath), summed over the invocations. */
+  cloudWaitMs: number;
+}
+
+export interface TimedCall {
+  kind: 'dynamo' | 'post';
+  start: number;
+  end: number;
+}
+
+/**
+ * The longest chain of calls that had to wait for each other (a call follows another when it
+ * started after that one ended, as observed locally), weighted by cloud latency: what an invocation
+ * waits for in AWS, whatever DynamoDB Local and the local @connections API took.
+ */
+export function cloudCriticalPath(calls: TimedCall[]): { ms: number; dynamo: number; posts: number } {
+  const sorted = [...calls].sort((a, b) => a.start - b.start);
+  const weight = (c: TimedCall) => (c.kind === 'dynamo' ? CLOUD_LATENCY.dynamoRoundTripMs : CLOUD_LATENCY.postRoundTripMs);
+  const best: number[] = [];
+  const prev: number[] = [];
+  let last = -1;
+  for (let i = 0; i < sorted.length; i++) {
+    let b = 0;
+    let p = -1;
+    for (let j = 0; j < i; j++) {
+      if (sorted[j]!.end <= sorted[i]!.start && best[j]! > b) {
+        b = best[j]!;
+        p = j;
+      }
+    }
+    best.push(b + weight(sorted[i]!));
+    prev.push(p);
+    if (last < 0 || best[i]! > best[last]!) last = i;
+  }
+  const out = { ms: last < 0 ? 0 : best[last]!, dynamo: 0, posts: 0 };
+  for (let i = last; i >= 0; i = prev[i]!) {
+    if (sorted[i]!.kind === 'dynamo') out.dynamo++;
+    else out.posts++;
+  }
+  return out;
 }
 
 /**
  * Billed Lambda ms for an operation measured locally: CPU stretched to the memory size's share of a
- * vCPU, plus the sequential round trips at cloud latency, each invocation rounded up to 1 ms.
+ * vCPU, plus the critical path's waiting at cloud latency, each invocation rounded up to 1 ms.
  */
 export function cloudLambdaMs(op: MeasuredOperation, memoryMb = WORST_CASE.streamMemoryMb): number {
   const stretch = Math.max(1, LAMBDA_FULL_VCPU_MB / memoryMb);
-  const perInvocation =
-    (op.cpuMs * stretch + op.dynamoRoundTrips * CLOUD_LATENCY.dynamoRoundTripMs + op.postRoundTrips * CLOUD_LATENCY.postRoundTripMs) /
-    Math.max(1, op.invocations);
-  return Math.ceil(perInvocation) * Math.max(1, op.invocations);
+  const invocations = Math.max(1, op.invocations);
+  const perInvocation = (op.cpuMs * stretch + op.cloudWaitMs) / invocations;
+  return Math.ceil(perInvocation) * invocations;
 }
 
 export function usageFromMeasurement(op: MeasuredOperation, extra: Partial<OperationUsage> = {}): OperationUsage {

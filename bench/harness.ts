@@ -34,6 +34,7 @@ import {
   onlineUsersMonth,
   perMillionMessages,
   usageFromMeasurement,
+  cloudCriticalPath,
   WORST_CASE,
   type Bill,
   type MeasuredOperation,
@@ -106,6 +107,8 @@ export interface ErrorCounts {
 export interface LoadStats {
   /** Server CPU time over the phase (all its processes), ms. */
   serverCpuMs: number;
+  /** Our stack: how long its handlers kept working after the phase's clients were done (backlog). */
+  drainMs?: number;
   /** Our stack only: what its handlers did during the phase. */
   dynamoCalls?: number;
   readUnits?: number;
@@ -191,10 +194,11 @@ export interface OperationCost {
   dynamoByCommand: Record<string, number>;
   readUnits: number;
   writeUnits: number;
-  /** Sequential DynamoDB round trips on the critical path (calls that could not overlap). */
+  /** Sequential DynamoDB round trips (the longest chain of DynamoDB calls that could not overlap). */
   dynamoRoundTrips: number;
   posts: number;
-  postRoundTrips: number;
+  /** The critical path of DynamoDB calls and posts together, and what it waits at cloud latencies. */
+  criticalPath: { dynamo: number; posts: number; cloudMs: number };
   /** process.cpuUsage() around the stream handler, raw (includes the local @connections endpoint serving its posts). */
   handlerCpuMsRaw: number;
   /** The same minus posts × the @connections endpoint's measured CPU per post. */
@@ -207,6 +211,8 @@ export interface OperationCost {
 
 export interface PerStanza {
   modules: string[];
+  /** DynamoDB Local's own speed for the route Query (the ceiling of everything above). */
+  dynamoLocal: { concurrency: number; requestsPerSec: number; meanMs: number }[];
   /** CPU the local @connections endpoint spends per post (measured apart; subtracted above). */
   connectionsEndpointCpuMsPerPost: number;
   operations: Record<string, OperationCost>;
@@ -407,9 +413,9 @@ async function measured<T extends object>(target: Target, run: () => Promise<T>,
   if (local) await local.reset();
   const cpu0 = cpuOf(target);
   const result = await run();
-  if (local) await local.idle(50);
+  const drainMs = local ? round(await local.idle(50, 120_000)) : undefined;
   const serverCpuMs = round(cpuOf(target) - cpu0);
-  const stats: LoadStats = { serverCpuMs };
+  const stats: LoadStats = { serverCpuMs, drainMs };
   if (local) {
     const snap = await local.snapshot();
     const d = Object.values(snap.counters.dynamo);
@@ -833,6 +839,8 @@ async function probeOperations(o: BenchOptions, local: LocalTarget, specs: { pro
   // The local @connections endpoint's own CPU per post, to take out of the handler's numbers.
   const endpointCpuPerPost = await connectionsEndpointCpuPerPost(local, await local.connectionId(), 200);
   log(`  @connections endpoint: ${endpointCpuPerPost.toFixed(3)} ms CPU per post`);
+  const dynamoLocal = await local.dynamoCeiling([...clients.keys()].slice(0, 50));
+  log(`  DynamoDB Local alone: ${dynamoLocal.map((d) => `${d.requestsPerSec} Query/s at concurrency ${d.concurrency} (${d.meanMs} ms each)`).join(', ')}`);
 
   const operations: Record<string, OperationCost> = {};
   const byLabel = new Map<string, ProbeInvocation[]>();
@@ -847,7 +855,9 @@ async function probeOperations(o: BenchOptions, local: LocalTarget, specs: { pro
     const cpuNet = Math.max(0, cpuRaw - posts.length * endpointCpuPerPost);
     // Round trips per operation: per invocation, then summed over the operation's invocations.
     const dynamoRoundTrips = list.reduce((s, i) => s + sequentialDepth(i.dynamo), 0) / n;
-    const postRoundTrips = list.reduce((s, i) => s + sequentialDepth(i.posts), 0) / n;
+    const paths = list.map((i) =>
+      cloudCriticalPath([...i.dynamo.map((c) => ({ kind: 'dynamo' as const, start: c.start, end: c.end })), ...i.posts.map((c) => ({ kind: 'post' as const, start: c.start, end: c.end }))]),
+    );
     const measuredOp: MeasuredOperation = {
       invocations: list.length / n,
       framesIn: (frames.get(label) ?? list.length) / n,
@@ -855,8 +865,7 @@ async function probeOperations(o: BenchOptions, local: LocalTarget, specs: { pro
       readUnits: dynamo.reduce((s, c) => s + c.readUnits, 0) / n,
       writeUnits: dynamo.reduce((s, c) => s + c.writeUnits, 0) / n,
       cpuMs: cpuNet / n,
-      dynamoRoundTrips,
-      postRoundTrips,
+      cloudWaitMs: paths.reduce((s, p) => s + p.ms, 0) / n,
     };
     operations[label] = {
       label,
@@ -869,14 +878,18 @@ async function probeOperations(o: BenchOptions, local: LocalTarget, specs: { pro
       writeUnits: round(measuredOp.writeUnits),
       dynamoRoundTrips: round(dynamoRoundTrips),
       posts: round(measuredOp.posts),
-      postRoundTrips: round(postRoundTrips),
+      criticalPath: {
+        dynamo: round(paths.reduce((s, p) => s + p.dynamo, 0) / n),
+        posts: round(paths.reduce((s, p) => s + p.posts, 0) / n),
+        cloudMs: round(measuredOp.cloudWaitMs),
+      },
       handlerCpuMsRaw: round(cpuRaw / n),
       handlerCpuMs: round(cpuNet / n),
       handlerWallMs: round(list.reduce((s, i) => s + i.wallMs, 0) / n),
       cloudLambdaMs: usageFromMeasurement(measuredOp).streamLambdaMs,
     };
   }
-  return { modules: local.info.modules, connectionsEndpointCpuMsPerPost: round(endpointCpuPerPost), operations };
+  return { modules: local.info.modules, dynamoLocal, connectionsEndpointCpuMsPerPost: round(endpointCpuPerPost), operations };
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -219,9 +219,14 @@ export class LocalTarget implements Target {
     return (await this.call<string | null>({ cmd: 'connectionId' })) ?? undefined;
   }
 
-  /** Resolves once no handler invocation has been running for `quietMs`. */
-  idle(quietMs = 25): Promise<void> {
-    return this.call({ cmd: 'idle', quietMs });
+  /** Resolves once no handler invocation has been running for `quietMs` (waiting at most maxMs), with the time waited. */
+  idle(quietMs = 25, maxMs = 30_000): Promise<number> {
+    return this.call({ cmd: 'idle', quietMs, maxMs });
+  }
+
+  /** DynamoDB Local's own speed for the route Query, at concurrency 1 and 16. */
+  dynamoCeiling(bares: string[], ms = 2000): Promise<{ concurrency: number; requestsPerSec: number; meanMs: number }[]> {
+    return this.call({ cmd: 'dynamoCeiling', bares, ms });
   }
 
   async writeRosters(rosters: Map<string, RosterContact[]>): Promise<void> {
