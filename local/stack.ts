@@ -17,6 +17,7 @@ import { generateCertificate, selfSignedCertificate } from '../federation/tls.ts
 import { isPortFree, localDynamoClient, startDynamoDbLocal, type DynamoDbLocal } from './dynamodb.ts';
 import { LocalStackError } from './errors.ts';
 import { chainHttpHandlers, type LocalHttpHandler } from './http-handlers.ts';
+import { UPLOAD_PATH, uploadHttpHandler } from './upload-http.ts';
 import {
   callHandler,
   startGateway,
@@ -68,6 +69,11 @@ export interface LocalStackOptions {
    * true answered; 404 when none does. npm start passes the web client (local/web-http.ts) here.
    */
   httpHandlers?: LocalHttpHandler[];
+  /**
+   * XEP-0363 uploads served by the stack itself under /upload/ on the WebSocket port, files in
+   * `<dataDir>/uploads` (local/upload-http.ts); the slot service is upload.<domain>. Default true.
+   */
+  uploads?: boolean;
   /** Further gateway settings (redelivery, batch size, …). */
   gateway?: Partial<Omit<GatewayOptions, 'streamHandler' | 'connectHandler'>>;
   logger?: GatewayLogger;
@@ -228,15 +234,22 @@ async function start(
     const connectHandler: ConnectHandler =
       options.connectHandler ?? (async (event, context) => callHandler((await loaded()).connect, event, context));
 
+    // Plain HTTP on the WebSocket port: the stack's own handlers (uploads) first, then the caller's.
+    const uploads = options.uploads ?? true;
+    const uploadSecret = randomBytes(32).toString('base64url');
+    const httpHandlers: LocalHttpHandler[] = uploads ? [uploadHttpHandler({ dir: join(dataDir, 'uploads'), secret: uploadSecret })] : [];
+    const legacyHttpHandler = options.httpHandler ?? options.gateway?.httpHandler;
+    if (options.httpHandlers) httpHandlers.push(...options.httpHandlers);
+    else if (legacyHttpHandler) httpHandlers.push((req, res) => (legacyHttpHandler(req, res), true));
     gateway = await startGateway({
       ...options.gateway,
       streamHandler,
       connectHandler,
-      httpHandler: options.httpHandlers
-        ? chainHttpHandlers(options.httpHandlers, { domain, registration, wsPath: options.gateway?.path ?? WS_PATH }, (m) =>
+      httpHandler: httpHandlers.length
+        ? chainHttpHandlers(httpHandlers, { domain, registration, wsPath: options.gateway?.path ?? WS_PATH }, (m) =>
             (options.logger ?? console).error(m),
           )
-        : (options.httpHandler ?? options.gateway?.httpHandler),
+        : undefined,
       bind,
       port: wsPort,
       connectionsPort: options.connectionsPort ?? options.gateway?.connectionsPort,
@@ -245,6 +258,9 @@ async function start(
       logger: options.logger ?? options.gateway?.logger,
     });
     setEnv('XMPP_CONNECTIONS_ENDPOINT', gateway.connectionsEndpoint);
+    // Slots point at this same port (shared/upload/local-storage.ts signs them with the secret).
+    setEnv('XMPP_UPLOAD_URL', uploads ? new URL(UPLOAD_PATH, gateway.wsUrl.replace(/^ws/, 'http')).href.replace(/\/$/, '') : undefined);
+    setEnv('XMPP_UPLOAD_SECRET', uploads ? uploadSecret : undefined);
     if (options.federation) {
       federation = await startLocalFederation(options.federation === true ? {} : options.federation, { domain, dataDir, inMemory, bind });
       // The stream handler hands stanzas for other domains to the service's loopback intake.

@@ -15,6 +15,7 @@ import { pepModule } from './pep/index.ts';
 import { privateModule } from './private.ts';
 import { vcardModule } from './vcard.ts';
 import { blockingModule } from './blocking.ts';
+import { uploadModule } from './upload.ts';
 
 export const defaultModules: XmppModule[] = [
   discoModule,
@@ -32,4 +33,5 @@ export const defaultModules: XmppModule[] = [
   privateModule,
   vcardModule,
   blockingModule,
+  uploadModule,
 ];

@@ -1,0 +1,58 @@
+/**
+ * Upload slots on S3: a pre-signed PutObject URL whose signature covers Content-Length (S3 refuses
+ * any other size) and, when the client named one, Content-Type; and either a plain object URL
+ * (public-read buckets, see cdk/lib/uploads.ts) or a pre-signed GetObject URL.
+ *
+ * Pre-signed GET URLs stop working when the credentials that signed them expire: signed by a Lambda
+ * role, that is within hours, whatever the requested expiry. Public-read is the choice for links
+ * that must last until the bucket's lifecycle rule removes the file.
+ */
+import { GetObjectCommand, PutObjectCommand, S3Client } from '@aws-sdk/client-s3';
+import { getSignedUrl } from '@aws-sdk/s3-request-presigner';
+import { PUT_EXPIRY_SECONDS, uploadId, type UploadRequest, type UploadSlot, type UploadStorage } from './types.ts';
+
+export interface S3UploadStorageOptions {
+  bucket: string;
+  region?: string;
+  publicRead: boolean;
+  /** Base of public GET URLs (e.g. a CloudFront distribution); default the bucket's virtual-hosted URL. */
+  publicBaseUrl?: string;
+  /** Lifetime of pre-signed GET URLs (at most 7 days, S3's limit for SigV4). */
+  getExpirySeconds: number;
+  client?: S3Client;
+}
+
+const MAX_PRESIGN_SECONDS = 7 * 24 * 3600;
+
+/** An S3 key as a URL path: each segment percent-encoded, slashes kept. */
+const keyPath = (key: string) => key.split('/').map(encodeURIComponent).join('/');
+
+export class S3UploadStorage implements UploadStorage {
+  private readonly client: S3Client;
+
+  constructor(private readonly options: S3UploadStorageOptions) {
+    this.client = options.client ?? new S3Client({ region: options.region });
+  }
+
+  async createSlot(request: UploadRequest): Promise<UploadSlot> {
+    const { bucket } = this.options;
+    const key = `${uploadId()}/${request.filename}`;
+    const signed = new Set(['content-length', ...(request.contentType ? ['content-type'] : [])]);
+    const put = await getSignedUrl(
+      this.client,
+      new PutObjectCommand({ Bucket: bucket, Key: key, ContentLength: request.size, ContentType: request.contentType }),
+      { expiresIn: PUT_EXPIRY_SECONDS, signableHeaders: signed },
+    );
+    let get: string;
+    if (this.options.publicRead) {
+      const region = await this.client.config.region();
+      const base = this.options.publicBaseUrl?.replace(/\/+$/, '') ?? `https://${bucket}.s3.${region}.amazonaws.com`;
+      get = `${base}/${keyPath(key)}`;
+    } else {
+      get = await getSignedUrl(this.client, new GetObjectCommand({ Bucket: bucket, Key: key }), {
+        expiresIn: Math.min(this.options.getExpirySeconds, MAX_PRESIGN_SECONDS),
+      });
+    }
+    return { put, get };
+  }
+}
