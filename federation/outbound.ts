@@ -71,6 +71,8 @@ export class OutgoingLink {
   auth: LinkAuth | undefined;
   /** Whether the current stream runs over TLS with a certificate valid for the remote domain. */
   certificateValid = false;
+  /** XEP-0199 pings of this link the remote server answered (diagnostics). */
+  pingsAnswered = 0;
   private queue: Queued[] = [];
   private conn: StreamConnection | undefined;
   private streamId = '';
@@ -115,7 +117,9 @@ export class OutgoingLink {
 
   /** The answer to our ping arrived. */
   pong(id: string): void {
-    if (id === this.pingId) this.pingId = undefined;
+    if (id !== this.pingId) return;
+    this.pingId = undefined;
+    this.pingsAnswered++;
   }
 
   /** Housekeeping, called every second: bounce what waited too long, ping, close when idle. */

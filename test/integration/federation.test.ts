@@ -60,7 +60,7 @@ beforeAll(async () => {
       componentPort: 0,
       components: new Map([[COMPONENT, COMPONENT_SECRET]]),
       routes,
-      timing: { queueTimeoutMs: 6_000, backoffMinMs: 200, backoffMaxMs: 1_000 },
+      timing: { queueTimeoutMs: 6_000, backoffMinMs: 200, backoffMaxMs: 1_000, pingAfterMs: 1_000, pingTimeoutMs: 5_000 },
     },
   });
   prosody = await createProsody({ domain: PEER, homeDomain: HOME, extraDomains: [COMPONENT], homePort: stack.federation!.s2sPort });
@@ -138,6 +138,16 @@ describe('federation with Prosody', () => {
     await juliet.inbox.wait((p) => unavailable(p, `romeo@${PEER}/web`), 'unavailable from Prosody', WAIT);
     romeo = await connectPeer('romeo', 'peerpass');
     await juliet.inbox.wait((p) => available(p, `romeo@${PEER}/web`), 'romeo back', WAIT);
+    // Prosody probed us for juliet's presence at romeo's login: answered.
+    await romeo.inbox.wait((s) => s.is('presence') && !s.attrs.type && s.attrs.from === `juliet@${HOME}/garden`, 'probe answered by us', WAIT);
+  });
+
+  it('pings a quiet link (XEP-0199) and keeps it while the peer answers', async () => {
+    const link = stack.federation!.router.link(HOME, PEER);
+    const before = link.pingsAnswered;
+    await new Promise((r) => setTimeout(r, 2_500));
+    expect(link.pingsAnswered).toBeGreaterThan(before);
+    expect(link.state).toBe('ready');
   });
 
   it('answers iq pings between the servers, both ways', async () => {
