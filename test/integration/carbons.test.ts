@@ -48,6 +48,8 @@ describe('message carbons', () => {
   it('is advertised by the server', async () => {
     const info = await laptop.c.getDiscoInfo('localhost');
     expect(info.features).toContain('urn:xmpp:carbons:2');
+    // The §6.1 rules are followed except for errors answering eligible messages: not claimed.
+    expect(info.features).not.toContain('urn:xmpp:carbons:rules:0');
   });
 
   it('copies a message received on one device to the other (received)', async () => {

@@ -146,9 +146,13 @@ describe('a 1:1 conversation in both archives', () => {
     await raw.client.stop();
   });
 
-  it('advertises MAM and stanza ids on the account', async () => {
+  it('advertises MAM and stanza ids on the account, and nothing it does not implement', async () => {
     const info = await alice.c.getDiscoInfo('alice@localhost');
     expect(info.features).toEqual(expect.arrayContaining([MAM, 'urn:xmpp:sid:0']));
+    // No before-id/after-id/ids, flipped pages or metadata (XEP-0313 §7), and no archive on the server JID.
+    expect(info.features).not.toContain(`${MAM}#extended`);
+    const server = await alice.c.getDiscoInfo('localhost');
+    expect(server.features).not.toContain(MAM);
   });
 });
 

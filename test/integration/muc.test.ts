@@ -60,7 +60,7 @@ describe('the conference service', () => {
   it('is listed in the server disco#items and answers disco#info with exactly its features', async () => {
     const { c } = await stanzaUser('frank', 'disco');
     const items = await c.getDiscoItems('localhost');
-    expect(items.items).toEqual([expect.objectContaining({ jid: SERVICE, name: 'Chatrooms' })]);
+    expect(items.items).toEqual(expect.arrayContaining([expect.objectContaining({ jid: SERVICE, name: 'Chatrooms' })]));
     const info = await c.getDiscoInfo(SERVICE);
     expect(info.identities).toEqual([expect.objectContaining({ category: 'conference', type: 'text' })]);
     expect([...info.features].sort()).toEqual(['http://jabber.org/protocol/disco#info', 'http://jabber.org/protocol/disco#items', MUC]);
@@ -202,9 +202,18 @@ describe('a team room with three users', () => {
     await dave.events.wait((e) => e.kind === 'muc:topic', 'subject after history');
     await dave.c.leaveRoom(room, 'Dave');
 
-    await dave.c.joinRoom(room, 'Dave', { muc: { type: 'join', history: { maxCharacters: 0 } } } as any);
-    await dave.events.wait((e) => e.kind === 'muc:topic', 'subject, no history');
-    expect(dave.events.seen((e) => e.kind === 'groupchat' && !!e.data.body)).toEqual([]);
+    // maxchars=0, seconds=0 and a 'since' in the future each ask for nothing.
+    for (const history of [{ maxCharacters: 0 }, { seconds: 0 }, { since: new Date(Date.now() + 3_600_000) }]) {
+      await dave.c.joinRoom(room, 'Dave', { muc: { type: 'join', history } } as any);
+      await dave.events.wait((e) => e.kind === 'muc:topic', 'subject, no history');
+      expect(dave.events.seen((e) => e.kind === 'groupchat' && !!e.data.body)).toEqual([]);
+      await dave.c.leaveRoom(room, 'Dave');
+    }
+    // A 'since' an hour ago, with at most 3 stanzas: the last three messages.
+    const since = new Date(Date.now() - 3_600_000);
+    await dave.c.joinRoom(room, 'Dave', { muc: { type: 'join', history: { since, maxStanzas: 3 } } } as any);
+    await dave.events.wait((e) => e.kind === 'muc:topic', 'subject after history since');
+    expect(dave.events.seen((e) => e.kind === 'groupchat' && !!e.data.body).map((e) => e.data.body)).toEqual(['one', 'two', 'three']);
     await dave.c.leaveRoom(room, 'Dave');
 
     // Subject changes are archived but are not discussion history: only the current one comes, last.
@@ -269,6 +278,11 @@ describe('a team room with three users', () => {
     await bob.c.setRoomAffiliation(room, 'dave@localhost', 'member');
     const members = await alice.c.getRoomMembers(room, { affiliation: 'member' });
     expect(members.muc.users).toEqual([expect.objectContaining({ jid: 'dave@localhost', affiliation: 'member' })]);
+    const owners = await bob.c.getRoomMembers(room, { affiliation: 'owner' });
+    expect(owners.muc.users).toEqual([expect.objectContaining({ jid: 'alice@localhost', affiliation: 'owner', nick: 'Alice' })]);
+    const admins = await alice.c.getRoomMembers(room, { affiliation: 'admin' });
+    expect(admins.muc.users).toEqual([expect.objectContaining({ jid: 'bob@localhost', affiliation: 'admin' })]);
+    await expectStanzaError(carol.c.getRoomMembers(room, { affiliation: 'owner' }), 'forbidden');
   });
 
   it('takes an occupant whose socket drops out of the room for the others', async () => {
