@@ -52,6 +52,8 @@ export type LinkState = 'idle' | 'connecting' | 'ready' | 'waiting';
 export type LinkAuth = 'sasl-external' | 'dialback';
 
 const SM_MODULO = 2 ** 32;
+/** A link that stayed up this long counts as healthy: its loss resets the backoff. */
+const STABLE_LINK_MS = 10_000;
 
 function parseFeatures(el: Element | undefined): Features {
   const children = el?.getChildElements() ?? [];
@@ -89,6 +91,7 @@ export class OutgoingLink {
   private pingId: string | undefined;
   private pingSentAt = 0;
   private closedByUs = false;
+  private upSince = 0;
 
   constructor(
     readonly local: string,
@@ -134,6 +137,7 @@ export class OutgoingLink {
       return;
     }
     const conn = this.conn!;
+    if (this.failures > 0 && now - this.upSince > STABLE_LINK_MS) this.failures = 0;
     if (this.pingId && now - this.pingSentAt > timing.pingTimeoutMs) {
       this.ctx.log.warn('s2s ping unanswered: closing the link', { local: this.local, remote: this.remote });
       conn.destroy('ping timeout');
@@ -189,9 +193,8 @@ export class OutgoingLink {
     for (const target of targets) {
       try {
         await this.open(target);
-        this.failures = 0;
         this.state = 'ready';
-        this.lastStanzaAt = Date.now();
+        this.upSince = this.lastStanzaAt = Date.now();
         this.ctx.log.info('s2s link up', { local: this.local, remote: this.remote, target: `${target.host}:${target.port}`, auth: this.auth, sm: this.sm });
         this.flush();
         void this.readLoop(this.conn!);
@@ -346,7 +349,13 @@ export class OutgoingLink {
     this.state = 'idle';
     // Stanzas the peer never acknowledged are sent again (they keep their age: they still bounce in time).
     if (this.unacked.length > 0) this.queue.unshift(...this.unacked.splice(0));
-    if (this.queue.length > 0 || this.toVerify.length > 0) void this.connect();
+    if (this.queue.length === 0 && this.toVerify.length === 0) return;
+    // A link that lived long reconnects at once; one the peer keeps dropping backs off.
+    if (Date.now() - this.upSince > STABLE_LINK_MS) {
+      void this.connect();
+    } else {
+      this.retryLater(`link dropped after ${Date.now() - this.upSince} ms: ${reason}`);
+    }
   }
 
   private dropConnection(): void {
@@ -362,7 +371,8 @@ export class OutgoingLink {
 
   private flush(): void {
     const conn = this.conn;
-    if (!conn || this.queue.length === 0) return;
+    // A socket that just closed keeps the queue: the read loop reconnects.
+    if (!conn || conn.closed || this.queue.length === 0) return;
     for (const item of this.queue.splice(0)) {
       conn.write(onWire(item.stanza, 'jabber:server'));
       if (this.sm) {
