@@ -26,6 +26,7 @@ export const CONTEXT_KEYS = [
   'throttleRate',
   'throttleBurst',
   'webClient',
+  'uploads',
 ] as const;
 
 export const DEFAULT_STACK_NAME = 'Xmpp';
@@ -119,6 +120,7 @@ export function servicePropsFromContext(read: ContextReader): XmppServiceProps {
     logLevel,
     tracing: bool(read, 'tracing'),
     webClient: bool(read, 'webClient'),
+    uploads: bool(read, 'uploads'),
     alarmEmail: str(read, 'alarmEmail'),
     dashboard: bool(read, 'dashboard'),
     throttle: rateLimit !== undefined || burstLimit !== undefined

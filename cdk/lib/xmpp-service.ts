@@ -16,6 +16,7 @@ import { REPO_ROOT, bundledCode } from './bundle.ts';
 import { XmppFederation } from './federation.ts';
 import { XmppMonitoring } from './monitoring.ts';
 import { sqsIntegrationProps } from './sqs-integration.ts';
+import { XmppUploads, type XmppUploadOptions } from './uploads.ts';
 import { XmppWebClient } from './web-client.ts';
 
 /** A custom domain for the WebSocket endpoint (a regional API Gateway domain name). */
@@ -101,6 +102,13 @@ export interface XmppServiceProps {
    * @default false
    */
   readonly webClient?: boolean;
+  /**
+   * XEP-0363 HTTP File Upload at upload.<domain>: an encrypted S3 bucket with a lifecycle expiry and
+   * CORS, slots pre-signed by the stream Lambda (cdk/lib/uploads.ts). When false the bucket and its
+   * permissions do not exist and no upload service is advertised.
+   * @default false
+   */
+  readonly uploads?: boolean | XmppUploadOptions;
 }
 
 /** Idle timeout of API Gateway WebSocket connections (fixed by AWS), advertised via XEP-0478. */
@@ -183,6 +191,7 @@ export class XmppService extends Construct {
   readonly connectFunction: lambda.Function;
   readonly streamFunction: lambda.Function;
   readonly federation?: XmppFederation;
+  readonly uploads?: XmppUploads;
   readonly monitoring: XmppMonitoring;
   readonly customDomainName?: apigwv2.DomainName;
   /** The web client site, when `webClient` is on. */
@@ -413,6 +422,11 @@ export class XmppService extends Construct {
     this.streamFunction.addEventSource(
       new SqsEventSource(this.inboundQueue, { batchSize: 10, reportBatchItemFailures: true }),
     );
+    if (props.uploads) {
+      this.uploads = new XmppUploads(this, 'Uploads', { ...(props.uploads === true ? {} : props.uploads), removalPolicy });
+      this.uploads.grantSigning(this.streamFunction);
+      for (const [name, value] of Object.entries(this.uploads.environment)) this.streamFunction.addEnvironment(name, value);
+    }
 
     // ---- Operations --------------------------------------------------------------------------------
     this.monitoring = new XmppMonitoring(this, 'Monitoring', {
