@@ -5,47 +5,35 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { client as xmppClient, xml } from '@xmpp/client';
 import { generateCertificate } from '../../federation/tls.ts';
-import type { Target } from '../../federation/resolve.ts';
-import { Inbox, addUser, connectStanza, startTestStack } from './helpers.ts';
-import { createProsody, removeProsodyDir, type Prosody } from './prosody.ts';
+import { Inbox, connectStanza } from './helpers.ts';
+import { startFederatedPair } from './prosody.ts';
 
 type XmlElement = ReturnType<typeof xml>;
 const HOME = 'home.test';
 const PEER = 'peer.test';
 const WAIT = 20_000;
 
-let stack: Awaited<ReturnType<typeof startTestStack>>;
-let prosody: Prosody;
-const routes = new Map<string, Target>();
+let pair: Awaited<ReturnType<typeof startFederatedPair>>;
 
 beforeAll(async () => {
   const ca = await generateCertificate('Federation Test CA', { ca: true });
-  stack = await startTestStack({
-    domain: HOME,
-    federation: { s2sPort: 0, routes, tls: { ...(await generateCertificate(HOME, { issuer: ca })), ca: [ca.cert] } },
+  pair = await startFederatedPair({
+    home: HOME,
+    peer: PEER,
+    homeUser: 'juliet',
+    peerUser: 'romeo',
+    federation: { tls: { ...(await generateCertificate(HOME, { issuer: ca })), ca: [ca.cert] } },
+    prosody: { certificate: await generateCertificate(PEER, { issuer: ca }), trust: ca.cert, secureAuth: true },
   });
-  prosody = await createProsody({
-    domain: PEER,
-    homeDomain: HOME,
-    homePort: stack.federation!.s2sPort,
-    certificate: await generateCertificate(PEER, { issuer: ca }),
-    trust: ca.cert,
-    secureAuth: true,
-  });
-  routes.set(PEER, { host: '127.0.0.1', port: prosody.s2sPort, directTls: false });
-  prosody.register('romeo', 'peerpass');
-  await prosody.start();
-  await addUser(stack.store, `juliet@${HOME}`, 'homepass');
 });
 
 afterAll(async () => {
-  await stack?.stop();
-  await prosody?.stop();
-  removeProsodyDir(prosody);
+  await pair?.stop();
 });
 
 describe('federation with verified certificates (Prosody with s2s_secure_auth)', () => {
   it('authenticates with SASL EXTERNAL both ways and carries messages', async () => {
+    const { stack, prosody } = pair;
     const juliet = await connectStanza(stack.wsUrl, `juliet@${HOME}`, 'homepass', 'balcony');
     const julietInbox = new Inbox<{ body?: string; from?: string }>();
     juliet.on('message', (m) => julietInbox.push(m as { body?: string; from?: string }));

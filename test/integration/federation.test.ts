@@ -11,9 +11,8 @@ import { client as xmppClient, xml } from '@xmpp/client';
 import { component as xmppComponent } from '@xmpp/component';
 import type { Agent } from 'stanza';
 import { findFreePort } from '../../local/dynamodb.ts';
-import { parseRoutes, type Target } from '../../federation/resolve.ts';
-import { Inbox, addUser, connectStanza, startTestStack, type LocalStack } from './helpers.ts';
-import { createProsody, removeProsodyDir, type Prosody } from './prosody.ts';
+import { Inbox, connectStanza } from './helpers.ts';
+import { startFederatedPair, type Prosody } from './prosody.ts';
 
 type XmlElement = ReturnType<typeof xml>;
 type Received = { kind: string; data: Record<string, any> };
@@ -23,9 +22,9 @@ const PEER = 'peer.test';
 const COMPONENT = 'echo.home.test';
 const COMPONENT_SECRET = 'echo-secret';
 
-let stack: Awaited<ReturnType<typeof startTestStack>>;
+let stack: Awaited<ReturnType<typeof startFederatedPair>>['stack'];
 let prosody: Prosody;
-const routes = new Map<string, Target>();
+let pair: Awaited<ReturnType<typeof startFederatedPair>>;
 
 async function connectPeer(user: string, password: string, resource = 'web') {
   const c = xmppClient({ service: prosody.wsUrl, domain: PEER, username: user, password, resource });
@@ -53,27 +52,23 @@ const unavailable = (p: Received, from: string) => p.kind === 'presence' && p.da
 const WAIT = 20_000;
 
 beforeAll(async () => {
-  stack = await startTestStack({
-    domain: HOME,
+  pair = await startFederatedPair({
+    home: HOME,
+    peer: PEER,
+    homeUser: 'juliet',
+    peerUser: 'romeo',
     federation: {
-      s2sPort: 0,
       componentPort: 0,
       components: new Map([[COMPONENT, COMPONENT_SECRET]]),
-      routes,
       timing: { queueTimeoutMs: 6_000, backoffMinMs: 200, backoffMaxMs: 1_000, pingAfterMs: 1_000, pingTimeoutMs: 5_000 },
     },
+    prosody: { extraDomains: [COMPONENT] },
   });
-  prosody = await createProsody({ domain: PEER, homeDomain: HOME, extraDomains: [COMPONENT], homePort: stack.federation!.s2sPort });
-  for (const [k, v] of parseRoutes(`${PEER}=127.0.0.1:${prosody.s2sPort}`)) routes.set(k, v);
-  prosody.register('romeo', 'peerpass');
-  await prosody.start();
-  await addUser(stack.store, `juliet@${HOME}`, 'homepass');
+  ({ stack, prosody } = pair);
 });
 
 afterAll(async () => {
-  await stack?.stop();
-  await prosody?.stop();
-  removeProsodyDir(prosody);
+  await pair?.stop();
 });
 
 describe('federation with Prosody', () => {
@@ -166,7 +161,7 @@ describe('federation with Prosody', () => {
 
   it('bounces a message for a server that does not answer, after the bounded wait (remote-server-timeout)', async () => {
     const closed = await findFreePort();
-    routes.set('down.test', { host: '127.0.0.1', port: closed, directTls: false });
+    pair.routes.set('down.test', { host: '127.0.0.1', port: closed, directTls: false });
     juliet.agent.sendMessage({ to: 'nobody@down.test', type: 'chat', body: 'hello?', id: 'late-1' });
     const error = await juliet.inbox.wait((m) => m.kind === 'message:error' && m.data.id === 'late-1', 'bounce', WAIT);
     expect(error.data.error.condition).toBe('remote-server-timeout');

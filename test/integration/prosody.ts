@@ -10,7 +10,9 @@ import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { findFreePort } from '../../local/dynamodb.ts';
+import type { Target } from '../../federation/resolve.ts';
 import { generateCertificate, type TlsCredentials } from '../../federation/tls.ts';
+import { addUser, startTestStack } from './helpers.ts';
 
 export interface ProsodyOptions {
   domain: string;
@@ -150,4 +152,47 @@ VirtualHost "${options.domain}"
 export function removeProsodyDir(prosody: Prosody | undefined): void {
   // KEEP_PROSODY_DIR=1 keeps the config and log for a look after a failure.
   if (prosody && !process.env.KEEP_PROSODY_DIR) rmSync(prosody.dir, { recursive: true, force: true });
+}
+
+type StackOptions = NonNullable<Parameters<typeof startTestStack>[0]>;
+type FederationOptions = Exclude<NonNullable<StackOptions['federation']>, boolean>;
+
+/**
+ * Our local stack (federation on a free port) and a Prosody that knows where it is, with one
+ * account on each side (password `homepass` here, `peerpass` there). `stop()` stops both.
+ */
+export async function startFederatedPair(options: {
+  home: string;
+  peer: string;
+  federation?: Omit<FederationOptions, 'routes' | 's2sPort'>;
+  prosody?: Omit<ProsodyOptions, 'domain' | 'homeDomain' | 'homePort'>;
+  homeUser: string;
+  peerUser: string;
+}) {
+  const routes = new Map<string, Target>();
+  const stack = await startTestStack({ domain: options.home, federation: { ...options.federation, s2sPort: 0, routes } });
+  let prosody: Prosody | undefined;
+  try {
+    prosody = await createProsody({ ...options.prosody, domain: options.peer, homeDomain: options.home, homePort: stack.federation!.s2sPort });
+    routes.set(options.peer, { host: '127.0.0.1', port: prosody.s2sPort, directTls: false });
+    prosody.register(options.peerUser, 'peerpass');
+    await prosody.start();
+    await addUser(stack.store, `${options.homeUser}@${options.home}`, 'homepass');
+  } catch (err) {
+    await stack.stop();
+    await prosody?.stop();
+    removeProsodyDir(prosody);
+    throw err;
+  }
+  const peer = prosody;
+  return {
+    stack,
+    prosody: peer,
+    routes,
+    async stop() {
+      await stack.stop();
+      await peer.stop();
+      removeProsodyDir(peer);
+    },
+  };
 }
