@@ -178,7 +178,8 @@ export async function answerMamQuery(
   for (const id of [parsed.query.after, parsed.query.before]) {
     if (id && !(isArchiveId(id) && (await store.exists(archivePk, id)))) throw new StanzaError('item-not-found', `no archived message with id "${id}"`);
   }
-  let page: ArchivePage = { items: [], complete: true };
+  // <max>0</max> asks only for a count (XEP-0059 §2.7), which is not kept: an empty page, not claimed complete.
+  let page: ArchivePage = { items: [], complete: false };
   if (parsed.query.max > 0) page = await store.query(archivePk, { ...parsed.query, withAny });
   for (const item of page.items) {
     const message = present(item);
