@@ -28,8 +28,11 @@ const blockStore = (server: XmppServer) => {
   return s;
 };
 
-/** A session's own list, read once per frame (a ClientSession lives for one frame). */
-const ownLists = new WeakMap<ClientSession, Promise<string[]>>();
+/**
+ * Lists read while processing one frame, by bare JID: a ClientSession lives for one frame, so a
+ * broadcast or a burst of notifications reads each list once, and nothing is cached across frames.
+ */
+const frameLists = new WeakMap<ClientSession, Map<string, Promise<string[]>>>();
 /** Messages the 'message/out' check already cleared, so 'message/in' does not read the lists again. */
 const cleared = new WeakSet<Element>();
 
@@ -53,26 +56,33 @@ export function isBlocked(list: string[], jid: Jid): boolean {
   return false;
 }
 
-function listOf(server: XmppServer, jid: Jid, session?: ClientSession): Promise<string[]> {
-  if (!jid.local || !server.isLocalDomain(jid.domain)) return Promise.resolve([]);
-  if (session && session.bare === jid.bare) {
-    let list = ownLists.get(session);
-    if (!list) ownLists.set(session, (list = blockStore(server).get(jid.bare)));
-    return list;
-  }
-  return blockStore(server).get(jid.bare);
-}
+const isUser = (server: XmppServer, jid: Jid) => !!jid.local && server.isLocalDomain(jid.domain);
 
 /**
  * Who blocks whom between a sender and a recipient: 'sender' when the (local) sender's list has
  * the recipient, 'recipient' when the (local) recipient's list has the sender. A user never
- * blocks its own resources.
+ * blocks its own resources, nor the server itself. The lists not yet read in this frame are read
+ * in one request.
  */
 async function blocking(server: XmppServer, from: Jid, to: Jid, session?: ClientSession): Promise<'sender' | 'recipient' | undefined> {
   if (from.bare === to.bare) return undefined;
-  const [senderList, recipientList] = await Promise.all([listOf(server, from, session), listOf(server, to, session)]);
-  if (isBlocked(senderList, to)) return 'sender';
-  if (isBlocked(recipientList, from)) return 'recipient';
+  if (!to.local && server.isLocalDomain(to.domain)) return undefined;
+  const users = [from, to].filter((j) => isUser(server, j)).map((j) => j.bare);
+  if (users.length === 0) return undefined;
+  let memo = session ? frameLists.get(session) : undefined;
+  if (!memo) {
+    memo = new Map();
+    if (session) frameLists.set(session, memo);
+  }
+  const missing = users.filter((b) => !memo.has(b));
+  if (missing.length === 1) memo.set(missing[0]!, blockStore(server).get(missing[0]!));
+  if (missing.length === 2) {
+    const read = blockStore(server).getMany(missing);
+    for (const b of missing) memo.set(b, read.then((lists) => lists.get(b) ?? []));
+  }
+  const listOf = async (j: Jid) => (isUser(server, j) ? await memo.get(j.bare)! : []);
+  if (isBlocked(await listOf(from), to)) return 'sender';
+  if (isBlocked(await listOf(to), from)) return 'recipient';
   return undefined;
 }
 
@@ -88,9 +98,9 @@ async function onMessageOut({ server, stanza, from, to, session }: StanzaEvent):
   return true;
 }
 
-async function onMessageIn({ server, stanza, from, to }: StanzaEvent): Promise<boolean> {
+async function onMessageIn({ server, stanza, from, to, session }: StanzaEvent): Promise<boolean> {
   if (!to || cleared.has(stanza)) return false;
-  const who = await blocking(server, from, to);
+  const who = await blocking(server, from, to, session);
   if (!who) return false;
   // What the user's server sends on its own (e.g. PEP notifications) is dropped silently.
   const type = stanza.attrs.type ?? 'normal';
@@ -176,7 +186,7 @@ export const blockingModule: XmppModule = {
         if (!payload.is('blocklist')) throw new StanzaError('bad-request');
         return x('blocklist', { xmlns: BLOCKING }, ...(await store.get(user)).map((jid) => x('item', { jid })));
       }
-      ownLists.delete(session);
+      frameLists.delete(session);
       if (payload.is('block')) {
         const jids = parseItems(payload);
         if (jids.length === 0) throw new StanzaError('bad-request', 'block at least one JID');

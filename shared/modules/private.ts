@@ -9,6 +9,7 @@ import { StanzaError } from '../errors.ts';
 import { JidError, parseJid } from '../jid.ts';
 import type { XmppModule } from '../core/registry.ts';
 import type { XmppServer } from '../core/server.ts';
+import type { ClientSession } from '../core/session.ts';
 import { PrivateStore } from '../storage/private-store.ts';
 import { Element, x } from '../xml/element.ts';
 import { parseFrame } from '../xml/parse.ts';
@@ -88,7 +89,7 @@ async function readLegacyBookmarks(server: XmppServer, owner: string): Promise<E
 }
 
 /** Replaces the bookmarks with a XEP-0048 list: publishes changed rooms, retracts missing ones. */
-async function writeLegacyBookmarks(server: XmppServer, owner: string, storage: Element): Promise<void> {
+async function writeLegacyBookmarks(server: XmppServer, owner: string, storage: Element, by: ClientSession): Promise<void> {
   const wanted = new Map<string, Element>();
   for (const conference of storage.getChildren('conference')) {
     let room: string;
@@ -114,11 +115,11 @@ async function writeLegacyBookmarks(server: XmppServer, owner: string, storage: 
   // XEP-0402 §5.3.2: only changed items are published (and notified).
   for (const [room, conference] of wanted) {
     if (current.get(room) === conference.toString()) continue;
-    await publishItem(server, { owner, node: BOOKMARKS, id: room, payload: conference, options: rec ? undefined : BOOKMARK_OPTIONS });
+    await publishItem(server, { owner, node: BOOKMARKS, id: room, payload: conference, options: rec ? undefined : BOOKMARK_OPTIONS, by });
     rec ??= await pepStore(server).getNode(owner, BOOKMARKS);
   }
   const gone = [...current.keys()].filter((room) => !wanted.has(room));
-  if (gone.length) await retractItems(server, owner, BOOKMARKS, gone, true);
+  if (gone.length) await retractItems(server, owner, BOOKMARKS, gone, true, by);
 }
 
 export const privateModule: XmppModule = {
@@ -144,7 +145,7 @@ export const privateModule: XmppModule = {
       }
       for (const el of elements) {
         const ns = el.getNS()!;
-        if (ns === LEGACY && el.name === 'storage') await writeLegacyBookmarks(server, owner, el);
+        if (ns === LEGACY && el.name === 'storage') await writeLegacyBookmarks(server, owner, el, session);
         else await privateStore(server).put(owner, ns, el.name, copy(el).attr('xmlns', ns).toString());
       }
       return undefined;

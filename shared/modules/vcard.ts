@@ -11,6 +11,7 @@ import { createHash } from 'node:crypto';
 import { StanzaError } from '../errors.ts';
 import type { StanzaEvent, XmppModule } from '../core/registry.ts';
 import type { XmppServer } from '../core/server.ts';
+import type { ClientSession } from '../core/session.ts';
 import type { PepNode } from '../storage/pep-store.ts';
 import { VCardStore } from '../storage/vcard-store.ts';
 import { Element, x } from '../xml/element.ts';
@@ -80,7 +81,7 @@ function sniffType(bytes: Buffer): string | undefined {
 }
 
 /** vCard → PEP (XEP-0398 §5.2): data item (id = SHA-1 of the image), then metadata pointing at it. */
-async function publishPhoto(server: XmppServer, owner: string, photo: Element): Promise<void> {
+async function publishPhoto(server: XmppServer, owner: string, photo: Element, by?: ClientSession): Promise<void> {
   const binval = (photo.getChildText('BINVAL') ?? '').replace(/\s+/g, '');
   if (!/^[A-Za-z0-9+/]+={0,2}$/.test(binval)) throw new StanzaError('bad-request', 'PHOTO/BINVAL is not base64');
   const bytes = Buffer.from(binval, 'base64');
@@ -97,6 +98,7 @@ async function publishPhoto(server: XmppServer, owner: string, photo: Element): 
     id,
     payload: x('data', { xmlns: AVATAR_DATA }, bytes.toString('base64')),
     options: dataExists ? undefined : NEW_AVATAR_NODE,
+    by,
   });
   const metadataExists = await store.getNode(owner, AVATAR_METADATA);
   await publishItem(server, {
@@ -105,14 +107,15 @@ async function publishPhoto(server: XmppServer, owner: string, photo: Element): 
     id,
     payload: x('metadata', { xmlns: AVATAR_METADATA }, x('info', { id, bytes: bytes.length, type })),
     options: metadataExists ? undefined : NEW_AVATAR_NODE,
+    by,
   });
 }
 
 /** A vCard without a photo means no avatar (XEP-0153): publish empty metadata (XEP-0084 §4.5). */
-async function disableAvatar(server: XmppServer, owner: string): Promise<void> {
+async function disableAvatar(server: XmppServer, owner: string, by?: ClientSession): Promise<void> {
   const current = await currentAvatar(server, owner);
   if (!current) return;
-  await publishItem(server, { owner, node: AVATAR_METADATA, id: 'current', payload: x('metadata', { xmlns: AVATAR_METADATA }) });
+  await publishItem(server, { owner, node: AVATAR_METADATA, id: 'current', payload: x('metadata', { xmlns: AVATAR_METADATA }), by });
 }
 
 async function getVCard(server: XmppServer, owner: string, requester: string): Promise<Element> {
@@ -149,7 +152,7 @@ export const vcardModule: XmppModule = {
     reg.feature(VCARD);
     reg.feature(CONVERSION, 'account');
     reg.hook('presence', injectHash, 50);
-    reg.iq('account', VCARD, async ({ server, type, payload, from, to }) => {
+    reg.iq('account', VCARD, async ({ server, type, payload, from, to, session }) => {
       if (!payload.is('vCard')) throw new StanzaError('bad-request', 'expected <vCard/>');
       if (type === 'get') {
         if (from.bare !== to.bare && !(await server.store.getUserRoute(to.bare)).exists) throw new StanzaError('service-unavailable');
@@ -163,8 +166,8 @@ export const vcardModule: XmppModule = {
         if (child.name === 'PHOTO' && child.getChild('BINVAL')) photo ??= child;
         else vcard.append(child);
       }
-      if (photo) await publishPhoto(server, to.bare, photo);
-      else if (!payload.getChild('PHOTO')) await disableAvatar(server, to.bare);
+      if (photo) await publishPhoto(server, to.bare, photo, session);
+      else if (!payload.getChild('PHOTO')) await disableAvatar(server, to.bare, session);
       await vcardStore(server).put(to.bare, vcard.toString());
       return undefined;
     });

@@ -112,7 +112,7 @@ async function publish(request: IqRequest, el: Element): Promise<Element> {
   const optionsEl = request.payload.getChild('publish-options');
   const form = optionsEl ? formFields(optionsEl) : undefined;
   if (optionsEl && !form) throw new StanzaError('bad-request', 'publish-options without a data form');
-  const published = await publishItem(request.server, { owner, node, id, payload: payloads[0]!, options: form?.fields });
+  const published = await publishItem(request.server, { owner, node, id, payload: payloads[0]!, options: form?.fields, by: request.session });
   return x('pubsub', { xmlns: PUBSUB }, x('publish', { node }, x('item', { id: published })));
 }
 
@@ -122,7 +122,7 @@ async function retract(request: IqRequest, el: Element): Promise<void> {
   const ids = el.getChildren('item').map((i) => i.attrs.id);
   if (ids.length === 0 || ids.some((id) => !id)) throw pubsubError('bad-request', 'item-required');
   const notify = el.attrs.notify === 'true' || el.attrs.notify === '1';
-  await retractItems(request.server, owner, node, ids as string[], notify);
+  await retractItems(request.server, owner, node, ids as string[], notify, request.session);
 }
 
 async function items(request: IqRequest, el: Element): Promise<Element> {
@@ -243,9 +243,9 @@ async function handleOwner(request: IqRequest): Promise<Element | void> {
       throw new StanzaError('resource-constraint', 'the node is busy, try again', 'wait');
     }
     case 'set delete':
-      return deleteNode(server, await existingNode(request, node));
+      return deleteNode(server, await existingNode(request, node), request.session);
     case 'set purge':
-      return purgeNode(server, owner, node);
+      return purgeNode(server, owner, node, request.session);
     case 'get affiliations': {
       const rec = await existingNode(request, node);
       const list = [[owner, 'owner'], ...Object.entries(rec.affiliations).filter(([, a]) => a !== 'none')];

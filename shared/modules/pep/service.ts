@@ -10,6 +10,7 @@ import { capsOf, type Caps } from '../../caps.ts';
 import { StanzaError } from '../../errors.ts';
 import { Jid, parseJid } from '../../jid.ts';
 import type { XmppServer } from '../../core/server.ts';
+import type { ClientSession } from '../../core/session.ts';
 import type { RosterItem, SessionRecord } from '../../core/types.ts';
 import { CapsStore } from '../../storage/caps-store.ts';
 import { INLINE_LAST_BYTES, PepStore, type NodeConfig, type PepItem, type PepNode } from '../../storage/pep-store.ts';
@@ -129,12 +130,15 @@ function eventMessage(owner: string, to: string, child: Element, delay?: string)
 
 /**
  * Sends one event notification to a session, unless a 'message/in' hook stops it (the recipient or
- * the owner blocked the other, XEP-0163 §4.3.3). Returns whether it was sent.
+ * the owner blocked the other, XEP-0163 §4.3.3). `by` is the owner's session when the owner's own
+ * request caused it. Returns whether it was sent.
  */
-async function sendEvent(server: XmppServer, owner: string, session: SessionRecord, child: Element, delay?: string): Promise<boolean> {
+async function sendEvent(server: XmppServer, owner: string, session: SessionRecord, child: Element, delay?: string, by?: ClientSession): Promise<boolean> {
   const to = `${session.bare}/${session.resource}`;
   const message = eventMessage(owner, to, child, delay);
-  if (session.bare !== owner && (await server.runHooks('message/in', { server, stanza: message, from: parseJid(owner), to: parseJid(to) }))) return false;
+  if (session.bare !== owner && (await server.runHooks('message/in', { server, stanza: message, from: parseJid(owner), to: parseJid(to), session: by }))) {
+    return false;
+  }
   return server.deliver(session, message);
 }
 
@@ -166,8 +170,8 @@ async function recipients(server: XmppServer, rec: PepNode): Promise<SessionReco
   return out;
 }
 
-async function notify(server: XmppServer, rec: PepNode, child: () => Element): Promise<void> {
-  for (const session of await recipients(server, rec)) await sendEvent(server, rec.owner, session, child());
+async function notify(server: XmppServer, rec: PepNode, child: () => Element, by?: ClientSession): Promise<void> {
+  for (const session of await recipients(server, rec)) await sendEvent(server, rec.owner, session, child(), undefined, by);
 }
 
 function itemElement(rec: PepNode, id: string, xml: string | undefined, withPayload = true): Element {
@@ -185,6 +189,8 @@ export interface PublishRequest {
   payload: Element;
   /** publish-options fields: the configuration of a new node, preconditions on an existing one. */
   options?: Map<string, string[]>;
+  /** The owner's session that asked, if any. */
+  by?: ClientSession;
 }
 
 const MAX_ATTEMPTS = 5;
@@ -213,14 +219,14 @@ export async function publishItem(server: XmppServer, request: PublishRequest): 
     rec.last = { id, published, xml: !rec.config.persistItems || xml.length <= INLINE_LAST_BYTES ? xml : undefined };
     if (!(await store.putNode(rec, expected))) continue; // another publisher got there first: read again
     if (evicted.length) await store.deleteItems(rec.owner, rec.node, evicted);
-    await notify(server, rec, () => x('items', { node: rec.node }, itemElement(rec, id, xml, rec.config.deliverPayloads)));
+    await notify(server, rec, () => x('items', { node: rec.node }, itemElement(rec, id, xml, rec.config.deliverPayloads)), request.by);
     return id;
   }
   throw new StanzaError('resource-constraint', 'the node is busy, try again', 'wait');
 }
 
 /** Removes items; notifies when asked to or when the node says so. Throws item-not-found for unknown ids. */
-export async function retractItems(server: XmppServer, owner: string, node: string, ids: string[], notifyRequested: boolean): Promise<void> {
+export async function retractItems(server: XmppServer, owner: string, node: string, ids: string[], notifyRequested: boolean, by?: ClientSession): Promise<void> {
   const store = pepStore(server);
   for (let attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
     const rec = await store.getNode(owner, node);
@@ -238,7 +244,7 @@ export async function retractItems(server: XmppServer, owner: string, node: stri
     if (!(await store.putNode(rec, expected))) continue;
     await store.deleteItems(owner, node, ids);
     if (notifyRequested || rec.config.notifyRetract) {
-      await notify(server, rec, () => x('items', { node }, ...ids.map((id) => x('retract', { id }))));
+      await notify(server, rec, () => x('items', { node }, ...ids.map((id) => x('retract', { id }))), by);
     }
     return;
   }
@@ -261,14 +267,14 @@ export async function readItems(server: XmppServer, rec: PepNode, ids?: string[]
 }
 
 /** Deletes a node and its items; subscribers learn it (pubsub#notify_delete). */
-export async function deleteNode(server: XmppServer, rec: PepNode): Promise<void> {
+export async function deleteNode(server: XmppServer, rec: PepNode, by?: ClientSession): Promise<void> {
   const targets = rec.config.notifyDelete ? await recipients(server, rec) : [];
   await pepStore(server).deleteNode(rec.owner, rec.node);
-  for (const session of targets) await sendEvent(server, rec.owner, session, x('delete', { node: rec.node }));
+  for (const session of targets) await sendEvent(server, rec.owner, session, x('delete', { node: rec.node }), undefined, by);
 }
 
 /** Removes every item of a node, keeping the node. */
-export async function purgeNode(server: XmppServer, owner: string, node: string): Promise<void> {
+export async function purgeNode(server: XmppServer, owner: string, node: string, by?: ClientSession): Promise<void> {
   const store = pepStore(server);
   for (let attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
     const rec = await store.getNode(owner, node);
@@ -279,7 +285,7 @@ export async function purgeNode(server: XmppServer, owner: string, node: string)
     rec.last = undefined;
     if (!(await store.putNode(rec, expected))) continue;
     await store.deleteItems(owner, node, ids);
-    await notify(server, rec, () => x('purge', { node }));
+    await notify(server, rec, () => x('purge', { node }), by);
     return;
   }
   throw new StanzaError('resource-constraint', 'the node is busy, try again', 'wait');
@@ -317,8 +323,11 @@ export async function deliverLastItems(server: XmppServer, jid: Jid, features: S
     let rosterItem: RosterItem | null | undefined;
     for (const rec of nodes) {
       if (owner.bare !== jid.bare) {
-        rosterItem ??= (await server.store.getRosterItem(owner.bare, jid.bare)) ?? null;
-        if (!hasFrom(rosterItem ?? undefined) || !(await mayAccess(server, rec, jid.bare, rosterItem))) continue;
+        // The user's roster says 'to' or 'both', so the owner's item for the user (kept in step by
+        // this server) says 'from' or 'both'; only the roster access model needs its groups.
+        if (rec.config.accessModel === 'roster') rosterItem ??= (await server.store.getRosterItem(owner.bare, jid.bare)) ?? null;
+        const item = rec.config.accessModel === 'roster' ? rosterItem : { jid: jid.bare, groups: [], subscription: 'from' as const };
+        if (!(await mayAccess(server, rec, jid.bare, item))) continue;
       }
       const last = rec.last!;
       const xml = last.xml ?? (await store.getItem(rec.owner, rec.node, last.id))?.xml;
