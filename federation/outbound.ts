@@ -463,6 +463,7 @@ function dial(target: Target, remote: string, ctx: S2sContext): Promise<net.Sock
     socket.once(target.directTls ? 'secureConnect' : 'connect', () => {
       clearTimeout(timer);
       socket.off('error', onError);
+      socket.setKeepAlive(true, 60_000);
       resolve(socket);
     });
     const onError = (err: Error) => {
