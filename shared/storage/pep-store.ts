@@ -1,11 +1,13 @@
 /**
  * PEP (XEP-0163) nodes and items, in the account's partition so account deletion removes them:
- *   user#<bare> / pep#node#<node>          node configuration, affiliations, item order, last item
+ *   user#<bare> / pep#node#<node>          configuration, affiliations, explicit subscriptions, item
+ *                                          order, last item
  *   user#<bare> / pep#item#<node>#<id>     one published item
  * Node names and item ids are URI-encoded in keys, so '#' inside them cannot blur the prefixes.
- * The node item keeps the ordered item ids (eviction needs no read of the items) and, when small,
- * the last item itself (last-item delivery at login needs one Query per contact). Writes to a node
- * item are conditional on its version; callers retry on a lost race.
+ * The node item keeps the ordered item ids (eviction needs no read of the items), the explicit
+ * subscribers (a publish reads no more than the node item) and, when small, the last item itself
+ * (last-item delivery at login needs one Query per contact). Writes to a node item are conditional
+ * on its version; callers retry on a lost race.
  */
 import { BatchWriteCommand, DeleteCommand, GetCommand, PutCommand, QueryCommand } from '@aws-sdk/lib-dynamodb';
 import type { TableAccess } from './store.ts';
@@ -41,6 +43,8 @@ export interface PepNode {
   config: NodeConfig;
   /** Affiliations other than the owner's (whitelist members, outcasts), by bare JID. */
   affiliations: Record<string, Affiliation>;
+  /** Explicit subscriptions (XEP-0060 §6.1): subscribed JID (bare or full) → when. */
+  subscribers: Record<string, string>;
   /** Ids of the stored items, oldest first. */
   itemIds: string[];
   last?: LastItem;
@@ -70,6 +74,7 @@ function toNode(item: Record<string, any>): PepNode {
     node: item.node,
     config: item.config,
     affiliations: item.affiliations ?? {},
+    subscribers: item.subscribers ?? {},
     itemIds: item.itemIds ?? [],
     last: item.last,
     version: item.version ?? 0,
@@ -121,6 +126,7 @@ export class PepStore {
             node: node.node,
             config: node.config,
             affiliations: node.affiliations,
+            subscribers: node.subscribers,
             itemIds: node.itemIds,
             last: node.last,
             version: expected + 1,

@@ -154,6 +154,34 @@ describe('OMEMO device list', () => {
     await expect(stranger.getItems('olive@localhost', DEVICELIST)).rejects.toMatchObject({ error: { condition: 'not-authorized' } });
   });
 
+  it('lets a stranger subscribe explicitly: last item at once, then each publication, until unsubscribed', async () => {
+    const olive = await login('olive', 'subs');
+    await olive.configureNode('olive@localhost', DEVICELIST, publishOptions({ 'pubsub#access_model': 'open' }) as any);
+    const stranger = await login('stranger', 'subscriber');
+    const events = record(stranger, ['pubsub:published']);
+    stranger.sendPresence(); // a bare-JID subscription reaches available resources
+    const sub = await stranger.subscribeToNode('olive@localhost', DEVICELIST);
+    expect(sub).toMatchObject({ node: DEVICELIST, state: 'subscribed' });
+    const last = await events.wait((e) => e.kind === 'pubsub:published', 'last item on subscription');
+    expect(last.data.pubsub.items.published[0].content.devices).toEqual([1]);
+    await publishDeviceList(olive, [1, 2]);
+    const next = await events.wait((e) => e.kind === 'pubsub:published', 'notification to the subscriber');
+    expect(next.data.pubsub.items.published[0].content.devices).toEqual([1, 2]);
+    const subscribers = await olive.getNodeSubscribers('olive@localhost', DEVICELIST);
+    expect(JSON.stringify(subscribers)).toContain('"stranger@localhost"');
+
+    await stranger.unsubscribeFromNode('olive@localhost', DEVICELIST);
+    await publishDeviceList(olive, [3]);
+    // a message sent after the publication arrives after anything the publication caused
+    const marker = new Promise<void>((resolve) => stranger.once('chat', () => resolve()));
+    olive.sendMessage({ to: stranger.jid, type: 'chat', body: 'marker' });
+    await marker;
+    expect(events.seen(() => true)).toEqual([]);
+    await expect(stranger.unsubscribeFromNode('olive@localhost', DEVICELIST)).rejects.toMatchObject({ error: { condition: 'unexpected-request' } });
+    // presence-access nodes stay closed to strangers
+    await expect(stranger.subscribeToNode('olive@localhost', 'urn:example:private-ish')).rejects.toMatchObject({ error: { condition: 'not-authorized' } });
+  });
+
   it('lets only the owner publish', async () => {
     const stranger = await login('stranger', 'vandal');
     await expect(

@@ -39,6 +39,8 @@ import {
   readItems,
   rememberFeatures,
   retractItems,
+  subscribe,
+  unsubscribe,
 } from './service.ts';
 
 /** The XEP-0060 features implemented, advertised on accounts (XEP-0163 §9.1). */
@@ -68,6 +70,9 @@ const FEATURES = [
   'retrieve-affiliations',
   'retrieve-default',
   'retrieve-items',
+  'retrieve-subscriptions',
+  'manage-subscriptions',
+  'subscribe',
 ];
 
 const MAX_NODE_LENGTH = 1024;
@@ -180,10 +185,11 @@ async function handlePubsub(request: IqRequest): Promise<Element | void> {
     case 'get affiliations':
       return ownAffiliations(request, op);
     case 'set subscribe':
+      return subscribeOp(request, op);
     case 'set unsubscribe':
-      throw unsupported('subscribe');
+      return unsubscribeOp(request, op);
     case 'get subscriptions':
-      throw unsupported('retrieve-subscriptions');
+      return ownSubscriptions(request, op);
     case 'get options':
     case 'set options':
       throw unsupported('subscription-options');
@@ -192,6 +198,49 @@ async function handlePubsub(request: IqRequest): Promise<Element | void> {
     default:
       throw new StanzaError('bad-request', `unexpected ${type} <${op.name}/>`);
   }
+}
+
+/** The subscriber JID named in <subscribe/> or <unsubscribe/>: the requester's own, bare or full (§6.1.3.1). */
+function subscriberJid(request: IqRequest, el: Element): Jid {
+  if (!el.attrs.jid) throw pubsubError('bad-request', 'jid-required');
+  let jid: Jid;
+  try {
+    jid = parseJid(el.attrs.jid);
+  } catch {
+    throw pubsubError('bad-request', 'invalid-jid');
+  }
+  if (jid.bare !== request.from.bare) throw pubsubError('bad-request', 'invalid-jid', 'subscribe your own JID');
+  return jid;
+}
+
+async function subscribeOp(request: IqRequest, el: Element): Promise<Element> {
+  const { server, from, to } = request;
+  const node = nodeOf(el);
+  const jid = subscriberJid(request, el);
+  if (from.bare !== to.bare) await requireAccount(server, to.bare);
+  await subscribe(server, to.bare, node, jid);
+  return x('pubsub', { xmlns: PUBSUB }, x('subscription', { node, jid: jid.toString(), subscription: 'subscribed' }));
+}
+
+async function unsubscribeOp(request: IqRequest, el: Element): Promise<void> {
+  const { server, from, to } = request;
+  const node = nodeOf(el);
+  const jid = subscriberJid(request, el);
+  if (from.bare !== to.bare) await requireAccount(server, to.bare);
+  if (!(await unsubscribe(server, to.bare, node, [jid.toString()]))) throw pubsubError('unexpected-request', 'not-subscribed', undefined, undefined);
+}
+
+/** The requester's own explicit subscriptions at this account (§5.6). */
+async function ownSubscriptions(request: IqRequest, el: Element): Promise<Element> {
+  const { server, from, to } = request;
+  if (from.bare !== to.bare) await requireAccount(server, to.bare);
+  const nodes = (await pepStore(server).listNodes(to.bare)).filter((n) => !el.attrs.node || n.node === el.attrs.node);
+  const mine = nodes.flatMap((n) =>
+    Object.keys(n.subscribers)
+      .filter((jid) => parseJid(jid).bare === from.bare)
+      .map((jid) => x('subscription', { node: n.node, jid, subscription: 'subscribed' })),
+  );
+  return x('pubsub', { xmlns: PUBSUB }, x('subscriptions', el.attrs.node ? { node: el.attrs.node } : {}, ...mine));
 }
 
 /** The requester's own affiliations (XEP-0060 §5.7): for the owner, owner of every node. */
@@ -275,9 +324,27 @@ async function handleOwner(request: IqRequest): Promise<Element | void> {
       }
       throw new StanzaError('resource-constraint', 'the node is busy, try again', 'wait');
     }
-    case 'get subscriptions':
-    case 'set subscriptions':
-      throw unsupported('manage-subscriptions');
+    case 'get subscriptions': {
+      const rec = await existingNode(request, node);
+      const subs = Object.keys(rec.subscribers).map((jid) => x('subscription', { jid, subscription: 'subscribed' }));
+      return x('pubsub', { xmlns: PUBSUB_OWNER }, x('subscriptions', { node }, ...subs));
+    }
+    case 'set subscriptions': {
+      // §8.8.2: the owner may end subscriptions (subscription='none'); adding others is not offered.
+      const entries = op.getChildren('subscription');
+      const ends: string[] = [];
+      for (const e of entries) {
+        if (e.attrs.subscription !== 'none') throw new StanzaError('not-acceptable', 'only subscription="none" can be set');
+        try {
+          ends.push(parseJid(e.attrs.jid ?? '').toString());
+        } catch {
+          throw new StanzaError('bad-request', `invalid jid "${e.attrs.jid ?? ''}"`);
+        }
+      }
+      await existingNode(request, node);
+      if (ends.length) await unsubscribe(server, owner, node, ends);
+      return;
+    }
     default:
       throw new StanzaError('bad-request', `unexpected ${type} <${op.name}/>`);
   }

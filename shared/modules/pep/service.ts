@@ -36,7 +36,7 @@ function storesOf(server: XmppServer) {
 const hasFrom = (item: RosterItem | undefined) => item?.subscription === 'from' || item?.subscription === 'both';
 
 export function newNode(owner: string, node: string, config: NodeConfig = DEFAULT_CONFIG): PepNode {
-  return { owner, node, config, affiliations: {}, itemIds: [], version: 0 };
+  return { owner, node, config, affiliations: {}, subscribers: {}, itemIds: [], version: 0 };
 }
 
 function parseStored(xml: string): Element | undefined {
@@ -128,26 +128,45 @@ function eventMessage(owner: string, to: string, child: Element, delay?: string)
   );
 }
 
+/** Where a notification goes: a local session, or a JID on another server (explicit subscribers). */
+export type Target = { session: SessionRecord } | { remote: Jid };
+
 /**
- * Sends one event notification to a session, unless a 'message/in' hook stops it (the recipient or
- * the owner blocked the other, XEP-0163 §4.3.3). `by` is the owner's session when the owner's own
- * request caused it. Returns whether it was sent.
+ * Sends one event notification, unless a 'message/in' hook stops it (the recipient or the owner
+ * blocked the other, XEP-0163 §4.3.3). `by` is the owner's session when the owner's own request
+ * caused it. Returns whether it went out.
  */
-async function sendEvent(server: XmppServer, owner: string, session: SessionRecord, child: Element, delay?: string, by?: ClientSession): Promise<boolean> {
-  const to = `${session.bare}/${session.resource}`;
+async function sendEvent(server: XmppServer, owner: string, target: Target, child: Element, delay?: string, by?: ClientSession): Promise<boolean> {
+  const to = 'session' in target ? `${target.session.bare}/${target.session.resource}` : target.remote.toString();
   const message = eventMessage(owner, to, child, delay);
-  if (session.bare !== owner && (await server.runHooks('message/in', { server, stanza: message, from: parseJid(owner), to: parseJid(to), session: by }))) {
+  const toJid = parseJid(to);
+  if (toJid.bare !== owner && (await server.runHooks('message/in', { server, stanza: message, from: parseJid(owner), to: toJid, session: by }))) {
     return false;
   }
-  return server.deliver(session, message);
+  if ('remote' in target) {
+    await server.routeRemote(message);
+    return true;
+  }
+  return server.deliver(target.session, message);
+}
+
+/**
+ * The sessions (or remote JID) an explicit subscription of `jid` reaches: a full JID's session if
+ * connected (as any message to a full JID), the available ones of a bare JID (as a headline).
+ */
+async function subscriberTargets(server: XmppServer, jid: Jid): Promise<Target[]> {
+  if (!server.isLocalDomain(jid.domain)) return [{ remote: jid }];
+  const { sessions } = await server.store.getUserRoute(jid.bare);
+  return sessions.filter((s) => (jid.resource ? s.resource === jid.resource : s.available)).map((session) => ({ session }));
 }
 
 /**
  * Who gets notifications of a node: the owner's available resources and those of local contacts
  * with a presence subscription to the owner that may access the node, each only if its entity
- * capabilities ask for `<node>+notify` (filtered notifications).
+ * capabilities ask for `<node>+notify` (filtered notifications); and explicit subscribers that may
+ * still access it (local or on other servers), whatever their caps.
  */
-async function recipients(server: XmppServer, rec: PepNode): Promise<SessionRecord[]> {
+async function recipients(server: XmppServer, rec: PepNode): Promise<Target[]> {
   if (!rec.config.deliverNotifications) return [];
   const want = `${rec.node}+notify`;
   const candidates: SessionRecord[] = [...(await server.store.getUserRoute(rec.owner)).sessions];
@@ -160,18 +179,41 @@ async function recipients(server: XmppServer, rec: PepNode): Promise<SessionReco
     } catch {
       continue;
     }
-    // Contacts on other servers would need their presence (and caps) tracked here: not done yet.
+    // Implicit subscribers on other servers would need their presence (and caps) tracked here:
+    // not done; they can subscribe explicitly.
     if (!server.isLocalDomain(contact.domain) || !contact.local || contact.resource) continue;
     if (!(await mayAccess(server, rec, contact.bare, item))) continue;
     candidates.push(...(await server.store.getUserRoute(contact.bare)).sessions);
   }
-  const out: SessionRecord[] = [];
-  for (const s of candidates) if (s.available && (await sessionFeatures(server, s)).has(want)) out.push(s);
+  const out: Target[] = [];
+  const seen = new Set<string>();
+  for (const s of candidates) {
+    if (s.available && !seen.has(s.connectionId) && (await sessionFeatures(server, s)).has(want)) {
+      seen.add(s.connectionId);
+      out.push({ session: s });
+    }
+  }
+  for (const subscribed of Object.keys(rec.subscribers)) {
+    let jid: Jid;
+    try {
+      jid = parseJid(subscribed);
+    } catch {
+      continue;
+    }
+    if (!(await mayAccess(server, rec, jid.bare))) continue;
+    for (const t of await subscriberTargets(server, jid)) {
+      const key = 'session' in t ? t.session.connectionId : t.remote.toString();
+      if (!seen.has(key)) {
+        seen.add(key);
+        out.push(t);
+      }
+    }
+  }
   return out;
 }
 
 async function notify(server: XmppServer, rec: PepNode, child: () => Element, by?: ClientSession): Promise<void> {
-  for (const session of await recipients(server, rec)) await sendEvent(server, rec.owner, session, child(), undefined, by);
+  for (const target of await recipients(server, rec)) await sendEvent(server, rec.owner, target, child(), undefined, by);
 }
 
 function itemElement(rec: PepNode, id: string, xml: string | undefined, withPayload = true): Element {
@@ -270,7 +312,7 @@ export async function readItems(server: XmppServer, rec: PepNode, ids?: string[]
 export async function deleteNode(server: XmppServer, rec: PepNode, by?: ClientSession): Promise<void> {
   const targets = rec.config.notifyDelete ? await recipients(server, rec) : [];
   await pepStore(server).deleteNode(rec.owner, rec.node);
-  for (const session of targets) await sendEvent(server, rec.owner, session, x('delete', { node: rec.node }), undefined, by);
+  for (const target of targets) await sendEvent(server, rec.owner, target, x('delete', { node: rec.node }), undefined, by);
 }
 
 /** Removes every item of a node, keeping the node. */
@@ -332,7 +374,54 @@ export async function deliverLastItems(server: XmppServer, jid: Jid, features: S
       const last = rec.last!;
       const xml = last.xml ?? (await store.getItem(rec.owner, rec.node, last.id))?.xml;
       if (xml === undefined) continue;
-      await sendEvent(server, rec.owner, session, x('items', { node: rec.node }, itemElement(rec, last.id, xml, rec.config.deliverPayloads)), last.published);
+      await sendEvent(server, rec.owner, { session }, x('items', { node: rec.node }, itemElement(rec, last.id, xml, rec.config.deliverPayloads)), last.published);
     }
   }
+}
+
+// ---- explicit subscriptions (XEP-0060 §6.1, §6.2) -----------------------------------------------
+
+/** A bound on explicit subscribers per node (they live in the node item). */
+const MAX_SUBSCRIBERS = 500;
+
+/** Subscribes `jid` (checked by the caller to be the requester's); sends the last item as XEP-0060 §6.1.7 says. */
+export async function subscribe(server: XmppServer, owner: string, node: string, jid: Jid): Promise<void> {
+  const store = pepStore(server);
+  for (let attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
+    const rec = await store.getNode(owner, node);
+    if (!rec) throw new StanzaError('item-not-found', 'no such node');
+    await checkAccess(server, rec, jid.bare);
+    const expected = rec.version;
+    if (!rec.subscribers[jid.toString()]) {
+      if (Object.keys(rec.subscribers).length >= MAX_SUBSCRIBERS) throw new StanzaError('resource-constraint', 'too many subscribers', 'cancel');
+      rec.subscribers[jid.toString()] = new Date().toISOString();
+      if (!(await store.putNode(rec, expected))) continue;
+    }
+    const last = rec.last;
+    if (last && rec.config.sendLastPublishedItem !== 'never' && rec.config.deliverNotifications) {
+      const xml = last.xml ?? (await store.getItem(owner, node, last.id))?.xml;
+      if (xml !== undefined) {
+        for (const target of await subscriberTargets(server, jid)) {
+          await sendEvent(server, owner, target, x('items', { node }, itemElement(rec, last.id, xml, rec.config.deliverPayloads)), last.published);
+        }
+      }
+    }
+    return;
+  }
+  throw new StanzaError('resource-constraint', 'the node is busy, try again', 'wait');
+}
+
+/** Removes subscriptions; false when `jids` were not subscribed. */
+export async function unsubscribe(server: XmppServer, owner: string, node: string, jids: string[]): Promise<boolean> {
+  const store = pepStore(server);
+  for (let attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
+    const rec = await store.getNode(owner, node);
+    if (!rec) throw new StanzaError('item-not-found', 'no such node');
+    const present = jids.filter((j) => rec.subscribers[j]);
+    if (present.length === 0) return false;
+    const expected = rec.version;
+    for (const j of present) delete rec.subscribers[j];
+    if (await store.putNode(rec, expected)) return true;
+  }
+  throw new StanzaError('resource-constraint', 'the node is busy, try again', 'wait');
 }
