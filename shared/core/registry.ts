@@ -103,8 +103,6 @@ export interface Registry {
   feature(namespace: string, target?: IqTarget): void;
   /** A disco#info identity of the server or of accounts (e.g. pubsub/pep on accounts). */
   identity(identity: DiscoIdentity, target?: IqTarget): void;
-  /** A XEP-0128 extended-information form in the disco#info of the server or of accounts. */
-  discoForm(build: (server: XmppServer) => Element, target?: IqTarget): void;
   /** Contributes disco#items (without a node) of an account as the requester may see them (e.g. PEP nodes). */
   accountItems(items: (request: IqRequest) => Promise<Element[]>): void;
   /** An element for the stream features, before or after authentication. */

@@ -52,7 +52,6 @@ export class XmppServer implements Registry {
   readonly serverFeatures = new Set<string>();
   readonly accountFeatures = new Set<string>();
   readonly discoIdentities: Record<IqTarget, DiscoIdentity[]> = { server: [], account: [] };
-  readonly discoForms: Record<IqTarget, ((s: XmppServer) => Element)[]> = { server: [], account: [] };
   readonly accountItemProviders: ((request: IqRequest) => Promise<Element[]>)[] = [];
   readonly streamFeatures: Record<'pre-auth' | 'post-auth', ((s: XmppServer) => Element | undefined)[]> = {
     'pre-auth': [],
@@ -105,10 +104,6 @@ export class XmppServer implements Registry {
 
   identity(identity: DiscoIdentity, target: IqTarget = 'server'): void {
     this.discoIdentities[target].push(identity);
-  }
-
-  discoForm(build: (server: XmppServer) => Element, target: IqTarget = 'server'): void {
-    this.discoForms[target].push(build);
   }
 
   accountItems(items: (request: IqRequest) => Promise<Element[]>): void {

@@ -1,7 +1,7 @@
 /**
- * XEP-0030 service discovery for the server and for accounts; identities, features, extended
- * forms (XEP-0128) and account items come from the registry. The server's own XEP-0115
- * capabilities (a hash of its disco#info) are advertised in the stream features.
+ * XEP-0030 service discovery for the server and for accounts; identities, features and account
+ * items come from the registry. The server's own XEP-0115 capabilities (a hash of its disco#info)
+ * are advertised in the stream features.
  */
 import { CAPS_NS, capsVer } from '../caps.ts';
 import { StanzaError } from '../errors.ts';
@@ -22,7 +22,6 @@ export function discoInfo(server: XmppServer, target: IqTarget): Element {
     { xmlns: NS.DISCO_INFO },
     ...[identity, ...server.discoIdentities[target]].map((i) => x('identity', { category: i.category, type: i.type, name: i.name })),
     ...[...features].sort().map((v) => x('feature', { var: v })),
-    ...server.discoForms[target].map((build) => build(server)),
   );
 }
 
