@@ -17,7 +17,7 @@ const n = (v: number | null | undefined, digits = 1) =>
 
 function errors(t?: TargetResult): string {
   if (!t) return 'n/a';
-  const phases = [t.loginStorm, t.goingOnline, t.presenceBroadcast, t.chatSteady, t.chatSaturation];
+  const phases = [t.loginStorm, t.goingOnline, t.presenceBroadcast, t.chatLowRate, t.chatSteady, t.chatSaturation];
   const total = phases.reduce((s, p) => s + (p?.errors.total ?? 0), 0) + t.failures.length;
   if (!total) return '0';
   const kinds = new Map<string, number>();
@@ -36,7 +36,7 @@ export function markdownReport(r: BenchResults): string {
       `before our stack ${l?.loadAverage.before.join(' ') ?? 'n/a'}, before Prosody ${p?.loadAverage.before.join(' ') ?? 'n/a'}, at end ${(m.loadAverageAtEnd as number[] | undefined)?.join(' ') ?? 'n/a'}.`,
   );
   out.push('');
-  out.push(`Load: ${r.options.users} users with rosters of ${r.options.rosterSize}, a broadcaster with ${r.options.presenceRoster} contacts; steady chat at ${r.options.chatRate} messages/s for ${r.options.chatSeconds} s; saturation ${r.options.saturationSeconds} s with one message in flight per user.`);
+  out.push(`Load: ${r.options.users} users with rosters of ${r.options.rosterSize}, a broadcaster with ${r.options.presenceRoster} contacts; steady chat at ${r.options.lowChatRate} messages/s for ${r.options.lowChatSeconds} s, then ${r.options.chatRate} messages/s for ${r.options.chatSeconds} s; saturation ${r.options.saturationSeconds} s with one message in flight per user.`);
   out.push('');
   out.push('| | our stack | Prosody | ratio |');
   out.push('|---|---|---|---|');
@@ -51,11 +51,12 @@ export function markdownReport(r: BenchResults): string {
     row(`${name}: messages/s delivered`, a?.messagesPerSec, b?.messagesPerSec, ratio);
     row(`${name}: latency p50, ms`, a?.latencyMs.p50, b?.latencyMs.p50);
     row(`${name}: latency p95, ms`, a?.latencyMs.p95, b?.latencyMs.p95);
-    row(`${name}: latency p99, ms`, a?.latencyMs.p99, b?.latencyMs.p99, name.startsWith('steady') ? r.ratios.p99AtSteadyRate : undefined);
+    row(`${name}: latency p99, ms`, a?.latencyMs.p99, b?.latencyMs.p99, name === `steady ${r.options.chatRate}/s` ? r.ratios.p99AtSteadyRate : name.startsWith('steady') ? r.ratios.p99AtLowRate : undefined);
     row(`${name}: sent / delivered`, undefined, undefined);
     out[out.length - 1] = `| ${name}: sent / delivered / lost | ${a ? `${a.sent} / ${a.delivered} / ${a.lost}` : 'n/a'} | ${b ? `${b.sent} / ${b.delivered} / ${b.lost}` : 'n/a'} | |`;
     row(`${name}: server CPU ms per message`, a?.serverCpuMsPerMessage, b?.serverCpuMsPerMessage, name.startsWith('saturat') ? r.ratios.serverCpuPerMessage : undefined);
   };
+  chat(`steady ${r.options.lowChatRate}/s`, l?.chatLowRate, p?.chatLowRate);
   chat(`steady ${r.options.chatRate}/s`, l?.chatSteady, p?.chatSteady);
   chat('saturated', l?.chatSaturation, p?.chatSaturation, r.ratios.messagesPerSec);
   out.push(`| peak memory (all server processes), MB | ${n(l?.peakRssMb)} (Node ${n(l?.handlerProcessPeakRssMb)} + DynamoDB Local's JVM) | ${n(p?.peakRssMb)} | |`);

@@ -43,12 +43,14 @@ export function summary(r: BenchResults): string {
     lines.push(`${name.padEnd(30)} ${String(a ?? 'n/a').padStart(10)} ${String(b ?? 'n/a').padStart(12)} ${ratio === undefined || ratio === null ? '' : `${ratio}×`.padStart(9)}`);
   row('logins/s (storm)', l?.loginStorm?.loginsPerSec, p?.loginStorm?.loginsPerSec, r.ratios.loginsPerSec);
   row('messages/s (saturated)', l?.chatSaturation?.messagesPerSec, p?.chatSaturation?.messagesPerSec, r.ratios.messagesPerSec);
+  row(`p50 ms at ${r.options.lowChatRate} msg/s`, l?.chatLowRate?.latencyMs.p50, p?.chatLowRate?.latencyMs.p50);
+  row(`p99 ms at ${r.options.lowChatRate} msg/s`, l?.chatLowRate?.latencyMs.p99, p?.chatLowRate?.latencyMs.p99, r.ratios.p99AtLowRate);
   row(`p50 ms at ${r.options.chatRate} msg/s`, l?.chatSteady?.latencyMs.p50, p?.chatSteady?.latencyMs.p50);
   row(`p99 ms at ${r.options.chatRate} msg/s`, l?.chatSteady?.latencyMs.p99, p?.chatSteady?.latencyMs.p99, r.ratios.p99AtSteadyRate);
   row('presence changes/s (100)', l?.presenceBroadcast?.broadcastsPerSec, p?.presenceBroadcast?.broadcastsPerSec, r.ratios.presenceBroadcastsPerSec);
   row('server CPU ms/message', l?.chatSaturation?.serverCpuMsPerMessage, p?.chatSaturation?.serverCpuMsPerMessage, r.ratios.serverCpuPerMessage);
   const errs = (t?: typeof l) =>
-    t ? [t.loginStorm, t.goingOnline, t.presenceBroadcast, t.chatSteady, t.chatSaturation].reduce((s, x) => s + (x?.errors.total ?? 0), 0) + t.failures.length : undefined;
+    t ? [t.loginStorm, t.goingOnline, t.presenceBroadcast, t.chatLowRate, t.chatSteady, t.chatSaturation].reduce((s, x) => s + (x?.errors.total ?? 0), 0) + t.failures.length : undefined;
   row('errors', errs(l), errs(p));
   const msg = r.perStanza?.operations['1:1 message (recipient online)'];
   if (msg) lines.push(`\n1:1 message in our handlers: ${msg.dynamoCalls} DynamoDB calls (${msg.readUnits} RRU, ${msg.writeUnits} WRU), ${msg.posts} posts, ${msg.handlerCpuMs} ms CPU`);

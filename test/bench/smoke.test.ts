@@ -22,6 +22,8 @@ describe('npm run bench, smoke size', () => {
       presenceUpdates: 1,
       chatRate: 4,
       chatSeconds: 1,
+      lowChatRate: 2,
+      lowChatSeconds: 1,
       saturationSeconds: 1,
       probeRepeats: 1,
       coldStartRuns: 1,
@@ -42,13 +44,15 @@ describe('npm run bench, smoke size', () => {
       expect(t.goingOnline!.rosterItems).toBeGreaterThanOrEqual(4 * 2 + 3 * 2);
       expect(t.presenceBroadcast!.expectedDeliveries).toBe(3);
       expect(t.presenceBroadcast!.deliveries).toBe(3);
+      expect(t.chatLowRate!.sent).toBe(2);
+      expect(t.chatLowRate!.delivered).toBe(2);
       expect(t.chatSteady!.sent).toBe(4);
       expect(t.chatSteady!.delivered).toBe(4);
       expect(t.chatSteady!.errors.total).toBe(0);
       expect(t.chatSaturation!.delivered).toBeGreaterThan(0);
       expect(t.chatSaturation!.lost).toBe(0);
       expect(t.chatSaturation!.errors.total).toBe(0);
-      expect(t.chatSteady!.serverCpuMs).toBeGreaterThan(0);
+      expect(typeof t.chatSteady!.serverCpuMs).toBe('number'); // /proc ticks: 10 ms steps, may be 0 for 4 messages
     }
   }, 600_000);
 
