@@ -27,7 +27,66 @@ export interface BundleInfo {
   gzipBytes: number;
   /** The source map beside it (also deployed: the functions run with --enable-source-maps). */
   mapBytes: number;
+  /** Bundle bytes by package (from the source map), largest first: what makes the bundle big. */
+  composition: { from: string; bytes: number }[];
   path: string;
+}
+
+const B64 = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/';
+
+/** Source map v3 "mappings" → [generated line, column, source index] for each segment. */
+function* segments(mappings: string): Generator<[number, number, number | undefined]> {
+  let line = 0;
+  let source = 0;
+  for (const lineText of mappings.split(';')) {
+    let column = 0;
+    for (const seg of lineText.split(',')) {
+      if (!seg) continue;
+      const values: number[] = [];
+      let value = 0;
+      let shift = 0;
+      for (const ch of seg) {
+        const digit = B64.indexOf(ch);
+        value += (digit & 31) << shift;
+        if (digit & 32) shift += 5;
+        else {
+          values.push(value & 1 ? -(value >>> 1) : value >>> 1);
+          value = 0;
+          shift = 0;
+        }
+      }
+      column += values[0]!;
+      if (values.length >= 4) source += values[1]!;
+      yield [line, column, values.length >= 4 ? source : undefined];
+    }
+    line++;
+  }
+}
+
+/** Attributes every byte of the bundle to the package its source map says it came from. */
+export function bundleComposition(code: string, map: { sources: string[]; mappings: string }): { from: string; bytes: number }[] {
+  const lines = code.split('\n');
+  const owner = (i: number | undefined) => {
+    if (i === undefined) return '(generated)';
+    const src = map.sources[i] ?? '';
+    const m = /node_modules\/((?:@[^/]+\/)?[^/]+)/.exec(src);
+    return m ? m[1]! : src.startsWith('shared/') || src.startsWith('lambdas/') || src.startsWith('federation/') ? `our code (${src.split('/')[0]}/)` : src;
+  };
+  const totals = new Map<string, number>();
+  let prev: [number, number, number | undefined] | undefined;
+  const close = (endLine: number, endColumn: number) => {
+    if (!prev) return;
+    const [l, c, src] = prev;
+    const len = endLine === l ? endColumn - c : (lines[l]?.length ?? 0) - c;
+    const key = owner(src);
+    totals.set(key, (totals.get(key) ?? 0) + Math.max(0, len));
+  };
+  for (const seg of segments(map.mappings)) {
+    close(seg[0], seg[1]);
+    prev = seg;
+  }
+  if (prev) close(prev[0] + 1, 0);
+  return [...totals].map(([from, bytes]) => ({ from, bytes })).sort((a, b) => b.bytes - a.bytes);
 }
 
 export interface NodeBinary {
@@ -67,11 +126,14 @@ export async function bundleLambdas(): Promise<Record<'connect' | 'stream', Bund
     if (!asset) throw new Error(`no bundle staged for ${name}`);
     const file = join(outdir, asset, 'index.mjs');
     const code = readFileSync(file);
+    const mapFile = `${file}.map`;
+    const map = existsSync(mapFile) ? (JSON.parse(readFileSync(mapFile, 'utf8')) as { sources: string[]; mappings: string }) : undefined;
     out[name] = {
       entry: `lambdas/${name}.ts`,
       bytes: code.length,
       gzipBytes: gzipSync(code, { level: 9 }).length,
-      mapBytes: existsSync(`${file}.map`) ? statSync(`${file}.map`).size : 0,
+      mapBytes: map ? statSync(mapFile).size : 0,
+      composition: map ? bundleComposition(code.toString('utf8'), map).slice(0, 15) : [],
       path: file,
     };
   }

@@ -93,6 +93,11 @@ export function markdownReport(r: BenchResults): string {
       out.push(`| ${name} | ${b.bytes} | ${b.gzipBytes} | ${b.mapBytes} | ${n(c.importMs.p50)} / ${n(c.importMs.max)} | ${n(c.firstInvokeMs?.p50)} | ${n(c.warmInvokeMs?.p50)} | ${n(c.maxRssMb.p50)} |`);
     }
     out.push('');
+    const top = bundles.stream.composition ?? [];
+    if (top.length) {
+      out.push(`What the stream bundle is made of (bytes, from its source map): ${top.slice(0, 10).map((c) => `${c.from} ${Math.round(c.bytes / 1024)} KiB`).join(', ')}.`);
+      out.push('');
+    }
   }
   if (r.cost) {
     out.push('Per million 1:1 messages (measured usage, unbatched):');
