@@ -62,6 +62,8 @@ export interface BenchOptions {
   users: number;
   /** Contacts per user for chat (a ring: each user's nearest neighbours). */
   rosterSize: number;
+  /** How long each client may take to see its online contacts' presence when going online. */
+  onlineTimeoutMs: number;
   /** Contacts of the user whose presence changes are broadcast (≤ users). */
   presenceRoster: number;
   presenceUpdates: number;
@@ -91,14 +93,16 @@ export interface BenchOptions {
 }
 
 export const PRESETS: Record<'quick' | 'full' | 'smoke', Omit<BenchOptions, 'log' | 'targets' | 'dynamoEndpoint'>> = {
-  quick: { mode: 'quick', users: 100, rosterSize: 30, presenceRoster: 100, presenceUpdates: 20, chatRate: 100, chatSeconds: 15, lowChatRate: 20, lowChatSeconds: 10, saturationSeconds: 10, probeRepeats: 20, coldStartRuns: 7, node22: true, roomSizes: [10, 100], roomRuns: 5 },
-  full: { mode: 'full', users: 500, rosterSize: 30, presenceRoster: 100, presenceUpdates: 100, chatRate: 100, chatSeconds: 60, lowChatRate: 20, lowChatSeconds: 30, saturationSeconds: 30, probeRepeats: 50, coldStartRuns: 15, node22: true, roomSizes: [10, 100, 1000], roomRuns: 5 },
-  smoke: { mode: 'smoke', users: 4, rosterSize: 2, presenceRoster: 3, presenceUpdates: 1, chatRate: 4, chatSeconds: 1, lowChatRate: 2, lowChatSeconds: 1, saturationSeconds: 1, probeRepeats: 1, coldStartRuns: 1, node22: false, roomSizes: [3], roomRuns: 1 },
+  quick: { mode: 'quick', users: 100, rosterSize: 30, onlineTimeoutMs: 30_000, presenceRoster: 100, presenceUpdates: 20, chatRate: 100, chatSeconds: 15, lowChatRate: 20, lowChatSeconds: 10, saturationSeconds: 10, probeRepeats: 20, coldStartRuns: 7, node22: true, roomSizes: [10, 100], roomRuns: 5 },
+  full: { mode: 'full', users: 500, rosterSize: 30, onlineTimeoutMs: 180_000, presenceRoster: 100, presenceUpdates: 100, chatRate: 100, chatSeconds: 60, lowChatRate: 20, lowChatSeconds: 30, saturationSeconds: 30, probeRepeats: 50, coldStartRuns: 15, node22: true, roomSizes: [10, 100, 1000], roomRuns: 5 },
+  smoke: { mode: 'smoke', users: 4, rosterSize: 2, onlineTimeoutMs: 30_000, presenceRoster: 3, presenceUpdates: 1, chatRate: 4, chatSeconds: 1, lowChatRate: 2, lowChatSeconds: 1, saturationSeconds: 1, probeRepeats: 1, coldStartRuns: 1, node22: false, roomSizes: [3], roomRuns: 1 },
 };
 
 const PASSWORD = 'bench-password';
 const BODY = 'Hello! This is a benchmark chat message of a typical length, about eighty bytes.';
 const DELIVERY_TIMEOUT_MS = 10_000;
+/** A client gives up on an answer (stream negotiation, iq) after this long: failure detection, not a measurement. */
+const CLIENT_TIMEOUT_MS = 120_000;
 
 // ---------------------------------------------------------------------------------------------
 // Result types
@@ -453,7 +457,7 @@ async function register(target: Target, specs: UserSpec[], log: (l: string) => v
   let done = 0;
   await pool(specs, 8, async (u) => {
     for (let attempt = 1; ; attempt++) {
-      const c = new XmppWsClient(target.wsUrl, target.domain);
+      const c = new XmppWsClient(target.wsUrl, target.domain, CLIENT_TIMEOUT_MS);
       let registered = false;
       try {
         await c.connect();
@@ -486,7 +490,7 @@ async function loginStorm(target: Target, specs: UserSpec[], router: Router, cli
   let last = start;
   await Promise.all(
     specs.map(async (u) => {
-      const c = new XmppWsClient(target.wsUrl, target.domain);
+      const c = new XmppWsClient(target.wsUrl, target.domain, CLIENT_TIMEOUT_MS);
       router.attach(u, c);
       const t0 = performance.now();
       try {
@@ -505,7 +509,7 @@ async function loginStorm(target: Target, specs: UserSpec[], router: Router, cli
   return { clients: specs.length, ok: latencies.length, durationMs: round(durationMs), loginsPerSec: round((latencies.length / durationMs) * 1000), latencyMs: distribution(latencies), errors: errors.toJSON() };
 }
 
-async function goingOnline(specs: UserSpec[], router: Router, clients: Map<string, XmppWsClient>): Promise<Omit<GoingOnline, keyof LoadStats>> {
+async function goingOnline(specs: UserSpec[], router: Router, clients: Map<string, XmppWsClient>, timeoutMs: number): Promise<Omit<GoingOnline, keyof LoadStats>> {
   const errors = new Errors();
   const latencies: number[] = [];
   const online = new Set(clients.keys());
@@ -533,11 +537,11 @@ async function goingOnline(specs: UserSpec[], router: Router, clients: Map<strin
           if (items !== u.contacts.length) errors.add(`roster: ${items} items instead of ${u.contacts.length}`);
           c.send('<presence xmlns="jabber:client"><priority>1</priority></presence>');
           let timer: NodeJS.Timeout | undefined;
-          const ok = await Promise.race([allSeen.then(() => true), new Promise<boolean>((r) => (timer = setTimeout(() => r(false), 30_000)))]);
+          const ok = await Promise.race([allSeen.then(() => true), new Promise<boolean>((r) => (timer = setTimeout(() => r(false), timeoutMs)))]);
           clearTimeout(timer);
           if (!ok) {
             router.presenceWaiters.delete(u.bare);
-            errors.add('presence of online contacts missing after 30 s', need.size);
+            errors.add(`presence of online contacts missing after ${timeoutMs / 1000} s`, need.size);
             return;
           }
           const t1 = performance.now();
@@ -785,13 +789,13 @@ async function probeOperations(o: BenchOptions, local: LocalTarget, specs: { pro
   };
 
   // probeb online first (not measured): the recipient of probea's messages.
-  const b = new XmppWsClient(local.wsUrl, domain);
+  const b = new XmppWsClient(local.wsUrl, domain, CLIENT_TIMEOUT_MS);
   router.attach(probeb, b);
   await b.login(probeb.name, PASSWORD, 'probe');
   b.send('<presence xmlns="jabber:client"/>');
   clients.set(probeb.bare, b);
 
-  const a = new XmppWsClient(local.wsUrl, domain);
+  const a = new XmppWsClient(local.wsUrl, domain, CLIENT_TIMEOUT_MS);
   router.attach(probea, a);
   let features!: Element;
   await step('stream open', 1, async () => {
@@ -982,7 +986,7 @@ async function runTarget(o: BenchOptions, kind: TargetKind, extras: LocalExtras)
     result.loginStorm = await phase('login storm', async () => (await measured(target, () => loginStorm(target, online, router, clients))));
     log(`[${kind}] login storm: ${result.loginStorm?.ok}/${online.length} in ${result.loginStorm?.durationMs} ms = ${result.loginStorm?.loginsPerSec} logins/s, p99 ${result.loginStorm?.latencyMs.p99} ms`);
 
-    result.goingOnline = await phase('going online', async () => (await measured(target, () => goingOnline(online, router, clients))));
+    result.goingOnline = await phase('going online', async () => (await measured(target, () => goingOnline(online, router, clients, o.onlineTimeoutMs))));
     log(`[${kind}] going online: ${result.goingOnline?.complete}/${result.goingOnline?.clients} in ${result.goingOnline?.durationMs} ms, p99 ${result.goingOnline?.latencyMs.p99} ms`);
 
     result.presenceBroadcast = await phase('presence broadcast', async () => (await measured(target, () => presenceBroadcast(o, broadcaster, router, clients))));

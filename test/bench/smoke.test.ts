@@ -88,6 +88,8 @@ describe('npm run bench, smoke size', () => {
     const lambdas = results.lambdas!;
     expect(lambdas.bundles.stream.bytes).toBeGreaterThan(lambdas.bundles.connect.bytes);
     expect(lambdas.bundles.connect.bytes).toBeGreaterThan(0);
+    // Attributed by source map: our code is in it.
+    expect(lambdas.bundles.stream.composition.some((c) => c.from.startsWith('our code'))).toBe(true);
     expect(lambdas.bundles.stream.gzipBytes).toBeLessThan(lambdas.bundles.stream.bytes);
     expect(lambdas.coldInit.stream.runs).toBe(1);
     expect(lambdas.coldInit.stream.importMs.count).toBe(1);
