@@ -8,6 +8,7 @@ import type { ServerConfig } from '../config.ts';
 import { StanzaError, StreamError, errorReply } from '../errors.ts';
 import { Jid, JidError, parseJid } from '../jid.ts';
 import type { Store } from '../storage/store.ts';
+import { inFrame } from '../storage/route-memo.ts';
 import type { ConnectionSender } from '../transport/connections.ts';
 import { Element, NS, x } from '../xml/element.ts';
 import type {
@@ -126,7 +127,7 @@ export class XmppServer implements Registry {
     const expectedVersion = state.version;
     const session = new ClientSession(this, state);
     try {
-      await processFrame(session, frame);
+      await inFrame(() => processFrame(session, frame));
     } catch (err) {
       if (!(err instanceof StreamError)) throw err;
       await closeStream(session, err);
@@ -153,7 +154,7 @@ export class XmppServer implements Registry {
     this.stateCache.delete(connectionId);
     const state = await this.store.getConnection(connectionId);
     if (!state) return;
-    await this.endSession(new ClientSession(this, state));
+    await inFrame(() => this.endSession(new ClientSession(this, state)));
   }
 
   /** Ends a session: unavailable broadcast and cleanup by the modules, then its records. */
@@ -191,7 +192,11 @@ export class XmppServer implements Registry {
    * Routes a stanza whose `from` is already stamped. Used for stanzas from local clients and, with
    * the same rules, for stanzas arriving from other servers.
    */
-  async route(stanza: Element, from: Jid, session?: ClientSession): Promise<void> {
+  route(stanza: Element, from: Jid, session?: ClientSession): Promise<void> {
+    return inFrame(() => this.routeStanza(stanza, from, session));
+  }
+
+  private async routeStanza(stanza: Element, from: Jid, session?: ClientSession): Promise<void> {
     let to: Jid | undefined;
     if (stanza.attrs.to) {
       try {
@@ -202,6 +207,7 @@ export class XmppServer implements Registry {
       }
       stanza.attrs.to = to.toString();
     }
+    if (stanza.name === 'message') this.prefetchRoutes(from, to);
     // Outbound hooks see every message a local client sends, whether to this domain, a hosted service or a remote server.
     if (stanza.name === 'message' && session && (await this.runHooks('message/out', { server: this, stanza, from, to, session }))) return;
     if (stanza.name === 'iq' && (await this.runHooks('iq', { server: this, stanza, from, to, session }))) return;
@@ -216,6 +222,17 @@ export class XmppServer implements Registry {
     if (stanza.name === 'iq') return this.routeIq(stanza, from, to ?? from.toBare(), session);
     const handled = await this.runHooks(stanza.name as HookName, { server: this, stanza, from, to, session });
     if (!handled && stanza.name === 'message') await this.bounce(stanza, new StanzaError('service-unavailable'));
+  }
+
+  /**
+   * A message between two local users needs both users' routes (blocking, carbons and archive
+   * preferences of each side, the recipient's sessions): start both reads at once, so the frame
+   * waits for one round trip instead of two. The per-frame memo hands them to the modules.
+   */
+  private prefetchRoutes(from: Jid, to: Jid | undefined): void {
+    for (const jid of [from, to]) {
+      if (jid?.local && this.isLocalDomain(jid.domain)) this.store.getUserRoute(jid.bare).catch(() => {});
+    }
   }
 
   async routeRemote(stanza: Element): Promise<void> {

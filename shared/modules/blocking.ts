@@ -11,7 +11,6 @@ import { StanzaError } from '../errors.ts';
 import { JidError, parseJid, type Jid } from '../jid.ts';
 import type { StanzaEvent, XmppModule } from '../core/registry.ts';
 import type { XmppServer } from '../core/server.ts';
-import type { ClientSession } from '../core/session.ts';
 import { BlockStore } from '../storage/block-store.ts';
 import { Element, NS, x } from '../xml/element.ts';
 import { parseFrame } from '../xml/parse.ts';
@@ -24,16 +23,11 @@ const MAX_BLOCKLIST = 1000;
 const stores = new WeakMap<XmppServer, BlockStore>();
 const blockStore = (server: XmppServer) => {
   let s = stores.get(server);
-  if (!s) stores.set(server, (s = new BlockStore(server.store.db)));
+  if (!s) stores.set(server, (s = new BlockStore(server.store)));
   return s;
 };
 
-/**
- * Lists read while processing one frame, by bare JID: a ClientSession lives for one frame, so a
- * broadcast or a burst of notifications reads each list once, and nothing is cached across frames.
- */
-const frameLists = new WeakMap<ClientSession, Map<string, Promise<string[]>>>();
-/** Messages the 'message/out' check already cleared, so 'message/in' does not read the lists again. */
+/** Messages the 'message/out' check already cleared, so 'message/in' does not check again. */
 const cleared = new WeakSet<Element>();
 
 /** XEP-0191 §5 matching: full JID, bare JID, domain/resource, or a whole domain. */
@@ -61,46 +55,34 @@ const isUser = (server: XmppServer, jid: Jid) => !!jid.local && server.isLocalDo
 /**
  * Who blocks whom between a sender and a recipient: 'sender' when the (local) sender's list has
  * the recipient, 'recipient' when the (local) recipient's list has the sender. A user never
- * blocks its own resources, nor the server itself. The lists not yet read in this frame are read
- * in one request.
+ * blocks its own resources, nor the server itself. The lists come with the users' routes, read
+ * once per frame (storage/route-memo.ts).
  */
-async function blocking(server: XmppServer, from: Jid, to: Jid, session?: ClientSession): Promise<'sender' | 'recipient' | undefined> {
+async function blocking(server: XmppServer, from: Jid, to: Jid): Promise<'sender' | 'recipient' | undefined> {
   if (from.bare === to.bare) return undefined;
   if (!to.local && server.isLocalDomain(to.domain)) return undefined;
-  const users = [from, to].filter((j) => isUser(server, j)).map((j) => j.bare);
-  if (users.length === 0) return undefined;
-  let memo = session ? frameLists.get(session) : undefined;
-  if (!memo) {
-    memo = new Map();
-    if (session) frameLists.set(session, memo);
-  }
-  const missing = users.filter((b) => !memo.has(b));
-  if (missing.length === 1) memo.set(missing[0]!, blockStore(server).get(missing[0]!));
-  if (missing.length === 2) {
-    const read = blockStore(server).getMany(missing);
-    for (const b of missing) memo.set(b, read.then((lists) => lists.get(b) ?? []));
-  }
-  const listOf = async (j: Jid) => (isUser(server, j) ? await memo.get(j.bare)! : []);
-  if (isBlocked(await listOf(from), to)) return 'sender';
-  if (isBlocked(await listOf(to), from)) return 'recipient';
+  const listOf = (j: Jid) => (isUser(server, j) ? blockStore(server).get(j.bare) : Promise.resolve([]));
+  const [fromList, toList] = await Promise.all([listOf(from), listOf(to)]);
+  if (isBlocked(fromList, to)) return 'sender';
+  if (isBlocked(toList, from)) return 'recipient';
   return undefined;
 }
 
 const blockedError = () =>
   new StanzaError('not-acceptable', 'you have blocked this contact', undefined, x('blocked', { xmlns: BLOCKING_ERRORS }));
 
-async function onMessageOut({ server, stanza, from, to, session }: StanzaEvent): Promise<boolean> {
+async function onMessageOut({ server, stanza, from, to }: StanzaEvent): Promise<boolean> {
   if (!to) return false;
-  const who = await blocking(server, from, to, session);
+  const who = await blocking(server, from, to);
   cleared.add(stanza);
   if (!who) return false;
   await server.bounce(stanza, who === 'sender' ? blockedError() : new StanzaError('service-unavailable'));
   return true;
 }
 
-async function onMessageIn({ server, stanza, from, to, session }: StanzaEvent): Promise<boolean> {
+async function onMessageIn({ server, stanza, from, to }: StanzaEvent): Promise<boolean> {
   if (!to || cleared.has(stanza)) return false;
-  const who = await blocking(server, from, to, session);
+  const who = await blocking(server, from, to);
   if (!who) return false;
   // What the user's server sends on its own (e.g. PEP notifications) is dropped silently.
   const type = stanza.attrs.type ?? 'normal';
@@ -109,18 +91,18 @@ async function onMessageIn({ server, stanza, from, to, session }: StanzaEvent): 
 }
 
 /** Addressed presence (directed, subscriptions, probes) is dropped without a word (XEP-0191 §3.3). */
-async function onPresence({ server, from, to, session }: StanzaEvent): Promise<boolean> {
+async function onPresence({ server, from, to }: StanzaEvent): Promise<boolean> {
   if (!to) return false;
-  return (await blocking(server, from, to, session)) !== undefined;
+  return (await blocking(server, from, to)) !== undefined;
 }
 
-async function onBroadcast({ server, from, to, session }: StanzaEvent): Promise<boolean> {
-  return !!to && (await blocking(server, from, to, session)) !== undefined;
+async function onBroadcast({ server, from, to }: StanzaEvent): Promise<boolean> {
+  return !!to && (await blocking(server, from, to)) !== undefined;
 }
 
 async function onIq({ server, stanza, from, to, session }: StanzaEvent): Promise<boolean> {
   if (!to) return false;
-  const who = await blocking(server, from, to, session);
+  const who = await blocking(server, from, to);
   if (!who) return false;
   const type = stanza.attrs.type;
   if (type === 'get' || type === 'set') await server.bounce(stanza, who === 'sender' && session ? blockedError() : new StanzaError('service-unavailable'));
@@ -186,7 +168,6 @@ export const blockingModule: XmppModule = {
         if (!payload.is('blocklist')) throw new StanzaError('bad-request');
         return x('blocklist', { xmlns: BLOCKING }, ...(await store.get(user)).map((jid) => x('item', { jid })));
       }
-      frameLists.delete(session);
       if (payload.is('block')) {
         const jids = parseItems(payload);
         if (jids.length === 0) throw new StanzaError('bad-request', 'block at least one JID');

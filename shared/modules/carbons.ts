@@ -29,7 +29,7 @@ const IM_NAMESPACES = ['http://jabber.org/protocol/chatstates', 'urn:xmpp:chat-m
 const stores = new WeakMap<XmppServer, CarbonsStore>();
 function carbonsStore(server: XmppServer): CarbonsStore {
   let store = stores.get(server);
-  if (!store) stores.set(server, (store = new CarbonsStore(server.store.db)));
+  if (!store) stores.set(server, (store = new CarbonsStore(server.store)));
   return store;
 }
 

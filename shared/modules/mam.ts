@@ -53,7 +53,7 @@ function archivable(stanza: Element): boolean {
 
 /** XEP-0441: whether `user`'s preferences let a message with `contact` into the archive. */
 async function allowedByPrefs(server: XmppServer, user: string, contact: Jid): Promise<boolean> {
-  const prefs = await archiveStore(server).getPrefs(user);
+  const prefs = await archiveStore(server).getPrefs(server.store, user);
   if (!prefs) return true;
   const matches = (list: string[]) => list.includes(contact.bare) || list.includes(contact.toString());
   if (matches(prefs.never)) return false;
@@ -239,7 +239,7 @@ export const mamModule: XmppModule = {
       if (from.bare !== to.bare) throw new StanzaError('forbidden', 'only the owner may query this archive');
       if (payload.name === 'prefs') {
         const store = archiveStore(server);
-        if (type === 'get') return prefsElement((await store.getPrefs(from.bare)) ?? { default: 'always', always: [], never: [] });
+        if (type === 'get') return prefsElement((await store.getPrefs(server.store, from.bare)) ?? { default: 'always', always: [], never: [] });
         const value = payload.attrs.default;
         if (value !== 'always' && value !== 'never' && value !== 'roster') throw new StanzaError('bad-request', 'default must be always, never or roster');
         const prefs: ArchivePrefs = { default: value as ArchiveDefault, always: readJidList(payload.getChild('always')), never: readJidList(payload.getChild('never')) };

@@ -6,12 +6,14 @@
  */
 import { randomBytes } from 'node:crypto';
 import { GetCommand, PutCommand, QueryCommand, type QueryCommandInput } from '@aws-sdk/lib-dynamodb';
-import type { TableAccess } from './store.ts';
+import { invalidateRoute } from './route-memo.ts';
+import type { Store, TableAccess } from './store.ts';
 
 const PREFIX = 'mam#';
 /** Above every id character (digits, '-', base64url), to close a range at the end of a millisecond. */
 const HIGH = '~';
-const PREFS = 'mamprefs';
+/** Among the account's routing items, so the route read for delivery brings the preferences along. */
+export const PREFS_SK = 'account#mamprefs';
 
 export interface ArchivedMessage {
   /** Archive UID, also the XEP-0359 stanza-id. */
@@ -163,14 +165,16 @@ export class ArchiveStore {
     return (await this.query(pk, { before: '', start: since, max, messagesOnly: true })).items;
   }
 
-  async getPrefs(bare: string): Promise<ArchivePrefs | undefined> {
-    const out = await this.db.doc.send(new GetCommand({ TableName: this.db.table, Key: { pk: `user#${bare}`, sk: PREFS } }));
-    if (!out.Item) return undefined;
-    return { default: out.Item.default, always: out.Item.always ?? [], never: out.Item.never ?? [] };
+  /** The user's preferences, from the user's route (read once per frame, shared with delivery). */
+  async getPrefs(store: Store, bare: string): Promise<ArchivePrefs | undefined> {
+    const item = (await store.getUserRoute(bare)).items.get(PREFS_SK);
+    if (!item) return undefined;
+    return { default: item.default, always: item.always ?? [], never: item.never ?? [] };
   }
 
   async putPrefs(bare: string, prefs: ArchivePrefs): Promise<void> {
-    await this.db.doc.send(new PutCommand({ TableName: this.db.table, Item: { pk: `user#${bare}`, sk: PREFS, ...prefs } }));
+    invalidateRoute(bare);
+    await this.db.doc.send(new PutCommand({ TableName: this.db.table, Item: { pk: `user#${bare}`, sk: PREFS_SK, ...prefs } }));
   }
 }
 

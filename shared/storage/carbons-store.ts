@@ -1,11 +1,13 @@
 /**
- * XEP-0280 carbons: which sessions of a user enabled them. One item per enabled session under the
- * user's partition, `user#<bare>` / `carbons#<resource>`, holding the session's connection id so a
+ * XEP-0280 carbons: which sessions of a user enabled them. One item per enabled session among the
+ * user's routing items, `user#<bare>` / `account#carbons#<resource>` (so the user's route, read once
+ * per frame for delivery anyway, brings them along), holding the session's connection id so a
  * copy is posted without looking the session up; a later session on the same resource does not
  * inherit it (the id differs), and the item expires with the connection.
  */
-import { DeleteCommand, PutCommand, QueryCommand } from '@aws-sdk/lib-dynamodb';
-import type { TableAccess } from './store.ts';
+import { DeleteCommand, PutCommand } from '@aws-sdk/lib-dynamodb';
+import { invalidateRoute } from './route-memo.ts';
+import type { Store } from './store.ts';
 import { TTL_ATTRIBUTE } from './table.ts';
 
 export interface CarbonsSession {
@@ -14,27 +16,34 @@ export interface CarbonsSession {
 }
 
 const TTL_SECONDS = 3 * 3600;
+const PREFIX = 'account#carbons#';
 const nowSeconds = () => Math.floor(Date.now() / 1000);
 
 export class CarbonsStore {
-  constructor(private readonly db: TableAccess) {}
+  constructor(private readonly store: Store) {}
+
+  private get db() {
+    return this.store.db;
+  }
 
   async enable(bare: string, session: CarbonsSession): Promise<void> {
+    invalidateRoute(bare);
     await this.db.doc.send(
       new PutCommand({
         TableName: this.db.table,
-        Item: { pk: `user#${bare}`, sk: `carbons#${session.resource}`, ...session, [TTL_ATTRIBUTE]: nowSeconds() + TTL_SECONDS },
+        Item: { pk: `user#${bare}`, sk: PREFIX + session.resource, ...session, [TTL_ATTRIBUTE]: nowSeconds() + TTL_SECONDS },
       }),
     );
   }
 
   /** Disables carbons for the session on that connection (a newer session on the resource keeps its own). */
   async disable(bare: string, session: CarbonsSession): Promise<void> {
+    invalidateRoute(bare);
     try {
       await this.db.doc.send(
         new DeleteCommand({
           TableName: this.db.table,
-          Key: { pk: `user#${bare}`, sk: `carbons#${session.resource}` },
+          Key: { pk: `user#${bare}`, sk: PREFIX + session.resource },
           ConditionExpression: 'connectionId = :c',
           ExpressionAttributeValues: { ':c': session.connectionId },
         }),
@@ -45,14 +54,9 @@ export class CarbonsStore {
   }
 
   async list(bare: string): Promise<CarbonsSession[]> {
-    const out = await this.db.doc.send(
-      new QueryCommand({
-        TableName: this.db.table,
-        KeyConditionExpression: 'pk = :pk AND begins_with(sk, :p)',
-        ExpressionAttributeValues: { ':pk': `user#${bare}`, ':p': 'carbons#' },
-      }),
-    );
-    return (out.Items ?? [])
+    const { items } = await this.store.getUserRoute(bare);
+    return [...items.values()]
+      .filter((i) => (i.sk as string).startsWith(PREFIX))
       .filter((i) => typeof i[TTL_ATTRIBUTE] !== 'number' || i[TTL_ATTRIBUTE] > nowSeconds())
       .map((i) => ({ resource: i.resource, connectionId: i.connectionId }));
   }

@@ -19,6 +19,7 @@ import type { Account, ConnectionState, RosterItem, SessionRecord } from '../cor
 import type { ScramCredentials, ScramHash } from '../sasl/scram.ts';
 import type { OfflineMessage, Store, TableAccess, UserRoute } from './store.ts';
 import { TTL_ATTRIBUTE } from './table.ts';
+import { invalidateRoute, memoizedRoute } from './route-memo.ts';
 
 const ACCOUNT = 'account';
 const SESSION = 'account#session#';
@@ -109,6 +110,7 @@ export class DynamoStore implements Store {
   }
 
   async createAccount(bare: string, credentials: Partial<Record<ScramHash, ScramCredentials>>): Promise<boolean> {
+    invalidateRoute(bare);
     try {
       await this.doc.send(
         new PutCommand({
@@ -143,6 +145,7 @@ export class DynamoStore implements Store {
   }
 
   async deleteAccount(bare: string): Promise<boolean> {
+    invalidateRoute(bare);
     const items = await this.queryAll({
       KeyConditionExpression: 'pk = :pk',
       ExpressionAttributeValues: { ':pk': userKey(bare) },
@@ -177,15 +180,28 @@ export class DynamoStore implements Store {
 
   // sessions
 
-  async getUserRoute(bare: string): Promise<UserRoute> {
-    const items = await this.queryPrefix(bare, ACCOUNT);
-    return {
-      exists: items.some((i) => i.sk === ACCOUNT),
-      sessions: items.filter((i) => (i.sk as string).startsWith(SESSION)).map(toSession),
-    };
+  /**
+   * One strongly consistent Query of the user's routing items: the account, its sessions and what
+   * feature modules keep under `account#…` (block list, carbons, archive preferences). Memoized for
+   * the current frame (route-memo.ts).
+   */
+  getUserRoute(bare: string): Promise<UserRoute> {
+    return memoizedRoute(bare, async () => {
+      const items = await this.queryAll({
+        KeyConditionExpression: 'pk = :pk AND begins_with(sk, :prefix)',
+        ExpressionAttributeValues: { ':pk': userKey(bare), ':prefix': ACCOUNT },
+        ConsistentRead: true,
+      });
+      return {
+        exists: items.some((i) => i.sk === ACCOUNT),
+        sessions: items.filter((i) => (i.sk as string).startsWith(SESSION)).map(toSession),
+        items: new Map(items.map((i) => [i.sk as string, i])),
+      };
+    });
   }
 
   async putSession(s: SessionRecord): Promise<void> {
+    invalidateRoute(s.bare);
     await this.doc.send(
       new PutCommand({
         TableName: this.table,
@@ -195,6 +211,7 @@ export class DynamoStore implements Store {
   }
 
   async deleteSession(bare: string, resource: string, connectionId: string): Promise<void> {
+    invalidateRoute(bare);
     try {
       await this.doc.send(
         new DeleteCommand({
@@ -271,6 +288,7 @@ export class DynamoStore implements Store {
   }
 
   private async bumpRosterVersion(bare: string): Promise<number> {
+    invalidateRoute(bare);
     const out = await this.doc.send(
       new UpdateCommand({
         TableName: this.table,

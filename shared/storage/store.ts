@@ -9,6 +9,11 @@ import type { ScramCredentials, ScramHash } from '../sasl/scram.ts';
 export interface UserRoute {
   exists: boolean;
   sessions: SessionRecord[];
+  /**
+   * Every routing item of the user by sort key (`account`, `account#session#…`, and what feature
+   * modules keep under `account#…`), so modules read theirs without another request.
+   */
+  items: Map<string, Record<string, any>>;
 }
 
 export interface OfflineMessage {
