@@ -13,7 +13,7 @@ import { StanzaError, cloneElement } from '../errors.ts';
 import { parseJid, type Jid } from '../jid.ts';
 import type { StanzaEvent, XmppModule } from '../core/registry.ts';
 import type { XmppServer } from '../core/server.ts';
-import { ArchiveStore, isArchiveId, type ArchiveDefault, type ArchivePage, type ArchivePrefs, type ArchiveQuery, type ArchivedMessage } from '../storage/archive-store.ts';
+import { ArchiveStore, isArchiveId, type ArchiveDefault, type ArchiveEntry, type ArchivePage, type ArchivePrefs, type ArchiveQuery, type ArchivedMessage } from '../storage/archive-store.ts';
 import { readForm, buildForm } from '../xml/data-form.ts';
 import { Element, NS, x } from '../xml/element.ts';
 import { parseFrame } from '../xml/parse.ts';
@@ -64,23 +64,36 @@ async function allowedByPrefs(server: XmppServer, user: string, contact: Jid): P
   return item !== undefined;
 }
 
+/**
+ * The sender's copy of a message to a local user, kept until the recipient's copy is made on
+ * delivery ('message/in', same frame), so both go to DynamoDB in one request. A message that never
+ * reaches delivery (blocked, unknown recipient) was not sent, and its sender's copy is dropped.
+ */
+const sendersCopy = new WeakMap<Element, ArchiveEntry>();
+
 async function archiveOutgoing({ server, stanza, from, to }: StanzaEvent): Promise<boolean> {
   if (!archivable(stanza)) return false;
   const contact = to ?? from.toBare();
   // A message to oneself is archived once, on delivery.
   if (contact.bare === from.bare) return false;
   if (!(await allowedByPrefs(server, from.bare, contact))) return false;
-  await archiveStore(server).append(userArchive(from.bare), { xml: cloneElement(stanza).toString(), with: contact.bare, withFull: contact.toString() });
+  const entry = archiveStore(server).prepare(userArchive(from.bare), { xml: cloneElement(stanza).toString(), with: contact.bare, withFull: contact.toString() });
+  if (contact.local && server.isLocalDomain(contact.domain)) sendersCopy.set(stanza, entry);
+  else await archiveStore(server).write([entry]);
   return false;
 }
 
 async function archiveIncoming({ server, stanza, from, to }: StanzaEvent): Promise<boolean> {
   const owner = to!.bare;
+  const entries = [sendersCopy.get(stanza)].filter((e) => e !== undefined);
+  sendersCopy.delete(stanza);
   stripStanzaIds(stanza, owner);
-  if (!archivable(stanza)) return false;
-  if (!(await allowedByPrefs(server, owner, from))) return false;
-  const item = await archiveStore(server).append(userArchive(owner), { xml: cloneElement(stanza).toString(), with: from.bare, withFull: from.toString() });
-  stanza.append(x('stanza-id', { xmlns: SID, by: owner, id: item.id }));
+  if (archivable(stanza) && (await allowedByPrefs(server, owner, from))) {
+    const entry = archiveStore(server).prepare(userArchive(owner), { xml: cloneElement(stanza).toString(), with: from.bare, withFull: from.toString() });
+    entries.push(entry);
+    stanza.append(x('stanza-id', { xmlns: SID, by: owner, id: entry.item.id }));
+  }
+  if (entries.length) await archiveStore(server).write(entries);
   return false;
 }
 

@@ -5,7 +5,7 @@
  * key range is a time range, in the order the messages were archived.
  */
 import { randomBytes } from 'node:crypto';
-import { GetCommand, PutCommand, QueryCommand, type QueryCommandInput } from '@aws-sdk/lib-dynamodb';
+import { BatchWriteCommand, GetCommand, PutCommand, QueryCommand, type QueryCommandInput } from '@aws-sdk/lib-dynamodb';
 import { invalidateRoute } from './route-memo.ts';
 import type { Store, TableAccess } from './store.ts';
 
@@ -89,13 +89,39 @@ function timeKey(ms: number, high: boolean): string {
   return `${PREFIX}${String(Math.max(0, Math.floor(ms))).padStart(13, '0')}${high ? `999${HIGH}` : '000'}`;
 }
 
+/** One message for one archive, ready to be written. */
+export interface ArchiveEntry {
+  pk: string;
+  item: ArchivedMessage;
+}
+
 export class ArchiveStore {
   constructor(private readonly db: TableAccess) {}
 
   async append(pk: string, message: Omit<ArchivedMessage, 'id' | 'stamp'>, now = Date.now()): Promise<ArchivedMessage> {
-    const item: ArchivedMessage = { id: newArchiveId(now), stamp: new Date(now).toISOString(), ...message };
-    await this.db.doc.send(new PutCommand({ TableName: this.db.table, Item: { pk, sk: PREFIX + item.id, ...item } }));
-    return item;
+    const entry = this.prepare(pk, message, now);
+    await this.write([entry]);
+    return entry.item;
+  }
+
+  /** An archive entry with its id, not yet written (see write()). */
+  prepare(pk: string, message: Omit<ArchivedMessage, 'id' | 'stamp'>, now = Date.now()): ArchiveEntry {
+    return { pk, item: { id: newArchiveId(now), stamp: new Date(now).toISOString(), ...message } };
+  }
+
+  /** Writes entries of one or more archives in one request (both sides of a 1:1 message). */
+  async write(entries: ArchiveEntry[]): Promise<void> {
+    const items = entries.map(({ pk, item }) => ({ pk, sk: PREFIX + item.id, ...item }));
+    if (items.length === 1) {
+      await this.db.doc.send(new PutCommand({ TableName: this.db.table, Item: items[0] }));
+      return;
+    }
+    let requests: any[] = items.map((Item) => ({ PutRequest: { Item } }));
+    for (let attempt = 0; requests.length > 0; attempt++) {
+      const out = await this.db.doc.send(new BatchWriteCommand({ RequestItems: { [this.db.table]: requests } }));
+      requests = out.UnprocessedItems?.[this.db.table] ?? [];
+      if (requests.length) await new Promise((r) => setTimeout(r, Math.min(1000, 50 * 2 ** attempt)));
+    }
   }
 
   async exists(pk: string, id: string): Promise<boolean> {
