@@ -12,7 +12,7 @@ const STACK = ['#2f6fdf', '#5b8ff0', '#8fb3f5', '#e07b24', '#f0a15e', '#3aa657',
 
 const esc = (s: string) => s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;');
 const num = (n: number | undefined | null) =>
-  n === undefined || n === null || !Number.isFinite(n) ? 'n/a' : n >= 100 ? n.toFixed(0) : n >= 10 ? n.toFixed(1) : n.toFixed(2);
+  n === undefined || n === null || !Number.isFinite(n) ? 'n/a' : Number.isInteger(n) || n >= 100 ? n.toFixed(0) : n >= 10 ? n.toFixed(1) : n.toFixed(2);
 
 function text(x: number, y: number, s: string, opts: { size?: number; anchor?: string; weight?: string; color?: string } = {}): string {
   return `<text x="${x.toFixed(1)}" y="${y.toFixed(1)}" font-size="${opts.size ?? 12}" text-anchor="${opts.anchor ?? 'start'}" font-weight="${opts.weight ?? 'normal'}" fill="${opts.color ?? COLORS.text}">${esc(s)}</text>`;
@@ -83,7 +83,11 @@ function stackPanel(x: number, y: number, w: number, title: string, rows: { labe
   const barW = w - labelW - 70;
   let cy = y + 14;
   const names = [...new Set(rows.flatMap((r) => r.items.filter((i) => i.usd > 0).map((i) => i.item)))];
-  for (const row of rows) {
+  for (let row of rows) {
+    // One segment per service (a month's keepalive and reconnect lines of one service add up).
+    const merged = new Map<string, number>();
+    for (const i of row.items) merged.set(i.item, (merged.get(i.item) ?? 0) + i.usd);
+    row = { ...row, items: [...merged].map(([item, usd]) => ({ item, usd })) };
     const total = row.items.reduce((s, i) => s + i.usd, 0) || 1;
     parts.push(text(x, cy + 13, row.label, { size: 11 }));
     let bx = x + labelW;
@@ -135,7 +139,7 @@ export function renderChart(r: BenchResults): string {
     { label: 'login storm (SCRAM + bind)', ours: l?.loginStorm?.loginsPerSec, prosody: p?.loginStorm?.loginsPerSec, unit: 'logins/s' },
     { label: '1:1 messages, saturated', ours: l?.chatSaturation?.messagesPerSec, prosody: p?.chatSaturation?.messagesPerSec, unit: 'msg/s' },
     { label: `presence to ${l?.presenceBroadcast?.rosterSize ?? r.options.presenceRoster} contacts`, ours: l?.presenceBroadcast?.broadcastsPerSec, prosody: p?.presenceBroadcast?.broadcastsPerSec, unit: 'changes/s' },
-    { label: 'server CPU per message (saturated)', ours: l?.chatSaturation?.serverCpuMsPerMessage, prosody: p?.chatSaturation?.serverCpuMsPerMessage, unit: 'ms', lowerIsBetter: true },
+    { label: 'server CPU/message (saturated)', ours: l?.chatSaturation?.serverCpuMsPerMessage, prosody: p?.chatSaturation?.serverCpuMsPerMessage, unit: 'ms', lowerIsBetter: true },
   ]);
   const right = pairPanel(40 + colW, 100, colW, 'Latency end to end, 1:1 chat (ms)', [
     { label: `p50 at ${r.options.lowChatRate} msg/s`, ours: l?.chatLowRate?.latencyMs.p50, prosody: p?.chatLowRate?.latencyMs.p50, unit: 'ms', lowerIsBetter: true },
@@ -203,4 +207,14 @@ export function renderChart(r: BenchResults): string {
 ${parts.join('\n')}
 </svg>
 `;
+}
+
+if (import.meta.url === `file://${process.argv[1]}`) {
+  // Re-draws a run's chart: npx tsx bench/chart.ts [bench/results/latest.json [out.svg]]
+  const { readFileSync, writeFileSync } = await import('node:fs');
+  const { join } = await import('node:path');
+  const file = process.argv[2] ?? join(import.meta.dirname, 'results', 'latest.json');
+  const out = process.argv[3] ?? file.replace(/\.json$/, '.svg');
+  writeFileSync(out, renderChart(JSON.parse(readFileSync(file, 'utf8')) as BenchResults));
+  console.log(`wrote ${out}`);
 }
