@@ -241,13 +241,20 @@ export interface TimedCall {
 }
 
 /**
- * The longest chain of calls that had to wait for each other (a call follows another when it
- * started after that one ended, as observed locally), weighted by cloud latency: what an invocation
- * waits for in AWS, whatever DynamoDB Local and the local @connections API took.
+ * What an invocation waits for in AWS, from the calls it made locally (start and end of each).
+ *
+ * - Sequential code (at most 2 calls in flight at once, e.g. a message: two Queries side by side,
+ *   then a write, then a post): the longest chain of calls that each started after the previous one
+ *   ended, weighted by cloud latency.
+ * - Fan-out (3 or more calls in flight at once, e.g. presence to 100 contacts, 16 at a time): locally
+ *   the lanes interleave on one event loop and look sequential, so the chain would count every call;
+ *   instead the calls' cloud latencies are spread over the concurrency seen (Σ latency / peak).
  */
-export function cloudCriticalPath(calls: TimedCall[]): { ms: number; dynamo: number; posts: number } {
+export function cloudCriticalPath(calls: TimedCall[]): { ms: number; dynamo: number; posts: number; peakConcurrency: number } {
   const sorted = [...calls].sort((a, b) => a.start - b.start);
   const weight = (c: TimedCall) => (c.kind === 'dynamo' ? CLOUD_LATENCY.dynamoRoundTripMs : CLOUD_LATENCY.postRoundTripMs);
+  let peak = 0;
+  for (const c of sorted) peak = Math.max(peak, sorted.filter((d) => d.start <= c.start && d.end > c.start).length);
   const best: number[] = [];
   const prev: number[] = [];
   let last = -1;
@@ -264,12 +271,15 @@ export function cloudCriticalPath(calls: TimedCall[]): { ms: number; dynamo: num
     prev.push(p);
     if (last < 0 || best[i]! > best[last]!) last = i;
   }
-  const out = { ms: last < 0 ? 0 : best[last]!, dynamo: 0, posts: 0 };
+  const chain = { ms: last < 0 ? 0 : best[last]!, dynamo: 0, posts: 0, peakConcurrency: peak };
   for (let i = last; i >= 0; i = prev[i]!) {
-    if (sorted[i]!.kind === 'dynamo') out.dynamo++;
-    else out.posts++;
+    if (sorted[i]!.kind === 'dynamo') chain.dynamo++;
+    else chain.posts++;
   }
-  return out;
+  if (peak < 3) return chain;
+  const total = sorted.reduce((s, c) => s + weight(c), 0);
+  const dynamo = sorted.filter((c) => c.kind === 'dynamo').length;
+  return { ms: total / peak, dynamo: dynamo / peak, posts: (sorted.length - dynamo) / peak, peakConcurrency: peak };
 }
 
 /**

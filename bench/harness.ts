@@ -206,8 +206,8 @@ export interface OperationCost {
   /** Sequential DynamoDB round trips (the longest chain of DynamoDB calls that could not overlap). */
   dynamoRoundTrips: number;
   posts: number;
-  /** The critical path of DynamoDB calls and posts together, and what it waits at cloud latencies. */
-  criticalPath: { dynamo: number; posts: number; cloudMs: number };
+  /** The critical path of DynamoDB calls and posts together, what it waits at cloud latencies, and the most calls in flight at once. */
+  criticalPath: { dynamo: number; posts: number; cloudMs: number; peakConcurrency: number };
   /** process.cpuUsage() around the stream handler, raw (includes the local @connections endpoint serving its posts). */
   handlerCpuMsRaw: number;
   /** The same minus posts × the @connections endpoint's measured CPU per post. */
@@ -898,6 +898,7 @@ async function probeOperations(o: BenchOptions, local: LocalTarget, specs: { pro
         dynamo: round(paths.reduce((s, p) => s + p.dynamo, 0) / n),
         posts: round(paths.reduce((s, p) => s + p.posts, 0) / n),
         cloudMs: round(measuredOp.cloudWaitMs),
+        peakConcurrency: round(paths.reduce((s, p) => s + p.peakConcurrency, 0) / list.length),
       },
       handlerCpuMsRaw: round(cpuRaw / n),
       handlerCpuMs: round(cpuNet / n),
@@ -1113,8 +1114,9 @@ function goals(r: BenchResults): Goal[] {
     out.push({
       goal: 'stream Lambda peak memory under the benchmark',
       target: '≤ 256 MB',
-      measured: `${local.handlerProcessPeakRssMb} MB: the local Node process running the gateway, every connection and all handler invocations at once (upper bound)${lambdaRss ? `; a fresh Node 22 instance after two invocations: ${lambdaRss} MB` : ''}`,
-      met: local.handlerProcessPeakRssMb !== undefined ? local.handlerProcessPeakRssMb <= 256 : null,
+      measured: `not measured per instance: ${local.handlerProcessPeakRssMb} MB for the local Node process running the gateway, every connection and all handler invocations at once (an upper bound)${lambdaRss ? `; ${lambdaRss} MB for a fresh Node 22 instance after two invocations (a lower bound)` : ''}`,
+      // Neither bound is one Lambda instance under the load: unknown unless the upper bound already fits.
+      met: local.handlerProcessPeakRssMb !== undefined && local.handlerProcessPeakRssMb <= 256 ? true : null,
     });
   }
   const prosody = r.targets.prosody;
