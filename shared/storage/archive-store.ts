@@ -5,8 +5,9 @@
  * key range is a time range, in the order the messages were archived.
  */
 import { randomBytes } from 'node:crypto';
-import { BatchWriteCommand, GetCommand, PutCommand, QueryCommand, type QueryCommandInput } from '@aws-sdk/lib-dynamodb';
+import { GetCommand, PutCommand, QueryCommand, type QueryCommandInput } from '@aws-sdk/lib-dynamodb';
 import { invalidateRoute } from './route-memo.ts';
+import { putItems } from './table-ops.ts';
 import type { Store, TableAccess } from './store.ts';
 
 const PREFIX = 'mam#';
@@ -116,12 +117,7 @@ export class ArchiveStore {
       await this.db.doc.send(new PutCommand({ TableName: this.db.table, Item: items[0] }));
       return;
     }
-    let requests: any[] = items.map((Item) => ({ PutRequest: { Item } }));
-    for (let attempt = 0; requests.length > 0; attempt++) {
-      const out = await this.db.doc.send(new BatchWriteCommand({ RequestItems: { [this.db.table]: requests } }));
-      requests = out.UnprocessedItems?.[this.db.table] ?? [];
-      if (requests.length) await new Promise((r) => setTimeout(r, Math.min(1000, 50 * 2 ** attempt)));
-    }
+    await putItems(this.db, items);
   }
 
   async exists(pk: string, id: string): Promise<boolean> {

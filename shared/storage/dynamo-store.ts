@@ -5,21 +5,19 @@
  */
 import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import {
-  BatchWriteCommand,
   DeleteCommand,
   DynamoDBDocumentClient,
   GetCommand,
   PutCommand,
-  QueryCommand,
   ScanCommand,
   UpdateCommand,
-  type QueryCommandInput,
 } from '@aws-sdk/lib-dynamodb';
 import type { Account, ConnectionState, RosterItem, SessionRecord } from '../core/types.ts';
 import type { ScramCredentials, ScramHash } from '../sasl/scram.ts';
 import type { OfflineMessage, Store, TableAccess, UserRoute } from './store.ts';
 import { TTL_ATTRIBUTE } from './table.ts';
 import { invalidateRoute, memoizedRoute } from './route-memo.ts';
+import { deleteKeys, isLive as live, nowSeconds, queryAll } from './table-ops.ts';
 
 const ACCOUNT = 'account';
 const SESSION = 'account#session#';
@@ -34,8 +32,6 @@ const OFFLINE_TTL_SECONDS = 30 * 24 * 3600;
 
 const userKey = (bare: string) => `user#${bare}`;
 const connKey = (id: string) => `conn#${id}`;
-const nowSeconds = () => Math.floor(Date.now() / 1000);
-const live = (item: Record<string, unknown>) => typeof item[TTL_ATTRIBUTE] !== 'number' || (item[TTL_ATTRIBUTE] as number) > nowSeconds();
 
 export interface DynamoStoreOptions {
   tableName: string;
@@ -73,34 +69,14 @@ export class DynamoStore implements Store {
     return { doc: this.doc, table: this.table };
   }
 
-  private async queryAll(input: Omit<QueryCommandInput, 'TableName'>): Promise<Record<string, any>[]> {
-    const items: Record<string, any>[] = [];
-    let ExclusiveStartKey: Record<string, any> | undefined;
-    do {
-      const out = await this.doc.send(new QueryCommand({ TableName: this.table, ...input, ExclusiveStartKey }));
-      items.push(...(out.Items ?? []).filter(live));
-      ExclusiveStartKey = out.LastEvaluatedKey;
-    } while (ExclusiveStartKey);
-    return items;
-  }
 
   private queryPrefix(bare: string, prefix: string) {
-    return this.queryAll({
+    return queryAll(this.db, {
       KeyConditionExpression: 'pk = :pk AND begins_with(sk, :prefix)',
       ExpressionAttributeValues: { ':pk': userKey(bare), ':prefix': prefix },
     });
   }
 
-  private async deleteKeys(keys: { pk: string; sk: string }[]): Promise<void> {
-    for (let i = 0; i < keys.length; i += 25) {
-      let requests: any[] = keys.slice(i, i + 25).map((Key) => ({ DeleteRequest: { Key } }));
-      for (let attempt = 0; requests.length > 0; attempt++) {
-        const out = await this.doc.send(new BatchWriteCommand({ RequestItems: { [this.table]: requests } }));
-        requests = out.UnprocessedItems?.[this.table] ?? [];
-        if (requests.length > 0) await new Promise((r) => setTimeout(r, Math.min(1000, 50 * 2 ** attempt)));
-      }
-    }
-  }
 
   // accounts
 
@@ -146,7 +122,7 @@ export class DynamoStore implements Store {
 
   async deleteAccount(bare: string): Promise<boolean> {
     invalidateRoute(bare);
-    const items = await this.queryAll({
+    const items = await queryAll(this.db, {
       KeyConditionExpression: 'pk = :pk',
       ExpressionAttributeValues: { ':pk': userKey(bare) },
       ProjectionExpression: 'pk, sk',
@@ -154,8 +130,8 @@ export class DynamoStore implements Store {
     if (!items.some((i) => i.sk === ACCOUNT)) return false;
     // The account item goes last, so a crash half-way leaves a deletable account, not orphans.
     const keys = items.map((i) => ({ pk: i.pk as string, sk: i.sk as string }));
-    await this.deleteKeys(keys.filter((k) => k.sk !== ACCOUNT));
-    await this.deleteKeys(keys.filter((k) => k.sk === ACCOUNT));
+    await deleteKeys(this.db, keys.filter((k) => k.sk !== ACCOUNT));
+    await deleteKeys(this.db, keys.filter((k) => k.sk === ACCOUNT));
     return true;
   }
 
@@ -187,7 +163,7 @@ export class DynamoStore implements Store {
    */
   getUserRoute(bare: string): Promise<UserRoute> {
     return memoizedRoute(bare, async () => {
-      const items = await this.queryAll({
+      const items = await queryAll(this.db, {
         KeyConditionExpression: 'pk = :pk AND begins_with(sk, :prefix)',
         ExpressionAttributeValues: { ':pk': userKey(bare), ':prefix': ACCOUNT },
         ConsistentRead: true,
@@ -346,7 +322,7 @@ export class DynamoStore implements Store {
   }
 
   async deleteOffline(bare: string, keys: string[]): Promise<void> {
-    await this.deleteKeys(keys.map((sk) => ({ pk: userKey(bare), sk })));
+    await deleteKeys(this.db, keys.map((sk) => ({ pk: userKey(bare), sk })));
   }
 }
 

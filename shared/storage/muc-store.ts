@@ -12,7 +12,8 @@
  * Occupants are written with a version number and conditional puts: joins, nick changes and
  * leaves of one nick from concurrent Lambda invocations cannot overwrite each other.
  */
-import { BatchWriteCommand, DeleteCommand, GetCommand, PutCommand, QueryCommand, type QueryCommandInput } from '@aws-sdk/lib-dynamodb';
+import { DeleteCommand, GetCommand, PutCommand, QueryCommand } from '@aws-sdk/lib-dynamodb';
+import { deleteKeys, isLive as live, nowSeconds, queryAll } from './table-ops.ts';
 import type { TableAccess } from './store.ts';
 import { TTL_ATTRIBUTE } from './table.ts';
 
@@ -89,8 +90,6 @@ const OCCUPANT_TTL_SECONDS = 3 * 3600;
 const roomKey = (room: string) => `room#${room}`;
 const dirKey = (service: string) => `mucdir#${service}`;
 const userKey = (bare: string) => `user#${bare}`;
-const nowSeconds = () => Math.floor(Date.now() / 1000);
-const live = (item: Record<string, unknown>) => typeof item[TTL_ATTRIBUTE] !== 'number' || (item[TTL_ATTRIBUTE] as number) > nowSeconds();
 
 function isConditionFailure(err: unknown): boolean {
   return (err as Error).name === 'ConditionalCheckFailedException';
@@ -99,27 +98,7 @@ function isConditionFailure(err: unknown): boolean {
 export class MucStore {
   constructor(private readonly db: TableAccess) {}
 
-  private async queryAll(input: Omit<QueryCommandInput, 'TableName'>): Promise<Record<string, any>[]> {
-    const items: Record<string, any>[] = [];
-    let ExclusiveStartKey: Record<string, any> | undefined;
-    do {
-      const out = await this.db.doc.send(new QueryCommand({ TableName: this.db.table, ...input, ExclusiveStartKey }));
-      items.push(...(out.Items ?? []).filter(live));
-      ExclusiveStartKey = out.LastEvaluatedKey;
-    } while (ExclusiveStartKey);
-    return items;
-  }
 
-  private async deleteKeys(keys: { pk: string; sk: string }[]): Promise<void> {
-    for (let i = 0; i < keys.length; i += 25) {
-      let requests: any[] = keys.slice(i, i + 25).map((Key) => ({ DeleteRequest: { Key } }));
-      for (let attempt = 0; requests.length > 0; attempt++) {
-        const out = await this.db.doc.send(new BatchWriteCommand({ RequestItems: { [this.db.table]: requests } }));
-        requests = out.UnprocessedItems?.[this.db.table] ?? [];
-        if (requests.length > 0) await new Promise((r) => setTimeout(r, Math.min(1000, 50 * 2 ** attempt)));
-      }
-    }
-  }
 
   // rooms
 
@@ -160,12 +139,12 @@ export class MucStore {
     // The config item goes first so nobody can join a half-deleted room.
     await this.db.doc.send(new DeleteCommand({ TableName: this.db.table, Key: { pk: roomKey(room), sk: 'config' } }));
     await this.db.doc.send(new DeleteCommand({ TableName: this.db.table, Key: { pk: dirKey(service), sk: room } }));
-    const items = await this.queryAll({
+    const items = await queryAll(this.db, {
       KeyConditionExpression: 'pk = :pk',
       ExpressionAttributeValues: { ':pk': roomKey(room) },
       ProjectionExpression: 'pk, sk',
     });
-    await this.deleteKeys(items.map((i) => ({ pk: i.pk as string, sk: i.sk as string })));
+    await deleteKeys(this.db, items.map((i) => ({ pk: i.pk as string, sk: i.sk as string })));
   }
 
   // directory (disco#items of the service)
@@ -179,7 +158,7 @@ export class MucStore {
   }
 
   async listDirectory(service: string): Promise<{ room: string; name: string; public: boolean }[]> {
-    const items = await this.queryAll({ KeyConditionExpression: 'pk = :pk', ExpressionAttributeValues: { ':pk': dirKey(service) } });
+    const items = await queryAll(this.db, { KeyConditionExpression: 'pk = :pk', ExpressionAttributeValues: { ':pk': dirKey(service) } });
     return items.map((i) => ({ room: i.room, name: i.name ?? '', public: i.public ?? false }));
   }
 
@@ -191,7 +170,7 @@ export class MucStore {
   }
 
   async listAffiliations(room: string): Promise<AffiliationItem[]> {
-    const items = await this.queryAll({
+    const items = await queryAll(this.db, {
       KeyConditionExpression: 'pk = :pk AND begins_with(sk, :p)',
       ExpressionAttributeValues: { ':pk': roomKey(room), ':p': 'aff#' },
       ConsistentRead: true,
@@ -211,7 +190,7 @@ export class MucStore {
   // occupants
 
   async listOccupants(room: string): Promise<Occupant[]> {
-    const items = await this.queryAll({
+    const items = await queryAll(this.db, {
       KeyConditionExpression: 'pk = :pk AND begins_with(sk, :p)',
       ExpressionAttributeValues: { ':pk': roomKey(room), ':p': 'occ#' },
       ConsistentRead: true,
@@ -282,7 +261,7 @@ export class MucStore {
   }
 
   async listJoins(bare: string): Promise<JoinRecord[]> {
-    const items = await this.queryAll({
+    const items = await queryAll(this.db, {
       KeyConditionExpression: 'pk = :pk AND begins_with(sk, :p)',
       ExpressionAttributeValues: { ':pk': userKey(bare), ':p': 'mucjoin#' },
     });

@@ -9,7 +9,8 @@
  * (last-item delivery at login needs one Query per contact). Writes to a node item are conditional
  * on its version; callers retry on a lost race.
  */
-import { BatchWriteCommand, DeleteCommand, GetCommand, PutCommand, QueryCommand } from '@aws-sdk/lib-dynamodb';
+import { DeleteCommand, GetCommand, PutCommand } from '@aws-sdk/lib-dynamodb';
+import { deleteKeys, queryAll } from './table-ops.ts';
 import type { TableAccess } from './store.ts';
 
 export type AccessModel = 'open' | 'presence' | 'roster' | 'whitelist';
@@ -93,21 +94,11 @@ export class PepStore {
 
   /** Every node of an account whose name starts with `prefix` (one Query; items are not read). */
   async listNodes(owner: string, prefix = ''): Promise<PepNode[]> {
-    const nodes: PepNode[] = [];
-    let ExclusiveStartKey: Record<string, any> | undefined;
-    do {
-      const out = await this.db.doc.send(
-        new QueryCommand({
-          TableName: this.db.table,
-          KeyConditionExpression: 'pk = :pk AND begins_with(sk, :p)',
-          ExpressionAttributeValues: { ':pk': userKey(owner), ':p': NODE + encodeURIComponent(prefix) },
-          ExclusiveStartKey,
-        }),
-      );
-      nodes.push(...(out.Items ?? []).map(toNode));
-      ExclusiveStartKey = out.LastEvaluatedKey;
-    } while (ExclusiveStartKey);
-    return nodes;
+    const items = await queryAll(this.db, {
+      KeyConditionExpression: 'pk = :pk AND begins_with(sk, :p)',
+      ExpressionAttributeValues: { ':pk': userKey(owner), ':p': NODE + encodeURIComponent(prefix) },
+    });
+    return items.map(toNode);
   }
 
   /**
@@ -158,57 +149,29 @@ export class PepStore {
 
   /** Every stored item of a node (in key order; callers order them by the node's itemIds). */
   async listItems(owner: string, node: string): Promise<PepItem[]> {
-    const items: PepItem[] = [];
-    let ExclusiveStartKey: Record<string, any> | undefined;
-    do {
-      const out = await this.db.doc.send(
-        new QueryCommand({
-          TableName: this.db.table,
-          KeyConditionExpression: 'pk = :pk AND begins_with(sk, :p)',
-          ExpressionAttributeValues: { ':pk': userKey(owner), ':p': itemPrefix(node) },
-          ConsistentRead: true,
-          ExclusiveStartKey,
-        }),
-      );
-      for (const i of out.Items ?? []) items.push({ id: i.id, xml: i.xml, published: i.published });
-      ExclusiveStartKey = out.LastEvaluatedKey;
-    } while (ExclusiveStartKey);
-    return items;
+    const items = await queryAll(this.db, {
+      KeyConditionExpression: 'pk = :pk AND begins_with(sk, :p)',
+      ExpressionAttributeValues: { ':pk': userKey(owner), ':p': itemPrefix(node) },
+      ConsistentRead: true,
+    });
+    return items.map((i) => ({ id: i.id, xml: i.xml, published: i.published }));
   }
 
   async deleteItems(owner: string, node: string, ids: string[]): Promise<void> {
-    await this.deleteKeys(ids.map((id) => ({ pk: userKey(owner), sk: itemKey(node, id) })));
+    await deleteKeys(this.db, ids.map((id) => ({ pk: userKey(owner), sk: itemKey(node, id) })));
   }
 
   /** Removes the node item and every item of the node. */
   async deleteNode(owner: string, node: string): Promise<void> {
-    const keys: { pk: string; sk: string }[] = [];
-    let ExclusiveStartKey: Record<string, any> | undefined;
-    do {
-      const out = await this.db.doc.send(
-        new QueryCommand({
-          TableName: this.db.table,
-          KeyConditionExpression: 'pk = :pk AND begins_with(sk, :p)',
-          ExpressionAttributeValues: { ':pk': userKey(owner), ':p': itemPrefix(node) },
-          ProjectionExpression: 'pk, sk',
-          ExclusiveStartKey,
-        }),
-      );
-      for (const i of out.Items ?? []) keys.push({ pk: i.pk, sk: i.sk });
-      ExclusiveStartKey = out.LastEvaluatedKey;
-    } while (ExclusiveStartKey);
-    await this.deleteKeys(keys);
+    const keys = (
+      await queryAll(this.db, {
+        KeyConditionExpression: 'pk = :pk AND begins_with(sk, :p)',
+        ExpressionAttributeValues: { ':pk': userKey(owner), ':p': itemPrefix(node) },
+        ProjectionExpression: 'pk, sk',
+      })
+    ).map((i) => ({ pk: i.pk as string, sk: i.sk as string }));
+    await deleteKeys(this.db, keys);
     await this.db.doc.send(new DeleteCommand({ TableName: this.db.table, Key: { pk: userKey(owner), sk: nodeKey(node) } }));
   }
 
-  private async deleteKeys(keys: { pk: string; sk: string }[]): Promise<void> {
-    for (let i = 0; i < keys.length; i += 25) {
-      let requests: any[] = keys.slice(i, i + 25).map((Key) => ({ DeleteRequest: { Key } }));
-      for (let attempt = 0; requests.length > 0; attempt++) {
-        const out = await this.db.doc.send(new BatchWriteCommand({ RequestItems: { [this.db.table]: requests } }));
-        requests = out.UnprocessedItems?.[this.db.table] ?? [];
-        if (requests.length > 0) await new Promise((r) => setTimeout(r, Math.min(1000, 50 * 2 ** attempt)));
-      }
-    }
-  }
 }

@@ -1,0 +1,45 @@
+/**
+ * The few table operations every store repeats: reading all pages of a Query (skipping items whose
+ * TTL has passed but which DynamoDB has not deleted yet), and batched writes that retry what
+ * DynamoDB left unprocessed.
+ */
+import { BatchWriteCommand, QueryCommand, type QueryCommandInput } from '@aws-sdk/lib-dynamodb';
+import type { TableAccess } from './store.ts';
+import { TTL_ATTRIBUTE } from './table.ts';
+
+export const nowSeconds = () => Math.floor(Date.now() / 1000);
+
+/** False for an item whose TTL has passed (DynamoDB deletes expired items lazily, up to 48 h later). */
+export const isLive = (item: Record<string, unknown>) =>
+  typeof item[TTL_ATTRIBUTE] !== 'number' || (item[TTL_ATTRIBUTE] as number) > nowSeconds();
+
+export async function queryAll(db: TableAccess, input: Omit<QueryCommandInput, 'TableName'>): Promise<Record<string, any>[]> {
+  const items: Record<string, any>[] = [];
+  let ExclusiveStartKey: Record<string, any> | undefined;
+  do {
+    const out = await db.doc.send(new QueryCommand({ TableName: db.table, ...input, ExclusiveStartKey }));
+    items.push(...(out.Items ?? []).filter(isLive));
+    ExclusiveStartKey = out.LastEvaluatedKey;
+  } while (ExclusiveStartKey);
+  return items;
+}
+
+/** BatchWriteItem in chunks of 25, retrying unprocessed requests with backoff. */
+export async function batchWrite(db: TableAccess, requests: Record<string, any>[]): Promise<void> {
+  for (let i = 0; i < requests.length; i += 25) {
+    let pending = requests.slice(i, i + 25);
+    for (let attempt = 0; pending.length > 0; attempt++) {
+      const out = await db.doc.send(new BatchWriteCommand({ RequestItems: { [db.table]: pending as any } }));
+      pending = out.UnprocessedItems?.[db.table] ?? [];
+      if (pending.length) await new Promise((r) => setTimeout(r, Math.min(1000, 50 * 2 ** attempt)));
+    }
+  }
+}
+
+export function deleteKeys(db: TableAccess, keys: { pk: string; sk: string }[]): Promise<void> {
+  return batchWrite(db, keys.map((Key) => ({ DeleteRequest: { Key } })));
+}
+
+export function putItems(db: TableAccess, items: Record<string, any>[]): Promise<void> {
+  return batchWrite(db, items.map((Item) => ({ PutRequest: { Item } })));
+}
