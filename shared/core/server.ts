@@ -8,7 +8,7 @@ import type { ServerConfig } from '../config.ts';
 import { StanzaError, StreamError, errorReply } from '../errors.ts';
 import { Jid, JidError, parseJid } from '../jid.ts';
 import type { Store } from '../storage/store.ts';
-import { inFrame } from '../storage/route-memo.ts';
+import { inFrame } from '../storage/frame-context.ts';
 import type { ConnectionSender } from '../transport/connections.ts';
 import { Element, NS, x } from '../xml/element.ts';
 import type {

@@ -56,7 +56,7 @@ const isUser = (server: XmppServer, jid: Jid) => !!jid.local && server.isLocalDo
  * Who blocks whom between a sender and a recipient: 'sender' when the (local) sender's list has
  * the recipient, 'recipient' when the (local) recipient's list has the sender. A user never
  * blocks its own resources, nor the server itself. The lists come with the users' routes, read
- * once per frame (storage/route-memo.ts).
+ * once per frame (storage/frame-context.ts).
  */
 async function blocking(server: XmppServer, from: Jid, to: Jid): Promise<'sender' | 'recipient' | undefined> {
   if (from.bare === to.bare) return undefined;

@@ -13,6 +13,7 @@ import { StanzaError, cloneElement } from '../errors.ts';
 import { parseJid, type Jid } from '../jid.ts';
 import type { StanzaEvent, XmppModule } from '../core/registry.ts';
 import type { XmppServer } from '../core/server.ts';
+import { frameTask } from '../storage/frame-context.ts';
 import { ArchiveStore, isArchiveId, type ArchiveDefault, type ArchiveEntry, type ArchivePage, type ArchivePrefs, type ArchiveQuery, type ArchivedMessage } from '../storage/archive-store.ts';
 import { readForm, buildForm } from '../xml/data-form.ts';
 import { Element, NS, x } from '../xml/element.ts';
@@ -93,7 +94,9 @@ async function archiveIncoming({ server, stanza, from, to }: StanzaEvent): Promi
     entries.push(entry);
     stanza.append(x('stanza-id', { xmlns: SID, by: owner, id: entry.item.id }));
   }
-  if (entries.length) await archiveStore(server).write(entries);
+  // Written while the message is posted (one round trip on the message's path, not two); the
+  // frame, and so the queue's acknowledgement, waits for it.
+  if (entries.length) await frameTask(archiveStore(server).write(entries));
   return false;
 }
 

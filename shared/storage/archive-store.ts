@@ -6,7 +6,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import { GetCommand, PutCommand, QueryCommand, type QueryCommandInput } from '@aws-sdk/lib-dynamodb';
-import { invalidateRoute } from './route-memo.ts';
+import { invalidateRoute } from './frame-context.ts';
 import { putItems } from './table-ops.ts';
 import type { Store, TableAccess } from './store.ts';
 

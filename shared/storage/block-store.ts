@@ -6,7 +6,7 @@
  * resources blocking at once do not lose an entry.
  */
 import { UpdateCommand } from '@aws-sdk/lib-dynamodb';
-import { invalidateRoute } from './route-memo.ts';
+import { invalidateRoute } from './frame-context.ts';
 import type { Store } from './store.ts';
 
 export const BLOCKLIST_SK = 'account#blocklist';

@@ -6,7 +6,7 @@
  * inherit it (the id differs), and the item expires with the connection.
  */
 import { DeleteCommand, PutCommand } from '@aws-sdk/lib-dynamodb';
-import { invalidateRoute } from './route-memo.ts';
+import { invalidateRoute } from './frame-context.ts';
 import type { Store } from './store.ts';
 import { TTL_ATTRIBUTE } from './table.ts';
 

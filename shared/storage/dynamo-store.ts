@@ -16,7 +16,7 @@ import type { Account, ConnectionState, RosterItem, SessionRecord } from '../cor
 import type { ScramCredentials, ScramHash } from '../sasl/scram.ts';
 import type { OfflineMessage, Store, TableAccess, UserRoute } from './store.ts';
 import { TTL_ATTRIBUTE } from './table.ts';
-import { invalidateRoute, memoizedRoute } from './route-memo.ts';
+import { invalidateRoute, memoizedRoute } from './frame-context.ts';
 import { deleteKeys, isLive as live, nowSeconds, queryAll } from './table-ops.ts';
 
 const ACCOUNT = 'account';
@@ -159,7 +159,7 @@ export class DynamoStore implements Store {
   /**
    * One strongly consistent Query of the user's routing items: the account, its sessions and what
    * feature modules keep under `account#…` (block list, carbons, archive preferences). Memoized for
-   * the current frame (route-memo.ts).
+   * the current frame (frame-context.ts).
    */
   getUserRoute(bare: string): Promise<UserRoute> {
     return memoizedRoute(bare, async () => {
