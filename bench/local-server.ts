@@ -3,27 +3,33 @@
  * channel), so its CPU time and memory are measured apart from the load generator's, like
  * Prosody's are.
  *
- * startLocalStack (in memory, ports 0) with three measuring points, none of which changes what the
+ * startLocalStack (in memory, ports 0) with the stream handler in yet another process
+ * (bench/handler-process.ts), as a Lambda runs apart from API Gateway: this process is the local
+ * gateway (API Gateway + SQS FIFO + event source stand-in) and DynamoDB Local's parent; the handler
+ * process runs the unchanged lambdas/stream.ts. Measuring points, none of which changes what the
  * handlers do:
- * - DynamoDB: SDK middleware on the store's client (addDynamoClientHook) counts every command,
- *   asks for ReturnConsumedCapacity=TOTAL and adds up the capacity units DynamoDB Local reports;
- * - the stream handler (lambdas/stream.ts, imported unchanged) is wrapped: invocations, records,
- *   wall time, and process.cpuUsage() around each invocation when probing one stanza at a time;
+ * - DynamoDB: SDK middleware on the handler's store client (addDynamoClientHook) counts every
+ *   command with the capacity units DynamoDB Local reports (ReturnConsumedCapacity=TOTAL); the
+ *   handler process returns them with each invocation;
+ * - handler CPU: process.cpuUsage() around each invocation in the handler process (meaningful when
+ *   probing one frame at a time) and the handler process's CPU time from /proc under load;
  * - the local gateway's @connections API reports each answered call (posts, 410s, deletes).
  *
  * Probe mode: the harness sends one frame at a time, labelled ('message', 'bind', …); every
  * invocation in that mode is recorded with its DynamoDB calls and posts (start and end times), so
  * the harness can tell calls per operation and how many of them were sequential round trips.
  */
+import { spawn, type ChildProcess } from 'node:child_process';
 import { performance } from 'node:perf_hooks';
-import type { DynamoDBClient } from '@aws-sdk/client-dynamodb';
+import { fileURLToPath } from 'node:url';
 import { BatchWriteCommand } from '@aws-sdk/lib-dynamodb';
+import type { InvocationReply } from './handler-process.ts';
 import type { Context, SQSEvent } from 'aws-lambda';
 
 process.env.XMPP_LOG_LEVEL ??= 'warn';
 process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
 
-const { addDynamoClientHook, DynamoStore } = await import('../shared/storage/dynamo-store.ts');
+const { DynamoStore } = await import('../shared/storage/dynamo-store.ts');
 const { startLocalStack } = await import('../local/stack.ts');
 const { handler: connectHandler } = await import('../lambdas/connect.ts');
 const { defaultModules } = await import('../shared/modules/index.ts');
@@ -66,6 +72,8 @@ export interface ProbeInvocation {
 
 export interface Snapshot {
   counters: Counters;
+  /** The stream handler's process (absent before the first frame). */
+  handlerPid?: number;
   cpuUs: number;
   maxRssKb: number;
   rssBytes: number;
@@ -84,7 +92,6 @@ export type Request =
   | { id: number; cmd: 'connectionId' }
   | { id: number; cmd: 'stop' };
 
-const READS = new Set(['GetItem', 'Query', 'Scan', 'BatchGetItem', 'TransactGetItems']);
 
 function emptyCounters(): Counters {
   return { dynamo: {}, posts: 0, postBytes: 0, gone: 0, deletes: 0, invocations: 0, records: 0, handlerMs: 0, deadLetters: 0, gatewayErrors: 0 };
@@ -97,77 +104,74 @@ let probeResults: ProbeInvocation[] = [];
 let inFlight = 0;
 let lastActivity = performance.now();
 
-function capacityOf(consumed: unknown): number {
-  if (!consumed) return 0;
-  const list = Array.isArray(consumed) ? consumed : [consumed];
-  return list.reduce((sum, c) => sum + (Number((c as { CapacityUnits?: number }).CapacityUnits) || 0), 0);
-}
-
-function countDynamo(command: string, units: number, ms: number, failed: boolean): DynamoCount {
+function countDynamo(command: string, readUnits: number, writeUnits: number, ms: number, failed: boolean): void {
   const c = (counters.dynamo[command] ??= { calls: 0, errors: 0, readUnits: 0, writeUnits: 0, ms: 0 });
   c.calls++;
   if (failed) c.errors++;
-  if (READS.has(command)) c.readUnits += units;
-  else c.writeUnits += units;
+  c.readUnits += readUnits;
+  c.writeUnits += writeUnits;
   c.ms += ms;
-  return c;
 }
 
-/** Counts commands and consumed capacity on every DynamoDB client a store creates from now on. */
-addDynamoClientHook((client: DynamoDBClient) => {
-  client.middlewareStack.add(
-    (next, context) => async (args) => {
-      const command = String(context.commandName ?? 'Unknown').replace(/Command$/, '');
-      const input = args.input as { ReturnConsumedCapacity?: string };
-      input.ReturnConsumedCapacity ??= 'TOTAL';
-      const start = performance.now();
-      const invocation = current;
-      try {
-        const out = await next(args);
-        const units = capacityOf((out.output as { ConsumedCapacity?: unknown }).ConsumedCapacity);
-        const end = performance.now();
-        countDynamo(command, units, end - start, false);
-        invocation?.dynamo.push({ what: command, start, end, readUnits: READS.has(command) ? units : 0, writeUnits: READS.has(command) ? 0 : units });
-        return out;
-      } catch (err) {
-        // A failed conditional write still consumes write capacity (1 unit for items up to 1 KB);
-        // DynamoDB reports none with the error, so count that one unit.
-        const conditional = (err as Error).name === 'ConditionalCheckFailedException';
-        const end = performance.now();
-        countDynamo(command, conditional ? 1 : 0, end - start, true);
-        invocation?.dynamo.push({ what: command, start, end, readUnits: 0, writeUnits: conditional ? 1 : 0 });
-        throw err;
-      }
-    },
-    { step: 'initialize', name: 'benchDynamoCounter', priority: 'high' },
-  );
-});
+// --- the stream handler's own process ------------------------------------------------------------
 
-type StreamHandlerFn = (event: SQSEvent, context: Context) => Promise<unknown>;
-let streamHandler: StreamHandlerFn | undefined;
+let handlerProcess: ChildProcess | undefined;
+let handlerReady: Promise<void> | undefined;
+let nextInvocation = 1;
+const replies = new Map<number, (reply: InvocationReply) => void>();
+
+/** Started on the first frame, when startLocalStack has set the environment the handler reads. */
+function startHandlerProcess(): Promise<void> {
+  const child = spawn(process.execPath, ['--import', 'tsx', fileURLToPath(new URL('./handler-process.ts', import.meta.url))], {
+    stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+    env: { ...process.env },
+  });
+  handlerProcess = child;
+  child.on('message', (msg: InvocationReply | { ready: true }) => {
+    if ('ready' in msg) return;
+    replies.get(msg.id)?.(msg);
+    replies.delete(msg.id);
+  });
+  child.once('exit', (code) => {
+    for (const [id, done] of replies) done({ id, error: `handler process exited (${code})`, cpuUs: 0, wallMs: 0, dynamo: [] });
+    replies.clear();
+  });
+  return new Promise((resolve, reject) => {
+    child.once('message', () => resolve());
+    child.once('exit', (code) => reject(new Error(`handler process exited (${code}) before it was ready`)));
+  });
+}
+
+function invokeHandler(event: SQSEvent, context: Context): Promise<InvocationReply> {
+  const id = nextInvocation++;
+  return new Promise((resolve) => {
+    replies.set(id, resolve);
+    handlerProcess!.send({ id, event, context: { functionName: context.functionName, awsRequestId: context.awsRequestId } });
+  });
+}
 
 async function measuredStreamHandler(event: SQSEvent, context: Context): Promise<unknown> {
-  // Imported on first use, after startLocalStack has set the environment it reads.
-  streamHandler ??= ((await import('../lambdas/stream.ts')) as { handler: StreamHandlerFn }).handler;
+  await (handlerReady ??= startHandlerProcess());
   inFlight++;
   counters.invocations++;
   counters.records += event.Records.length;
-  const probing = probeLabel !== null;
-  const invocation: ProbeInvocation | undefined = probing
-    ? { label: probeLabel!, records: event.Records.length, cpuUs: 0, wallMs: 0, dynamo: [], posts: [] }
-    : undefined;
+  const invocation: ProbeInvocation | undefined =
+    probeLabel !== null ? { label: probeLabel, records: event.Records.length, cpuUs: 0, wallMs: 0, dynamo: [], posts: [] } : undefined;
   if (invocation) current = invocation;
-  const cpu = process.cpuUsage();
   const start = performance.now();
   try {
-    return await streamHandler(event, context);
-  } finally {
-    const wall = performance.now() - start;
-    counters.handlerMs += wall;
+    const reply = await invokeHandler(event, context);
+    for (const c of reply.dynamo) countDynamo(c.what, c.readUnits, c.writeUnits, c.end - c.start, c.failed);
     if (invocation) {
-      const used = process.cpuUsage(cpu);
-      invocation.cpuUs = used.user + used.system;
-      invocation.wallMs = wall;
+      invocation.cpuUs = reply.cpuUs;
+      invocation.wallMs = reply.wallMs;
+      invocation.dynamo = reply.dynamo.map(({ what, start: s0, end, readUnits, writeUnits }) => ({ what, start: s0, end, readUnits, writeUnits }));
+    }
+    if (reply.error !== undefined) throw new Error(reply.error);
+    return reply.result;
+  } finally {
+    counters.handlerMs += performance.now() - start;
+    if (invocation) {
       probeResults.push(invocation);
       if (current === invocation) current = undefined;
     }
@@ -204,7 +208,8 @@ const stack = await startLocalStack({
           counters.posts++;
           counters.postBytes += r.bytes;
           if (current) {
-            const end = performance.now();
+            // Epoch ms, the clock the handler process's DynamoDB timestamps use.
+            const end = performance.timeOrigin + performance.now();
             current.posts.push({ what: 'PostToConnection', start: end - r.durationMs, end });
           }
         } else if (r.status === 410) counters.gone++;
@@ -266,6 +271,7 @@ function snapshot(): Snapshot {
   const mem = process.memoryUsage();
   return {
     counters: structuredClone(counters),
+    handlerPid: handlerProcess?.pid,
     cpuUs: cpu.user + cpu.system,
     maxRssKb: process.resourceUsage().maxRSS,
     rssBytes: mem.rss,
@@ -310,6 +316,7 @@ async function handle(req: Request): Promise<unknown> {
       return stack.gateway.connectionIds()[0] ?? null;
     case 'stop':
       await stack.stop();
+      handlerProcess?.disconnect();
       setupStore.doc.destroy();
       setImmediate(() => process.exit(0));
       return null;

@@ -234,7 +234,9 @@ export class LocalTarget implements Target {
     for (let i = 0; i < entries.length; i += 200) await this.call({ cmd: 'rosters', entries: entries.slice(i, i + 200) });
   }
 
+  /** The gateway process, DynamoDB Local's JVM and the stream handler's process (started on the first frame). */
   pids(): number[] {
+    if (!this.exited) this.tree = processTree(this.info.pid);
     return this.tree;
   }
 
