@@ -122,7 +122,9 @@ const replies = new Map<number, (reply: InvocationReply) => void>();
 
 /** Started on the first frame, when startLocalStack has set the environment the handler reads. */
 function startHandlerProcess(): Promise<void> {
-  const child = spawn(process.execPath, ['--import', 'tsx', fileURLToPath(new URL('./handler-process.ts', import.meta.url))], {
+  // BENCH_HANDLER_HEAP_MB caps V8's heap, as in a function with little memory (npm run bench -- --handler-heap-mb N).
+  const heap = process.env.BENCH_HANDLER_HEAP_MB ? [`--max-old-space-size=${process.env.BENCH_HANDLER_HEAP_MB}`] : [];
+  const child = spawn(process.execPath, [...heap, '--import', 'tsx', fileURLToPath(new URL('./handler-process.ts', import.meta.url))], {
     stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
     env: { ...process.env },
   });

@@ -3,6 +3,7 @@
  * npm run bench -- --full       the long run (more users, longer phases)
  * npm run bench -- --only local (or prosody)   one server only
  * npm run bench -- --out DIR    where the results go (default bench/results)
+ * npm run bench -- --handler-heap-mb 160   cap the stream handler process's V8 heap (memory check)
  *
  * Writes DIR/latest.json (committed), DIR/run-<time>.json (not committed) and DIR/latest.svg, and
  * prints a summary. See docs/performance.md for what the numbers mean.
@@ -23,7 +24,7 @@ const value = (name: string) => {
 };
 
 if (flag('--help') || flag('-h')) {
-  console.log('usage: npm run bench [-- --full] [--only local|prosody] [--out DIR]');
+  console.log('usage: npm run bench [-- --full] [--only local|prosody] [--out DIR] [--handler-heap-mb MB]');
   process.exit(0);
 }
 
@@ -31,6 +32,7 @@ const preset = flag('--full') ? PRESETS.full : flag('--smoke') ? PRESETS.smoke :
 const only = value('--only') as TargetKind | undefined;
 const targets: TargetKind[] = only ? [only] : ['local', 'prosody'];
 const outDir = resolve(value('--out') ?? join(import.meta.dirname, 'results'));
+const handlerHeapMb = value('--handler-heap-mb') ? Number(value('--handler-heap-mb')) : undefined;
 
 export function summary(r: BenchResults): string {
   const l = r.targets.local;
@@ -64,7 +66,7 @@ export function summary(r: BenchResults): string {
 
 if (import.meta.url === `file://${process.argv[1]}`) {
   const started = Date.now();
-  const results = await runBench({ ...preset, targets, log: (line) => console.log(line) });
+  const results = await runBench({ ...preset, targets, handlerHeapMb, log: (line) => console.log(line) });
   mkdirSync(outDir, { recursive: true });
   const json = `${JSON.stringify(results, null, 2)}\n`;
   writeFileSync(join(outDir, `run-${results.startedAt.replace(/[:.]/g, '-')}.json`), json);

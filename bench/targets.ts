@@ -154,7 +154,7 @@ export class LocalTarget implements Target {
     return this.stderrTail.join('');
   }
 
-  static async start(options: { dynamoEndpoint?: string; domain?: string } = {}): Promise<LocalTarget> {
+  static async start(options: { dynamoEndpoint?: string; domain?: string; handlerHeapMb?: number } = {}): Promise<LocalTarget> {
     const child = spawn(process.execPath, ['--import', 'tsx', join(REPO_ROOT, 'bench', 'local-server.ts')], {
       cwd: REPO_ROOT,
       stdio: ['ignore', 'pipe', 'pipe', 'ipc'],
@@ -162,6 +162,7 @@ export class LocalTarget implements Target {
         ...process.env,
         BENCH_DYNAMO_ENDPOINT: options.dynamoEndpoint ?? '',
         BENCH_DOMAIN: options.domain ?? 'localhost',
+        BENCH_HANDLER_HEAP_MB: options.handlerHeapMb ? String(options.handlerHeapMb) : '',
         XMPP_LOG_LEVEL: 'warn',
         AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED: 'true',
       },
