@@ -1036,7 +1036,8 @@ async function runTarget(o: BenchOptions, kind: TargetKind, extras: LocalExtras)
 
 function gitInfo(): { commit?: string; dirty?: boolean } {
   const head = spawnSync('git', ['rev-parse', 'HEAD'], { cwd: REPO_ROOT, encoding: 'utf8' });
-  const status = spawnSync('git', ['status', '--porcelain', '--untracked-files=no'], { cwd: REPO_ROOT, encoding: 'utf8' });
+  // Earlier results in bench/results/ do not make the measured code dirty.
+  const status = spawnSync('git', ['status', '--porcelain', '--untracked-files=no', '--', '.', ':!bench/results'], { cwd: REPO_ROOT, encoding: 'utf8' });
   return { commit: head.stdout?.trim() || undefined, dirty: status.status === 0 ? status.stdout.trim().length > 0 : undefined };
 }
 
