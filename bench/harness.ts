@@ -1013,10 +1013,15 @@ async function runTarget(o: BenchOptions, kind: TargetKind, extras: LocalExtras)
           const node = o.node22 ? node22(log) : { path: process.execPath, version: process.version, source: 'machine' as const };
           log(`[local] cold start on Node ${node.version} (${node.source}), ${o.coldStartRuns} runs each`);
           const env = { domain: target.domain, tableName: target.info.tableName, dynamoEndpoint: target.info.dynamoEndpoint, connectionsEndpoint: target.info.connectionsEndpoint };
-          const coldInit = {
-            connect: measureColdInit(node, 'connect', bundles.connect, o.coldStartRuns, env),
-            stream: measureColdInit(node, 'stream', bundles.stream, o.coldStartRuns, env),
-          };
+          let coldInit: Record<'connect' | 'stream', ColdInit>;
+          try {
+            coldInit = {
+              connect: measureColdInit(node, 'connect', bundles.connect, o.coldStartRuns, env),
+              stream: measureColdInit(node, 'stream', bundles.stream, o.coldStartRuns, env),
+            };
+          } finally {
+            bundles.cleanup();
+          }
           const strip = ({ path: _p, ...rest }: BundleInfo) => rest;
           return { node, bundles: { connect: strip(bundles.connect), stream: strip(bundles.stream) }, coldInit };
         });

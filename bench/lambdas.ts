@@ -110,12 +110,12 @@ export interface ColdInit {
   maxRssMb: Distribution;
 }
 
-/** Bundles lambdas/connect.ts and lambdas/stream.ts with cdk/lib/bundle.ts. */
-export async function bundleLambdas(): Promise<Record<'connect' | 'stream', BundleInfo>> {
+/** Bundles lambdas/connect.ts and lambdas/stream.ts with cdk/lib/bundle.ts, into a temp directory `cleanup()` removes. */
+export async function bundleLambdas(): Promise<Record<'connect' | 'stream', BundleInfo> & { cleanup(): void }> {
   const { App, Stack } = await import('aws-cdk-lib');
   const { bundledCode } = await import('../cdk/lib/bundle.ts');
   const base = mkdtempSync(join(tmpdir(), 'xmpp-bench-bundles-'));
-  const out = {} as Record<'connect' | 'stream', BundleInfo>;
+  const out = { cleanup: () => rmSync(base, { recursive: true, force: true }) } as Record<'connect' | 'stream', BundleInfo> & { cleanup(): void };
   for (const name of ['connect', 'stream'] as const) {
     const outdir = join(base, name);
     const app = new App({ outdir });
