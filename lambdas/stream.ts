@@ -7,6 +7,7 @@ import type { SQSBatchItemFailure, SQSBatchResponse, SQSEvent, SQSRecord } from 
 import { loadConfig } from '../shared/config.ts';
 import { createServer } from '../shared/core/create.ts';
 import type { XmppServer } from '../shared/core/server.ts';
+import type { ConnectionState } from '../shared/core/types.ts';
 import { log } from '../shared/log.ts';
 import { EVENT_ATTRIBUTES } from '../shared/transport/events.ts';
 
@@ -16,11 +17,22 @@ function connectionOf(record: SQSRecord): string {
   return record.messageAttributes[EVENT_ATTRIBUTES.connectionId]?.stringValue ?? record.attributes.MessageGroupId!;
 }
 
-async function processRecord(core: XmppServer, record: SQSRecord): Promise<void> {
+/**
+ * Runs one record. `state` is what this invocation committed with the connection's previous record
+ * (one instance, in order); the result is passed with the next record of the same connection.
+ */
+async function processRecord(core: XmppServer, record: SQSRecord, state: ConnectionState | undefined): Promise<ConnectionState | undefined> {
   const connectionId = connectionOf(record);
-  const type = record.messageAttributes[EVENT_ATTRIBUTES.eventType]?.stringValue ?? 'MESSAGE';
-  if (type === 'DISCONNECT') await core.handleDisconnect(connectionId);
-  else await core.handleFrame(connectionId, record.body);
+  const attributes = record.messageAttributes;
+  const type = attributes[EVENT_ATTRIBUTES.eventType]?.stringValue ?? 'MESSAGE';
+  // The message id and API Gateway's receive time are the same on every delivery of the record.
+  const receivedAt = Number(attributes[EVENT_ATTRIBUTES.requestTimeEpoch]?.stringValue) || undefined;
+  const delivery = { id: record.messageId, receivedAt };
+  if (type === 'DISCONNECT') {
+    await core.handleDisconnect(connectionId, delivery);
+    return undefined;
+  }
+  return core.handleFrame(connectionId, record.body, { ...delivery, state });
 }
 
 export async function handler(event: SQSEvent): Promise<SQSBatchResponse> {
@@ -35,9 +47,10 @@ export async function handler(event: SQSEvent): Promise<SQSBatchResponse> {
   // Connections in parallel, each connection's records strictly in order.
   await Promise.all(
     [...groups.values()].map(async (records) => {
+      let state: ConnectionState | undefined;
       for (let i = 0; i < records.length; i++) {
         try {
-          await processRecord(core, records[i]!);
+          state = await processRecord(core, records[i]!, state);
         } catch (err) {
           log.error('frame failed', { connectionId: connectionOf(records[i]!), error: (err as Error).stack ?? String(err) });
           for (const r of records.slice(i)) batchItemFailures.push({ itemIdentifier: r.messageId });

@@ -124,6 +124,12 @@ export interface GatewayOptions {
   drainTimeoutMs?: number;
   /** Called for each record given up after maxReceiveCount deliveries (besides the log line). */
   onDeadLetter?: (record: DeadLetter) => void;
+  /**
+   * Fault injection (tests; XMPP_FAULTS in the local stack): a fraction of @connections posts is
+   * answered 410 with the socket dropped (a connection that died without a close), and a fraction
+   * is never answered, so the sender's request times out (nothing is delivered).
+   */
+  faults?: { gone: number; timeout: number };
   /** Called once each @connections API call has been answered (e.g. the benchmark counts posts). */
   onConnectionsRequest?: (request: ConnectionsRequest) => void;
   logger?: GatewayLogger;
@@ -383,6 +389,8 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
   }
 
   const live = new Map<string, LiveConnection>();
+  /** Posts held unanswered by the timeout fault, ended when the gateway closes. */
+  const heldPosts = new Set<ServerResponse>();
   const groups = new Map<string, MessageGroup>();
   const responseHeaders = new WeakMap<IncomingMessage, Record<string, string>>();
   const idleWaiters = new Set<() => void>();
@@ -747,6 +755,17 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
         postedBytes = body.length;
         const target = live.get(connectionId);
         if (!target || target.socket.readyState !== WebSocket.OPEN) return gone(res);
+        if (options.faults && Math.random() < options.faults.gone) {
+          log.info(`fault: post to ${connectionId} answered 410, socket dropped`);
+          target.socket.terminate();
+          return gone(res);
+        }
+        if (options.faults && Math.random() < options.faults.timeout) {
+          log.info(`fault: post to ${connectionId} left unanswered`);
+          heldPosts.add(res);
+          res.once('close', () => heldPosts.delete(res));
+          return;
+        }
         target.lastActiveAt = Date.now();
         await new Promise<void>((resolve) => {
           target.socket.send(body, { binary: false }, (err) => {
@@ -832,6 +851,7 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
       if (left > 0) log.warn(`shutting down with ${left} undelivered record(s)`);
     }
     shutDown = true;
+    for (const res of heldPosts) res.destroy();
     await new Promise<void>((r) => {
       connectionsServer.close(() => r());
       connectionsServer.closeAllConnections();

@@ -10,6 +10,7 @@ import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node
 import { join, resolve } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { loadConfig } from '../shared/config.ts';
+import { faultsFromEnv } from '../shared/faults.ts';
 import { ensureTable } from '../shared/storage/table.ts';
 import { startFederation, type FederationOptions, type FederationService } from '../federation/service.ts';
 import { federationSettingsFromEnv } from '../federation/settings.ts';
@@ -74,6 +75,13 @@ export interface LocalStackOptions {
    * `<dataDir>/uploads` (local/upload-http.ts); the slot service is upload.<domain>. Default true.
    */
   uploads?: boolean;
+  /**
+   * How many stream handler instances run (XMPP_HANDLER_INSTANCES, default 1): each is a separate
+   * copy of lambdas/stream.ts with its own module state, like Lambda's execution environments, and
+   * every invocation goes to one picked at random, so one connection's records are spread across
+   * them the way Lambda may spread them (SQS FIFO pins a message group to no instance).
+   */
+  handlerInstances?: number;
   /** Further gateway settings (redelivery, batch size, …). */
   gateway?: Partial<Omit<GatewayOptions, 'streamHandler' | 'connectHandler'>>;
   logger?: GatewayLogger;
@@ -128,6 +136,12 @@ function positive(value: string | undefined, name: string): number | undefined {
   return n;
 }
 
+function positiveInteger(value: string | undefined, name: string): number | undefined {
+  const n = positive(value, name);
+  if (n !== undefined && !Number.isInteger(n)) throw new Error(`${name} must be a whole number, got "${value}"`);
+  return n;
+}
+
 function port(value: string | undefined, name: string): number | undefined {
   if (value === undefined || value === '') return undefined;
   const n = Number(value);
@@ -138,15 +152,16 @@ function port(value: string | undefined, name: string): number | undefined {
 /** Each stack after the first in one process imports fresh handler modules (they cache their config). */
 let lambdaInstances = 0;
 
-async function importLambdas(): Promise<{ stream: StreamHandler; connect: ConnectHandler }> {
-  lambdaInstances += 1;
-  const suffix = lambdaInstances > 1 ? `?instance=${lambdaInstances}` : '';
-  const streamUrl = new URL('../lambdas/stream.ts', import.meta.url).href + suffix;
-  const connectUrl = new URL('../lambdas/connect.ts', import.meta.url).href + suffix;
-  const [streamModule, connectModule] = await Promise.all([import(streamUrl), import(connectUrl)]);
-  if (typeof streamModule.handler !== 'function') throw new Error('lambdas/stream.ts does not export a handler');
+async function importLambdas(streamInstances: number): Promise<{ streams: StreamHandler[]; connect: ConnectHandler }> {
+  const url = (file: string) => {
+    lambdaInstances += 1;
+    return new URL(file, import.meta.url).href + (lambdaInstances > 1 ? `?instance=${lambdaInstances}` : '');
+  };
+  const connectModule = await import(url('../lambdas/connect.ts'));
+  const streamModules = await Promise.all(Array.from({ length: streamInstances }, () => import(url('../lambdas/stream.ts'))));
+  if (streamModules.some((m) => typeof m.handler !== 'function')) throw new Error('lambdas/stream.ts does not export a handler');
   if (typeof connectModule.handler !== 'function') throw new Error('lambdas/connect.ts does not export a handler');
-  return { stream: streamModule.handler as StreamHandler, connect: connectModule.handler as ConnectHandler };
+  return { streams: streamModules.map((m) => m.handler as StreamHandler), connect: connectModule.handler as ConnectHandler };
 }
 
 export async function startLocalStack(options: LocalStackOptions = {}): Promise<LocalStack> {
@@ -227,10 +242,13 @@ async function start(
     if (!env.AWS_ACCESS_KEY_ID) setEnv('AWS_ACCESS_KEY_ID', 'local');
     if (!env.AWS_SECRET_ACCESS_KEY) setEnv('AWS_SECRET_ACCESS_KEY', 'local');
 
-    let lambdas: Promise<{ stream: StreamHandler; connect: ConnectHandler }> | undefined;
-    const loaded = () => (lambdas ??= importLambdas());
+    const handlerInstances = options.handlerInstances ?? positiveInteger(env.XMPP_HANDLER_INSTANCES, 'XMPP_HANDLER_INSTANCES') ?? 1;
+    const faults = faultsFromEnv(env); // fails the start on a malformed XMPP_FAULTS
+    let lambdas: Promise<{ streams: StreamHandler[]; connect: ConnectHandler }> | undefined;
+    const loaded = () => (lambdas ??= importLambdas(handlerInstances));
+    const pick = <T>(list: T[]) => list[Math.floor(Math.random() * list.length)]!;
     const streamHandler: StreamHandler =
-      options.streamHandler ?? (async (event, context) => callHandler((await loaded()).stream, event, context));
+      options.streamHandler ?? (async (event, context) => callHandler(pick((await loaded()).streams), event, context));
     const connectHandler: ConnectHandler =
       options.connectHandler ?? (async (event, context) => callHandler((await loaded()).connect, event, context));
 
@@ -242,6 +260,7 @@ async function start(
     if (options.httpHandlers) httpHandlers.push(...options.httpHandlers);
     else if (legacyHttpHandler) httpHandlers.push((req, res) => (legacyHttpHandler(req, res), true));
     gateway = await startGateway({
+      faults: faults && { gone: faults.gone, timeout: faults.timeout },
       ...options.gateway,
       streamHandler,
       connectHandler,

@@ -5,10 +5,12 @@
  * federation service.
  */
 import type { ServerConfig } from '../config.ts';
-import { StanzaError, StreamError, errorReply } from '../errors.ts';
+import { StanzaError, errorReply } from '../errors.ts';
 import { Jid, JidError, parseJid } from '../jid.ts';
 import type { Store } from '../storage/store.ts';
-import { inFrame } from '../storage/frame-context.ts';
+import { faultsFromEnv } from '../faults.ts';
+import { inFrame, type FrameInput } from '../storage/frame-context.ts';
+import { journaledSender } from '../transport/journaled-sender.ts';
 import type { ConnectionSender } from '../transport/connections.ts';
 import { Element, NS, x } from '../xml/element.ts';
 import type {
@@ -25,8 +27,8 @@ import type {
   StanzaHook,
   XmppModule,
 } from './registry.ts';
-import { ClientSession } from './session.ts';
-import { closeStream, processFrame } from './stream.ts';
+import type { ClientSession } from './session.ts';
+import { SessionManager, type FrameDelivery } from './session-manager.ts';
 import type { ConnectionState, SessionRecord } from './types.ts';
 
 /** Where stanzas for other domains go (the federation service); absent = federation off. */
@@ -41,9 +43,6 @@ export interface ServerDependencies {
   remote?: RemoteRouter;
   modules: XmppModule[];
 }
-
-/** Bounded so a long-lived Lambda instance doesn't grow without limit. */
-const STATE_CACHE_LIMIT = 20_000;
 
 export class XmppServer implements Registry {
   readonly config: ServerConfig;
@@ -62,14 +61,16 @@ export class XmppServer implements Registry {
   private readonly preAuthIqHandlers = new Map<string, IqHandler>();
   private readonly hooks = new Map<HookName, { hook: StanzaHook; priority: number }[]>();
   private readonly sessionHooks = new Map<SessionHookName, ((e: SessionEvent) => Promise<void>)[]>();
-  private readonly stateCache = new Map<string, ConnectionState>();
+  readonly sessions: SessionManager;
   /** Domains served by modules (e.g. conference.<domain>), with their disco#items identity. */
   readonly hostedDomains = new Map<string, { handler: HostHandler; disco?: { name: string; category: string; type: string } }>();
 
   constructor(deps: ServerDependencies) {
     this.config = deps.config;
     this.store = deps.store;
-    this.sender = deps.sender;
+    // Every post goes through the frame's journal, so a redelivered frame skips what it already posted.
+    this.sender = journaledSender(deps.sender, faultsFromEnv());
+    this.sessions = new SessionManager(this);
     this.remote = deps.remote;
     for (const module of deps.modules) module.setup(this);
   }
@@ -119,58 +120,29 @@ export class XmppServer implements Registry {
     return this.preAuthIqHandlers.get(namespace);
   }
 
-  // Adapter entry points
+  // Adapter entry points (the session manager owns connection and session state)
 
-  /** Processes one frame of a connection. Frames of one connection must come in order, one at a time. */
-  async handleFrame(connectionId: string, frame: string): Promise<void> {
-    const state = this.stateCache.get(connectionId) ?? (await this.store.getConnection(connectionId)) ?? newConnectionState(connectionId);
-    const expectedVersion = state.version;
-    const session = new ClientSession(this, state);
-    try {
-      await inFrame(() => processFrame(session, frame));
-    } catch (err) {
-      if (!(err instanceof StreamError)) throw err;
-      await closeStream(session, err);
-    }
-    if (session.state.stage === 'closed') {
-      this.stateCache.delete(connectionId);
-      return;
-    }
-    if (session.isDirty) {
-      state.version = expectedVersion + 1;
-      if (!(await this.store.putConnection(state, expectedVersion))) {
-        // Another instance moved this connection on: forget our copy; the queue redelivers the frame.
-        this.stateCache.delete(connectionId);
-        throw new Error(`connection ${connectionId}: stale state (version ${expectedVersion})`);
-      }
-    }
-    this.stateCache.delete(connectionId);
-    this.stateCache.set(connectionId, state);
-    if (this.stateCache.size > STATE_CACHE_LIMIT) this.stateCache.delete(this.stateCache.keys().next().value!);
+  /** Processes one frame of a connection (see SessionManager.handleFrame). */
+  handleFrame(connectionId: string, frame: string, delivery?: FrameDelivery): Promise<ConnectionState | undefined> {
+    return this.sessions.handleFrame(connectionId, frame, delivery);
   }
 
   /** The socket closed (client, timeout or server). Ends the XMPP session if one was bound. */
-  async handleDisconnect(connectionId: string): Promise<void> {
-    this.stateCache.delete(connectionId);
-    const state = await this.store.getConnection(connectionId);
-    if (!state) return;
-    await inFrame(() => this.endSession(new ClientSession(this, state)));
+  handleDisconnect(connectionId: string, delivery?: FrameInput): Promise<void> {
+    return this.sessions.handleDisconnect(connectionId, delivery);
   }
 
   /** Ends a session: unavailable broadcast and cleanup by the modules, then its records. */
-  async endSession(session: ClientSession): Promise<void> {
-    const { state } = session;
-    if (state.stage === 'bound') {
-      for (const hook of this.sessionHooks.get('session/ended') ?? []) await hook({ server: this, session });
-      await this.store.deleteSession(state.user!, state.resource!, state.id);
-    }
-    state.stage = 'closed';
-    this.stateCache.delete(state.id);
-    await this.store.deleteConnection(state.id);
+  endSession(session: ClientSession): Promise<void> {
+    return this.sessions.endSession(session);
   }
 
-  async sessionAvailable(session: ClientSession): Promise<void> {
-    for (const hook of this.sessionHooks.get('session/available') ?? []) await hook({ server: this, session });
+  async runSessionHooks(name: SessionHookName, session: ClientSession): Promise<void> {
+    for (const hook of this.sessionHooks.get(name) ?? []) await hook({ server: this, session });
+  }
+
+  sessionAvailable(session: ClientSession): Promise<void> {
+    return this.runSessionHooks('session/available', session);
   }
 
   // Routing primitives for modules
@@ -315,10 +287,6 @@ export class XmppServer implements Registry {
     });
     return delivered;
   }
-}
-
-export function newConnectionState(id: string): ConnectionState {
-  return { id, stage: 'connected', streamId: '', connectedAt: Date.now(), authFailures: 0, version: 0 };
 }
 
 /** Runs `fn` over items with at most `limit` in flight (fan-out must not hammer @connections). */

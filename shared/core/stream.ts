@@ -2,10 +2,10 @@
  * RFC 7395 stream handling for one client connection: open/close framing, stream features,
  * SASL, resource binding, then stanza validation and `from` stamping before routing.
  */
-import { randomBytes } from 'node:crypto';
 import { StanzaError, StreamError, errorReply } from '../errors.ts';
 import { JidError, normalizeResource, parseJid } from '../jid.ts';
 import { MECHANISMS, continueMechanism, decodeSaslPayload, startMechanism, type SaslStep } from '../sasl/mechanisms.ts';
+import { frameUnique } from '../storage/frame-context.ts';
 import { XmlFrameError, parseFrame } from '../xml/parse.ts';
 import { Element, NS, x } from '../xml/element.ts';
 import { ClientSession } from './session.ts';
@@ -41,7 +41,7 @@ async function handleOpen(session: ClientSession, open: Element): Promise<void> 
   const { server, state } = session;
   if (open.attrs.xmlns !== NS.FRAMING) throw new StreamError('invalid-namespace');
   if (state.stage === 'bound' || state.stage === 'auth-open') throw new StreamError('policy-violation', 'the stream is already open');
-  const streamId = randomBytes(9).toString('base64url');
+  const streamId = frameUnique('stream-id', 9);
   await session.send(x('open', { xmlns: NS.FRAMING, from: server.config.domain, id: streamId, version: '1.0', 'xml:lang': 'en' }));
   if (open.attrs.to && open.attrs.to.toLowerCase() !== server.config.domain) throw new StreamError('host-unknown', `this server serves ${server.config.domain}`);
   if (open.attrs.version && !/^1\.\d+$/.test(open.attrs.version)) throw new StreamError('unsupported-version');
@@ -70,7 +70,7 @@ export async function closeStream(session: ClientSession, error?: StreamError): 
   if (state.stage === 'closed') return;
   if (error) {
     if (state.stage === 'connected') {
-      await session.send(x('open', { xmlns: NS.FRAMING, from: server.config.domain, id: randomBytes(9).toString('base64url'), version: '1.0', 'xml:lang': 'en' }));
+      await session.send(x('open', { xmlns: NS.FRAMING, from: server.config.domain, id: frameUnique('stream-id', 9), version: '1.0', 'xml:lang': 'en' }));
     }
     await session.send(error.toElement());
   }
@@ -150,7 +150,7 @@ async function bind(session: ClientSession, el: Element): Promise<void> {
   let resource: string;
   const wanted = request.getChildText('resource');
   try {
-    resource = wanted?.trim() ? normalizeResource(wanted) : `${randomBytes(6).toString('base64url')}`;
+    resource = wanted?.trim() ? normalizeResource(wanted) : frameUnique('resource');
   } catch (err) {
     if (!(err instanceof JidError)) throw err;
     await session.send(errorReply(el, new StanzaError('bad-request', err.message))!);
@@ -165,11 +165,8 @@ async function bind(session: ClientSession, el: Element): Promise<void> {
   await reply(x('bind', { xmlns: NS.BIND }, x('jid', {}, session.jid.toString())));
 }
 
-async function replaceSession(session: ClientSession, oldConnectionId: string): Promise<void> {
-  const { server } = session;
-  const old = await server.store.getConnection(oldConnectionId);
-  if (!old) return;
-  await closeStream(new ClientSession(server, old), new StreamError('conflict', 'replaced by a new session with the same resource'));
+function replaceSession(session: ClientSession, oldConnectionId: string): Promise<void> {
+  return session.server.sessions.closeOther(oldConnectionId, new StreamError('conflict', 'replaced by a new session with the same resource'));
 }
 
 async function stanza(session: ClientSession, el: Element): Promise<void> {

@@ -68,4 +68,6 @@ export interface ConnectionState {
   directed?: string[];
   /** Optimistic-locking counter (see docs/architecture.md). */
   version: number;
+  /** Queue message id of the last frame that committed (a redelivery of it is skipped). */
+  lastFrame?: string;
 }

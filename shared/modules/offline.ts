@@ -1,10 +1,31 @@
 /**
  * Offline messages: chat and normal messages for a user with no available session are stored with a
  * XEP-0203 delay stamp and delivered, oldest first, when the user next sends initial presence.
+ *
+ * A message can be stored while the recipient is coming online, after its login already read the
+ * (empty) store. So the sender's handler stores first, then reads the recipient's sessions again
+ * (strongly consistent); the login sets the session available first, then reads the store. Of two
+ * handlers racing, at least one sees the other's write; when both do, a conditional claim on the
+ * stored item decides which one posts it (docs/architecture.md, "Delivery guarantees").
  */
 import type { XmppModule } from '../core/registry.ts';
+import type { XmppServer } from '../core/server.ts';
+import type { SessionRecord } from '../core/types.ts';
+import { frameNow, invalidateRoute } from '../storage/frame-context.ts';
 import { NS, x } from '../xml/element.ts';
 import { parseFrame } from '../xml/parse.ts';
+import { bareJidTargets } from './message.ts';
+
+/** Posts a stored message to one session if it can claim it; deletes it once posted. */
+async function deliverStored(server: XmppServer, bare: string, key: string, xml: string, target: SessionRecord): Promise<boolean | 'claimed-elsewhere'> {
+  if (!(await server.store.claimOffline(bare, key, target.connectionId))) return 'claimed-elsewhere';
+  if (!(await server.deliver(target, parseFrame(xml)))) {
+    await server.store.releaseOffline(bare, key, target.connectionId);
+    return false;
+  }
+  await server.store.deleteOffline(bare, [key]);
+  return true;
+}
 
 export const offlineModule: XmppModule = {
   name: 'offline',
@@ -15,20 +36,25 @@ export const offlineModule: XmppModule = {
       if (type !== 'chat' && type !== 'normal') return false;
       // Only messages with content are worth keeping (not chat states or receipts alone).
       if (!stanza.getChild('body') && !stanza.getChild('subject')) return true;
-      const stamp = new Date().toISOString();
+      const bare = to!.bare;
+      // The frame's time: a redelivered frame stores the same item under the same key.
+      const stamp = new Date(frameNow()).toISOString();
       stanza.append(x('delay', { xmlns: NS.DELAY, from: server.config.domain, stamp }, 'Offline storage'));
-      await server.store.storeOffline(to!.bare, stanza.toString(), stamp);
+      const xml = stanza.toString();
+      const key = await server.store.storeOffline(bare, xml, stamp);
+      // Stored first, then a fresh look: a session that became available since may have missed it.
+      invalidateRoute(bare);
+      for (const target of bareJidTargets((await server.store.getUserRoute(bare)).sessions)) {
+        if ((await deliverStored(server, bare, key, xml, target)) !== false) break;
+      }
       return true;
     });
     reg.onSession('session/available', async ({ server, session }) => {
-      const messages = await server.store.listOffline(session.bare);
-      const sent: string[] = [];
-      for (const m of messages) {
-        // Deleted only after the post succeeded, so a dropped socket loses nothing.
-        if (!(await session.send(parseFrame(m.xml)))) break;
-        sent.push(m.key);
+      const target = session.toRecord();
+      for (const m of await server.store.listOffline(session.bare)) {
+        // Stop at the first post that fails (socket gone): the rest stay for the next login, in order.
+        if ((await deliverStored(server, session.bare, m.key, m.xml, target)) === false) break;
       }
-      if (sent.length) await server.store.deleteOffline(session.bare, sent);
     });
   },
 };

@@ -10,6 +10,7 @@ import type { ClientSession } from '../core/session.ts';
 import type { RosterItem, SessionRecord, Subscription } from '../core/types.ts';
 import { Element, NS, x } from '../xml/element.ts';
 import { parseFrame } from '../xml/parse.ts';
+import { invalidateRoute } from '../storage/frame-context.ts';
 import { saveRosterItem } from './roster.ts';
 
 const SUBSCRIPTION_TYPES = new Set(['subscribe', 'subscribed', 'unsubscribe', 'unsubscribed']);
@@ -74,9 +75,9 @@ async function broadcast(server: XmppServer, session: ClientSession, stanza: Ele
   if (unavailable && !wasAvailable) return;
   const priority = clampPriority(stanza.getChildText('priority'));
   const presence = copyWith(stanza, { to: undefined, id: undefined });
-  session.update({ available: !unavailable, priority: unavailable ? 0 : priority });
-  const record = { ...session.toRecord(), presence: unavailable ? undefined : presence.toString() };
-  await server.store.putSession(record);
+  // This session's fact first, then the others' (read strongly consistent): of two sessions
+  // coming online at the same moment, at least one sees the other (docs/architecture.md).
+  await session.updateSession({ available: !unavailable, priority: unavailable ? 0 : priority, presence: unavailable ? null : presence.toString() });
 
   const bare = session.bare;
   const initial = !unavailable && !wasAvailable;
@@ -235,9 +236,13 @@ async function inboundSubscription(server: XmppServer, stanza: Element, from: Ji
         await sendCurrentPresence(server, owner, from, false);
         return;
       }
-      // Kept until answered and re-sent at each login (RFC 6121 §3.1.3).
+      // Kept until answered and re-sent at each login (RFC 6121 §3.1.3). Stored first, then the
+      // owner's sessions read afresh: a login racing this one sees the request, or we see it.
       await server.store.putPendingSubscription(owner, from.bare, subscriptionStanza(type, from.bare, owner, stanza).toString());
-      await deliver();
+      invalidateRoute(owner);
+      for (const s of (await server.store.getUserRoute(owner)).sessions) {
+        if (s.available) await deliverPending(server, owner, from.bare, subscriptionStanza(type, from.bare, owner, stanza), s);
+      }
       return;
     case 'subscribed':
       if (item?.ask) {
@@ -260,6 +265,14 @@ async function inboundSubscription(server: XmppServer, stanza: Element, from: Ji
       }
       return;
   }
+}
+
+/**
+ * Shows a pending subscription request to one session, once: the request's handler and the
+ * session's login may both find the other (see above); the claim lets only one of them post.
+ */
+async function deliverPending(server: XmppServer, owner: string, from: string, request: Element, to: SessionRecord): Promise<void> {
+  if (await server.store.claimPendingSubscription(owner, from, to.connectionId)) await server.deliver(to, copyWith(request, { to: sessionJid(to) }));
 }
 
 /** Removing a roster item cancels both directions (RFC 6121 §2.5.2). */
@@ -316,9 +329,9 @@ export const presenceModule: XmppModule = {
     });
     // Pending subscription requests are re-delivered at each login (RFC 6121 §3.1.3).
     reg.onSession('session/available', async ({ server, session }) => {
-      for (const { xml } of await server.store.listPendingSubscriptions(session.bare)) {
+      for (const { from, xml } of await server.store.listPendingSubscriptions(session.bare)) {
         const p = parseFrameSafe(xml);
-        if (p) await session.send(copyWith(p, { to: session.bare }));
+        if (p) await deliverPending(server, session.bare, from, p, session.toRecord());
       }
     });
   },

@@ -6,8 +6,6 @@ import { makeCredentials } from '../accounts.ts';
 import { StanzaError, StreamError } from '../errors.ts';
 import { JidError, normalizeLocal } from '../jid.ts';
 import type { XmppModule } from '../core/registry.ts';
-import { ClientSession } from '../core/session.ts';
-import { closeStream } from '../core/stream.ts';
 import { NS, x } from '../xml/element.ts';
 
 const MAX_PASSWORD_LENGTH = 1024;
@@ -51,17 +49,17 @@ export const registerModule: XmppModule = {
         return x('query', { xmlns: NS.REGISTER }, x('registered'), x('username', {}, from.local));
       }
       if (payload.getChild('remove')) {
-        await server.store.deleteAccount(from.bare);
-        // Answer first, then end every session of the removed account (XEP-0077 §3.2).
-        await session.send(x('iq', { xmlns: NS.CLIENT, type: 'result', id: payload.parent?.attrs.id, to: from.toString() }));
-        const { sessions } = await server.store.getUserRoute(from.bare);
-        for (const s of sessions) {
-          const state = await server.store.getConnection(s.connectionId);
-          if (state && s.connectionId !== session.id) {
-            await closeStream(new ClientSession(server, state), new StreamError('not-authorized', 'account removed'));
-          }
+        // Every session ends first, while contacts and rooms can still be told it left (the hooks
+        // read the roster and the account): the other connections, then this one.
+        const removed = new StreamError('not-authorized', 'account removed');
+        for (const s of (await server.store.getUserRoute(from.bare)).sessions) {
+          if (s.connectionId !== session.id) await server.sessions.closeOther(s.connectionId, removed);
         }
-        throw new StreamError('not-authorized', 'account removed');
+        await server.sessions.leave(session);
+        await server.store.deleteAccount(from.bare);
+        // Answer, then close this stream (XEP-0077 §3.2).
+        await session.send(x('iq', { xmlns: NS.CLIENT, type: 'result', id: payload.parent?.attrs.id, to: from.toString() }));
+        throw removed;
       }
       const username = payload.getChildText('username');
       if (username && username.toLowerCase() !== from.local) throw new StanzaError('bad-request', 'username does not match');

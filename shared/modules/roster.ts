@@ -5,6 +5,7 @@ import type { XmppModule } from '../core/registry.ts';
 import type { XmppServer } from '../core/server.ts';
 import type { RosterItem } from '../core/types.ts';
 import { Element, NS, x } from '../xml/element.ts';
+import { frameUnique } from '../storage/frame-context.ts';
 import { unsubscribeOnRemove } from './presence.ts';
 
 export function rosterItemElement(item: RosterItem | { jid: string; subscription: 'remove' }): Element {
@@ -26,7 +27,7 @@ export async function pushRosterItem(server: XmppServer, bare: string, item: Ros
       .map((s) =>
         server.deliver(
           s,
-          x('iq', { xmlns: NS.CLIENT, type: 'set', id: `push-${version}-${Math.random().toString(36).slice(2, 8)}`, to: `${bare}/${s.resource}` },
+          x('iq', { xmlns: NS.CLIENT, type: 'set', id: `push-${version}-${frameUnique('roster-push')}`, to: `${bare}/${s.resource}` },
             x('query', { xmlns: NS.ROSTER, ver: String(version) }, rosterItemElement(item))),
         ),
       ),
@@ -68,10 +69,7 @@ export const rosterModule: XmppModule = {
       if (from.bare !== to.bare || !session) throw new StanzaError('service-unavailable');
       const bare = from.bare;
       if (type === 'get') {
-        if (!session.state.interested) {
-          session.update({ interested: true });
-          await server.store.putSession(session.toRecord());
-        }
+        if (!session.state.interested) await session.updateSession({ interested: true });
         const account = await server.store.getAccount(bare);
         const version = String(account?.rosterVersion ?? 0);
         // Versioning: an up-to-date client gets an empty result and relies on pushes.

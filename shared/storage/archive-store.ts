@@ -4,9 +4,8 @@
  * by `mam#<id>`, where the id starts with a fixed-width time-and-sequence part: a Query over a sort
  * key range is a time range, in the order the messages were archived.
  */
-import { randomBytes } from 'node:crypto';
 import { GetCommand, PutCommand, QueryCommand, type QueryCommandInput } from '@aws-sdk/lib-dynamodb';
-import { invalidateRoute } from './frame-context.ts';
+import { frameNow, frameUnique, frameValue, invalidateRoute } from './frame-context.ts';
 import { putItems } from './table-ops.ts';
 import type { Store, TableAccess } from './store.ts';
 
@@ -65,20 +64,26 @@ let seq = 0;
 
 /**
  * A new archive id: 13 digits of epoch ms and 3 of sequence (so messages archived by one instance
- * within one millisecond keep their order), then 8 random characters (unpredictable, XEP-0359).
+ * within one millisecond keep their order), then 8 unpredictable characters (XEP-0359). Inside a
+ * redeliverable frame the time is the frame's arrival, the sequence is journaled and the suffix is
+ * derived from the frame id (frame-context.ts): a second run of the frame rewrites the same item and
+ * posts the same stanza-id.
  */
-export function newArchiveId(now = Date.now()): string {
-  if (now <= lastMs) {
-    seq += 1;
-    if (seq > 999) {
-      lastMs += 1;
+export function newArchiveId(now = frameNow(), archive = ''): string {
+  const sequenced = frameValue(`archive-seq:${archive}`, () => {
+    if (now <= lastMs) {
+      seq += 1;
+      if (seq > 999) {
+        lastMs += 1;
+        seq = 0;
+      }
+    } else {
+      lastMs = now;
       seq = 0;
     }
-  } else {
-    lastMs = now;
-    seq = 0;
-  }
-  return `${String(lastMs).padStart(13, '0')}${String(seq).padStart(3, '0')}-${randomBytes(6).toString('base64url')}`;
+    return `${String(lastMs).padStart(13, '0')}${String(seq).padStart(3, '0')}`;
+  });
+  return `${sequenced}-${frameUnique(`archive:${archive}`)}`;
 }
 
 /** Whether a string has the shape of an id this store made (anything else cannot be in an archive). */
@@ -99,15 +104,15 @@ export interface ArchiveEntry {
 export class ArchiveStore {
   constructor(private readonly db: TableAccess) {}
 
-  async append(pk: string, message: Omit<ArchivedMessage, 'id' | 'stamp'>, now = Date.now()): Promise<ArchivedMessage> {
+  async append(pk: string, message: Omit<ArchivedMessage, 'id' | 'stamp'>, now = frameNow()): Promise<ArchivedMessage> {
     const entry = this.prepare(pk, message, now);
     await this.write([entry]);
     return entry.item;
   }
 
   /** An archive entry with its id, not yet written (see write()). */
-  prepare(pk: string, message: Omit<ArchivedMessage, 'id' | 'stamp'>, now = Date.now()): ArchiveEntry {
-    return { pk, item: { id: newArchiveId(now), stamp: new Date(now).toISOString(), ...message } };
+  prepare(pk: string, message: Omit<ArchivedMessage, 'id' | 'stamp'>, now = frameNow()): ArchiveEntry {
+    return { pk, item: { id: newArchiveId(now, pk), stamp: new Date(now).toISOString(), ...message } };
   }
 
   /** Writes entries of one or more archives in one request (both sides of a 1:1 message). */

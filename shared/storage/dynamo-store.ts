@@ -4,6 +4,7 @@
  * and where is it connected" — the only read on the hot path of a chat message.
  */
 import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
+import { faultsFromEnv, injectDynamoFaults } from '../faults.ts';
 import {
   DeleteCommand,
   DynamoDBDocumentClient,
@@ -14,9 +15,9 @@ import {
 } from '@aws-sdk/lib-dynamodb';
 import type { Account, ConnectionState, RosterItem, SessionRecord } from '../core/types.ts';
 import type { ScramCredentials, ScramHash } from '../sasl/scram.ts';
-import type { OfflineMessage, Store, TableAccess, UserRoute } from './store.ts';
+import type { ConnectionItem, OfflineMessage, SessionChanges, Store, TableAccess, UserRoute } from './store.ts';
 import { TTL_ATTRIBUTE } from './table.ts';
-import { invalidateRoute, memoizedRoute } from './frame-context.ts';
+import { frameUnique, invalidateRoute, memoizedRoute, type FrameJournal } from './frame-context.ts';
 import { deleteKeys, isLive as live, nowSeconds, queryAll } from './table-ops.ts';
 
 const ACCOUNT = 'account';
@@ -29,6 +30,11 @@ const CONN = 'conn';
 /** Connections live at most 2 h on API Gateway; their items expire after 3 h in case $disconnect is lost. */
 const CONNECTION_TTL_SECONDS = 3 * 3600;
 const OFFLINE_TTL_SECONDS = 30 * 24 * 3600;
+/**
+ * A claim on a stored stanza (offline message, pending subscription) by a handler that is about to
+ * post it; after this long a claim whose handler died is void and another may take the stanza.
+ */
+const CLAIM_SECONDS = 120;
 
 const userKey = (bare: string) => `user#${bare}`;
 const connKey = (id: string) => `conn#${id}`;
@@ -61,6 +67,8 @@ export class DynamoStore implements Store {
   constructor(options: DynamoStoreOptions) {
     const client = options.client ?? new DynamoDBClient({ endpoint: options.endpoint, maxAttempts: 5 });
     for (const hook of clientHooks) hook(client);
+    const faults = options.client ? undefined : faultsFromEnv();
+    if (faults) injectDynamoFaults(client, faults);
     this.doc = DynamoDBDocumentClient.from(client, { marshallOptions: { removeUndefinedValues: true } });
     this.table = options.tableName;
   }
@@ -74,6 +82,9 @@ export class DynamoStore implements Store {
     return queryAll(this.db, {
       KeyConditionExpression: 'pk = :pk AND begins_with(sk, :prefix)',
       ExpressionAttributeValues: { ':pk': userKey(bare), ':prefix': prefix },
+      // Rosters, pending requests and offline messages are written by other connections' handlers
+      // at the same moment: a frame must see every write that finished before its read.
+      ConsistentRead: true,
     });
   }
 
@@ -186,6 +197,39 @@ export class DynamoStore implements Store {
     );
   }
 
+  async updateSession(bare: string, resource: string, connectionId: string, changes: SessionChanges): Promise<boolean> {
+    invalidateRoute(bare);
+    const set: string[] = [];
+    const remove: string[] = [];
+    const names: Record<string, string> = { '#c': 'connectionId' };
+    const values: Record<string, unknown> = { ':c': connectionId };
+    for (const [name, value] of Object.entries(changes)) {
+      names[`#${name}`] = name;
+      if (value === undefined || value === null) remove.push(`#${name}`);
+      else {
+        set.push(`#${name} = :${name}`);
+        values[`:${name}`] = value;
+      }
+    }
+    if (!set.length && !remove.length) return true;
+    try {
+      await this.doc.send(
+        new UpdateCommand({
+          TableName: this.table,
+          Key: { pk: userKey(bare), sk: SESSION + resource },
+          UpdateExpression: [set.length ? `SET ${set.join(', ')}` : '', remove.length ? `REMOVE ${remove.join(', ')}` : ''].join(' ').trim(),
+          ConditionExpression: '#c = :c',
+          ExpressionAttributeNames: names,
+          ExpressionAttributeValues: values,
+        }),
+      );
+      return true;
+    } catch (err) {
+      if ((err as Error).name === 'ConditionalCheckFailedException') return false;
+      throw err;
+    }
+  }
+
   async deleteSession(bare: string, resource: string, connectionId: string): Promise<void> {
     invalidateRoute(bare);
     try {
@@ -223,20 +267,52 @@ export class DynamoStore implements Store {
   // connections
 
   async getConnection(id: string): Promise<ConnectionState | undefined> {
+    return (await this.loadConnection(id)).state;
+  }
+
+  async loadConnection(id: string): Promise<ConnectionItem> {
     const out = await this.doc.send(
       new GetCommand({ TableName: this.table, Key: { pk: connKey(id), sk: CONN }, ConsistentRead: true }),
     );
-    return out.Item && live(out.Item) ? (out.Item.state as ConnectionState) : undefined;
+    if (!out.Item || !live(out.Item)) return {};
+    return { state: out.Item.state as ConnectionState | undefined, journal: out.Item.journal };
+  }
+
+  /** The item's `version` attribute is the lock: absent until the first commit (a journal alone has none). */
+  private static versionCondition(expectedVersion: number) {
+    return expectedVersion === 0
+      ? { ConditionExpression: 'attribute_not_exists(version)', ExpressionAttributeValues: undefined }
+      : { ConditionExpression: 'version = :v', ExpressionAttributeValues: { ':v': expectedVersion } };
   }
 
   async putConnection(state: ConnectionState, expectedVersion: number): Promise<boolean> {
+    const condition = DynamoStore.versionCondition(expectedVersion);
     try {
       await this.doc.send(
         new PutCommand({
           TableName: this.table,
           Item: { pk: connKey(state.id), sk: CONN, state, version: state.version, [TTL_ATTRIBUTE]: nowSeconds() + CONNECTION_TTL_SECONDS },
-          ConditionExpression: expectedVersion === 0 ? 'attribute_not_exists(pk)' : 'version = :v',
-          ExpressionAttributeValues: expectedVersion === 0 ? undefined : { ':v': expectedVersion },
+          ...condition,
+        }),
+      );
+      return true;
+    } catch (err) {
+      if ((err as Error).name === 'ConditionalCheckFailedException') return false;
+      throw err;
+    }
+  }
+
+  async saveJournal(id: string, expectedVersion: number, journal: FrameJournal): Promise<boolean> {
+    const condition = DynamoStore.versionCondition(expectedVersion);
+    try {
+      await this.doc.send(
+        new UpdateCommand({
+          TableName: this.table,
+          Key: { pk: connKey(id), sk: CONN },
+          UpdateExpression: 'SET journal = :j, #ttl = if_not_exists(#ttl, :ttl)',
+          ConditionExpression: condition.ConditionExpression,
+          ExpressionAttributeNames: { '#ttl': TTL_ATTRIBUTE },
+          ExpressionAttributeValues: { ...condition.ExpressionAttributeValues, ':j': journal, ':ttl': nowSeconds() + CONNECTION_TTL_SECONDS },
         }),
       );
       return true;
@@ -301,24 +377,85 @@ export class DynamoStore implements Store {
     return out.Attributes !== undefined;
   }
 
+  async claimPendingSubscription(bare: string, from: string, connectionId: string): Promise<boolean> {
+    try {
+      await this.doc.send(
+        new UpdateCommand({
+          TableName: this.table,
+          Key: { pk: userKey(bare), sk: PENDING + from },
+          UpdateExpression: 'ADD sentTo :c',
+          ConditionExpression: 'attribute_exists(pk) AND NOT contains(sentTo, :id)',
+          ExpressionAttributeValues: { ':c': new Set([connectionId]), ':id': connectionId },
+        }),
+      );
+      return true;
+    } catch (err) {
+      if ((err as Error).name === 'ConditionalCheckFailedException') return false;
+      throw err;
+    }
+  }
+
   async listPendingSubscriptions(bare: string): Promise<{ from: string; xml: string }[]> {
     return (await this.queryPrefix(bare, PENDING)).map((i) => ({ from: i.from as string, xml: i.xml as string }));
   }
 
   // offline messages
 
-  async storeOffline(bare: string, xml: string, stamp: string): Promise<void> {
-    const key = `${OFFLINE}${stamp}#${Math.random().toString(36).slice(2, 10)}`;
-    await this.doc.send(
-      new PutCommand({
-        TableName: this.table,
-        Item: { pk: userKey(bare), sk: key, xml, stamp, [TTL_ATTRIBUTE]: nowSeconds() + OFFLINE_TTL_SECONDS },
-      }),
-    );
+  async storeOffline(bare: string, xml: string, stamp: string): Promise<string> {
+    // The key is the frame's (frame-context.ts): a redelivered frame overwrites its own item.
+    const key = `${OFFLINE}${stamp}#${frameUnique('offline')}`;
+    try {
+      await this.doc.send(
+        new PutCommand({
+          TableName: this.table,
+          Item: { pk: userKey(bare), sk: key, xml, stamp, [TTL_ATTRIBUTE]: nowSeconds() + OFFLINE_TTL_SECONDS },
+          // Written once: a redelivered frame must not undo a claim on it.
+          ConditionExpression: 'attribute_not_exists(pk)',
+        }),
+      );
+    } catch (err) {
+      if ((err as Error).name !== 'ConditionalCheckFailedException') throw err;
+    }
+    return key;
   }
 
   async listOffline(bare: string): Promise<OfflineMessage[]> {
     return (await this.queryPrefix(bare, OFFLINE)).map((i) => ({ key: i.sk as string, xml: i.xml as string, stamp: i.stamp as string }));
+  }
+
+  async claimOffline(bare: string, key: string, connectionId: string): Promise<boolean> {
+    const now = nowSeconds();
+    try {
+      await this.doc.send(
+        new UpdateCommand({
+          TableName: this.table,
+          Key: { pk: userKey(bare), sk: key },
+          UpdateExpression: 'SET claimedBy = :c, claimedAt = :now',
+          ConditionExpression: 'attribute_exists(pk) AND (attribute_not_exists(claimedBy) OR claimedBy = :c OR claimedAt < :stale)',
+          ExpressionAttributeValues: { ':c': connectionId, ':now': now, ':stale': now - CLAIM_SECONDS },
+        }),
+      );
+      return true;
+    } catch (err) {
+      if ((err as Error).name === 'ConditionalCheckFailedException') return false;
+      throw err;
+    }
+  }
+
+  async releaseOffline(bare: string, key: string, connectionId: string): Promise<void> {
+    try {
+      await this.doc.send(
+        new UpdateCommand({
+          TableName: this.table,
+          Key: { pk: userKey(bare), sk: key },
+          UpdateExpression: 'REMOVE claimedBy, claimedAt',
+          ConditionExpression: 'claimedBy = :c',
+          ExpressionAttributeValues: { ':c': connectionId },
+        }),
+      );
+    } catch (err) {
+      if ((err as Error).name !== 'ConditionalCheckFailedException') throw err;
+    }
   }
 
   async deleteOffline(bare: string, keys: string[]): Promise<void> {

@@ -1,33 +1,85 @@
 /**
- * The context of one frame: a memo of user routes, and the writes still running.
+ * The context of one frame (one inbound stanza, one SQS record): a memo of user routes, the writes
+ * still running, and what makes a redelivered frame safe to run again.
  *
- * A per-frame memo of user routes (the one Query that returns a user's account item, sessions and
- * the other routing items under `sk = account…`).
+ * Routes: one stanza consults the same users' routes (the Query of `sk = account…`: account item,
+ * sessions, block list, carbons, archive preferences) from several modules. The memo lives for one
+ * frame through AsyncLocalStorage, so nothing is cached across frames, and every write to a user's
+ * routing items drops that user's entry, so a frame sees its own writes.
  *
- * One stanza consults the same users' routes from several modules (blocking, carbons, archiving
- * preferences, delivery). Without a memo each asks DynamoDB again; with it, a chat message costs one
- * Query per user involved. The memo lives for one frame (one inbound stanza) through
- * AsyncLocalStorage, so nothing is cached across frames, and every write to a user's routing items
- * drops that user's entry, so a frame sees its own writes.
+ * Redelivery (SQS is at-least-once; a batch can fail half-way): a frame that carries its queue
+ * message id gets
+ * - deterministic ids and time (`frameUnique`, `frameNow`): the archive ids, offline keys, stream
+ *   ids and delay stamps of a second run are those of the first, so durable writes overwrite
+ *   themselves instead of doubling and posts carry the same text;
+ * - a journal: every successful post is recorded by key (connection + text + occurrence), and
+ *   values that cannot be derived (frameValue); a frame that fails saves them with the connection
+ *   (session-manager.ts), and the next run of the same frame skips those posts and reuses the values.
  */
 import { AsyncLocalStorage } from 'node:async_hooks';
+import { createHash, randomBytes } from 'node:crypto';
 
-interface Frame {
+export interface FrameInput {
+  /** The queue message id: the same on every delivery of this frame. */
+  id?: string;
+  /** When the gateway received the frame (epoch ms): the same on every delivery. */
+  receivedAt?: number;
+  /** What an earlier run of this frame recorded before it failed (its journal). */
+  before?: FrameJournal;
+}
+
+/** What a failed run of a frame leaves for the next run (saved with the connection). */
+export interface FrameJournal {
+  frame: string;
+  /** Keys of the posts it made. */
+  posted: string[];
+  /** Values it chose that cannot be derived again (frameValue). */
+  values?: Record<string, string>;
+}
+
+export interface Frame {
+  readonly id?: string;
+  readonly receivedAt?: number;
   routes: Map<string, Promise<unknown>>;
   /** Writes that may run alongside delivery but must finish before the frame is done. */
   tasks: Promise<unknown>[];
+  /** Keys of the posts this run made (in order). */
+  readonly posted: string[];
+  readonly postedBefore: Set<string>;
+  readonly values: Record<string, string>;
+  /** Occurrences per label or post, so the n-th id of a label is the same in every run. */
+  readonly counters: Map<string, number>;
 }
 
 const frames = new AsyncLocalStorage<Frame>();
 
+export function newFrame(input: FrameInput = {}): Frame {
+  const before = input.id !== undefined && input.before?.frame === input.id ? input.before : undefined;
+  return {
+    id: input.id,
+    receivedAt: input.receivedAt,
+    routes: new Map(),
+    tasks: [],
+    posted: [],
+    postedBefore: new Set(before?.posted ?? []),
+    values: { ...before?.values },
+    counters: new Map(),
+  };
+}
+
+/** The journal to save when this run of the frame fails: everything done by it and by earlier runs. */
+export function frameJournal(frame: Frame): FrameJournal | undefined {
+  if (!frame.id || (frame.posted.length === 0 && Object.keys(frame.values).length === 0)) return undefined;
+  return { frame: frame.id, posted: [...frame.postedBefore, ...frame.posted], values: frame.values };
+}
+
 /**
- * Runs `fn` with a fresh memo, unless it already runs inside one (nested routing shares it). The
+ * Runs `fn` in a fresh frame, unless it already runs inside one (nested routing shares it). The
  * frame ends when `fn` and every task it started with frameTask() are done; a failed task fails the
  * frame (so the queue redelivers it).
  */
-export function inFrame<T>(fn: () => Promise<T>): Promise<T> {
+export function inFrame<T>(fn: () => Promise<T>, frame: Frame = newFrame()): Promise<T> {
   if (frames.getStore()) return fn();
-  const frame: Frame = { routes: new Map(), tasks: [] };
   return frames.run(frame, async () => {
     let result: T;
     try {
@@ -43,6 +95,11 @@ export function inFrame<T>(fn: () => Promise<T>): Promise<T> {
     }
     return result;
   });
+}
+
+/** The frame being processed, if any. */
+export function currentFrame(): Frame | undefined {
+  return frames.getStore();
 }
 
 /**
@@ -74,4 +131,57 @@ export function memoizedRoute<T>(bare: string, load: () => Promise<T>): Promise<
 /** Call after writing any of a user's routing items (`sk` beginning with `account`). */
 export function invalidateRoute(bare: string): void {
   frames.getStore()?.routes.delete(bare);
+}
+
+function nextOccurrence(frame: Frame, key: string): number {
+  const n = frame.counters.get(key) ?? 0;
+  frame.counters.set(key, n + 1);
+  return n;
+}
+
+/**
+ * An unpredictable id (base64url of `bytes` bytes): random outside a redeliverable frame; inside
+ * one, derived from the frame id, the label and how many times the label was used in this frame,
+ * so a second run of the frame gets the same ids in the same order.
+ */
+export function frameUnique(label: string, bytes = 6): string {
+  const frame = frames.getStore();
+  if (!frame?.id) return randomBytes(bytes).toString('base64url');
+  const n = nextOccurrence(frame, `id:${label}`);
+  return createHash('sha256').update(`${frame.id}\0${label}\0${n}`).digest().subarray(0, bytes).toString('base64url');
+}
+
+/**
+ * A value chosen once per frame (`make` on the first run, the journaled value on a redelivery after
+ * a failure), for what must be the same in every run but cannot be derived from the frame id, such
+ * as an archive sequence that keeps messages of one millisecond in order.
+ */
+export function frameValue(label: string, make: () => string): string {
+  const frame = frames.getStore();
+  if (!frame?.id) return make();
+  const key = `${label}#${nextOccurrence(frame, `value:${label}`)}`;
+  return (frame.values[key] ??= make());
+}
+
+/** The frame's arrival time (stable across redelivery), or now outside a frame. */
+export function frameNow(): number {
+  return frames.getStore()?.receivedAt ?? Date.now();
+}
+
+/**
+ * The journal key of a post about to be made, and whether an earlier run of this frame already
+ * made it (then the caller skips it). Undefined outside a redeliverable frame.
+ */
+export function postKey(connectionId: string, text: string): { key: string; done: boolean } | undefined {
+  const frame = frames.getStore();
+  if (!frame?.id) return undefined;
+  const digest = createHash('sha256').update(text).digest().subarray(0, 9).toString('base64url');
+  const base = `${connectionId}:${digest}`;
+  const key = `${base}:${nextOccurrence(frame, `post:${base}`)}`;
+  return { key, done: frame.postedBefore.has(key) };
+}
+
+/** Records a successful post of the current frame. */
+export function recordPost(key: string): void {
+  frames.getStore()?.posted.push(key);
 }

@@ -5,6 +5,7 @@
 import type { DynamoDBDocumentClient } from '@aws-sdk/lib-dynamodb';
 import type { Account, ConnectionState, RosterItem, SessionRecord } from '../core/types.ts';
 import type { ScramCredentials, ScramHash } from '../sasl/scram.ts';
+import type { FrameJournal } from './frame-context.ts';
 
 export interface UserRoute {
   exists: boolean;
@@ -20,6 +21,21 @@ export interface OfflineMessage {
   key: string;
   xml: string;
   stamp: string;
+}
+
+/** What a connection item holds: the committed stream state, and the journal of a frame that failed. */
+export interface ConnectionItem {
+  state?: ConnectionState;
+  /** Posts made by a frame that failed before it committed (session-manager.ts). */
+  journal?: FrameJournal;
+}
+
+/** Attributes of a session item that its own connection changes after bind; null removes one. */
+export interface SessionChanges {
+  available?: boolean;
+  interested?: boolean;
+  priority?: number;
+  presence?: string | null;
 }
 
 /** The table itself, for feature modules that keep items of their own (rooms, archives, PEP…). */
@@ -41,14 +57,24 @@ export interface Store {
 
   /** One Query: whether the user exists and every bound session. */
   getUserRoute(bare: string): Promise<UserRoute>;
+  /** Creates (or replaces) a session item: bind only. */
   putSession(session: SessionRecord): Promise<void>;
+  /**
+   * Changes attributes of a session item, if it still belongs to `connectionId` (else false): never a
+   * whole-item put, so two writers of different attributes cannot erase each other's.
+   */
+  updateSession(bare: string, resource: string, connectionId: string, changes: SessionChanges): Promise<boolean>;
   /** Deletes the session if it still belongs to that connection. */
   deleteSession(bare: string, resource: string, connectionId: string): Promise<void>;
   listSessions(): Promise<SessionRecord[]>;
 
   getConnection(id: string): Promise<ConnectionState | undefined>;
-  /** Writes if the stored version is `expectedVersion` (or absent when 0); false on a lost race. */
+  /** The connection item, strongly consistent: state and a failed frame's journal. */
+  loadConnection(id: string): Promise<ConnectionItem>;
+  /** Writes if the stored version is `expectedVersion` (or none was committed when 0); false on a lost race. */
   putConnection(state: ConnectionState, expectedVersion: number): Promise<boolean>;
+  /** Saves a failed frame's post journal with the connection, under the same version condition. */
+  saveJournal(id: string, expectedVersion: number, journal: FrameJournal): Promise<boolean>;
   deleteConnection(id: string): Promise<void>;
 
   getRoster(bare: string): Promise<RosterItem[]>;
@@ -60,9 +86,19 @@ export interface Store {
   /** Pending inbound subscription requests (RFC 6121 §3.1.3), kept until answered. */
   putPendingSubscription(bare: string, from: string, xml: string): Promise<void>;
   deletePendingSubscription(bare: string, from: string): Promise<boolean>;
+  /** Marks the request as sent to that connection; false when it was already (or the request is gone). */
+  claimPendingSubscription(bare: string, from: string, connectionId: string): Promise<boolean>;
   listPendingSubscriptions(bare: string): Promise<{ from: string; xml: string }[]>;
 
-  storeOffline(bare: string, xml: string, stamp: string): Promise<void>;
+  /** Stores a message; returns its key (derived from the frame, so a redelivered frame reuses it). */
+  storeOffline(bare: string, xml: string, stamp: string): Promise<string>;
   listOffline(bare: string): Promise<OfflineMessage[]>;
+  /**
+   * Claims a stored message for delivery to one connection: false when another connection holds a
+   * live claim or the message is gone. Two handlers racing to deliver it: one wins.
+   */
+  claimOffline(bare: string, key: string, connectionId: string): Promise<boolean>;
+  /** Gives a claim back (the post failed): the message stays for the next login. */
+  releaseOffline(bare: string, key: string, connectionId: string): Promise<void>;
   deleteOffline(bare: string, keys: string[]): Promise<void>;
 }

@@ -15,6 +15,8 @@ export interface ConnectionSender {
   close(connectionId: string): Promise<void>;
 }
 
+const POST_TIMEOUT_MS = 3000;
+
 function isGone(err: unknown): boolean {
   const e = err as { name?: string; $metadata?: { httpStatusCode?: number } };
   return e?.name === 'GoneException' || e?.$metadata?.httpStatusCode === 410;
@@ -24,7 +26,9 @@ export class ApiGatewayConnectionSender implements ConnectionSender {
   private readonly client: ApiGatewayManagementApiClient;
 
   constructor(endpoint: string, client?: ApiGatewayManagementApiClient) {
-    this.client = client ?? new ApiGatewayManagementApiClient({ endpoint, maxAttempts: 4 });
+    // A post that hangs is given up and retried (by the SDK, then by the queue) instead of
+    // holding the frame until the Lambda timeout; posts take milliseconds when all is well.
+    this.client = client ?? new ApiGatewayManagementApiClient({ endpoint, maxAttempts: 4, requestHandler: { requestTimeout: POST_TIMEOUT_MS, connectionTimeout: POST_TIMEOUT_MS } });
   }
 
   async send(connectionId: string, frame: string): Promise<boolean> {

@@ -1,0 +1,130 @@
+/**
+ * The one owner of connection and session state. Many handler instances process frames at once,
+ * SQS delivers each at least once and hands a connection's next frame to any instance, so:
+ *
+ * - state is read strongly consistent at the start of each invocation and copied; the caller may
+ *   keep the copy this returns for the next frame of the same batch (one instance, in order) and
+ *   must drop it on any error. Nothing is cached across invocations: another instance may have
+ *   moved the connection on since.
+ * - a frame's changes are committed with one conditional write on the version it started from;
+ *   a lost race fails the frame and the queue redelivers it against the newer state.
+ * - a committed frame records its queue message id: its redelivery is skipped.
+ * - a frame that fails saves the keys of the posts it made (frame-context.ts) with the connection;
+ *   its redelivery skips them, so nobody receives a stanza twice because a later step failed.
+ * - session items (what other connections route by) are created at bind and then changed by
+ *   attribute updates only (ClientSession.updateSession), never replaced whole by a module.
+ */
+import { StreamError } from '../errors.ts';
+import { log } from '../log.ts';
+import { frameJournal, inFrame, newFrame, type Frame, type FrameInput } from '../storage/frame-context.ts';
+import type { XmppServer } from './server.ts';
+import { ClientSession } from './session.ts';
+import { closeStream, processFrame } from './stream.ts';
+import type { ConnectionState } from './types.ts';
+
+export interface FrameDelivery extends FrameInput {
+  /** The state this invocation committed with the connection's previous frame, if any. */
+  state?: ConnectionState;
+}
+
+export function newConnectionState(id: string): ConnectionState {
+  return { id, stage: 'connected', streamId: '', connectedAt: Date.now(), authFailures: 0, version: 0 };
+}
+
+export class SessionManager {
+  constructor(private readonly server: XmppServer) {}
+
+  /**
+   * Processes one frame of a connection; frames of one connection come in order, one at a time.
+   * Resolves to the committed state (for the caller to pass with the next frame of this batch), or
+   * undefined when the stream is closed.
+   */
+  async handleFrame(connectionId: string, text: string, delivery: FrameDelivery = {}): Promise<ConnectionState | undefined> {
+    const { store } = this.server;
+    const loaded = delivery.state ? { state: delivery.state } : await store.loadConnection(connectionId);
+    const stored = loaded.state;
+    if (delivery.id && stored?.lastFrame === delivery.id) return stored; // committed before: a redelivery
+    const journal = 'journal' in loaded ? loaded.journal : undefined;
+    const state = structuredClone(stored ?? newConnectionState(connectionId));
+    const expectedVersion = state.version;
+    const frame = newFrame({ ...delivery, before: journal });
+    const session = new ClientSession(this.server, state);
+    try {
+      await inFrame(async () => {
+        try {
+          await processFrame(session, text);
+        } catch (err) {
+          if (!(err instanceof StreamError)) throw err;
+          await closeStream(session, err);
+        }
+      }, frame);
+      if (state.stage === 'closed') return undefined;
+      if (!session.isDirty) return state;
+      state.version = expectedVersion + 1;
+      state.lastFrame = delivery.id;
+      if (!(await store.putConnection(state, expectedVersion))) {
+        throw new Error(`connection ${connectionId}: stale state (version ${expectedVersion})`);
+      }
+      return state;
+    } catch (err) {
+      await this.saveJournal(connectionId, expectedVersion, frame);
+      throw err;
+    }
+  }
+
+  /** The socket closed (client, timeout or server): ends the XMPP session if one was bound. */
+  async handleDisconnect(connectionId: string, delivery: FrameInput = {}): Promise<void> {
+    const { state, journal } = await this.server.store.loadConnection(connectionId);
+    if (!state) return;
+    const frame = newFrame({ ...delivery, before: journal });
+    try {
+      await inFrame(() => this.endSession(new ClientSession(this.server, structuredClone(state))), frame);
+    } catch (err) {
+      await this.saveJournal(connectionId, state.version, frame);
+      throw err;
+    }
+  }
+
+  /**
+   * Ends a session: the modules' clean-up (unavailable broadcast, leaving rooms) first, while the
+   * session is still routable and the account still exists, then its records.
+   */
+  async endSession(session: ClientSession): Promise<void> {
+    await this.leave(session);
+    session.state.stage = 'closed';
+    await this.server.store.deleteConnection(session.state.id);
+  }
+
+  /**
+   * The session stops being one (once, however it ends): the 'session/ended' hooks tell contacts
+   * and rooms, then its session item goes. The stream itself may still send (e.g. a last reply).
+   */
+  async leave(session: ClientSession): Promise<void> {
+    const { state } = session;
+    if (state.stage !== 'bound' || session.ended) return;
+    session.ended = true;
+    await this.server.runSessionHooks('session/ended', session);
+    await this.server.store.deleteSession(state.user!, state.resource!, state.id);
+  }
+
+  /**
+   * Ends another connection's stream from this frame (a resource conflict, account removal): the
+   * stream error and close go to its socket, then its session ends as if it had disconnected.
+   */
+  async closeOther(connectionId: string, error: StreamError): Promise<void> {
+    const state = await this.server.store.getConnection(connectionId);
+    if (!state || state.stage === 'closed') return;
+    await closeStream(new ClientSession(this.server, structuredClone(state)), error);
+  }
+
+  /** Best effort: a journal that cannot be written only means the redelivery may repeat posts. */
+  private async saveJournal(connectionId: string, version: number, frame: Frame): Promise<void> {
+    const journal = frameJournal(frame);
+    if (!journal) return;
+    try {
+      await this.server.store.saveJournal(connectionId, version, journal);
+    } catch (err) {
+      log.warn('could not save the journal of a failed frame', { connectionId, error: String(err) });
+    }
+  }
+}

@@ -1,0 +1,23 @@
+/**
+ * The sender every post of the core goes through: it records each successful post in the frame's
+ * journal and skips the posts an earlier run of the same frame already made (frame-context.ts),
+ * so a frame redelivered after a failure half-way delivers nothing twice. With fault injection on
+ * (tests only), an invocation may crash right after a post took effect.
+ */
+import { maybeCrash, type FaultSettings } from '../faults.ts';
+import { postKey, recordPost } from '../storage/frame-context.ts';
+import type { ConnectionSender } from './connections.ts';
+
+export function journaledSender(inner: ConnectionSender, faults?: FaultSettings): ConnectionSender {
+  return {
+    async send(connectionId, frame) {
+      const journal = postKey(connectionId, frame);
+      if (journal?.done) return true;
+      const ok = await inner.send(connectionId, frame);
+      if (ok && journal) recordPost(journal.key);
+      maybeCrash(faults, 'a post');
+      return ok;
+    },
+    close: (connectionId) => inner.close(connectionId),
+  };
+}

@@ -1,0 +1,149 @@
+/**
+ * Drives the core at the `handleFrame` level, the way the stream Lambda does, without sockets: real
+ * DynamoDB Local (a table per harness, the run's shared instance), a recording sender in place of
+ * the @connections API (the edge we cannot reach), and any number of server instances sharing the
+ * table, as Lambda execution environments do. Every frame gets a queue message id, so a test can
+ * redeliver it exactly as SQS would.
+ */
+import { randomBytes } from 'node:crypto';
+import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
+import { inject } from 'vitest';
+import { makeCredentials } from '../../shared/accounts.ts';
+import { loadConfig } from '../../shared/config.ts';
+import { XmppServer } from '../../shared/core/server.ts';
+import type { ConnectionState } from '../../shared/core/types.ts';
+import { defaultModules } from '../../shared/modules/index.ts';
+import { DynamoStore } from '../../shared/storage/dynamo-store.ts';
+import { ensureTable } from '../../shared/storage/table.ts';
+import type { ConnectionSender } from '../../shared/transport/connections.ts';
+
+export interface Post {
+  connectionId: string;
+  frame: string;
+}
+
+/** Records posts; connections in `gone` answer like a 410; `beforePost` may throw to fail a post. */
+export class RecordingSender implements ConnectionSender {
+  readonly posts: Post[] = [];
+  readonly gone = new Set<string>();
+  readonly closed: string[] = [];
+  beforePost?: (post: Post) => void;
+
+  async send(connectionId: string, frame: string): Promise<boolean> {
+    this.beforePost?.({ connectionId, frame });
+    if (this.gone.has(connectionId)) return false;
+    this.posts.push({ connectionId, frame });
+    return true;
+  }
+
+  async close(connectionId: string): Promise<void> {
+    this.closed.push(connectionId);
+    this.gone.add(connectionId);
+  }
+
+  to(connectionId: string, match?: string | RegExp): string[] {
+    return this.posts
+      .filter((p) => p.connectionId === connectionId)
+      .map((p) => p.frame)
+      .filter((f) => match === undefined || (typeof match === 'string' ? f.includes(match) : match.test(f)));
+  }
+}
+
+/** A DynamoDB client whose next call of `command` fails once after it took effect (a crash after that step). */
+export function crashingClient(endpoint: string) {
+  const client = new DynamoDBClient({ endpoint, region: 'local', credentials: { accessKeyId: 'local', secretAccessKey: 'local' } });
+  const armed = new Set<string>();
+  client.middlewareStack.add(
+    (next, context) => async (args) => {
+      const out = await next(args);
+      if (armed.delete(context.commandName ?? '')) throw new Error(`crash after ${context.commandName}`);
+      return out;
+    },
+    { step: 'initialize', name: 'testCrash' },
+  );
+  return { client, crashAfter: (command: string) => armed.add(command) };
+}
+
+export async function startHarness(instances = 3) {
+  const endpoint = inject('dynamoEndpoint');
+  const tableName = `h${randomBytes(6).toString('hex')}`;
+  const admin = new DynamoDBClient({ endpoint, region: 'local', credentials: { accessKeyId: 'local', secretAccessKey: 'local' } });
+  await ensureTable(admin, tableName);
+  admin.destroy();
+  const config = loadConfig({ XMPP_DOMAIN: 'localhost', XMPP_TABLE: tableName, XMPP_DYNAMODB_ENDPOINT: endpoint });
+  const sender = new RecordingSender();
+  const crash = crashingClient(endpoint);
+  const store = new DynamoStore({ tableName, client: crash.client });
+  const servers = Array.from({ length: instances }, () => new XmppServer({ config, store, sender, modules: defaultModules }));
+  return { servers, store, sender, crash, config };
+}
+
+export type Harness = Awaited<ReturnType<typeof startHarness>>;
+
+/**
+ * One client connection as the stream Lambda sees it: each frame is a queue record with its own
+ * message id, handed to one of the instances (round robin unless a test picks one), with no state
+ * carried between invocations.
+ */
+export class Connection {
+  private seq = 0;
+  private next = 0;
+  /** The last frame's delivery, for `redeliver()`. */
+  last?: { id: string; text: string; receivedAt: number };
+
+  constructor(
+    readonly h: Harness,
+    readonly id = `c${randomBytes(6).toString('base64url')}`,
+  ) {}
+
+  private server(instance?: number): XmppServer {
+    const i = instance ?? this.next++ % this.h.servers.length;
+    return this.h.servers[i]!;
+  }
+
+  frame(text: string, instance?: number): Promise<ConnectionState | undefined> {
+    this.last = { id: `${this.id}-m${this.seq++}`, text, receivedAt: Date.now() };
+    return this.server(instance).handleFrame(this.id, text, { id: this.last.id, receivedAt: this.last.receivedAt });
+  }
+
+  /** SQS hands the same record (same message id) to an instance again. */
+  redeliver(instance?: number): Promise<ConnectionState | undefined> {
+    const { id, text, receivedAt } = this.last!;
+    return this.server(instance).handleFrame(this.id, text, { id, receivedAt });
+  }
+
+  disconnect(instance?: number): Promise<void> {
+    return this.server(instance).handleDisconnect(this.id, { id: `${this.id}-m${this.seq++}`, receivedAt: Date.now() });
+  }
+
+  posts(match?: string | RegExp): string[] {
+    return this.h.sender.to(this.id, match);
+  }
+
+  /** Opens, authenticates with PLAIN, restarts and binds, each frame on another instance. */
+  async login(bare: string, password: string, resource: string): Promise<void> {
+    const open = '<open xmlns="urn:ietf:params:xml:ns:xmpp-framing" to="localhost" version="1.0"/>';
+    await this.frame(open);
+    const local = bare.split('@')[0]!;
+    await this.frame(`<auth xmlns="urn:ietf:params:xml:ns:xmpp-sasl" mechanism="PLAIN">${Buffer.from(`\0${local}\0${password}`).toString('base64')}</auth>`);
+    await this.frame(open);
+    await this.frame(`<iq type="set" id="bind" xmlns="jabber:client"><bind xmlns="urn:ietf:params:xml:ns:xmpp-bind"><resource>${resource}</resource></bind></iq>`);
+  }
+
+  /** Login, roster get and initial presence. */
+  async online(bare: string, password: string, resource: string): Promise<void> {
+    await this.login(bare, password, resource);
+    await this.frame('<iq type="get" id="roster" xmlns="jabber:client"><query xmlns="jabber:iq:roster"/></iq>');
+    await this.frame('<presence xmlns="jabber:client"/>');
+  }
+}
+
+export async function addAccount(h: Harness, bare: string, password = 'secret'): Promise<void> {
+  await h.store.createAccount(bare, makeCredentials(password, 4096));
+}
+
+/** Makes two local users contacts with subscription both ways, as roster items. */
+export async function befriend(h: Harness, a: string, b: string): Promise<void> {
+  await h.store.putRosterItem(a, { jid: b, groups: [], subscription: 'both' });
+  await h.store.putRosterItem(b, { jid: a, groups: [], subscription: 'both' });
+}
