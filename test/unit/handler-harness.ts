@@ -49,19 +49,24 @@ export class RecordingSender implements ConnectionSender {
   }
 }
 
-/** A DynamoDB client whose next call of `command` fails once after it took effect (a crash after that step). */
+/**
+ * A DynamoDB client whose next call of a command (low-level names: PutItemCommand…) fails once,
+ * after it took effect (a crash after that step) or before it was sent (a crash before it).
+ */
 export function crashingClient(endpoint: string) {
   const client = new DynamoDBClient({ endpoint, region: 'local', credentials: { accessKeyId: 'local', secretAccessKey: 'local' } });
-  const armed = new Set<string>();
+  const after = new Set<string>();
+  const before = new Set<string>();
   client.middlewareStack.add(
     (next, context) => async (args) => {
+      if (before.delete(context.commandName ?? '')) throw new Error(`crash before ${context.commandName}`);
       const out = await next(args);
-      if (armed.delete(context.commandName ?? '')) throw new Error(`crash after ${context.commandName}`);
+      if (after.delete(context.commandName ?? '')) throw new Error(`crash after ${context.commandName}`);
       return out;
     },
     { step: 'initialize', name: 'testCrash' },
   );
-  return { client, crashAfter: (command: string) => armed.add(command) };
+  return { client, crashAfter: (command: string) => after.add(command), crashBefore: (command: string) => before.add(command) };
 }
 
 export async function startHarness(instances = 3) {

@@ -1,0 +1,177 @@
+/**
+ * The session manager at the handleFrame level: three server instances over one DynamoDB Local
+ * table, a recording sender instead of @connections (AWS's edge), frames redelivered by message id
+ * as SQS does, and crashes injected after chosen steps.
+ */
+import { beforeEach, describe, expect, it } from 'vitest';
+import { ArchiveStore } from '../../shared/storage/archive-store.ts';
+import { addAccount, befriend, Connection, startHarness, type Harness } from './handler-harness.ts';
+
+let h: Harness;
+let n = 0;
+/** Fresh accounts per test. */
+async function users(...names: string[]): Promise<string[]> {
+  n += 1;
+  const bares = names.map((name) => `${name}${n}@localhost`);
+  for (const bare of bares) await addAccount(h, bare);
+  return bares;
+}
+
+beforeEach(async () => {
+  h ??= await startHarness(3);
+  h.sender.beforePost = undefined;
+});
+
+const chat = (to: string, body: string, id = body) => `<message xmlns="jabber:client" to="${to}" type="chat" id="${id}"><body>${body}</body></message>`;
+
+describe('connection state across handler instances', () => {
+  it('sees the state another instance committed, frame after frame (no instance affinity)', async () => {
+    const [alice, bob] = await users('alice', 'bob');
+    await befriend(h, alice!, bob!);
+    const a = new Connection(h);
+    const b = new Connection(h);
+    // Each frame of a login goes to the next instance: every one must read what the last committed.
+    await a.online(alice!, 'secret', 'phone');
+    await b.online(bob!, 'secret', 'desk');
+    expect(a.posts('<success')).toHaveLength(1);
+    expect(a.posts(/<jid>alice\d+@localhost\/phone<\/jid>/)).toHaveLength(1);
+    expect(b.posts(`from="${alice}/phone"`).length).toBeGreaterThan(0); // Bob learns Alice is online
+    await a.frame(chat(bob!, 'hello bob'));
+    expect(b.posts('hello bob')).toHaveLength(1);
+  });
+
+  it('keeps the committed state when a frame fails half-way, and redelivery runs it against that state', async () => {
+    const [alice] = await users('alice');
+    const a = new Connection(h);
+    await a.frame('<open xmlns="urn:ietf:params:xml:ns:xmpp-framing" to="localhost" version="1.0"/>');
+    // The SASL success is posted, then the instance dies before its commit reaches DynamoDB.
+    h.crash.crashBefore('PutItemCommand');
+    const local = alice!.split('@')[0];
+    const auth = `<auth xmlns="urn:ietf:params:xml:ns:xmpp-sasl" mechanism="PLAIN">${Buffer.from(`\0${local}\0secret`).toString('base64')}</auth>`;
+    await expect(a.frame(auth)).rejects.toThrow(/crash before PutItemCommand/);
+    expect((await h.store.getConnection(a.id))?.stage).toBe('open'); // nothing of the failed frame was kept
+    // Another instance gets the record again: it runs against the committed state, and the step is
+    // not replayed to the client.
+    expect((await a.redeliver(2))?.stage).toBe('authenticated');
+    expect(a.posts('<success')).toHaveLength(1);
+    // The commit landed and the instance died after it: a further delivery is skipped outright.
+    await a.redeliver(0);
+    expect(a.posts('<success')).toHaveLength(1);
+    // The client goes on from there.
+    await a.frame('<open xmlns="urn:ietf:params:xml:ns:xmpp-framing" to="localhost" version="1.0"/>');
+    expect(a.posts('urn:ietf:params:xml:ns:xmpp-bind')).toHaveLength(1);
+  });
+});
+
+describe('a redelivered message frame', () => {
+  it('delivers once and archives once when the frame crashed after the delivery', async () => {
+    const [alice, bob] = await users('alice', 'bob');
+    const a = new Connection(h);
+    const b = new Connection(h);
+    await a.online(alice!, 'secret', 'phone');
+    await b.online(bob!, 'secret', 'desk');
+    // Both archive copies are written in one BatchWriteItem alongside the post; crash after it.
+    h.crash.crashAfter('BatchWriteItemCommand');
+    await expect(a.frame(chat(bob!, 'exactly once'))).rejects.toThrow(/crash after BatchWriteItemCommand/);
+    expect(b.posts('exactly once')).toHaveLength(1);
+    await a.redeliver();
+    expect(b.posts('exactly once')).toHaveLength(1);
+    const archive = new ArchiveStore(h.store.db);
+    for (const owner of [alice!, bob!]) {
+      const page = await archive.query(`user#${owner}`, { max: 10 });
+      expect(page.items.filter((i) => i.xml.includes('exactly once'))).toHaveLength(1);
+    }
+    // The stanza-id Bob got is the archived one.
+    const id = /<stanza-id[^>]*id="([^"]+)"/.exec(b.posts('exactly once')[0]!)![1];
+    const bobs = await archive.query(`user#${bob}`, { max: 10 });
+    expect(bobs.items.map((i) => i.id)).toContain(id);
+  });
+
+  it('stores an offline message once when the frame failed after storing it', async () => {
+    const [alice, bob] = await users('alice', 'bob');
+    const a = new Connection(h);
+    await a.online(alice!, 'secret', 'phone');
+    h.crash.crashAfter('PutItemCommand'); // the offline item
+    await expect(a.frame(chat(bob!, 'kept for later'))).rejects.toThrow(/crash after PutItemCommand/);
+    await a.redeliver();
+    expect(await h.store.listOffline(bob!)).toHaveLength(1);
+    const b = new Connection(h);
+    await b.online(bob!, 'secret', 'desk');
+    expect(b.posts('kept for later')).toHaveLength(1);
+    expect(await h.store.listOffline(bob!)).toHaveLength(0);
+  });
+});
+
+describe('session records', () => {
+  it('a roster get after initial presence keeps the stored presence (attribute updates, not whole items)', async () => {
+    const [alice, bob] = await users('alice', 'bob');
+    await befriend(h, alice!, bob!);
+    const a = new Connection(h);
+    await a.login(alice!, 'secret', 'phone');
+    await a.frame('<presence xmlns="jabber:client"><status>at lunch</status></presence>');
+    await a.frame('<iq type="get" id="r" xmlns="jabber:client"><query xmlns="jabber:iq:roster"/></iq>');
+    const [session] = (await h.store.getUserRoute(alice!)).sessions;
+    expect(session).toMatchObject({ available: true, interested: true });
+    expect(session!.presence).toContain('at lunch');
+    // Bob logging in later is shown that presence.
+    const b = new Connection(h);
+    await b.online(bob!, 'secret', 'desk');
+    expect(b.posts('at lunch')).toHaveLength(1);
+  });
+
+  it('account removal ends every session first: contacts see each resource leave, the other socket is closed', async () => {
+    const [alice, bob] = await users('alice', 'bob');
+    await befriend(h, alice!, bob!);
+    const b = new Connection(h);
+    await b.online(bob!, 'secret', 'desk');
+    const phone = new Connection(h);
+    const laptop = new Connection(h);
+    await phone.online(alice!, 'secret', 'phone');
+    await laptop.online(alice!, 'secret', 'laptop');
+    await phone.frame('<iq type="set" id="rm" xmlns="jabber:client"><query xmlns="jabber:iq:register"><remove/></query></iq>');
+    for (const resource of ['phone', 'laptop']) {
+      expect(b.posts(new RegExp(`from="${alice}/${resource}"[^>]*type="unavailable"|type="unavailable"[^>]*from="${alice}/${resource}"`))).toHaveLength(1);
+    }
+    expect(phone.posts('type="result" id="rm"').length + phone.posts('id="rm"').length).toBeGreaterThan(0);
+    expect(laptop.posts('<not-authorized')).toHaveLength(1);
+    expect(h.sender.closed).toEqual(expect.arrayContaining([phone.id, laptop.id]));
+    expect(await h.store.getAccount(alice!)).toBeUndefined();
+    expect((await h.store.getUserRoute(alice!)).sessions).toEqual([]);
+  });
+});
+
+describe('a recipient whose socket is gone (410)', () => {
+  it('gets the message from offline storage at the next login, not never', async () => {
+    const [alice, bob] = await users('alice', 'bob');
+    const a = new Connection(h);
+    const b = new Connection(h);
+    await a.online(alice!, 'secret', 'phone');
+    await b.online(bob!, 'secret', 'desk');
+    h.sender.gone.add(b.id); // the socket died; its $disconnect is not processed yet
+    await a.frame(chat(bob!, 'while you were gone'));
+    await a.frame(chat(`${bob}/desk`, 'to the full jid'));
+    expect(b.posts('while you were gone')).toHaveLength(0);
+    expect((await h.store.listOffline(bob!)).map((m) => m.xml)).toEqual([expect.stringContaining('while you were gone'), expect.stringContaining('to the full jid')]);
+    await b.disconnect();
+    const again = new Connection(h);
+    await again.online(bob!, 'secret', 'desk');
+    expect(again.posts('while you were gone')).toHaveLength(1);
+    expect(again.posts('to the full jid')).toHaveLength(1);
+  });
+
+  it('goes to another available resource when the top one is gone', async () => {
+    const [alice, bob] = await users('alice', 'bob');
+    const a = new Connection(h);
+    const desk = new Connection(h);
+    const phone = new Connection(h);
+    await a.online(alice!, 'secret', 'phone');
+    await desk.online(bob!, 'secret', 'desk');
+    await phone.login(bob!, 'secret', 'phone');
+    await phone.frame('<presence xmlns="jabber:client"><priority>-1</priority></presence>');
+    h.sender.gone.add(desk.id);
+    await a.frame(chat(`${bob}/desk`, 'find me'));
+    // Negative priority takes no bare-JID messages, so it is kept offline rather than lost.
+    expect(phone.posts('find me')).toHaveLength(0);
+    expect(await h.store.listOffline(bob!)).toHaveLength(1);
+  });
+});
