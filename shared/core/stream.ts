@@ -74,8 +74,11 @@ export async function closeStream(session: ClientSession, error?: StreamError): 
     }
     await session.send(error.toElement());
   }
+  // The session leaves first, while its socket is open: its contacts and rooms are told (its own
+  // room exits reach it before <close/>), and bare-JID messages stop choosing it; a message another
+  // handler was already posting lands before <close/>, not after it where the client drops it.
+  await server.sessions.leave(session);
   await session.send(x('close', { xmlns: NS.FRAMING }));
-  // Close the socket before the session cleanup broadcasts anything: nothing may follow <close/>.
   await server.sender.close(state.id);
   await server.endSession(session);
 }

@@ -18,9 +18,9 @@ import { bareJidTargets } from './message.ts';
 
 /** Posts a stored message to one session if it can claim it; deletes it once posted. */
 async function deliverStored(server: XmppServer, bare: string, key: string, xml: string, target: SessionRecord): Promise<boolean | 'claimed-elsewhere'> {
-  if (!(await server.store.claimOffline(bare, key, target.connectionId))) return 'claimed-elsewhere';
+  if (!(await server.store.claimOffline(bare, key))) return 'claimed-elsewhere';
   if (!(await server.deliver(target, parseFrame(xml)))) {
-    await server.store.releaseOffline(bare, key, target.connectionId);
+    await server.store.releaseOffline(bare, key);
     return false;
   }
   await server.store.deleteOffline(bare, [key]);

@@ -18,13 +18,14 @@ import type { ScramCredentials, ScramHash } from '../sasl/scram.ts';
 import type { ConnectionItem, OfflineMessage, SessionChanges, Store, TableAccess, UserRoute } from './store.ts';
 import { TTL_ATTRIBUTE } from './table.ts';
 import { frameUnique, invalidateRoute, memoizedRoute, type FrameJournal } from './frame-context.ts';
-import { deleteKeys, isLive as live, nowSeconds, queryAll } from './table-ops.ts';
+import { claimOnce, claimOwner, deleteKeys, isLive as live, nowSeconds, queryAll } from './table-ops.ts';
 
 const ACCOUNT = 'account';
 const SESSION = 'account#session#';
 const ROSTER = 'roster#';
 const PENDING = 'pending#';
 const OFFLINE = 'offline#';
+const PENDING_CLAIM = 'claim#pending#';
 const CONN = 'conn';
 
 /** Connections live at most 2 h on API Gateway; their items expire after 3 h in case $disconnect is lost. */
@@ -378,21 +379,7 @@ export class DynamoStore implements Store {
   }
 
   async claimPendingSubscription(bare: string, from: string, connectionId: string): Promise<boolean> {
-    try {
-      await this.doc.send(
-        new UpdateCommand({
-          TableName: this.table,
-          Key: { pk: userKey(bare), sk: PENDING + from },
-          UpdateExpression: 'ADD sentTo :c',
-          ConditionExpression: 'attribute_exists(pk) AND NOT contains(sentTo, :id)',
-          ExpressionAttributeValues: { ':c': new Set([connectionId]), ':id': connectionId },
-        }),
-      );
-      return true;
-    } catch (err) {
-      if ((err as Error).name === 'ConditionalCheckFailedException') return false;
-      throw err;
-    }
+    return claimOnce(this.db, { pk: userKey(bare), sk: `${PENDING_CLAIM}${from}#${connectionId}` }, claimOwner(), CLAIM_SECONDS * 30);
   }
 
   async listPendingSubscriptions(bare: string): Promise<{ from: string; xml: string }[]> {
@@ -423,8 +410,9 @@ export class DynamoStore implements Store {
     return (await this.queryPrefix(bare, OFFLINE)).map((i) => ({ key: i.sk as string, xml: i.xml as string, stamp: i.stamp as string }));
   }
 
-  async claimOffline(bare: string, key: string, connectionId: string): Promise<boolean> {
+  async claimOffline(bare: string, key: string): Promise<boolean> {
     const now = nowSeconds();
+    const owner = claimOwner();
     try {
       await this.doc.send(
         new UpdateCommand({
@@ -432,7 +420,7 @@ export class DynamoStore implements Store {
           Key: { pk: userKey(bare), sk: key },
           UpdateExpression: 'SET claimedBy = :c, claimedAt = :now',
           ConditionExpression: 'attribute_exists(pk) AND (attribute_not_exists(claimedBy) OR claimedBy = :c OR claimedAt < :stale)',
-          ExpressionAttributeValues: { ':c': connectionId, ':now': now, ':stale': now - CLAIM_SECONDS },
+          ExpressionAttributeValues: { ':c': owner, ':now': now, ':stale': now - CLAIM_SECONDS },
         }),
       );
       return true;
@@ -442,7 +430,8 @@ export class DynamoStore implements Store {
     }
   }
 
-  async releaseOffline(bare: string, key: string, connectionId: string): Promise<void> {
+  async releaseOffline(bare: string, key: string): Promise<void> {
+    const owner = claimOwner();
     try {
       await this.doc.send(
         new UpdateCommand({
@@ -450,7 +439,7 @@ export class DynamoStore implements Store {
           Key: { pk: userKey(bare), sk: key },
           UpdateExpression: 'REMOVE claimedBy, claimedAt',
           ConditionExpression: 'claimedBy = :c',
-          ExpressionAttributeValues: { ':c': connectionId },
+          ExpressionAttributeValues: { ':c': owner },
         }),
       );
     } catch (err) {

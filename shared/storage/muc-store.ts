@@ -6,6 +6,7 @@
  *   room#<room>        occ#<nick>       an occupant: role, affiliation, presence, sessions (+ TTL)
  *   room#<room>        mam#<id>         the room's archive (archive-store.ts)
  *   mucdir#<service>   <room>           directory entry for disco#items (name, public)
+ *   room#<room>        dlv#<id>#<jid>#<joined>   who posts a message to a session that joined while it was sent (+ TTL)
  *   user#<bare>        mucjoin#<room>/<resource>   which rooms a local session is in (+ TTL),
  *                                       so the session's end can take it out of them
  *
@@ -13,7 +14,7 @@
  * leaves of one nick from concurrent Lambda invocations cannot overwrite each other.
  */
 import { DeleteCommand, GetCommand, PutCommand, QueryCommand } from '@aws-sdk/lib-dynamodb';
-import { deleteKeys, isLive as live, nowSeconds, queryAll } from './table-ops.ts';
+import { claimOnce, deleteKeys, isLive as live, nowSeconds, queryAll } from './table-ops.ts';
 import type { TableAccess } from './store.ts';
 import { TTL_ATTRIBUTE } from './table.ts';
 
@@ -57,6 +58,8 @@ export interface OccupantSession {
   jid: string;
   /** The @connections id of a local session (absent for occupants on other servers). */
   connectionId?: string;
+  /** When it joined (epoch ms): a room message of about that time may also reach it as history. */
+  joinedAt?: number;
 }
 
 export interface Occupant {
@@ -86,6 +89,7 @@ export interface JoinRecord {
 
 /** Occupants and joins expire 3 h after their last write, in case a session's end was lost (sockets live 2 h at most). */
 const OCCUPANT_TTL_SECONDS = 3 * 3600;
+const DELIVERY_CLAIM_TTL_SECONDS = 3600;
 
 const roomKey = (room: string) => `room#${room}`;
 const dirKey = (service: string) => `mucdir#${service}`;
@@ -188,6 +192,16 @@ export class MucStore {
   }
 
   // occupants
+
+  /**
+   * Claims the delivery of archived message `id` to one stay of a session in the room (its JID and
+   * join time) for `owner` (a frame id): true for the first claimant and for the same owner again
+   * (a redelivered frame), false for anyone else.
+   */
+  async claimDelivery(room: string, id: string, session: { jid: string; joinedAt?: number }, owner: string): Promise<boolean> {
+    return claimOnce(this.db, { pk: roomKey(room), sk: `dlv#${id}#${session.jid}#${session.joinedAt ?? 0}` }, owner, DELIVERY_CLAIM_TTL_SECONDS);
+  }
+
 
   async listOccupants(room: string): Promise<Occupant[]> {
     const items = await queryAll(this.db, {

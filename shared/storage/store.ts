@@ -86,7 +86,10 @@ export interface Store {
   /** Pending inbound subscription requests (RFC 6121 §3.1.3), kept until answered. */
   putPendingSubscription(bare: string, from: string, xml: string): Promise<void>;
   deletePendingSubscription(bare: string, from: string): Promise<boolean>;
-  /** Marks the request as sent to that connection; false when it was already (or the request is gone). */
+  /**
+   * Claims showing the request to that connection for this frame (table-ops claimOnce): false when
+   * another frame already did.
+   */
   claimPendingSubscription(bare: string, from: string, connectionId: string): Promise<boolean>;
   listPendingSubscriptions(bare: string): Promise<{ from: string; xml: string }[]>;
 
@@ -94,11 +97,12 @@ export interface Store {
   storeOffline(bare: string, xml: string, stamp: string): Promise<string>;
   listOffline(bare: string): Promise<OfflineMessage[]>;
   /**
-   * Claims a stored message for delivery to one connection: false when another connection holds a
-   * live claim or the message is gone. Two handlers racing to deliver it: one wins.
+   * Claims a stored message for delivery by this frame: false when another frame holds a live claim
+   * or the message is gone. Two handlers racing to deliver it: one wins; a redelivered frame keeps
+   * its claim.
    */
-  claimOffline(bare: string, key: string, connectionId: string): Promise<boolean>;
-  /** Gives a claim back (the post failed): the message stays for the next login. */
-  releaseOffline(bare: string, key: string, connectionId: string): Promise<void>;
+  claimOffline(bare: string, key: string): Promise<boolean>;
+  /** Gives this frame's claim back (the post failed): the message stays for the next login. */
+  releaseOffline(bare: string, key: string): Promise<void>;
   deleteOffline(bare: string, keys: string[]): Promise<void>;
 }

@@ -3,7 +3,9 @@
  * TTL has passed but which DynamoDB has not deleted yet), and batched writes that retry what
  * DynamoDB left unprocessed.
  */
-import { BatchWriteCommand, QueryCommand, type QueryCommandInput } from '@aws-sdk/lib-dynamodb';
+import { BatchWriteCommand, PutCommand, QueryCommand, type QueryCommandInput } from '@aws-sdk/lib-dynamodb';
+import { randomBytes } from 'node:crypto';
+import { currentFrame } from './frame-context.ts';
 import type { TableAccess } from './store.ts';
 import { TTL_ATTRIBUTE } from './table.ts';
 
@@ -42,4 +44,32 @@ export function deleteKeys(db: TableAccess, keys: { pk: string; sk: string }[]):
 
 export function putItems(db: TableAccess, items: Record<string, any>[]): Promise<void> {
   return batchWrite(db, items.map((Item) => ({ PutRequest: { Item } })));
+}
+
+/**
+ * A claim item: the first owner to write it wins; the same owner may write it again (a redelivered
+ * frame claiming what its first run claimed), anyone else gets false. Expires after `ttlSeconds`.
+ * Two handlers that may both deliver one stanza to one session claim it, and only the winner posts.
+ */
+export async function claimOnce(db: TableAccess, key: { pk: string; sk: string }, owner: string, ttlSeconds: number): Promise<boolean> {
+  try {
+    await db.doc.send(
+      new PutCommand({
+        TableName: db.table,
+        Item: { ...key, owner, [TTL_ATTRIBUTE]: nowSeconds() + ttlSeconds },
+        ConditionExpression: 'attribute_not_exists(pk) OR #o = :o',
+        ExpressionAttributeNames: { '#o': 'owner' },
+        ExpressionAttributeValues: { ':o': owner },
+      }),
+    );
+    return true;
+  } catch (err) {
+    if ((err as Error).name === 'ConditionalCheckFailedException') return false;
+    throw err;
+  }
+}
+
+/** Who claims in the current frame: its queue message id (stable across redelivery), else a one-off id. */
+export function claimOwner(): string {
+  return currentFrame()?.id ?? randomBytes(9).toString('base64url');
 }

@@ -13,6 +13,8 @@ import { log } from '../../log.ts';
 import type { IqRequest, StanzaEvent } from '../../core/registry.ts';
 import { forEachBounded, type XmppServer } from '../../core/server.ts';
 import type { ClientSession } from '../../core/session.ts';
+import { frameNow } from '../../storage/frame-context.ts';
+import { claimOwner } from '../../storage/table-ops.ts';
 import { MucStore, type Affiliation, type Occupant, type OccupantSession, type Role, type Room } from '../../storage/muc-store.ts';
 import type { ArchivedMessage } from '../../storage/archive-store.ts';
 import { readForm, buildForm } from '../../xml/data-form.ts';
@@ -40,6 +42,11 @@ import {
 
 /** @connections posts in flight at once while a room fans a stanza out (docs/muc-fanout.md). */
 export const FANOUT_CONCURRENCY = 32;
+/**
+ * How far apart a room message and a join can be and still race (each frame's reads and writes
+ * fall within one handler invocation, far below this).
+ */
+const JOIN_RACE_WINDOW_MS = 60_000;
 /** Discussion history sent on entering when the client asks for none in particular. */
 const DEFAULT_HISTORY = 20;
 const MAX_HISTORY = 100;
@@ -130,9 +137,10 @@ export class MucService {
    * Posts each target its frame, FANOUT_CONCURRENCY at a time. Sessions whose socket is gone
    * (410) leave the room afterwards (status 333) unless `noCleanup`.
    */
-  private async fanout(room: string, targets: Target[], frameFor: (t: Target) => string, noCleanup = false): Promise<void> {
+  private async fanout(room: string, targets: Target[], frameFor: (t: Target) => string, noCleanup = false, admit?: (t: Target) => Promise<boolean>): Promise<void> {
     const gone: Target[] = [];
     await forEachBounded(targets, FANOUT_CONCURRENCY, async (t) => {
+      if (admit && !(await admit(t))) return;
       const frame = frameFor(t);
       try {
         if (t.session.connectionId) {
@@ -151,9 +159,20 @@ export class MucService {
   }
 
   /** Sends `el` to every session of `occupants` (one serialization, `to` filled in per session). */
-  private async broadcast(room: string, occupants: Occupant[], el: Element, noCleanup = false): Promise<void> {
+  private async broadcast(room: string, occupants: Occupant[], el: Element, noCleanup = false, admit?: (t: Target) => Promise<boolean>): Promise<void> {
     const template = new FrameTemplate(el);
-    await this.fanout(room, this.targets(occupants), (t) => template.for(t.session.jid), noCleanup);
+    await this.fanout(room, this.targets(occupants), (t) => template.for(t.session.jid), noCleanup, admit);
+  }
+
+  /**
+   * Whether `id` (an archived room message of time `at`) may go to a session that joined about
+   * then: a join and a message racing each other may each see the other (the join the message in
+   * the archive, the message the new occupant), and then a claim decides who posts it. Outside
+   * that window only one side can see the other, and nothing is claimed.
+   */
+  private async mayDeliver(room: string, id: string, at: number, session: OccupantSession): Promise<boolean> {
+    if (session.joinedAt === undefined || Math.abs(session.joinedAt - at) > JOIN_RACE_WINDOW_MS) return true;
+    return this.store.claimDelivery(room, id, session, claimOwner());
   }
 
   /** Whether `recipient` sees real JIDs in this room. */
@@ -276,7 +295,7 @@ export class MucService {
     if (!holder && room.config.maxUsers && occupants.length >= room.config.maxUsers && rank < AFFILIATION_RANK.admin) {
       throw new StanzaError('service-unavailable', 'the room is full', 'wait');
     }
-    const joining: OccupantSession = { jid: from.toString(), connectionId: session?.id };
+    const joining: OccupantSession = { jid: from.toString(), connectionId: session?.id, joinedAt: frameNow() };
     // A second session of the same user under the same nick joins that occupant (multi-session nick).
     const occupant: Occupant = holder
       ? { ...holder, sessions: [...holder.sessions.filter((s) => s.jid !== joining.jid), joining] }
@@ -284,14 +303,14 @@ export class MucService {
     if (!(await this.store.putOccupant(roomJid, occupant, holder?.version ?? 0))) throw new LostRace();
     if (session) await this.store.putJoin(from.bare, { room: roomJid, nick, resource: from.resource, connectionId: session.id });
     const others = occupants.filter((o) => o.nick !== nick);
-    await this.sendRoomState(event, room, others, occupant, created, !holder);
+    await this.sendRoomState(event, room, others, occupant, created, !holder, joining);
   }
 
   /**
    * What a session gets on entering (§7.2): the other occupants' presence, its own (110), and —
    * for a new occupant — its presence to everyone else; then history and the subject.
    */
-  private async sendRoomState(event: HostEvent, room: Room, others: Occupant[], occupant: Occupant, created: boolean, announce = false): Promise<void> {
+  private async sendRoomState(event: HostEvent, room: Room, others: Occupant[], occupant: Occupant, created: boolean, announce = false, joining?: OccupantSession): Promise<void> {
     const { stanza, from } = event;
     const me = from.toString();
     others = others.filter((o) => o.nick !== occupant.nick);
@@ -309,7 +328,7 @@ export class MucService {
     const self = occupantPresence(room.jid, occupant, { realJid: me, codes, id: stanza.attrs.id });
     await this.sendToSession(event, self, me);
     if (announce) await this.broadcastPresence(room, others, occupant, {});
-    if (!created) await this.sendHistory(event, room, stanza.getChild('x', MUC)?.getChild('history'), me);
+    if (!created) await this.sendHistory(event, room, stanza.getChild('x', MUC)?.getChild('history'), me, joining);
     const subject = x(
       'message',
       { xmlns: NS.CLIENT, from: room.subject?.nick ? `${room.jid}/${room.subject.nick}` : room.jid, type: 'groupchat', id: `subject-${Date.now()}` },
@@ -325,7 +344,7 @@ export class MucService {
   }
 
   /** §7.2.14: maxchars / maxstanzas / seconds / since, within the service's own limit. */
-  private async sendHistory(event: HostEvent, room: Room, request: Element | undefined, to: string): Promise<void> {
+  private async sendHistory(event: HostEvent, room: Room, request: Element | undefined, to: string, joining?: OccupantSession): Promise<void> {
     const number = (name: string) => {
       const value = request?.attrs[name];
       if (value === undefined) return undefined;
@@ -342,7 +361,12 @@ export class MucService {
       const t = Date.parse(request.attrs.since);
       if (!Number.isNaN(t)) since = Math.max(since ?? 0, t);
     }
-    const items = await archiveStore(this.server).latest(roomArchive(room.jid), maxStanzas, since);
+    let items = await archiveStore(this.server).latest(roomArchive(room.jid), maxStanzas, since);
+    if (joining) {
+      // The occupant is written before the archive is read: a message sent meanwhile may go out live too.
+      const admitted = await Promise.all(items.map((item) => this.mayDeliver(room.jid, item.id, Date.parse(item.stamp), joining)));
+      items = items.filter((_, i) => admitted[i]);
+    }
     let frames = items.map((item) => this.historyMessage(room, item, to).toString());
     if (maxChars !== undefined) {
       // The newest complete stanzas whose total size fits (§7.2.14).
@@ -518,17 +542,20 @@ export class MucService {
       }
       stripStanzaIds(out, room.jid);
     }
-    if (body || subject) {
-      // Archived before it goes out, so every copy carries the same stanza-id.
-      const item = await archiveStore(this.server).append(roomArchive(room.jid), {
-        xml: out.toString(),
-        with: sender.bare,
-        withFull: occupantJid,
-        kind: body ? undefined : 'subject',
-      });
-      out.append(x('stanza-id', { xmlns: SID, by: room.jid, id: item.id }));
-    }
-    await this.broadcast(room.jid, occupants, out);
+    if (!body && !subject) return this.broadcast(room.jid, occupants, out);
+    // Archived before it goes out, so every copy carries the same stanza-id; and the occupants are
+    // read again after that write, so a session joining meanwhile finds the message in the
+    // archive as history, or is found here (docs/architecture.md, "room message vs join").
+    const item = await archiveStore(this.server).append(roomArchive(room.jid), {
+      xml: out.toString(),
+      with: sender.bare,
+      withFull: occupantJid,
+      kind: body ? undefined : 'subject',
+    });
+    out.append(x('stanza-id', { xmlns: SID, by: room.jid, id: item.id }));
+    const current = await this.store.listOccupants(room.jid);
+    const at = Date.parse(item.stamp);
+    await this.broadcast(room.jid, current, out, false, body ? (t) => this.mayDeliver(room.jid, item.id, at, t.session) : undefined);
   }
 
   private async privateMessage(event: HostEvent, room: Room, occupants: Occupant[]): Promise<void> {
