@@ -126,10 +126,12 @@ export interface GatewayOptions {
   onDeadLetter?: (record: DeadLetter) => void;
   /**
    * Fault injection (tests; XMPP_FAULTS in the local stack): a fraction of @connections posts is
-   * answered 410 with the socket dropped (a connection that died without a close), and a fraction
+   * answered 410 with the connection closed (1001, as API Gateway drops one), and a fraction
    * is never answered, so the sender's request times out (nothing is delivered).
    */
   faults?: { gone: number; timeout: number };
+  /** Called with each client frame the gateway accepted (queued for the stream handler): tests count what was sent. */
+  onFrame?: (connectionId: string, body: string) => void;
   /** Called once each @connections API call has been answered (e.g. the benchmark counts posts). */
   onConnectionsRequest?: (request: ConnectionsRequest) => void;
   logger?: GatewayLogger;
@@ -661,7 +663,9 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
         return;
       }
       connection.lastActiveAt = Date.now();
-      enqueue(connectionId, 'MESSAGE', rawToBuffer(data).toString('utf8'));
+      const body = rawToBuffer(data).toString('utf8');
+      enqueue(connectionId, 'MESSAGE', body);
+      options.onFrame?.(connectionId, body);
     });
     ws.on('error', (err) => {
       // e.g. "Max payload size exceeded": ws closes with 1009 itself.
@@ -756,8 +760,10 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
         const target = live.get(connectionId);
         if (!target || target.socket.readyState !== WebSocket.OPEN) return gone(res);
         if (options.faults && Math.random() < options.faults.gone) {
-          log.info(`fault: post to ${connectionId} answered 410, socket dropped`);
-          target.socket.terminate();
+          // The connection goes away as API Gateway drops one (idle, 2 h cut): a close frame after
+          // what was already sent, so only this post is lost to the client, and it is answered 410.
+          log.info(`fault: post to ${connectionId} answered 410, connection closed`);
+          target.socket.close(1001, 'Going away');
           return gone(res);
         }
         if (options.faults && Math.random() < options.faults.timeout) {

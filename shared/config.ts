@@ -23,6 +23,11 @@ export interface ServerConfig {
   s2sQueueUrl?: string;
   /** Loopback HTTP intake of a local federation service (XMPP_S2S_ENDPOINT), used when there is no queue. */
   s2sEndpoint?: string;
+  /**
+   * How long an @connections post may take before it is given up and retried (XMPP_POST_TIMEOUT_MS,
+   * default 3000); posts take milliseconds when all is well.
+   */
+  postTimeoutMs: number;
   /** XEP-0045 group chat service domain (XMPP_MUC_DOMAIN); loadConfig defaults it to `conference.<domain>`. */
   mucDomain?: string;
 }
@@ -54,6 +59,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): ServerConfig {
     scramIterations: iterations,
     s2sQueueUrl: env.XMPP_S2S_QUEUE_URL || undefined,
     s2sEndpoint: env.XMPP_S2S_ENDPOINT || undefined,
+    postTimeoutMs: integer(env.XMPP_POST_TIMEOUT_MS, 3000, 'XMPP_POST_TIMEOUT_MS'),
     mucDomain: (env.XMPP_MUC_DOMAIN || `conference.${domain}`).toLowerCase(),
   };
 }

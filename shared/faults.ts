@@ -18,7 +18,7 @@ export interface FaultSettings {
   throttle: number;
   /** Fraction of steps (DynamoDB calls, posts) of a frame after which the invocation crashes. */
   crash: number;
-  /** Fraction of @connections posts answered 410 with the socket dropped (local gateway). */
+  /** Fraction of @connections posts answered 410 with the connection closed (local gateway). */
   gone: number;
   /** Fraction of @connections posts never answered, so the sender's request times out (local gateway). */
   timeout: number;

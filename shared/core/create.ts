@@ -14,7 +14,7 @@ export function createServer(config: ServerConfig, overrides: { sender?: Connect
   return new XmppServer({
     config,
     store: new DynamoStore({ tableName: config.tableName, endpoint: config.dynamoEndpoint }),
-    sender: overrides.sender ?? new ApiGatewayConnectionSender(config.connectionsEndpoint!),
+    sender: overrides.sender ?? new ApiGatewayConnectionSender(config.connectionsEndpoint!, undefined, config.postTimeoutMs),
     remote: overrides.remote ?? remoteRouterFromConfig(config),
     modules: defaultModules,
   });

@@ -5,6 +5,7 @@
 import { StanzaError } from '../errors.ts';
 import type { StanzaEvent, XmppModule } from '../core/registry.ts';
 import type { SessionRecord } from '../core/types.ts';
+import { postedByEarlierRun } from '../storage/frame-context.ts';
 
 /** The sessions a message to a bare JID goes to: available, non-negative, highest priority. */
 export function bareJidTargets(sessions: SessionRecord[]): SessionRecord[] {
@@ -44,7 +45,9 @@ async function onMessage(event: StanzaEvent): Promise<boolean> {
   }
   const targets = type === 'headline' ? route.sessions.filter((s) => s.available && s.priority >= 0) : bareJidTargets(route.sessions);
   const delivered = await server.deliverToSessions(targets, stanza);
-  if (delivered > 0 || silent) return true;
+  // A redelivered frame whose first run posted the message has delivered it, wherever the
+  // recipient's sessions are now.
+  if (delivered > 0 || silent || postedByEarlierRun(stanza.toString())) return true;
   if (await server.runHooks('message/offline', { ...event, to })) return true;
   await server.bounce(stanza, new StanzaError('service-unavailable'));
   return true;

@@ -11,7 +11,7 @@
 import type { XmppModule } from '../core/registry.ts';
 import type { XmppServer } from '../core/server.ts';
 import type { SessionRecord } from '../core/types.ts';
-import { frameNow, invalidateRoute } from '../storage/frame-context.ts';
+import { doneByEarlierRun, frameNow, invalidateRoute, recordDone } from '../storage/frame-context.ts';
 import { NS, x } from '../xml/element.ts';
 import { parseFrame } from '../xml/parse.ts';
 import { bareJidTargets } from './message.ts';
@@ -41,7 +41,8 @@ export const offlineModule: XmppModule = {
       const stamp = new Date(frameNow()).toISOString();
       stanza.append(x('delay', { xmlns: NS.DELAY, from: server.config.domain, stamp }, 'Offline storage'));
       const xml = stanza.toString();
-      const key = await server.store.storeOffline(bare, xml, stamp);
+      const key = await server.store.storeOffline(bare, xml, stamp, !doneByEarlierRun(`offline:${bare}`));
+      recordDone(`offline:${bare}`);
       // Stored first, then a fresh look: a session that became available since may have missed it.
       invalidateRoute(bare);
       for (const target of bareJidTargets((await server.store.getUserRoute(bare)).sessions)) {

@@ -388,9 +388,10 @@ export class DynamoStore implements Store {
 
   // offline messages
 
-  async storeOffline(bare: string, xml: string, stamp: string): Promise<string> {
-    // The key is the frame's (frame-context.ts): a redelivered frame overwrites its own item.
+  async storeOffline(bare: string, xml: string, stamp: string, write = true): Promise<string> {
+    // The key is the frame's (frame-context.ts): a redelivered frame finds its own item.
     const key = `${OFFLINE}${stamp}#${frameUnique('offline')}`;
+    if (!write) return key;
     try {
       await this.doc.send(
         new PutCommand({

@@ -181,6 +181,32 @@ export function postKey(connectionId: string, text: string): { key: string; done
   return { key, done: frame.postedBefore.has(key) };
 }
 
+/**
+ * Whether an earlier run of this frame posted exactly this text to any connection: a redelivered
+ * message whose recipient has gone since counts as delivered, not as one to store offline.
+ */
+export function postedByEarlierRun(text: string): boolean {
+  const frame = frames.getStore();
+  if (!frame?.id || frame.postedBefore.size === 0) return false;
+  const digest = `:${createHash('sha256').update(text).digest().subarray(0, 9).toString('base64url')}:`;
+  for (const key of frame.postedBefore) if (key.includes(digest)) return true;
+  return false;
+}
+
+/** Whether an earlier run of this frame completed the effect `label` (see recordDone). */
+export function doneByEarlierRun(label: string): boolean {
+  return frames.getStore()?.values[`done:${label}`] !== undefined;
+}
+
+/**
+ * Records that a durable effect of this frame is complete (e.g. a message stored offline), so a
+ * redelivery does not do it again after someone else already consumed it.
+ */
+export function recordDone(label: string): void {
+  const frame = frames.getStore();
+  if (frame?.id) frame.values[`done:${label}`] = '1';
+}
+
 /** Records a successful post of the current frame. */
 export function recordPost(key: string): void {
   frames.getStore()?.posted.push(key);

@@ -7,7 +7,7 @@
  *   room#<room>        mam#<id>         the room's archive (archive-store.ts)
  *   mucdir#<service>   <room>           directory entry for disco#items (name, public)
  *   room#<room>        dlv#<id>#<jid>#<joined>   who posts a message to a session that joined while it was sent (+ TTL)
- *   user#<bare>        mucjoin#<room>/<resource>   which rooms a local session is in (+ TTL),
+ *   user#<bare>        mucjoin#<room>/<resource>#<connection>   which rooms a local session is in (+ TTL),
  *                                       so the session's end can take it out of them
  *
  * Occupants are written with a version number and conditional puts: joins, nick changes and
@@ -265,23 +265,30 @@ export class MucStore {
     await this.db.doc.send(
       new PutCommand({
         TableName: this.db.table,
-        Item: { pk: userKey(bare), sk: `mucjoin#${join.room}/${join.resource}`, ...join, [TTL_ATTRIBUTE]: nowSeconds() + OCCUPANT_TTL_SECONDS },
+        Item: { pk: userKey(bare), sk: joinKey(join.room, join.resource, join.connectionId), ...join, [TTL_ATTRIBUTE]: nowSeconds() + OCCUPANT_TTL_SECONDS },
       }),
     );
   }
 
-  async deleteJoin(bare: string, room: string, resource: string): Promise<void> {
-    await this.db.doc.send(new DeleteCommand({ TableName: this.db.table, Key: { pk: userKey(bare), sk: `mucjoin#${room}/${resource}` } }));
+  async deleteJoin(bare: string, room: string, resource: string, connectionId: string): Promise<void> {
+    await this.db.doc.send(new DeleteCommand({ TableName: this.db.table, Key: { pk: userKey(bare), sk: joinKey(room, resource, connectionId) } }));
   }
 
   async listJoins(bare: string): Promise<JoinRecord[]> {
     const items = await queryAll(this.db, {
       KeyConditionExpression: 'pk = :pk AND begins_with(sk, :p)',
       ExpressionAttributeValues: { ':pk': userKey(bare), ':p': 'mucjoin#' },
+      ConsistentRead: true,
     });
     return items.map((i) => ({ room: i.room, nick: i.nick, resource: i.resource, connectionId: i.connectionId }));
   }
 }
+
+/**
+ * One item per connection in the room: a new connection on the same full JID (a reconnect) must not
+ * take over the record by which the old one's end takes it out of the room.
+ */
+const joinKey = (room: string, resource: string, connectionId: string) => `mucjoin#${room}/${resource}#${connectionId}`;
 
 function toOccupant(item: Record<string, any>): Occupant {
   return {

@@ -93,8 +93,11 @@ export interface Store {
   claimPendingSubscription(bare: string, from: string, connectionId: string): Promise<boolean>;
   listPendingSubscriptions(bare: string): Promise<{ from: string; xml: string }[]>;
 
-  /** Stores a message; returns its key (derived from the frame, so a redelivered frame reuses it). */
-  storeOffline(bare: string, xml: string, stamp: string): Promise<string>;
+  /**
+   * Stores a message; returns its key (derived from the frame, so a redelivered frame reuses it).
+   * With `write` false only the key is returned (an earlier run of the frame stored it).
+   */
+  storeOffline(bare: string, xml: string, stamp: string, write?: boolean): Promise<string>;
   listOffline(bare: string): Promise<OfflineMessage[]>;
   /**
    * Claims a stored message for delivery by this frame: false when another frame holds a live claim

@@ -15,8 +15,6 @@ export interface ConnectionSender {
   close(connectionId: string): Promise<void>;
 }
 
-const POST_TIMEOUT_MS = 3000;
-
 function isGone(err: unknown): boolean {
   const e = err as { name?: string; $metadata?: { httpStatusCode?: number } };
   return e?.name === 'GoneException' || e?.$metadata?.httpStatusCode === 410;
@@ -25,10 +23,10 @@ function isGone(err: unknown): boolean {
 export class ApiGatewayConnectionSender implements ConnectionSender {
   private readonly client: ApiGatewayManagementApiClient;
 
-  constructor(endpoint: string, client?: ApiGatewayManagementApiClient) {
+  constructor(endpoint: string, client?: ApiGatewayManagementApiClient, timeoutMs = 3000) {
     // A post that hangs is given up and retried (by the SDK, then by the queue) instead of
     // holding the frame until the Lambda timeout; posts take milliseconds when all is well.
-    this.client = client ?? new ApiGatewayManagementApiClient({ endpoint, maxAttempts: 4, requestHandler: { requestTimeout: POST_TIMEOUT_MS, connectionTimeout: POST_TIMEOUT_MS } });
+    this.client = client ?? new ApiGatewayManagementApiClient({ endpoint, maxAttempts: 4, requestHandler: { requestTimeout: timeoutMs, connectionTimeout: timeoutMs, throwOnRequestTimeout: true } });
   }
 
   async send(connectionId: string, frame: string): Promise<boolean> {

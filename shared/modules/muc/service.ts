@@ -139,6 +139,7 @@ export class MucService {
    */
   private async fanout(room: string, targets: Target[], frameFor: (t: Target) => string, noCleanup = false, admit?: (t: Target) => Promise<boolean>): Promise<void> {
     const gone: Target[] = [];
+    let failed: unknown;
     await forEachBounded(targets, FANOUT_CONCURRENCY, async (t) => {
       if (admit && !(await admit(t))) return;
       const frame = frameFor(t);
@@ -149,13 +150,21 @@ export class MucService {
           await this.server.sendTo(parseJid(t.session.jid), parseFrame(frame));
         }
       } catch (err) {
-        // One failed post (after the SDK's retries) must not fail the room's whole fan-out; the
-        // message stays in the room archive for the client to fetch.
+        // One failed post (after the SDK's retries) does not stop the others; the frame fails
+        // afterwards, and its redelivery posts only what did not go out (the frame's journal).
         log.warn('muc: post failed', { room, to: t.session.jid, error: (err as Error).message });
+        failed ??= err;
       }
     });
-    if (noCleanup) return;
-    for (const t of gone) await this.leaveRoom(room, t.session.jid, { codes: ['333'], noCleanup: true, connectionId: t.session.connectionId });
+    if (!noCleanup) {
+      for (const t of gone) {
+        // A local session whose connection has not ended yet leaves when it ends (its $disconnect
+        // comes after its last frames): leaving now would refuse a message it sent before the socket died.
+        if (t.session.connectionId && (await this.server.store.getConnection(t.session.connectionId))) continue;
+        await this.leaveRoom(room, t.session.jid, { codes: ['333'], noCleanup: true, connectionId: t.session.connectionId });
+      }
+    }
+    if (failed !== undefined) throw failed;
   }
 
   /** Sends `el` to every session of `occupants` (one serialization, `to` filled in per session). */
@@ -469,7 +478,7 @@ export class MucService {
 
   private async forgetJoin(room: string, session: OccupantSession): Promise<void> {
     const jid = tryParseJid(session.jid);
-    if (session.connectionId && jid && this.server.isLocalDomain(jid.domain)) await this.store.deleteJoin(jid.bare, room, jid.resource);
+    if (session.connectionId && jid && this.server.isLocalDomain(jid.domain)) await this.store.deleteJoin(jid.bare, room, jid.resource, session.connectionId);
   }
 
   /** A temporary room ends with its last occupant (§10.1). */
