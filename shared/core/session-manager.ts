@@ -16,7 +16,7 @@
  */
 import { StreamError } from '../errors.ts';
 import { log } from '../log.ts';
-import { frameJournal, inFrame, newFrame, type Frame, type FrameInput } from '../storage/frame-context.ts';
+import { frameJournal, frameSettled, inFrame, newFrame, type Frame, type FrameInput } from '../storage/frame-context.ts';
 import type { XmppServer } from './server.ts';
 import { ClientSession } from './session.ts';
 import { closeStream, processFrame } from './stream.ts';
@@ -119,10 +119,13 @@ export class SessionManager {
 
   /** Best effort: a journal that cannot be written only means the redelivery may repeat posts. */
   private async saveJournal(connectionId: string, version: number, frame: Frame): Promise<void> {
+    await frameSettled(frame); // posts of a parallel fan-out still running when a step failed
     const journal = frameJournal(frame);
     if (!journal) return;
     try {
-      await this.server.store.saveJournal(connectionId, version, journal);
+      if (!(await this.server.store.saveJournal(connectionId, version, journal))) {
+        log.warn('the journal of a failed frame was not saved: the connection moved on', { connectionId });
+      }
     } catch (err) {
       log.warn('could not save the journal of a failed frame', { connectionId, error: String(err) });
     }

@@ -49,6 +49,8 @@ export interface Frame {
   readonly values: Record<string, string>;
   /** Occurrences per label or post, so the n-th id of a label is the same in every run. */
   readonly counters: Map<string, number>;
+  /** Posts still running: a failed frame waits for them before it saves its journal. */
+  readonly inFlight: Set<Promise<unknown>>;
 }
 
 const frames = new AsyncLocalStorage<Frame>();
@@ -64,7 +66,26 @@ export function newFrame(input: FrameInput = {}): Frame {
     postedBefore: new Set(before?.posted ?? []),
     values: { ...before?.values },
     counters: new Map(),
+    inFlight: new Set(),
   };
+}
+
+/**
+ * Waits until every post the frame started has settled. A step that fails while other posts of a
+ * parallel fan-out are still running must not save a journal that misses them.
+ */
+export async function frameSettled(frame: Frame): Promise<void> {
+  while (frame.inFlight.size > 0) await Promise.allSettled([...frame.inFlight]);
+}
+
+/** Runs a post of the current frame as one the frame waits for (see frameSettled). */
+export function trackPost<T>(post: Promise<T>): Promise<T> {
+  const frame = frames.getStore();
+  if (!frame) return post;
+  frame.inFlight.add(post);
+  const done = () => frame.inFlight.delete(post);
+  post.then(done, done);
+  return post;
 }
 
 /** The journal to save when this run of the frame fails: everything done by it and by earlier runs. */

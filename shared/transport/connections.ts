@@ -7,6 +7,7 @@ import {
   DeleteConnectionCommand,
   PostToConnectionCommand,
 } from '@aws-sdk/client-apigatewaymanagementapi';
+import { log } from '../log.ts';
 
 export interface ConnectionSender {
   /** Sends one frame. Resolves false when the connection is gone (HTTP 410). */
@@ -31,9 +32,11 @@ export class ApiGatewayConnectionSender implements ConnectionSender {
 
   async send(connectionId: string, frame: string): Promise<boolean> {
     try {
-      await this.client.send(
+      const out = await this.client.send(
         new PostToConnectionCommand({ ConnectionId: connectionId, Data: new TextEncoder().encode(frame) }),
       );
+      // A retried post may have gone out more than once (an attempt that timed out may have been delivered).
+      if ((out.$metadata.attempts ?? 1) > 1) log.warn('post retried', { connectionId, attempts: out.$metadata.attempts });
       return true;
     } catch (err) {
       if (isGone(err)) return false;

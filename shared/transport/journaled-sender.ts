@@ -5,7 +5,7 @@
  * (tests only), an invocation may crash right after a post took effect.
  */
 import { maybeCrash, type FaultSettings } from '../faults.ts';
-import { postKey, recordPost } from '../storage/frame-context.ts';
+import { postKey, recordPost, trackPost } from '../storage/frame-context.ts';
 import type { ConnectionSender } from './connections.ts';
 
 export function journaledSender(inner: ConnectionSender, faults?: FaultSettings): ConnectionSender {
@@ -13,8 +13,12 @@ export function journaledSender(inner: ConnectionSender, faults?: FaultSettings)
     async send(connectionId, frame) {
       const journal = postKey(connectionId, frame);
       if (journal?.done) return true;
-      const ok = await inner.send(connectionId, frame);
-      if (ok && journal) recordPost(journal.key);
+      const ok = await trackPost(
+        inner.send(connectionId, frame).then((posted) => {
+          if (posted && journal) recordPost(journal.key);
+          return posted;
+        }),
+      );
       maybeCrash(faults, 'a post');
       return ok;
     },
