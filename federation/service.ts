@@ -16,8 +16,9 @@ import type { RemoteRouter, XmppServer } from '../shared/core/server.ts';
 import { StanzaError, StreamError } from '../shared/errors.ts';
 import { JidError, parseJid, type Jid } from '../shared/jid.ts';
 import { log as defaultLog } from '../shared/log.ts';
-import type { Element } from '../shared/xml/element.ts';
-import { DEFAULT_XML_LIMITS, XmlFrameError, parseFrame } from '../shared/xml/parse.ts';
+import { Element } from '../shared/xml/element.ts';
+import { DEFAULT_XML_LIMITS, XmlFrameError, exceedsLimits, parseFrame } from '../shared/xml/parse.ts';
+import { STORED_XML_LIMITS } from '../shared/xml/stored.ts';
 import type { ConnectionSender } from '../shared/transport/connections.ts';
 import { ComponentRegistry } from './component.ts';
 import { StreamConnection } from './connection.ts';
@@ -235,6 +236,14 @@ export async function startFederation(options: FederationOptions): Promise<Feder
   const deliver = async (stanza: Element, from: Jid): Promise<void> => {
     if (router.takePong(stanza)) return;
     log.debug('s2s: incoming stanza', { from: from.toString(), stanza: stanza.toString() });
+    // Stamped (xmlns, namespace declarations from the stream header), it must still fit the limits:
+    // what the core stores must parse again. The error carries no copy of the content.
+    const tooLarge = exceedsLimits(stanza, ctx.limits);
+    if (tooLarge) {
+      log.info('s2s: incoming stanza refused', { from: from.toString(), reason: tooLarge });
+      await server.bounce(new Element(stanza.name, { ...stanza.attrs }), new StanzaError('policy-violation', tooLarge)).catch(() => {});
+      return;
+    }
     try {
       await server.route(stanza, from);
     } catch (err) {
@@ -291,7 +300,8 @@ export async function startFederation(options: FederationOptions): Promise<Feder
         req.on('end', () => {
           let stanza: Element;
           try {
-            stanza = parseFrame(Buffer.concat(chunks).toString('utf8'), ctx.limits);
+            // Written by the core: read with the trusted limits of stored XML (shared/xml/stored.ts).
+            stanza = parseFrame(Buffer.concat(chunks).toString('utf8'), STORED_XML_LIMITS);
           } catch (err) {
             res.writeHead(400).end(err instanceof XmlFrameError ? err.message : 'bad request');
             return;

@@ -6,6 +6,7 @@
  */
 import { DeleteMessageCommand, ReceiveMessageCommand, SQSClient } from '@aws-sdk/client-sqs';
 import { parseFrame } from '../shared/xml/parse.ts';
+import { STORED_XML_LIMITS } from '../shared/xml/stored.ts';
 import type { Element } from '../shared/xml/element.ts';
 import type { Logger } from './context.ts';
 import type { Delivery } from './outbound.ts';
@@ -65,7 +66,8 @@ export class SqsIntake {
     try {
       let stanza: Element | undefined;
       try {
-        stanza = parseFrame(body);
+        // Written by the core: read with the trusted limits of stored XML (shared/xml/stored.ts).
+        stanza = parseFrame(body, STORED_XML_LIMITS);
       } catch (err) {
         this.log.error('s2s queue: unreadable message dropped', { error: String(err) });
       }

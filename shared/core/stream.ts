@@ -6,7 +6,7 @@ import { StanzaError, StreamError, errorReply } from '../errors.ts';
 import { JidError, normalizeResource, parseJid } from '../jid.ts';
 import { MECHANISMS, continueMechanism, decodeSaslPayload, startMechanism, type SaslStep } from '../sasl/mechanisms.ts';
 import { frameUnique } from '../storage/frame-context.ts';
-import { XmlFrameError, parseFrame } from '../xml/parse.ts';
+import { DEFAULT_XML_LIMITS, XmlFrameError, exceedsLimits, parseFrame, type XmlLimits } from '../xml/parse.ts';
 import { Element, NS, x } from '../xml/element.ts';
 import { ClientSession } from './session.ts';
 
@@ -14,11 +14,14 @@ import { ClientSession } from './session.ts';
 const MAX_AUTH_FAILURES = 3;
 const STANZAS = new Set(['message', 'presence', 'iq']);
 
+/** The limits of client input (docs/architecture.md, "Security"). */
+const clientLimits = (session: ClientSession): XmlLimits => ({ ...DEFAULT_XML_LIMITS, maxBytes: session.server.config.maxFrameBytes });
+
 export async function processFrame(session: ClientSession, frame: string): Promise<void> {
   if (frame.trim() === '') return; // whitespace keepalive
   let el: Element;
   try {
-    el = parseFrame(frame, { maxBytes: session.server.config.maxFrameBytes, maxDepth: 48, maxAttributes: 64 });
+    el = parseFrame(frame, clientLimits(session));
   } catch (err) {
     if (err instanceof XmlFrameError) throw new StreamError(err.condition, err.message);
     throw err;
@@ -205,6 +208,15 @@ async function stanza(session: ClientSession, el: Element): Promise<void> {
       if (reply) await session.send(reply.attr('from', server.config.domain));
       return;
     }
+  }
+  // Stamped, the stanza must still fit the limits it was read under: what the server stores
+  // (offline, archives, history) must parse again. The error carries no copy of the content.
+  const tooLarge = exceedsLimits(el, clientLimits(session));
+  if (tooLarge) {
+    if (el.name === 'iq' && el.attrs.type === 'result') return;
+    const reply = errorReply(new Element(el.name, { ...el.attrs }), new StanzaError('policy-violation', tooLarge));
+    if (reply) await session.send(reply.attr('from', reply.attrs.from ?? server.config.domain));
+    return;
   }
   await server.route(el, jid, session);
 }

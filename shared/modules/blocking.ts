@@ -13,7 +13,7 @@ import type { StanzaEvent, XmppModule } from '../core/registry.ts';
 import type { XmppServer } from '../core/server.ts';
 import { BlockStore } from '../storage/block-store.ts';
 import { Element, NS, x } from '../xml/element.ts';
-import { parseFrame } from '../xml/parse.ts';
+import { parseStored } from '../xml/stored.ts';
 
 export const BLOCKING = 'urn:xmpp:blocking';
 const BLOCKING_ERRORS = 'urn:xmpp:blocking:errors';
@@ -193,7 +193,7 @@ export const blockingModule: XmppModule = {
         for (const jid of unblocked.map((j) => parseJid(j))) {
           if (await seesPresence(server, user, jid)) {
             await presenceTo(server, user, jid, (fromJid, xml) => {
-              const p = (xml && safeParse(xml)) || x('presence', { xmlns: NS.CLIENT });
+              const p = (xml && parseStored(xml, 'stored presence')) || x('presence', { xmlns: NS.CLIENT });
               return p.attr('from', fromJid);
             });
           }
@@ -209,11 +209,3 @@ export const blockingModule: XmppModule = {
     });
   },
 };
-
-function safeParse(xml: string): Element | undefined {
-  try {
-    return parseFrame(xml);
-  } catch {
-    return undefined;
-  }
-}

@@ -17,7 +17,7 @@ import { frameTask } from '../storage/frame-context.ts';
 import { ArchiveStore, isArchiveId, type ArchiveDefault, type ArchiveEntry, type ArchivePage, type ArchivePrefs, type ArchiveQuery, type ArchivedMessage } from '../storage/archive-store.ts';
 import { readForm, buildForm } from '../xml/data-form.ts';
 import { Element, NS, x } from '../xml/element.ts';
-import { parseFrame } from '../xml/parse.ts';
+import { parseStored, tooLargeToPost } from '../xml/stored.ts';
 
 export const MAM = 'urn:xmpp:mam:2';
 export const SID = 'urn:xmpp:sid:0';
@@ -178,7 +178,8 @@ export function mamQueryForm(): Element {
 /**
  * Runs a parsed query against an archive partition and sends the results to the requester, in
  * order, before returning the <fin/> for the iq result. `present` turns a stored item into the
- * forwarded message (null skips it).
+ * forwarded message (null or undefined skips it). An item that cannot be parsed, or whose result
+ * is larger than a frame may be, is skipped with a log line: it must not fail the query.
  */
 export async function answerMamQuery(
   server: XmppServer,
@@ -188,7 +189,7 @@ export async function answerMamQuery(
   send: (el: Element) => Promise<unknown>,
   to: string,
   withAny: ArchiveQuery['withAny'],
-  present: (item: ArchivedMessage) => Element | null = (item) => parseFrame(item.xml),
+  present: (item: ArchivedMessage) => Element | null | undefined = (item) => parseStored(item.xml, 'archived message', { archive: archivePk, id: item.id }),
 ): Promise<Element> {
   const store = archiveStore(server);
   for (const id of [parsed.query.after, parsed.query.before]) {
@@ -201,17 +202,17 @@ export async function answerMamQuery(
     const message = present(item);
     if (!message) continue;
     message.attrs.xmlns = NS.CLIENT;
-    await send(
+    const result = x(
+      'message',
+      { xmlns: NS.CLIENT, from: archiveJid, to },
       x(
-        'message',
-        { xmlns: NS.CLIENT, from: archiveJid, to },
-        x(
-          'result',
-          { xmlns: MAM, queryid: parsed.queryId, id: item.id },
-          x('forwarded', { xmlns: FORWARD }, x('delay', { xmlns: NS.DELAY, stamp: item.stamp }), message),
-        ),
+        'result',
+        { xmlns: MAM, queryid: parsed.queryId, id: item.id },
+        x('forwarded', { xmlns: FORWARD }, x('delay', { xmlns: NS.DELAY, stamp: item.stamp }), message),
       ),
     );
+    if (tooLargeToPost(result.toString(), server.config.maxFrameBytes, 'archived message', { archive: archivePk, id: item.id })) continue;
+    await send(result);
   }
   const first = page.items[0];
   const last = page.items[page.items.length - 1];

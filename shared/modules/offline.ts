@@ -13,13 +13,23 @@ import type { XmppServer } from '../core/server.ts';
 import type { SessionRecord } from '../core/types.ts';
 import { doneByEarlierRun, frameNow, invalidateRoute, recordDone } from '../storage/frame-context.ts';
 import { NS, x } from '../xml/element.ts';
-import { parseFrame } from '../xml/parse.ts';
+import { parseStored, tooLargeToPost } from '../xml/stored.ts';
 import { bareJidTargets } from './message.ts';
 
-/** Posts a stored message to one session if it can claim it; deletes it once posted. */
-async function deliverStored(server: XmppServer, bare: string, key: string, xml: string, target: SessionRecord): Promise<boolean | 'claimed-elsewhere'> {
+/**
+ * Posts a stored message to one session if it can claim it; deletes it once posted. A message that
+ * cannot be parsed, or is larger than a frame may be, can never be delivered: it is deleted (with a
+ * log line) and the next one follows.
+ */
+async function deliverStored(server: XmppServer, bare: string, key: string, xml: string, target: SessionRecord): Promise<boolean | 'claimed-elsewhere' | 'undeliverable'> {
+  const context = { user: bare, key, action: 'deleted' };
+  const message = parseStored(xml, 'offline message', context);
+  if (!message || tooLargeToPost(message.toString(), server.config.maxFrameBytes, 'offline message', context)) {
+    await server.store.deleteOffline(bare, [key]);
+    return 'undeliverable';
+  }
   if (!(await server.store.claimOffline(bare, key))) return 'claimed-elsewhere';
-  if (!(await server.deliver(target, parseFrame(xml)))) {
+  if (!(await server.deliver(target, message))) {
     await server.store.releaseOffline(bare, key);
     return false;
   }

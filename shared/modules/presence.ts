@@ -9,7 +9,7 @@ import { forEachBounded, type XmppServer } from '../core/server.ts';
 import type { ClientSession } from '../core/session.ts';
 import type { RosterItem, SessionRecord, Subscription } from '../core/types.ts';
 import { Element, NS, x } from '../xml/element.ts';
-import { parseFrame } from '../xml/parse.ts';
+import { parseStored } from '../xml/stored.ts';
 import { invalidateRoute } from '../storage/frame-context.ts';
 import { saveRosterItem } from './roster.ts';
 
@@ -50,21 +50,9 @@ function presencesOf(sessions: SessionRecord[]): Element[] {
   return sessions
     .filter((s) => s.available)
     .map((s) => {
-      const p = s.presence ? parseStored(s.presence) : x('presence', { xmlns: NS.CLIENT });
+      const p = (s.presence && parseStored(s.presence, 'stored presence')) || x('presence', { xmlns: NS.CLIENT });
       return copyWith(p, { from: sessionJid(s) });
     });
-}
-
-function parseStored(xml: string): Element {
-  return parseFrameSafe(xml) ?? x('presence', { xmlns: NS.CLIENT });
-}
-
-function parseFrameSafe(xml: string): Element | undefined {
-  try {
-    return parseFrame(xml);
-  } catch {
-    return undefined;
-  }
 }
 
 /** Broadcast of a client's own presence (no 'to'), RFC 6121 §4.2–4.5. */
@@ -330,7 +318,7 @@ export const presenceModule: XmppModule = {
     // Pending subscription requests are re-delivered at each login (RFC 6121 §3.1.3).
     reg.onSession('session/available', async ({ server, session }) => {
       for (const { from, xml } of await server.store.listPendingSubscriptions(session.bare)) {
-        const p = parseFrameSafe(xml);
+        const p = parseStored(xml, 'pending subscription request', { user: session.bare, from });
         if (p) await deliverPending(server, session.bare, from, p, session.toRecord());
       }
     });

@@ -12,7 +12,7 @@ import type { XmppServer } from '../core/server.ts';
 import type { ClientSession } from '../core/session.ts';
 import { PrivateStore } from '../storage/private-store.ts';
 import { Element, x } from '../xml/element.ts';
-import { parseFrame } from '../xml/parse.ts';
+import { parseStored } from '../xml/stored.ts';
 import { pepStore, publishItem, readItems, retractItems } from './pep/service.ts';
 
 export const PRIVATE = 'jabber:iq:private';
@@ -35,13 +35,7 @@ const privateStore = (server: XmppServer) => {
 
 const truthy = (v: string | undefined) => v === 'true' || v === '1';
 
-function parse(xml: string): Element | undefined {
-  try {
-    return parseFrame(xml);
-  } catch {
-    return undefined;
-  }
-}
+const parse = (xml: string) => parseStored(xml, 'private XML');
 
 function copy(el: Element): Element {
   const c = new Element(el.name, { ...el.attrs });

@@ -15,7 +15,7 @@ import type { ClientSession } from '../core/session.ts';
 import type { PepNode } from '../storage/pep-store.ts';
 import { VCardStore } from '../storage/vcard-store.ts';
 import { Element, x } from '../xml/element.ts';
-import { parseFrame } from '../xml/parse.ts';
+import { parseStored } from '../xml/stored.ts';
 import { checkAccess, pepStore, publishItem } from './pep/service.ts';
 
 export const VCARD = 'vcard-temp';
@@ -33,12 +33,7 @@ const vcardStore = (server: XmppServer) => {
 };
 
 function parse(xml: string | undefined): Element | undefined {
-  if (xml === undefined) return undefined;
-  try {
-    return parseFrame(xml);
-  } catch {
-    return undefined;
-  }
+  return xml === undefined ? undefined : parseStored(xml, 'vCard data');
 }
 
 interface Avatar {

@@ -27,9 +27,20 @@ export class XmlFrameError extends Error {
   }
 }
 
-/** A saxes parser that reports every construct restricted XML forbids, and syntax errors, to `fail`. */
+/**
+ * A saxes parser that reports every construct restricted XML forbids, and syntax errors, to `fail`.
+ * It reads XML 1.0 only (RFC 6120 §11.6), whatever the declaration says: under 1.1 rules
+ * `&#x1;` would be a character reference the server stores raw, and the stored copy would not be
+ * XML 1.0 any more.
+ */
 function restrictedParser<O extends SaxesOptions>(options: O, fail: (e: XmlFrameError) => void): SaxesParser<O> {
-  const parser = new SaxesParser<O>({ position: false, ...options });
+  const parser = new SaxesParser<O>({ position: false, ...options, defaultXMLVersion: '1.0', forceXMLVersion: true });
+  // A declared version other than 1.0 is refused as not-well-formed: the document is read as XML
+  // 1.0 and may not be well-formed as such. Not restricted-xml (that names DTDs, comments, PIs and
+  // entity references), not unsupported-version (that is the stream's XMPP version attribute).
+  parser.on('xmldecl', (decl) => {
+    if (decl.version !== undefined && decl.version !== '1.0') fail(new XmlFrameError('not-well-formed', `XML ${decl.version} is not supported (XML 1.0 only)`));
+  });
   parser.on('doctype', () => fail(new XmlFrameError('restricted-xml', 'DTDs are not allowed')));
   parser.on('comment', () => fail(new XmlFrameError('restricted-xml', 'comments are not allowed')));
   parser.on('processinginstruction', () => fail(new XmlFrameError('restricted-xml', 'processing instructions are not allowed')));
@@ -41,6 +52,30 @@ function restrictedParser<O extends SaxesOptions>(options: O, fail: (e: XmlFrame
 function checkTag(depth: number, attributes: number, limits: XmlLimits): XmlFrameError | undefined {
   if (depth > limits.maxDepth) return new XmlFrameError('policy-violation', `nesting deeper than ${limits.maxDepth}`);
   if (attributes > limits.maxAttributes) return new XmlFrameError('policy-violation', `more than ${limits.maxAttributes} attributes`);
+  return undefined;
+}
+
+/**
+ * Whether a stanza the server has stamped (`from`, `xmlns`, namespace declarations) still fits the
+ * limits it was parsed under: what the server stores must parse again. Returns why not, or
+ * undefined. Checks the attributes and depth of every element and the serialized size in UTF-8
+ * bytes (escaping makes it larger than the input: a raw `>` is stored as `&gt;`).
+ */
+export function exceedsLimits(el: Element, limits: XmlLimits): string | undefined {
+  const walk = (e: Element, depth: number): string | undefined => {
+    const violation = checkTag(depth, Object.keys(e.attrs).length, limits);
+    if (violation) return violation.message;
+    for (const child of e.children) {
+      if (typeof child === 'string') continue;
+      const deeper = walk(child as Element, depth + 1);
+      if (deeper) return deeper;
+    }
+    return undefined;
+  };
+  const tree = walk(el, 1);
+  if (tree) return tree;
+  const bytes = Buffer.byteLength(el.toString(), 'utf8');
+  if (bytes > limits.maxBytes) return `stanza larger than ${limits.maxBytes} bytes once serialized (${bytes})`;
   return undefined;
 }
 

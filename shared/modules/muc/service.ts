@@ -19,7 +19,7 @@ import { MucStore, type Affiliation, type Occupant, type OccupantSession, type R
 import type { ArchivedMessage } from '../../storage/archive-store.ts';
 import { readForm, buildForm } from '../../xml/data-form.ts';
 import { Element, NS, x } from '../../xml/element.ts';
-import { parseFrame } from '../../xml/parse.ts';
+import { parseStored, tooLargeToPost } from '../../xml/stored.ts';
 import { MAM, SID, answerMamQuery, archiveStore, mamQueryForm, parseMamQuery, stripStanzaIds } from '../mam.ts';
 import { ROOMCONFIG, applyConfigForm, configFeatures, configForm, defaultConfig } from './config.ts';
 import {
@@ -147,7 +147,9 @@ export class MucService {
         if (t.session.connectionId) {
           if (!(await this.server.sender.send(t.session.connectionId, frame))) gone.push(t);
         } else {
-          await this.server.sendTo(parseJid(t.session.jid), parseFrame(frame));
+          // Built here, but it may carry a stored message larger than the client limits.
+          const el = parseStored(frame, 'room stanza for a remote occupant', { room });
+          if (el) await this.server.sendTo(parseJid(t.session.jid), el);
         }
       } catch (err) {
         // One failed post (after the SDK's retries) does not stop the others; the frame fails
@@ -376,26 +378,33 @@ export class MucService {
       const admitted = await Promise.all(items.map((item) => this.mayDeliver(room.jid, item.id, Date.parse(item.stamp), joining)));
       items = items.filter((_, i) => admitted[i]);
     }
-    let frames = items.map((item) => this.historyMessage(room, item, to).toString());
+    // An archived message that cannot be parsed, or is too large to post, is skipped (and logged).
+    let frames = items.flatMap((item) => {
+      const el = this.historyMessage(room, item, to);
+      const frame = el?.toString();
+      if (!el || !frame || tooLargeToPost(frame, this.server.config.maxFrameBytes, 'room history message', { room: room.jid, id: item.id })) return [];
+      return [{ el, frame }];
+    });
     if (maxChars !== undefined) {
       // The newest complete stanzas whose total size fits (§7.2.14).
       let total = 0;
       let keep = 0;
       for (let i = frames.length - 1; i >= 0; i--) {
-        total += frames[i]!.length;
+        total += frames[i]!.frame.length;
         if (total > maxChars) break;
         keep++;
       }
       frames = frames.slice(frames.length - keep);
     }
-    for (const frame of frames) {
+    for (const { el, frame } of frames) {
       if (event.session) await event.session.send(frame);
-      else await this.server.sendTo(event.from, parseFrame(frame));
+      else await this.server.sendTo(event.from, el);
     }
   }
 
-  private historyMessage(room: Room, item: ArchivedMessage, to: string): Element {
-    const el = parseFrame(item.xml);
+  private historyMessage(room: Room, item: ArchivedMessage, to: string): Element | undefined {
+    const el = parseStored(item.xml, 'room history message', { room: room.jid, id: item.id });
+    if (!el) return undefined;
     el.attrs.to = to;
     el.append(x('delay', { xmlns: NS.DELAY, from: room.jid, stamp: item.stamp }));
     el.append(x('stanza-id', { xmlns: SID, by: room.jid, id: item.id }));
@@ -764,7 +773,8 @@ export class MucService {
       else throw new StanzaError('forbidden', 'real JIDs are not visible to you in this room');
     }
     return answerMamQuery(this.server, roomArchive(room.jid), room.jid, parsed, (el) => this.send(event, el), request.stanza.attrs.from!, withAny, (item) => {
-      const el = parseFrame(item.xml);
+      const el = parseStored(item.xml, 'archived room message', { room: room.jid, id: item.id });
+      if (!el) return undefined;
       delete el.attrs.to;
       el.children = el.children.filter((c) => typeof c === 'string' || !c.is('x', MUC_USER));
       if (seesJids) el.append(x('x', { xmlns: MUC_USER }, x('item', { jid: item.with })));

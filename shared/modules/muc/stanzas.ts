@@ -7,7 +7,7 @@ import { escapeXML } from 'ltx';
 import { cloneElement } from '../../errors.ts';
 import type { Affiliation, Occupant, Role, RoomConfig } from '../../storage/muc-store.ts';
 import { Element, NS, x } from '../../xml/element.ts';
-import { parseFrame } from '../../xml/parse.ts';
+import { parseStored } from '../../xml/stored.ts';
 
 export const MUC = 'http://jabber.org/protocol/muc';
 export const MUC_USER = `${MUC}#user`;
@@ -59,7 +59,7 @@ export interface PresenceOptions {
 /** A presence from an occupant JID with its muc#user item, `to` left for the template. */
 export function occupantPresence(room: string, occupant: Occupant, o: PresenceOptions = {}): Element {
   const payload = o.payload ?? (o.type ? undefined : occupant.presence);
-  const base = payload ? safeParse(payload) : undefined;
+  const base = payload ? parseStored(payload, 'occupant presence') : undefined;
   const el = x('presence', { xmlns: NS.CLIENT, from: `${room}/${occupant.nick}`, type: o.type, id: o.id });
   for (const child of base?.getChildElements() ?? []) el.append(cloneElement(child));
   const item = x(
@@ -70,14 +70,6 @@ export function occupantPresence(room: string, occupant: Occupant, o: PresenceOp
   );
   el.append(x('x', { xmlns: MUC_USER }, item, ...(o.codes ?? []).map((code) => x('status', { code })), o.destroy));
   return el;
-}
-
-function safeParse(xml: string): Element | undefined {
-  try {
-    return parseFrame(xml);
-  } catch {
-    return undefined;
-  }
 }
 
 const MARK = 'x-muc-recipient';

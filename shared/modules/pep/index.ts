@@ -15,7 +15,7 @@ import type { XmppServer } from '../../core/server.ts';
 import type { ClientSession } from '../../core/session.ts';
 import type { Affiliation } from '../../storage/pep-store.ts';
 import { Element, NS, x } from '../../xml/element.ts';
-import { parseFrame } from '../../xml/parse.ts';
+import { parseStored } from '../../xml/stored.ts';
 import {
   DEFAULT_CONFIG,
   PUBSUB,
@@ -147,16 +147,8 @@ async function items(request: IqRequest, el: Element): Promise<Element> {
   return x(
     'pubsub',
     { xmlns: PUBSUB },
-    x('items', { node }, ...found.map((i) => x('item', { id: i.id }, safeParse(i.xml)))),
+    x('items', { node }, ...found.map((i) => x('item', { id: i.id }, parseStored(i.xml, 'PEP item', { node, id: i.id })))),
   );
-}
-
-function safeParse(xml: string): Element | undefined {
-  try {
-    return parseFrame(xml);
-  } catch {
-    return undefined;
-  }
 }
 
 async function create(request: IqRequest, el: Element): Promise<void> {
@@ -362,7 +354,7 @@ async function onPresence({ server, stanza, to, session }: StanzaEvent): Promise
   if (!initial) {
     // A resource that changes its caps gets the last items of nodes it newly asks for.
     const own = (await server.store.getUserRoute(session.bare)).sessions.find((s) => s.resource === session.state.resource);
-    const before = own?.presence ? capsOf(safeParse(own.presence) ?? x('presence')) : undefined;
+    const before = own?.presence ? capsOf(parseStored(own.presence, 'stored presence') ?? x('presence')) : undefined;
     if (before && before.hash === caps.hash && before.ver === caps.ver) return false;
     previous = before ? await knownFeatures(server, before) : undefined;
   }

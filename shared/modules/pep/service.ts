@@ -15,7 +15,7 @@ import type { RosterItem, SessionRecord } from '../../core/types.ts';
 import { CapsStore } from '../../storage/caps-store.ts';
 import { INLINE_LAST_BYTES, PepStore, type NodeConfig, type PepItem, type PepNode } from '../../storage/pep-store.ts';
 import { Element, NS, x } from '../../xml/element.ts';
-import { parseFrame } from '../../xml/parse.ts';
+import { parseStored } from '../../xml/stored.ts';
 import { DEFAULT_CONFIG, PUBSUB_EVENT, applyConfig, checkPreconditions, pubsubError } from './config.ts';
 
 const stores = new WeakMap<XmppServer, { pep: PepStore; caps: CapsStore }>();
@@ -37,14 +37,6 @@ const hasFrom = (item: RosterItem | undefined) => item?.subscription === 'from' 
 
 export function newNode(owner: string, node: string, config: NodeConfig = DEFAULT_CONFIG): PepNode {
   return { owner, node, config, affiliations: {}, subscribers: {}, itemIds: [], version: 0 };
-}
-
-function parseStored(xml: string): Element | undefined {
-  try {
-    return parseFrame(xml);
-  } catch {
-    return undefined;
-  }
 }
 
 // ---- access ---------------------------------------------------------------------------------------
@@ -112,7 +104,7 @@ export function capsStore(server: XmppServer): CapsStore {
 
 /** The +notify features of a session's last broadcast presence (empty without verified caps). */
 async function sessionFeatures(server: XmppServer, session: SessionRecord): Promise<Set<string>> {
-  const presence = session.available && session.presence ? parseStored(session.presence) : undefined;
+  const presence = session.available && session.presence ? parseStored(session.presence, 'stored presence') : undefined;
   const caps = presence ? capsOf(presence) : undefined;
   return (caps && (await knownFeatures(server, caps))) ?? new Set();
 }
@@ -217,7 +209,7 @@ async function notify(server: XmppServer, rec: PepNode, child: () => Element, by
 }
 
 function itemElement(rec: PepNode, id: string, xml: string | undefined, withPayload = true): Element {
-  const payload = withPayload && xml !== undefined ? parseStored(xml) : undefined;
+  const payload = withPayload && xml !== undefined ? parseStored(xml, 'PEP item') : undefined;
   return x('item', { id }, payload);
 }
 
