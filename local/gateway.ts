@@ -132,6 +132,14 @@ export interface GatewayOptions {
   faults?: { gone: number; timeout: number };
   /** Called with each client frame the gateway accepted (queued for the stream handler): tests count what was sent. */
   onFrame?: (connectionId: string, body: string) => void;
+  /**
+   * Called when a post is delivered that its sender cannot know was delivered: the sender had
+   * already given up on it (its socket closed before the answer), or the AWS SDK sends it again
+   * after an attempt that was delivered (same `amz-sdk-invocation-id`). Either way the sender
+   * posts it again and the client gets it twice; API Gateway cannot tell these apart either.
+   * Tests use it to tell such copies from the server's own doubles.
+   */
+  onLateDelivery?: (connectionId: string, body: string) => void;
   /** Called once each @connections API call has been answered (e.g. the benchmark counts posts). */
   onConnectionsRequest?: (request: ConnectionsRequest) => void;
   logger?: GatewayLogger;
@@ -393,6 +401,8 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
   const live = new Map<string, LiveConnection>();
   /** Posts held unanswered by the timeout fault, ended when the gateway closes. */
   const heldPosts = new Set<ServerResponse>();
+  /** SDK invocation ids of recently delivered posts (onLateDelivery), oldest first, bounded. */
+  const deliveredInvocations = new Set<string>();
   const groups = new Map<string, MessageGroup>();
   const responseHeaders = new WeakMap<IncomingMessage, Record<string, string>>();
   const idleWaiters = new Set<() => void>();
@@ -773,8 +783,19 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
           return;
         }
         target.lastActiveAt = Date.now();
+        const invocation = req.headers['amz-sdk-invocation-id'];
+        let late = false;
+        if (typeof invocation === 'string') {
+          late = deliveredInvocations.has(invocation);
+          deliveredInvocations.add(invocation);
+          if (deliveredInvocations.size > 10_000) deliveredInvocations.delete(deliveredInvocations.values().next().value!);
+        }
         await new Promise<void>((resolve) => {
           target.socket.send(body, { binary: false }, (err) => {
+            if (!err && (late || req.socket.destroyed)) {
+              log.warn(`post to ${connectionId} delivered after its sender gave up on it (it will come again)`);
+              options.onLateDelivery?.(connectionId, body.toString('utf8'));
+            }
             if (err) gone(res);
             else sendJson(res, 200, undefined);
             resolve();

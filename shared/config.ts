@@ -24,8 +24,8 @@ export interface ServerConfig {
   /** Loopback HTTP intake of a local federation service (XMPP_S2S_ENDPOINT), used when there is no queue. */
   s2sEndpoint?: string;
   /**
-   * How long an @connections post may take before it is given up and retried (XMPP_POST_TIMEOUT_MS,
-   * default 3000); posts take milliseconds when all is well.
+   * How long an @connections post may wait for its connection, then for its answer, before it is
+   * given up and retried (XMPP_POST_TIMEOUT_MS, default 3000); posts take milliseconds when all is well.
    */
   postTimeoutMs: number;
   /** XEP-0045 group chat service domain (XMPP_MUC_DOMAIN); loadConfig defaults it to `conference.<domain>`. */

@@ -8,6 +8,7 @@ import { normalizeLocal, JidError } from '../jid.ts';
 import type { Store } from '../storage/store.ts';
 import type { Account } from '../core/types.ts';
 import { parsePlain } from './plain.ts';
+import { frameUnique } from '../storage/frame-context.ts';
 import {
   SCRAM_MECHANISMS,
   ScramError,
@@ -67,7 +68,9 @@ export async function startMechanism(ctx: SaslContext, mechanism: string, messag
     const account = await loadAccount(ctx, parsed.username);
     // Unknown users get a made-up salt and fail only at the proof, so accounts can't be probed.
     const creds = account?.credentials[hash] ?? deriveCredentials(hash, Math.random().toString(36), 4096);
-    const { message: data, state } = serverFirst(hash, parsed, creds);
+    // The server nonce comes from the frame: a redelivered <auth> sends the same challenge (the
+    // journal then skips it) instead of a new one the client would answer with a stale nonce.
+    const { message: data, state } = serverFirst(hash, parsed, creds, frameUnique('scram-nonce', 18));
     return { kind: 'challenge', data, state };
   } catch (err) {
     return fail(err);

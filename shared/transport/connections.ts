@@ -27,7 +27,23 @@ export class ApiGatewayConnectionSender implements ConnectionSender {
   constructor(endpoint: string, client?: ApiGatewayManagementApiClient, timeoutMs = 3000) {
     // A post that hangs is given up and retried (by the SDK, then by the queue) instead of
     // holding the frame until the Lambda timeout; posts take milliseconds when all is well.
-    this.client = client ?? new ApiGatewayManagementApiClient({ endpoint, maxAttempts: 4, requestHandler: { requestTimeout: timeoutMs, connectionTimeout: timeoutMs, throwOnRequestTimeout: true } });
+    // The clock runs only while the request is on its socket (connection set up, then idle time
+    // waiting for the answer), never while it waits for a free socket: a whole-request timer
+    // (requestTimeout) fired on posts that queued behind others, had just been delivered, and
+    // were then sent again (measured in the chaos test: every doubled message was one of those).
+    this.client =
+      client ??
+      new ApiGatewayManagementApiClient({
+        endpoint,
+        maxAttempts: 4,
+        requestHandler: {
+          connectionTimeout: timeoutMs,
+          socketTimeout: timeoutMs,
+          // Room fan-out posts 16 at a time per frame, and a batch runs up to 10 connections at once.
+          httpAgent: { keepAlive: true, maxSockets: 256 },
+          httpsAgent: { keepAlive: true, maxSockets: 256 },
+        },
+      });
   }
 
   async send(connectionId: string, frame: string): Promise<boolean> {

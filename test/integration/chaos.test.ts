@@ -8,7 +8,10 @@
  * What counts as sent: a frame the gateway accepted (API Gateway took it; from there the server is
  * responsible). At the end every 1:1 message must have reached its recipient exactly once (live,
  * or from offline storage at a login), every room message must be in the room's archive exactly
- * once, and no client may have received any message twice, all by XEP-0359 origin-id.
+ * once, and no client may have received any message twice, all by XEP-0359 origin-id, except
+ * where the gateway delivered a post after its sender had given up on it (the sender posts it
+ * again: a copy API Gateway would deliver too, and that only XEP-0198 can remove). Those are
+ * counted and printed.
  */
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -27,6 +30,12 @@ const MESSAGES = Number(process.env.CHAOS_MESSAGES ?? 2_000);
 const CLIENTS = 50;
 const ROOMS = 5;
 const FAULTS = 'throttle=0.05,gone=0.01,timeout=0.01,crash=0.01';
+/**
+ * Posts answered later than this are retried, and were delivered: on two cores, with clients,
+ * gateway and handlers in one saturated process, answers take seconds at times (in AWS,
+ * milliseconds), so the test allows more than the 3 s default to keep those copies rare.
+ */
+const POST_TIMEOUT_MS = 10_000;
 const SID = 'urn:xmpp:sid:0';
 const MUC = 'http://jabber.org/protocol/muc';
 
@@ -125,13 +134,20 @@ describe('chaos', () => {
     /** origin-id → who should get it ('room' for room messages), counted when the gateway accepted the frame. */
     const sent = new Map<string, { to: string; room?: string; accepted: number }>();
     let deadLetters = 0;
+    /** `user|origin-id` of posts delivered after their sender gave up on them (see the header). */
+    const repeatedPosts = new Set<string>();
     stack = await startTestStack({
       handlerInstances: 3,
-      env: { XMPP_FAULTS: FAULTS },
+      env: { XMPP_FAULTS: FAULTS, XMPP_POST_TIMEOUT_MS: String(POST_TIMEOUT_MS) },
       gateway: {
         redeliveryDelayMs: 50,
         maxReceiveCount: 50,
         onDeadLetter: () => void deadLetters++,
+        onLateDelivery: (_connectionId, body) => {
+          const to = /^<message[^>]* to="([^"/]+)/.exec(body)?.[1];
+          const id = /<origin-id[^>]*id="([^"]+)"/.exec(body)?.[1];
+          if (to && id) repeatedPosts.add(`${to}|${id}`);
+        },
         onFrame: (_connectionId, body) => {
           const id = /<origin-id[^>]*id="([^"]+)"/.exec(body)?.[1];
           const entry = id ? sent.get(id) : undefined;
@@ -227,6 +243,10 @@ describe('chaos', () => {
     const roomLost = roomMessages.filter(([id]) => !archived.has(id)).length;
     const roomDoubled = roomMessages.filter(([id]) => (archived.get(id) ?? 0) > 1).length;
     const receivedTwice = clients.reduce((n, c) => n + [...c.received.values()].filter((v) => v > 1).length, 0);
+    const doubledByServer = clients.reduce(
+      (n, c) => n + [...c.received].filter(([id, v]) => v > 1 && !repeatedPosts.has(`${c.local}@localhost|${id}`)).length,
+      0,
+    );
     const acceptedTwice = [...sent.values()].filter((e) => e.accepted > 1).length;
     const leftOffline = (await Promise.all(locals.map(async (l) => (await store.listOffline(`${l}@localhost`)).length))).reduce((a, b) => a + b, 0);
     const report = {
@@ -239,6 +259,7 @@ describe('chaos', () => {
       roomLost,
       roomDoubledInArchive: roomDoubled,
       receivedTwiceByAnyClient: receivedTwice,
+      ofWhichDeliveredLate: receivedTwice - doubledByServer,
       acceptedTwice,
       leftOffline,
       deadLetters,
@@ -269,7 +290,8 @@ describe('chaos', () => {
     // Nothing lost: every 1:1 message reached its recipient (live or from offline storage), every
     // room message is in the room's archive, once; no frame was given up, nothing left offline.
     expect({ directLost, roomLost, roomDoubled, leftOffline, deadLetters }).toEqual({ directLost: 0, roomLost: 0, roomDoubled: 0, leftOffline: 0, deadLetters: 0 });
-    // Copies received twice are printed above, not asserted: a few per thousand still occur under
-    // these faults (mostly room messages to one session) and are an open defect (docs/architecture.md).
+    // Nothing doubled by the server: every copy a client got twice is a post delivered after its
+    // sender gave up on it (printed above; docs/architecture.md, "Delivery guarantees").
+    expect(doubledByServer).toBe(0);
   });
 });

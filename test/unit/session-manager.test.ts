@@ -4,6 +4,7 @@
  * as SQS does, and crashes injected after chosen steps.
  */
 import { beforeEach, describe, expect, it } from 'vitest';
+import ScramClient from 'sasl-scram-sha-1';
 import { ArchiveStore } from '../../shared/storage/archive-store.ts';
 import { addAccount, befriend, Connection, startHarness, type Harness } from './handler-harness.ts';
 
@@ -60,6 +61,33 @@ describe('connection state across handler instances', () => {
     // The client goes on from there.
     await a.frame('<open xmlns="urn:ietf:params:xml:ns:xmpp-framing" to="localhost" version="1.0"/>');
     expect(a.posts('urn:ietf:params:xml:ns:xmpp-bind')).toHaveLength(1);
+  });
+});
+
+describe('a redelivered SCRAM step', () => {
+  const sasl = (name: string, data: string, mechanism = '') =>
+    `<${name} xmlns="urn:ietf:params:xml:ns:xmpp-sasl"${mechanism && ` mechanism="${mechanism}"`}>${Buffer.from(data).toString('base64')}</${name}>`;
+  const text = (post: string) => Buffer.from(/>([^<]*)</.exec(post)![1]!, 'base64').toString();
+
+  it('sends the challenge the first run sent, so the client (sasl-scram-sha-1) still authenticates', async () => {
+    const [alice] = await users('alice');
+    const credentials = { username: alice!.split('@')[0]!, password: 'secret' };
+    const a = new Connection(h);
+    await a.frame('<open xmlns="urn:ietf:params:xml:ns:xmpp-framing" to="localhost" version="1.0"/>');
+    const client = new ScramClient();
+    // The challenge is posted, then the instance dies before the SCRAM state is committed.
+    h.crash.crashBefore('PutItemCommand');
+    await expect(a.frame(sasl('auth', await client.response(credentials), 'SCRAM-SHA-1'))).rejects.toThrow(/crash before PutItemCommand/);
+    await a.redeliver();
+    // One challenge reached the client (the second run's is the same text, so the journal skips it),
+    // and the state committed by the second run matches it.
+    const challenges = a.posts('<challenge');
+    expect(challenges).toHaveLength(1);
+    client.challenge(text(challenges[0]!));
+    await a.frame(sasl('response', await client.response(credentials)));
+    expect(a.posts('<failure')).toEqual([]);
+    expect(a.posts('<success')).toHaveLength(1);
+    expect((await h.store.getConnection(a.id))?.stage).toBe('authenticated');
   });
 });
 

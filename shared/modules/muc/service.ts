@@ -251,6 +251,7 @@ export class MucService {
   private async onAvailable(event: HostEvent): Promise<void> {
     const { stanza, from, to } = event;
     const roomJid = to.bare;
+    if (event.session && !(await this.ownsFullJid(event.session))) return;
     const [room, occupants] = await Promise.all([this.store.getRoom(roomJid), this.store.listOccupants(roomJid)]);
     const mine = occupants.find((o) => o.sessions.some((s) => s.jid === from.toString()));
     if (room && mine) {
@@ -268,6 +269,16 @@ export class MucService {
       return this.updatePresence(event, room, occupants, mine);
     }
     return this.join(event, room, occupants);
+  }
+
+  /**
+   * Whether this connection still holds its full JID. A stream replaced by a newer one on the same
+   * resource may still have a join in flight on another handler; acting on it would hand the
+   * occupant back to the dead connection, whose 410 then takes the live one out of the room.
+   */
+  private async ownsFullJid(session: ClientSession): Promise<boolean> {
+    const { sessions } = await this.server.store.getUserRoute(session.bare);
+    return sessions.some((s) => s.resource === session.state.resource && s.connectionId === session.id);
   }
 
   private async join(event: HostEvent, existing: Room | undefined, occupants: Occupant[]): Promise<void> {
