@@ -227,4 +227,30 @@ describe('a room archive', () => {
     await expect(outsider.c.searchHistory(room, {})).rejects.toMatchObject({ error: { condition: 'forbidden' } });
     for (const u of [alice, bob, outsider]) u.c.disconnect();
   });
+
+  it('of a password-protected room is for those inside and its owner, not for whoever asks', async () => {
+    const alice = await stanzaUser('alice', 'secret');
+    const bob = await stanzaUser('bob', 'secret');
+    const dave = await stanzaUser('dave', 'secret');
+    const room = `vault@${SERVICE}`;
+    await alice.c.joinRoom(room, 'Alice');
+    await alice.c.configureRoom(room, {
+      fields: [
+        { name: 'FORM_TYPE', value: 'http://jabber.org/protocol/muc#roomconfig' },
+        { name: 'muc#roomconfig_passwordprotectedroom', value: true },
+        { name: 'muc#roomconfig_roomsecret', value: 'sesame' },
+      ],
+    });
+    await bob.c.joinRoom(room, 'Bob', { muc: { type: 'join', password: 'sesame' } } as any);
+    bob.c.sendMessage({ to: room, type: 'groupchat', body: 'the combination is 1234' });
+    await alice.events.wait((e) => e.kind === 'groupchat' && e.data.body === 'the combination is 1234', 'secret said');
+    // Dave never gave the password: the archive is closed to him as the room is.
+    await expect(dave.c.searchHistory(room, {})).rejects.toMatchObject({ error: { condition: 'forbidden' } });
+    expect(bodies(await bob.c.searchHistory(room, {}))).toEqual(['the combination is 1234']);
+    expect(bodies(await alice.c.searchHistory(room, {}))).toEqual(['the combination is 1234']);
+    // Once Bob has left he would need the password again, and so does his archive query.
+    await bob.c.leaveRoom(room);
+    await expect(bob.c.searchHistory(room, {})).rejects.toMatchObject({ error: { condition: 'forbidden' } });
+    for (const u of [alice, bob, dave]) u.c.disconnect();
+  });
 });

@@ -771,11 +771,17 @@ export class MucService {
     const affiliation = await this.store.getAffiliation(room.jid, request.from.bare);
     if (affiliation === 'outcast') throw new StanzaError('forbidden', 'you are banned from this room');
     if (room.config.membersOnly && AFFILIATION_RANK[affiliation] < AFFILIATION_RANK.member) throw new StanzaError('forbidden', 'the archive of a members-only room is for members');
+    const occupants = await this.store.listOccupants(room.jid);
+    const requester = occupants.find((o) => o.sessions.some((s) => s.jid === request.from.toString()));
+    // XEP-0313 §5.1.2: only who may enter now may read. A query carries no password, so in a
+    // password-protected room that is whoever is inside (they gave it) and its owners (who enter
+    // without it, as in the join above).
+    if (room.config.passwordProtected && !requester && AFFILIATION_RANK[affiliation] < AFFILIATION_RANK.owner) {
+      throw new StanzaError('forbidden', 'the archive of a password-protected room is for its occupants');
+    }
     if (request.payload.name !== 'query') throw new StanzaError('feature-not-implemented');
     if (request.type === 'get') return mamQueryForm();
     const parsed = parseMamQuery(request.payload);
-    const occupants = await this.store.listOccupants(room.jid);
-    const requester = occupants.find((o) => o.sessions.some((s) => s.jid === request.from.toString()));
     const seesJids = room.config.whois === 'anyone' || requester?.role === 'moderator' || AFFILIATION_RANK[affiliation] >= AFFILIATION_RANK.admin;
     let withAny: { attribute: 'with' | 'withFull'; value: string }[] | undefined;
     if (parsed.with) {
