@@ -108,7 +108,7 @@ async function preAuth(session: ClientSession, el: Element): Promise<void> {
 
 async function sasl(session: ClientSession, el: Element): Promise<void> {
   const { server, state } = session;
-  const ctx = { store: server.store, domain: server.config.domain };
+  const ctx = { store: server.store, domain: server.config.domain, iterations: server.config.scramIterations };
   let step: SaslStep;
   if (el.name === 'abort') {
     session.update({ sasl: undefined });

@@ -4,19 +4,23 @@
  * RFC 6120 §6.5 condition. Multi-step state is returned to the caller, who keeps it in the
  * connection item, because the next frame may be handled by another Lambda instance.
  */
+import { createHmac } from 'node:crypto';
 import { normalizeLocal, JidError } from '../jid.ts';
 import type { Store } from '../storage/store.ts';
 import type { Account } from '../core/types.ts';
 import { parsePlain } from './plain.ts';
 import { frameUnique } from '../storage/frame-context.ts';
+import { serverSecret } from '../storage/server-secret.ts';
 import {
   SCRAM_MECHANISMS,
   ScramError,
-  deriveCredentials,
   parseClientFirst,
+  saltedPassword,
   serverFirst,
   verifyClientFinal,
   verifyPassword,
+  type ScramCredentials,
+  type ScramHash,
   type ScramState,
 } from './scram.ts';
 
@@ -32,6 +36,24 @@ export const MECHANISMS = ['SCRAM-SHA-256', 'SCRAM-SHA-1', 'PLAIN'] as const;
 export interface SaslContext {
   store: Store;
   domain: string;
+  /** PBKDF2 iterations of new credentials: what an unknown user is told too. */
+  iterations: number;
+}
+
+/**
+ * What an unknown user is told: a salt derived from the server secret and the name (the same on
+ * every attempt, as a real account's is) and the iterations new accounts get, so SCRAM's first
+ * answer does not tell whether an account exists.
+ */
+async function madeUpCredentials(ctx: SaslContext, hash: ScramHash, username: string): Promise<Pick<ScramCredentials, 'salt' | 'iterations'>> {
+  const secret = await serverSecret(ctx.store.db);
+  // Normalized as account names are, so "Alice" and "alice" get one salt, as they would if real.
+  let name = username;
+  try {
+    name = normalizeLocal(username);
+  } catch {}
+  const salt = createHmac('sha256', secret).update(`scram-salt\0${hash}\0${name}`).digest().subarray(0, 16);
+  return { salt: salt.toString('base64'), iterations: ctx.iterations };
 }
 
 async function loadAccount(ctx: SaslContext, username: string): Promise<Account | undefined> {
@@ -57,7 +79,13 @@ export async function startMechanism(ctx: SaslContext, mechanism: string, messag
     const account = await loadAccount(ctx, plain.authcid);
     const creds = account?.credentials.sha256 ?? account?.credentials.sha1;
     const hash = account?.credentials.sha256 ? 'sha256' : 'sha1';
-    if (!account || !creds || !verifyPassword(hash, plain.password, creds)) return { kind: 'failure', condition: 'not-authorized' };
+    if (!account || !creds) {
+      // The same PBKDF2 work as a wrong password, so the time taken does not tell either.
+      const fake = await madeUpCredentials(ctx, 'sha256', plain.authcid);
+      saltedPassword('sha256', plain.password, Buffer.from(fake.salt, 'base64'), fake.iterations);
+      return { kind: 'failure', condition: 'not-authorized' };
+    }
+    if (!verifyPassword(hash, plain.password, creds)) return { kind: 'failure', condition: 'not-authorized' };
     if (plain.authzid && plain.authzid !== account.bare) return { kind: 'failure', condition: 'invalid-authzid' };
     return { kind: 'success', user: account.bare };
   }
@@ -67,7 +95,7 @@ export async function startMechanism(ctx: SaslContext, mechanism: string, messag
     const parsed = parseClientFirst(message.toString('utf8'));
     const account = await loadAccount(ctx, parsed.username);
     // Unknown users get a made-up salt and fail only at the proof, so accounts can't be probed.
-    const creds = account?.credentials[hash] ?? deriveCredentials(hash, Math.random().toString(36), 4096);
+    const creds = account?.credentials[hash] ?? (await madeUpCredentials(ctx, hash, parsed.username));
     // The server nonce comes from the frame: a redelivered <auth> sends the same challenge (the
     // journal then skips it) instead of a new one the client would answer with a stale nonce.
     const { message: data, state } = serverFirst(hash, parsed, creds, frameUnique('scram-nonce', 18));
