@@ -16,6 +16,7 @@
  */
 import { StreamError } from '../errors.ts';
 import { log } from '../log.ts';
+import { NS, x } from '../xml/element.ts';
 import { frameJournal, frameSettled, inFrame, newFrame, type Frame, type FrameInput } from '../storage/frame-context.ts';
 import type { XmppServer } from './server.ts';
 import { ClientSession } from './session.ts';
@@ -115,6 +116,25 @@ export class SessionManager {
     const state = await this.server.store.getConnection(connectionId);
     if (!state || state.stage === 'closed') return;
     await closeStream(new ClientSession(this.server, structuredClone(state)), error);
+  }
+
+  /**
+   * A new bind of the same resource replaces another connection's session (RFC 6120 §7.7.2.2): the
+   * stream error and close go to its socket and its session ends, but its connection item stays,
+   * marked 'replaced', until its $disconnect. Frames its client sent before it saw the close may
+   * still be queued (a stalled post made the client reconnect): their messages are routed, not
+   * dropped against a missing state. Marking bumps the version, so a frame of the old connection
+   * committing at this moment fails and is redelivered against the replaced state.
+   */
+  async replaceOther(connectionId: string, error: StreamError): Promise<void> {
+    const state = await this.server.store.getConnection(connectionId);
+    if (!state || state.stage !== 'bound') return;
+    const old = new ClientSession(this.server, structuredClone(state));
+    await old.send(error.toElement());
+    await this.leave(old);
+    await old.send(x('close', { xmlns: NS.FRAMING }));
+    await this.server.sender.close(connectionId);
+    await this.server.store.markConnectionReplaced(connectionId);
   }
 
   /** Best effort: a journal that cannot be written only means the redelivery may repeat posts. */

@@ -26,6 +26,7 @@ export async function processFrame(session: ClientSession, frame: string): Promi
     if (err instanceof XmlFrameError) throw new StreamError(err.condition, err.message);
     throw err;
   }
+  if (session.state.stage === 'replaced') return replacedStreamFrame(session, el);
   if (el.name === 'open') return handleOpen(session, el);
   if (el.name === 'close') return closeStream(session);
   const { stage } = session.state;
@@ -172,7 +173,17 @@ async function bind(session: ClientSession, el: Element): Promise<void> {
 }
 
 function replaceSession(session: ClientSession, oldConnectionId: string): Promise<void> {
-  return session.server.sessions.closeOther(oldConnectionId, new StreamError('conflict', 'replaced by a new session with the same resource'));
+  return session.server.sessions.replaceOther(oldConnectionId, new StreamError('conflict', 'replaced by a new session with the same resource'));
+}
+
+/**
+ * A frame still queued on a stream that a newer session replaced (see SessionManager.replaceOther):
+ * its client sent it before it saw the close. Messages are routed as the user sent them; anything
+ * else belonged to the old session (requests whose answers it cannot get, presence it no longer
+ * has) and is dropped. The socket is already closed; $disconnect removes the connection item.
+ */
+async function replacedStreamFrame(session: ClientSession, el: Element): Promise<void> {
+  if (el.name === 'message' && (el.attrs.xmlns === undefined || el.attrs.xmlns === NS.CLIENT)) return stanza(session, el);
 }
 
 async function stanza(session: ClientSession, el: Element): Promise<void> {

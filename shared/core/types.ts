@@ -47,6 +47,11 @@ export type StreamStage =
   | 'auth-open'
   /** resource bound: stanzas flow */
   | 'bound'
+  /**
+   * a newer session took the resource and this socket was closed; messages the client sent before
+   * it saw the close are still queued and are routed (docs/architecture.md, "Replaced streams")
+   */
+  | 'replaced'
   | 'closed';
 
 /** Per-connection stream state, persisted between frames (the connection item). */

@@ -323,6 +323,25 @@ export class DynamoStore implements Store {
     }
   }
 
+  async markConnectionReplaced(id: string): Promise<boolean> {
+    try {
+      await this.doc.send(
+        new UpdateCommand({
+          TableName: this.table,
+          Key: { pk: connKey(id), sk: CONN },
+          UpdateExpression: 'SET #state.stage = :replaced, #state.version = version + :one, version = version + :one',
+          ConditionExpression: 'attribute_exists(version)',
+          ExpressionAttributeNames: { '#state': 'state' },
+          ExpressionAttributeValues: { ':replaced': 'replaced', ':one': 1 },
+        }),
+      );
+      return true;
+    } catch (err) {
+      if ((err as Error).name === 'ConditionalCheckFailedException') return false;
+      throw err;
+    }
+  }
+
   async deleteConnection(id: string): Promise<void> {
     await this.doc.send(new DeleteCommand({ TableName: this.table, Key: { pk: connKey(id), sk: CONN } }));
   }

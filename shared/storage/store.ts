@@ -76,6 +76,11 @@ export interface Store {
   /** Saves a failed frame's post journal with the connection, under the same version condition. */
   saveJournal(id: string, expectedVersion: number, journal: FrameJournal): Promise<boolean>;
   deleteConnection(id: string): Promise<void>;
+  /**
+   * Marks a connection replaced and bumps its version, so a frame of it committing at the same
+   * moment fails and is redelivered against the replaced state. False when the item is gone.
+   */
+  markConnectionReplaced(id: string): Promise<boolean>;
 
   getRoster(bare: string): Promise<RosterItem[]>;
   getRosterItem(bare: string, jid: string): Promise<RosterItem | undefined>;

@@ -22,15 +22,15 @@ export interface Post {
   frame: string;
 }
 
-/** Records posts; connections in `gone` answer like a 410; `beforePost` may throw to fail a post. */
+/** Records posts; connections in `gone` answer like a 410; `beforePost` may throw to fail a post, or wait (a slow post). */
 export class RecordingSender implements ConnectionSender {
   readonly posts: Post[] = [];
   readonly gone = new Set<string>();
   readonly closed: string[] = [];
-  beforePost?: (post: Post) => void;
+  beforePost?: (post: Post) => void | Promise<void>;
 
   async send(connectionId: string, frame: string): Promise<boolean> {
-    this.beforePost?.({ connectionId, frame });
+    await this.beforePost?.({ connectionId, frame });
     if (this.gone.has(connectionId)) return false;
     this.posts.push({ connectionId, frame });
     return true;

@@ -203,3 +203,59 @@ describe('a recipient whose socket is gone (410)', () => {
     expect(await h.store.listOffline(bob!)).toHaveLength(1);
   });
 });
+
+describe('a stream replaced by a new login of the same resource', () => {
+  it('routes the messages still queued on the old stream, ignores the rest, and removes it at its $disconnect', async () => {
+    const [alice, bob] = await users('alice', 'bob');
+    await befriend(h, alice!, bob!);
+    const b = new Connection(h);
+    await b.online(bob!, 'secret', 'desk');
+    const old = new Connection(h);
+    await old.online(alice!, 'secret', 'phone');
+    // The client's post stalled, it reconnected and bound the same resource, while its last
+    // frames on the old socket were still queued.
+    const replacement = new Connection(h);
+    await replacement.online(alice!, 'secret', 'phone');
+    expect(old.posts('<conflict')).toHaveLength(1);
+    expect(h.sender.closed).toContain(old.id);
+    expect((await h.store.getConnection(old.id))?.stage).toBe('replaced');
+    await old.frame(chat(bob!, 'sent before the close'));
+    await old.frame('<iq type="get" id="v" xmlns="jabber:client" to="localhost"><query xmlns="jabber:iq:version"/></iq>');
+    await old.frame('<presence xmlns="jabber:client"><status>stale</status></presence>');
+    expect(b.posts('sent before the close')).toEqual([expect.stringContaining(`from="${alice}/phone"`)]);
+    expect(b.posts('stale')).toHaveLength(0);
+    await old.frame('<close xmlns="urn:ietf:params:xml:ns:xmpp-framing"/>');
+    await old.disconnect();
+    expect(await h.store.getConnection(old.id)).toBeUndefined();
+    // The new session is untouched by the old one's end.
+    expect((await h.store.getUserRoute(alice!)).sessions.map((s) => s.connectionId)).toEqual([replacement.id]);
+    await b.frame(chat(`${alice}/phone`, 'to the new session'));
+    expect(replacement.posts('to the new session')).toHaveLength(1);
+  });
+
+  it('a frame of the old stream committing while it is replaced is redelivered against the replaced state', async () => {
+    const [alice, bob] = await users('alice', 'bob');
+    await befriend(h, alice!, bob!);
+    const b = new Connection(h);
+    await b.online(bob!, 'secret', 'desk');
+    const old = new Connection(h);
+    await old.online(alice!, 'secret', 'phone');
+    const replacement = new Connection(h);
+    // While the old stream's presence change is posting to Bob (one instance), the new login binds
+    // on the others and replaces it.
+    let replaced: Promise<void> | undefined;
+    h.sender.beforePost = ({ connectionId, frame }) => {
+      if (connectionId !== b.id || !frame.includes('racing')) return;
+      h.sender.beforePost = undefined;
+      replaced = replacement.login(alice!, 'secret', 'phone');
+      return replaced;
+    };
+    await expect(old.frame('<presence xmlns="jabber:client"><status>racing</status></presence>', 0)).rejects.toThrow(/stale state/);
+    await replaced;
+    expect((await old.redeliver(1))?.stage).toBe('replaced');
+    await old.frame(chat(bob!, 'after the race'));
+    expect(b.posts('after the race')).toHaveLength(1);
+    const [session] = (await h.store.getUserRoute(alice!)).sessions;
+    expect(session?.connectionId).toBe(replacement.id);
+  });
+});
