@@ -39,6 +39,12 @@ export type StanzaHook = (event: StanzaEvent) => Promise<boolean | void>;
 export interface SessionEvent {
   server: XmppServer;
   session: ClientSession;
+  /**
+   * session/ended only: a new session took over the same full JID (a resource conflict), and the
+   * old stream's queued frames may still come; what the full JID holds (room occupancy) may wait
+   * for 'session/released'.
+   */
+  replaced?: boolean;
 }
 
 export type HookName =
@@ -71,7 +77,9 @@ export type SessionHookName =
   /** the session sent its initial presence */
   | 'session/available'
   /** the session ended (close, socket gone, kicked) */
-  | 'session/ended';
+  | 'session/ended'
+  /** the connection of a replaced session closed (its $disconnect): release what it kept */
+  | 'session/released';
 
 export type IqTarget = 'server' | 'account';
 

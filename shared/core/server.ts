@@ -137,8 +137,8 @@ export class XmppServer implements Registry {
     return this.sessions.endSession(session);
   }
 
-  async runSessionHooks(name: SessionHookName, session: ClientSession): Promise<void> {
-    for (const hook of this.sessionHooks.get(name) ?? []) await hook({ server: this, session });
+  async runSessionHooks(name: SessionHookName, session: ClientSession, details: Pick<SessionEvent, 'replaced'> = {}): Promise<void> {
+    for (const hook of this.sessionHooks.get(name) ?? []) await hook({ server: this, session, ...details });
   }
 
   sessionAvailable(session: ClientSession): Promise<void> {

@@ -92,6 +92,7 @@ export class SessionManager {
    */
   async endSession(session: ClientSession): Promise<void> {
     await this.leave(session);
+    if (session.state.stage === 'replaced') await this.server.runSessionHooks('session/released', session);
     session.state.stage = 'closed';
     await this.server.store.deleteConnection(session.state.id);
   }
@@ -100,11 +101,11 @@ export class SessionManager {
    * The session stops being one (once, however it ends): the 'session/ended' hooks tell contacts
    * and rooms, then its session item goes. The stream itself may still send (e.g. a last reply).
    */
-  async leave(session: ClientSession): Promise<void> {
+  async leave(session: ClientSession, details: { replaced?: boolean } = {}): Promise<void> {
     const { state } = session;
     if (state.stage !== 'bound' || session.ended) return;
     session.ended = true;
-    await this.server.runSessionHooks('session/ended', session);
+    await this.server.runSessionHooks('session/ended', session, details);
     await this.server.store.deleteSession(state.user!, state.resource!, state.id);
   }
 
@@ -123,15 +124,17 @@ export class SessionManager {
    * stream error and close go to its socket and its session ends, but its connection item stays,
    * marked 'replaced', until its $disconnect. Frames its client sent before it saw the close may
    * still be queued (a stalled post made the client reconnect): their messages are routed, not
-   * dropped against a missing state. Marking bumps the version, so a frame of the old connection
-   * committing at this moment fails and is redelivered against the replaced state.
+   * dropped against a missing state. Its rooms keep the full JID (the new session takes the
+   * occupancy over at its join; 'session/released' at the old $disconnect ends what is left), so a
+   * queued room message is still the occupant's. Marking bumps the version, so a frame of the old
+   * connection committing at this moment fails and is redelivered against the replaced state.
    */
   async replaceOther(connectionId: string, error: StreamError): Promise<void> {
     const state = await this.server.store.getConnection(connectionId);
     if (!state || state.stage !== 'bound') return;
     const old = new ClientSession(this.server, structuredClone(state));
     await old.send(error.toElement());
-    await this.leave(old);
+    await this.leave(old, { replaced: true });
     await old.send(x('close', { xmlns: NS.FRAMING }));
     await this.server.sender.close(connectionId);
     await this.server.store.markConnectionReplaced(connectionId);

@@ -20,7 +20,12 @@ export const mucModule: XmppModule = {
   setup(reg) {
     const domain = reg.config.mucDomain ?? `conference.${reg.config.domain}`;
     reg.host(domain, (event) => serviceFor(event.server, domain).handle(event), { name: 'Chatrooms', category: 'conference', type: 'text' });
-    reg.onSession('session/ended', ({ server, session }) => serviceFor(server, domain).sessionEnded(session));
+    // A replaced session's rooms wait for its connection's end: its queued room messages still
+    // come from an occupant, and the new session on the same full JID takes the occupancy over.
+    reg.onSession('session/ended', async ({ server, session, replaced }) => {
+      if (!replaced) await serviceFor(server, domain).sessionEnded(session);
+    });
+    reg.onSession('session/released', ({ server, session }) => serviceFor(server, domain).sessionEnded(session));
     // Unavailable broadcast presence also reaches the rooms the session is in (RFC 6121 §4.6.3).
     reg.hook(
       'presence',

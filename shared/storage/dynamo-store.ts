@@ -311,9 +311,11 @@ export class DynamoStore implements Store {
           TableName: this.table,
           Key: { pk: connKey(id), sk: CONN },
           UpdateExpression: 'SET journal = :j, #ttl = if_not_exists(#ttl, :ttl)',
-          ConditionExpression: condition.ConditionExpression,
-          ExpressionAttributeNames: { '#ttl': TTL_ATTRIBUTE },
-          ExpressionAttributeValues: { ...condition.ExpressionAttributeValues, ':j': journal, ':ttl': nowSeconds() + CONNECTION_TTL_SECONDS },
+          // A stream replaced while the frame ran (its version bumped) still gets the journal: the
+          // frame is redelivered against the replaced state and must not post again what it posted.
+          ConditionExpression: `(${condition.ConditionExpression}) OR #state.stage = :replaced`,
+          ExpressionAttributeNames: { '#ttl': TTL_ATTRIBUTE, '#state': 'state' },
+          ExpressionAttributeValues: { ...condition.ExpressionAttributeValues, ':j': journal, ':ttl': nowSeconds() + CONNECTION_TTL_SECONDS, ':replaced': 'replaced' },
         }),
       );
       return true;

@@ -233,6 +233,36 @@ describe('a stream replaced by a new login of the same resource', () => {
     expect(replacement.posts('to the new session')).toHaveLength(1);
   });
 
+  it("keeps the old stream's room occupancy for its queued room messages, until the new session takes it over or the old $disconnect", async () => {
+    const [alice, bob] = await users('alice', 'bob');
+    const room = `room${n}@conference.localhost`;
+    const join = (nick: string) => `<presence xmlns="jabber:client" to="${room}/${nick}"/>`;
+    const groupchat = (body: string) => `<message xmlns="jabber:client" to="${room}" type="groupchat" id="${body}"><body>${body}</body></message>`;
+    const b = new Connection(h);
+    await b.online(bob!, 'secret', 'desk');
+    await b.frame(join('bob')); // an instant room (no MUC <x/>)
+    const unavailable = () => b.posts(new RegExp(`from="${room}/alice"[^>]*type="unavailable"|type="unavailable"[^>]*from="${room}/alice"`));
+    for (const rejoins of [true, false]) {
+      const old = new Connection(h);
+      await old.online(alice!, 'secret', 'phone');
+      await old.frame(join('alice'));
+      const before = unavailable().length;
+      const replacement = new Connection(h);
+      await replacement.online(alice!, 'secret', 'phone');
+      const body = `queued-${rejoins}`;
+      await old.frame(groupchat(body));
+      expect(b.posts(body)).toEqual([expect.stringContaining(`from="${room}/alice"`)]);
+      if (rejoins) await replacement.frame(join('alice'));
+      await old.disconnect();
+      // Taken over, alice stays in the room; not taken over, she leaves when the old socket's end is processed.
+      expect(unavailable().length - before).toBe(rejoins ? 0 : 1);
+      await b.frame(groupchat(`reply-${rejoins}`));
+      expect(replacement.posts(`reply-${rejoins}`)).toHaveLength(rejoins ? 1 : 0);
+      await replacement.frame('<close xmlns="urn:ietf:params:xml:ns:xmpp-framing"/>');
+      await replacement.disconnect();
+    }
+  });
+
   it('a frame of the old stream committing while it is replaced is redelivered against the replaced state', async () => {
     const [alice, bob] = await users('alice', 'bob');
     await befriend(h, alice!, bob!);
@@ -257,5 +287,31 @@ describe('a stream replaced by a new login of the same resource', () => {
     expect(b.posts('after the race')).toHaveLength(1);
     const [session] = (await h.store.getUserRoute(alice!)).sessions;
     expect(session?.connectionId).toBe(replacement.id);
+  });
+
+  it('a message frame of the old stream that fails while it is replaced posts nothing twice when it runs again', async () => {
+    const [alice, bob] = await users('alice', 'bob');
+    const desk = new Connection(h);
+    const phone = new Connection(h);
+    await desk.online(bob!, 'secret', 'desk');
+    await phone.online(bob!, 'secret', 'phone');
+    const old = new Connection(h);
+    await old.online(alice!, 'secret', 'laptop');
+    const replacement = new Connection(h);
+    // The post to Bob's desk waits while the new login replaces the stream; the post to his phone then fails.
+    let failed = false;
+    h.sender.beforePost = async ({ connectionId, frame }) => {
+      if (!frame.includes('twice?')) return;
+      if (connectionId === desk.id) await replacement.login(alice!, 'secret', 'laptop');
+      if (connectionId === phone.id && !failed) {
+        failed = true;
+        throw new Error('post failed');
+      }
+    };
+    await expect(old.frame(chat(bob!, 'twice?'), 0)).rejects.toThrow(/post failed/);
+    expect((await h.store.getConnection(old.id))?.stage).toBe('replaced');
+    await old.redeliver(1);
+    expect(desk.posts('twice?')).toHaveLength(1);
+    expect(phone.posts('twice?')).toHaveLength(1);
   });
 });
