@@ -24,6 +24,8 @@ export interface FrameInput {
   id?: string;
   /** When the gateway received the frame (epoch ms): the same on every delivery. */
   receivedAt?: number;
+  /** The client's address (brute-force limits count failures per source). */
+  sourceIp?: string;
   /** What an earlier run of this frame recorded before it failed (its journal). */
   before?: FrameJournal;
 }
@@ -40,6 +42,7 @@ export interface FrameJournal {
 export interface Frame {
   readonly id?: string;
   readonly receivedAt?: number;
+  readonly sourceIp?: string;
   routes: Map<string, Promise<unknown>>;
   /** Writes that may run alongside delivery but must finish before the frame is done. */
   tasks: Promise<unknown>[];
@@ -60,6 +63,7 @@ export function newFrame(input: FrameInput = {}): Frame {
   return {
     id: input.id,
     receivedAt: input.receivedAt,
+    sourceIp: input.sourceIp,
     routes: new Map(),
     tasks: [],
     posted: [],
@@ -184,10 +188,18 @@ export function frameValue(label: string, make: () => string): string {
   return (frame.values[key] ??= make());
 }
 
+/** The address the frame came from, when the adapter knows it. */
+export function frameSourceIp(): string | undefined {
+  return frames.getStore()?.sourceIp;
+}
+
 /** The frame's arrival time (stable across redelivery), or now outside a frame. */
 export function frameNow(): number {
   return frames.getStore()?.receivedAt ?? Date.now();
 }
+
+/** A frame whose top element carries a `to` (attribute values escape '>', so the tag ends at the first one). */
+const ADDRESSED = /^<[^>\s]+[^>]*\sto=["']/;
 
 /**
  * The journal key of a post about to be made, and whether an earlier run of this frame already
@@ -197,7 +209,10 @@ export function postKey(connectionId: string, text: string): { key: string; done
   const frame = frames.getStore();
   if (!frame?.id) return undefined;
   const digest = createHash('sha256').update(text).digest().subarray(0, 9).toString('base64url');
-  const base = `${connectionId}:${digest}`;
+  // A stanza addressed to someone is the same delivery whichever connection of that addressee took
+  // it: a redelivery after the recipient reconnected posts to the new connection, and must not post
+  // again what the old one received. Frames with no addressee (stream level) are per connection.
+  const base = ADDRESSED.test(text) ? `to:${digest}` : `${connectionId}:${digest}`;
   const key = `${base}:${nextOccurrence(frame, `post:${base}`)}`;
   return { key, done: frame.postedBefore.has(key) };
 }

@@ -229,7 +229,7 @@ export class MucService {
     const type = stanza.attrs.type;
     if (type === 'error') {
       // The occupant's client or server bounced what the room sent: take that session out (status 333).
-      if (to.resource) await this.leaveRoom(to.bare, event.from.toString(), { codes: ['333'] });
+      if (to.resource) await this.leaveRoom(to.bare, event.from.toString(), { codes: ['333'], connectionId: event.session?.id });
       return;
     }
     if (!to.resource) {
@@ -256,10 +256,18 @@ export class MucService {
     const mine = occupants.find((o) => o.sessions.some((s) => s.jid === from.toString()));
     if (room && mine) {
       if (mine.nick !== to.resource) return this.changeNick(event, room, occupants, mine);
-      // A new connection on the same full JID (the old one's end not processed yet) takes over the session.
-      const entry = mine.sessions.find((s) => s.jid === from.toString())!;
+      const fromJid = from.toString();
+      const own = event.session && mine.sessions.find((s) => s.jid === fromJid && s.connectionId === event.session!.id);
+      const entry = own ?? mine.sessions.find((s) => s.jid === fromJid)!;
       if (event.session && entry.connectionId !== event.session.id) {
-        const moved: Occupant = { ...mine, sessions: mine.sessions.map((s) => (s === entry ? { jid: s.jid, connectionId: event.session!.id } : s)) };
+        // A new connection on the same full JID (a reconnect) takes the session over. A replaced
+        // connection whose end is not processed yet keeps its entry beside it: room messages still
+        // queued on it are the occupant's, even if the new connection leaves first; its
+        // $disconnect ('session/released') takes it out.
+        const newEntry = { jid: fromJid, connectionId: event.session.id };
+        const oldStillOpen = entry.connectionId !== undefined && (await this.server.store.getConnection(entry.connectionId)) !== undefined;
+        const sessions = oldStillOpen ? [...mine.sessions, newEntry] : mine.sessions.map((s) => (s === entry ? newEntry : s));
+        const moved: Occupant = { ...mine, sessions };
         if (!(await this.store.putOccupant(roomJid, moved, mine.version))) throw new LostRace();
         await this.store.putJoin(from.bare, { room: roomJid, nick: mine.nick, resource: from.resource, connectionId: event.session.id });
         return this.sendRoomState(event, room, occupants, moved, false);
@@ -452,7 +460,9 @@ export class MucService {
 
   private async onUnavailable(event: HostEvent): Promise<void> {
     const { stanza, from, to } = event;
-    const left = await this.leaveRoom(to.bare, from.toString(), { payload: storedPresence(stanza) });
+    // A local session leaves by its own connection: the same full JID may also hold a replaced
+    // connection's entry, still waiting for that connection's end.
+    const left = await this.leaveRoom(to.bare, from.toString(), { payload: storedPresence(stanza), connectionId: event.session?.id });
     if (!left) {
       // Not in the room (already gone?): still confirm, so a client waiting for its exit finishes.
       await this.send(
@@ -528,7 +538,7 @@ export class MucService {
     const { stanza, to } = event;
     const type = stanza.attrs.type ?? 'normal';
     if (type === 'error') {
-      if (to.resource) await this.leaveRoom(to.bare, event.from.toString(), { codes: ['333'] });
+      if (to.resource) await this.leaveRoom(to.bare, event.from.toString(), { codes: ['333'], connectionId: event.session?.id });
       return;
     }
     const [room, occupants] = await Promise.all([this.store.getRoom(to.bare), this.store.listOccupants(to.bare)]);
