@@ -5,7 +5,7 @@
 import { StanzaError } from '../errors.ts';
 import type { StanzaEvent, XmppModule } from '../core/registry.ts';
 import type { SessionRecord } from '../core/types.ts';
-import { postedByEarlierRun } from '../storage/frame-context.ts';
+import { doneByEarlierRun, postedByEarlierRun } from '../storage/frame-context.ts';
 
 /** The sessions a message to a bare JID goes to: available, non-negative, highest priority. */
 export function bareJidTargets(sessions: SessionRecord[]): SessionRecord[] {
@@ -29,6 +29,10 @@ async function onMessage(event: StanzaEvent): Promise<boolean> {
     return true;
   }
   if (type !== 'error' && type !== 'groupchat' && (await server.runHooks('message/in', { ...event, to }))) return true;
+  // An earlier run of this frame handed the message to offline storage: so does this one. The
+  // stored copy may have reached the recipient since (a login flushed it); a live copy now would be
+  // a second one.
+  if (doneByEarlierRun(`offline:${to.bare}`) && (await server.runHooks('message/offline', { ...event, to }))) return true;
   if (to.resource) {
     const session = route.sessions.find((s) => s.resource === to.resource);
     if (session && (await server.deliver(session, stanza))) return true;

@@ -11,7 +11,7 @@
 import type { XmppModule } from '../core/registry.ts';
 import type { XmppServer } from '../core/server.ts';
 import type { SessionRecord } from '../core/types.ts';
-import { doneByEarlierRun, frameNow, invalidateRoute, recordDone } from '../storage/frame-context.ts';
+import { frameNow, invalidateRoute, recordDone } from '../storage/frame-context.ts';
 import { NS, x } from '../xml/element.ts';
 import { parseStored, tooLargeToPost } from '../xml/stored.ts';
 import { bareJidTargets } from './message.ts';
@@ -51,8 +51,11 @@ export const offlineModule: XmppModule = {
       const stamp = new Date(frameNow()).toISOString();
       stanza.append(x('delay', { xmlns: NS.DELAY, from: server.config.domain, stamp }, 'Offline storage'));
       const xml = stanza.toString();
-      const key = await server.store.storeOffline(bare, xml, stamp, !doneByEarlierRun(`offline:${bare}`));
+      // Recorded before the write: a second run of this frame comes back here rather than posting
+      // live (message.ts), and its write of the same key is refused if the item, or its tombstone
+      // once delivered, is there.
       recordDone(`offline:${bare}`);
+      const key = await server.store.storeOffline(bare, xml, stamp);
       // Stored first, then a fresh look: a session that became available since may have missed it.
       invalidateRoute(bare);
       for (const target of bareJidTargets((await server.store.getUserRoute(bare)).sessions)) {

@@ -31,6 +31,8 @@ const CONN = 'conn';
 /** Connections live at most 2 h on API Gateway; their items expire after 3 h in case $disconnect is lost. */
 const CONNECTION_TTL_SECONDS = 3 * 3600;
 const OFFLINE_TTL_SECONDS = 30 * 24 * 3600;
+/** Longer than the stream queue keeps a message (1 day, cdk/lib/xmpp-service.ts), so no redelivery outlives it. */
+const OFFLINE_TOMBSTONE_SECONDS = 24 * 3600 + 600;
 /**
  * A claim on a stored stanza (offline message, pending subscription) by a handler that is about to
  * post it; after this long a claim whose handler died is void and another may take the stanza.
@@ -409,10 +411,9 @@ export class DynamoStore implements Store {
 
   // offline messages
 
-  async storeOffline(bare: string, xml: string, stamp: string, write = true): Promise<string> {
+  async storeOffline(bare: string, xml: string, stamp: string): Promise<string> {
     // The key is the frame's (frame-context.ts): a redelivered frame finds its own item.
     const key = `${OFFLINE}${stamp}#${frameUnique('offline')}`;
-    if (!write) return key;
     try {
       await this.doc.send(
         new PutCommand({
@@ -429,7 +430,9 @@ export class DynamoStore implements Store {
   }
 
   async listOffline(bare: string): Promise<OfflineMessage[]> {
-    return (await this.queryPrefix(bare, OFFLINE)).map((i) => ({ key: i.sk as string, xml: i.xml as string, stamp: i.stamp as string }));
+    return (await this.queryPrefix(bare, OFFLINE))
+      .filter((i) => !i.delivered)
+      .map((i) => ({ key: i.sk as string, xml: i.xml as string, stamp: i.stamp as string }));
   }
 
   async claimOffline(bare: string, key: string): Promise<boolean> {
@@ -441,7 +444,7 @@ export class DynamoStore implements Store {
           TableName: this.table,
           Key: { pk: userKey(bare), sk: key },
           UpdateExpression: 'SET claimedBy = :c, claimedAt = :now',
-          ConditionExpression: 'attribute_exists(pk) AND (attribute_not_exists(claimedBy) OR claimedBy = :c OR claimedAt < :stale)',
+          ConditionExpression: 'attribute_exists(pk) AND attribute_not_exists(delivered) AND (attribute_not_exists(claimedBy) OR claimedBy = :c OR claimedAt < :stale)',
           ExpressionAttributeValues: { ':c': owner, ':now': now, ':stale': now - CLAIM_SECONDS },
         }),
       );
@@ -469,8 +472,30 @@ export class DynamoStore implements Store {
     }
   }
 
+  /**
+   * A delivered (or undeliverable) item stays as a small tombstone until the queue could no longer
+   * redeliver the frame that stored it: that frame's second run then finds its key taken and stores
+   * nothing, where a deleted item would be stored, and delivered, again.
+   */
   async deleteOffline(bare: string, keys: string[]): Promise<void> {
-    await deleteKeys(this.db, keys.map((sk) => ({ pk: userKey(bare), sk })));
+    await Promise.all(
+      keys.map(async (sk) => {
+        try {
+          await this.doc.send(
+            new UpdateCommand({
+              TableName: this.table,
+              Key: { pk: userKey(bare), sk },
+              UpdateExpression: 'SET delivered = :true, #ttl = :ttl REMOVE xml, claimedBy, claimedAt',
+              ConditionExpression: 'attribute_exists(pk)',
+              ExpressionAttributeNames: { '#ttl': TTL_ATTRIBUTE },
+              ExpressionAttributeValues: { ':true': true, ':ttl': nowSeconds() + OFFLINE_TOMBSTONE_SECONDS },
+            }),
+          );
+        } catch (err) {
+          if ((err as Error).name !== 'ConditionalCheckFailedException') throw err;
+        }
+      }),
+    );
   }
 }
 

@@ -99,10 +99,10 @@ export interface Store {
   listPendingSubscriptions(bare: string): Promise<{ from: string; xml: string }[]>;
 
   /**
-   * Stores a message; returns its key (derived from the frame, so a redelivered frame reuses it).
-   * With `write` false only the key is returned (an earlier run of the frame stored it).
+   * Stores a message once; returns its key (derived from the frame, so a redelivered frame reuses
+   * it, and finds the item, or its tombstone once delivered, there already: it writes nothing).
    */
-  storeOffline(bare: string, xml: string, stamp: string, write?: boolean): Promise<string>;
+  storeOffline(bare: string, xml: string, stamp: string): Promise<string>;
   listOffline(bare: string): Promise<OfflineMessage[]>;
   /**
    * Claims a stored message for delivery by this frame: false when another frame holds a live claim
@@ -112,5 +112,6 @@ export interface Store {
   claimOffline(bare: string, key: string): Promise<boolean>;
   /** Gives this frame's claim back (the post failed): the message stays for the next login. */
   releaseOffline(bare: string, key: string): Promise<void>;
+  /** Retires delivered (or undeliverable) messages, leaving tombstones (see DynamoStore). */
   deleteOffline(bare: string, keys: string[]): Promise<void>;
 }

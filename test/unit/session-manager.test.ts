@@ -128,6 +128,21 @@ describe('a redelivered message frame', () => {
     expect(b.posts('kept for later')).toHaveLength(1);
     expect(await h.store.listOffline(bob!)).toHaveLength(0);
   });
+
+  it('goes to offline storage again when it runs again after the recipient came online (no live second copy)', async () => {
+    const [alice, bob] = await users('alice', 'bob');
+    const a = new Connection(h);
+    await a.online(alice!, 'secret', 'phone');
+    h.crash.crashAfter('PutItemCommand'); // the offline item
+    await expect(a.frame(chat(bob!, 'stored, then online'))).rejects.toThrow(/crash after PutItemCommand/);
+    // Bob comes online before the frame is redelivered: his login delivers the stored copy.
+    const b = new Connection(h);
+    await b.online(bob!, 'secret', 'desk');
+    expect(b.posts('stored, then online')).toHaveLength(1);
+    await a.redeliver();
+    expect(b.posts('stored, then online')).toHaveLength(1);
+    expect(await h.store.listOffline(bob!)).toHaveLength(0);
+  });
 });
 
 describe('session records', () => {
