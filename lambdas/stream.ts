@@ -27,7 +27,7 @@ async function processRecord(core: XmppServer, record: SQSRecord, state: Connect
   const type = attributes[EVENT_ATTRIBUTES.eventType]?.stringValue ?? 'MESSAGE';
   // The message id and API Gateway's receive time are the same on every delivery of the record.
   const receivedAt = Number(attributes[EVENT_ATTRIBUTES.requestTimeEpoch]?.stringValue) || undefined;
-  const delivery = { id: record.messageId, receivedAt };
+  const delivery = { id: record.messageId, receivedAt, sourceIp: attributes[EVENT_ATTRIBUTES.sourceIp]?.stringValue };
   if (type === 'DISCONNECT') {
     await core.handleDisconnect(connectionId, delivery);
     return undefined;

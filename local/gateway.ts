@@ -412,13 +412,14 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
 
   // --- the FIFO queue and the event source mapping -------------------------------------------------
 
-  function enqueue(connectionId: string, eventType: StreamEventType, body?: string): void {
+  function enqueue(connectionId: string, eventType: StreamEventType, body: string | undefined, sourceIp: string): void {
     const message = newQueuedMessage({
       connectionId,
       eventType,
       body,
       requestId: newConnectionId(),
       requestTimeEpoch: Date.now(),
+      sourceIp,
     });
     let group = groups.get(connectionId);
     if (!group) {
@@ -674,7 +675,7 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
       }
       connection.lastActiveAt = Date.now();
       const body = rawToBuffer(data).toString('utf8');
-      enqueue(connectionId, 'MESSAGE', body);
+      enqueue(connectionId, 'MESSAGE', body, connection.sourceIp);
       options.onFrame?.(connectionId, body);
     });
     ws.on('error', (err) => {
@@ -686,7 +687,7 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
       clearTimeout(connection.lifetimeTimer);
       live.delete(connectionId);
       log.info(`disconnect ${connectionId} (${code})`);
-      enqueue(connectionId, 'DISCONNECT');
+      enqueue(connectionId, 'DISCONNECT', undefined, connection.sourceIp);
     });
   }
 

@@ -20,6 +20,8 @@ export interface QueuedMessage {
   body: string;
   requestId: string;
   requestTimeEpoch: number;
+  /** The client's address ($context.identity.sourceIp). */
+  sourceIp?: string;
   sentTimestamp: number;
   sequenceNumber: string;
   receiveCount: number;
@@ -40,6 +42,7 @@ export function newQueuedMessage(args: {
   body?: string;
   requestId: string;
   requestTimeEpoch: number;
+  sourceIp?: string;
 }): QueuedMessage {
   const body = args.eventType === 'DISCONNECT' ? DISCONNECT_BODY : (args.body ?? '');
   return {
@@ -49,6 +52,7 @@ export function newQueuedMessage(args: {
     body,
     requestId: args.requestId,
     requestTimeEpoch: args.requestTimeEpoch,
+    sourceIp: args.sourceIp,
     sentTimestamp: Date.now(),
     sequenceNumber: nextSequenceNumber(),
     receiveCount: 0,
@@ -93,6 +97,7 @@ export function toSqsRecord(message: QueuedMessage, queueArn = LOCAL_QUEUE_ARN, 
     [EVENT_ATTRIBUTES.connectionId]: stringAttribute(message.connectionId),
     [EVENT_ATTRIBUTES.eventType]: stringAttribute(message.eventType),
     [EVENT_ATTRIBUTES.requestTimeEpoch]: stringAttribute(String(message.requestTimeEpoch)),
+    ...(message.sourceIp === undefined ? {} : { [EVENT_ATTRIBUTES.sourceIp]: stringAttribute(message.sourceIp) }),
   };
   return {
     messageId: message.messageId,

@@ -1,3 +1,5 @@
+import { DEFAULT_AUTH_LIMITS, type AuthLimits } from './sasl/auth-limits.ts';
+
 /**
  * Runtime configuration, read once from the environment. The same variables drive the
  * Lambdas (set by the CDK construct), the local stack and the CLI.
@@ -30,6 +32,8 @@ export interface ServerConfig {
   postTimeoutMs: number;
   /** XEP-0045 group chat service domain (XMPP_MUC_DOMAIN); loadConfig defaults it to `conference.<domain>`. */
   mucDomain?: string;
+  /** Brute-force limits on logins and registrations (shared/sasl/auth-limits.ts). */
+  authLimits: AuthLimits;
 }
 
 function flag(value: string | undefined, fallback: boolean): boolean {
@@ -61,5 +65,11 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): ServerConfig {
     s2sEndpoint: env.XMPP_S2S_ENDPOINT || undefined,
     postTimeoutMs: integer(env.XMPP_POST_TIMEOUT_MS, 3000, 'XMPP_POST_TIMEOUT_MS'),
     mucDomain: (env.XMPP_MUC_DOMAIN || `conference.${domain}`).toLowerCase(),
+    authLimits: {
+      failuresPerAccount: integer(env.XMPP_LOGIN_FAILURES_PER_ACCOUNT, DEFAULT_AUTH_LIMITS.failuresPerAccount, 'XMPP_LOGIN_FAILURES_PER_ACCOUNT'),
+      failuresPerSource: integer(env.XMPP_LOGIN_FAILURES_PER_SOURCE, DEFAULT_AUTH_LIMITS.failuresPerSource, 'XMPP_LOGIN_FAILURES_PER_SOURCE'),
+      windowSeconds: integer(env.XMPP_LOGIN_FAILURE_WINDOW_SECONDS, DEFAULT_AUTH_LIMITS.windowSeconds, 'XMPP_LOGIN_FAILURE_WINDOW_SECONDS'),
+      registrationsPerSource: integer(env.XMPP_REGISTRATIONS_PER_SOURCE, DEFAULT_AUTH_LIMITS.registrationsPerSource, 'XMPP_REGISTRATIONS_PER_SOURCE'),
+    },
   };
 }

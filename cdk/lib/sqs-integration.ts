@@ -16,7 +16,7 @@ import { DISCONNECT_BODY, EVENT_ATTRIBUTES, type StreamEventType } from '../../s
  *   two identical frames are both delivered;
  * - the body is the frame, URL-encoded; `$disconnect` has no frame and SQS refuses empty bodies, so
  *   its body is the literal DISCONNECT_BODY;
- * - three String message attributes named as in shared/transport/events.ts.
+ * - four String message attributes named as in shared/transport/events.ts.
  */
 export function sqsSendMessageTemplate(eventType: StreamEventType): string {
   const body = eventType === 'MESSAGE' ? '$util.urlEncode($input.body)' : encodeURIComponent(DISCONNECT_BODY);
@@ -24,6 +24,8 @@ export function sqsSendMessageTemplate(eventType: StreamEventType): string {
     [EVENT_ATTRIBUTES.connectionId, '$util.urlEncode($context.connectionId)'],
     [EVENT_ATTRIBUTES.eventType, eventType],
     [EVENT_ATTRIBUTES.requestTimeEpoch, '$context.requestTimeEpoch'],
+    // IPv6 addresses hold ':', which the form encoding must escape.
+    [EVENT_ATTRIBUTES.sourceIp, '$util.urlEncode($context.identity.sourceIp)'],
   ];
   const fields: Array<[string, string]> = [
     ['Action', 'SendMessage'],

@@ -109,7 +109,7 @@ async function preAuth(session: ClientSession, el: Element): Promise<void> {
 
 async function sasl(session: ClientSession, el: Element): Promise<void> {
   const { server, state } = session;
-  const ctx = { store: server.store, domain: server.config.domain, iterations: server.config.scramIterations };
+  const ctx = { store: server.store, domain: server.config.domain, iterations: server.config.scramIterations, limits: server.config.authLimits };
   let step: SaslStep;
   if (el.name === 'abort') {
     session.update({ sasl: undefined });

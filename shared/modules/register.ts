@@ -7,6 +7,8 @@ import { StanzaError, StreamError } from '../errors.ts';
 import { JidError, normalizeLocal } from '../jid.ts';
 import type { XmppModule } from '../core/registry.ts';
 import { NS, x } from '../xml/element.ts';
+import { log } from '../log.ts';
+import { startRegistration } from '../sasl/auth-limits.ts';
 
 const MAX_PASSWORD_LENGTH = 1024;
 
@@ -38,7 +40,14 @@ export const registerModule: XmppModule = {
         throw err;
       }
       const credentials = makeCredentials(checkPassword(payload.getChildText('password')), server.config.scramIterations);
+      // Counted per source before the account is made (auth-limits.ts); a failed one is taken back.
+      const registration = await startRegistration(server.store.db, server.config.authLimits);
+      if (!registration.allowed) {
+        log.warn('registration refused: too many from one source');
+        throw new StanzaError('policy-violation', 'too many accounts were registered from your address; try again later', 'wait');
+      }
       if (!(await server.store.createAccount(`${local}@${server.config.domain}`, credentials))) {
+        await registration.failed();
         throw new StanzaError('conflict', 'that username is taken');
       }
     });

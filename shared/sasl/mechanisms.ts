@@ -9,8 +9,9 @@ import { normalizeLocal, JidError } from '../jid.ts';
 import type { Store } from '../storage/store.ts';
 import type { Account } from '../core/types.ts';
 import { parsePlain } from './plain.ts';
-import { frameUnique } from '../storage/frame-context.ts';
+import { frameTask, frameUnique } from '../storage/frame-context.ts';
 import { serverSecret } from '../storage/server-secret.ts';
+import { loginRefusal, startLoginAttempt, type AuthLimits, type LoginAttempt } from './auth-limits.ts';
 import {
   SCRAM_MECHANISMS,
   ScramError,
@@ -38,6 +39,8 @@ export interface SaslContext {
   domain: string;
   /** PBKDF2 iterations of new credentials: what an unknown user is told too. */
   iterations: number;
+  /** Brute-force limits; absent = none (tools that check a password outside a stream). */
+  limits?: AuthLimits;
 }
 
 /**
@@ -72,11 +75,28 @@ function fail(err: unknown): SaslStep {
   throw err;
 }
 
+const temporaryFailure = (text: string): SaslStep => ({ kind: 'failure', condition: 'temporary-auth-failure', text });
+
+/** A password is about to be checked: counted first (auth-limits.ts), alongside the account read. */
+async function accountForCheck(ctx: SaslContext, username: string): Promise<{ account?: Account; attempt?: LoginAttempt }> {
+  const [account, attempt] = await Promise.all([
+    loadAccount(ctx, username),
+    ctx.limits ? startLoginAttempt(ctx.store.db, ctx.limits, username, ctx.domain) : undefined,
+  ]);
+  return { account, attempt };
+}
+
+/** The password was right: the counted attempt is taken back, alongside the rest of the frame. */
+function succeeded(attempt: LoginAttempt | undefined): void {
+  if (attempt) void frameTask(attempt.succeeded());
+}
+
 export async function startMechanism(ctx: SaslContext, mechanism: string, message: Buffer): Promise<SaslStep> {
   if (mechanism === 'PLAIN') {
     const plain = parsePlain(message);
     if (!plain) return { kind: 'failure', condition: 'malformed-request' };
-    const account = await loadAccount(ctx, plain.authcid);
+    const { account, attempt } = await accountForCheck(ctx, plain.authcid);
+    if (attempt?.refusal) return temporaryFailure(attempt.refusal);
     const creds = account?.credentials.sha256 ?? account?.credentials.sha1;
     const hash = account?.credentials.sha256 ? 'sha256' : 'sha1';
     if (!account || !creds) {
@@ -86,6 +106,7 @@ export async function startMechanism(ctx: SaslContext, mechanism: string, messag
       return { kind: 'failure', condition: 'not-authorized' };
     }
     if (!verifyPassword(hash, plain.password, creds)) return { kind: 'failure', condition: 'not-authorized' };
+    succeeded(attempt);
     if (plain.authzid && plain.authzid !== account.bare) return { kind: 'failure', condition: 'invalid-authzid' };
     return { kind: 'success', user: account.bare };
   }
@@ -93,7 +114,12 @@ export async function startMechanism(ctx: SaslContext, mechanism: string, messag
   if (!hash) return { kind: 'failure', condition: 'invalid-mechanism' };
   try {
     const parsed = parseClientFirst(message.toString('utf8'));
-    const account = await loadAccount(ctx, parsed.username);
+    // An early refusal when a limit is already reached; the attempt is counted at the proof.
+    const [account, refusal] = await Promise.all([
+      loadAccount(ctx, parsed.username),
+      ctx.limits ? loginRefusal(ctx.store.db, ctx.limits, parsed.username, ctx.domain) : undefined,
+    ]);
+    if (refusal) return temporaryFailure(refusal);
     // Unknown users get a made-up salt and fail only at the proof, so accounts can't be probed.
     const creds = account?.credentials[hash] ?? (await madeUpCredentials(ctx, hash, parsed.username));
     // The server nonce comes from the frame: a redelivered <auth> sends the same challenge (the
@@ -107,10 +133,12 @@ export async function startMechanism(ctx: SaslContext, mechanism: string, messag
 
 export async function continueMechanism(ctx: SaslContext, state: ScramState, message: Buffer): Promise<SaslStep> {
   try {
-    const account = await loadAccount(ctx, state.username);
+    const { account, attempt } = await accountForCheck(ctx, state.username);
+    if (attempt?.refusal) return temporaryFailure(attempt.refusal);
     const creds = account?.credentials[state.hash];
     if (!account || !creds) return { kind: 'failure', condition: 'not-authorized' };
     const data = verifyClientFinal(state, message.toString('utf8'), creds);
+    succeeded(attempt);
     return { kind: 'success', user: account.bare, data };
   } catch (err) {
     return fail(err);

@@ -12,6 +12,8 @@ export const EVENT_ATTRIBUTES = {
   eventType: 'eventType',
   /** Epoch milliseconds when API Gateway received the event ($context.requestTimeEpoch). */
   requestTimeEpoch: 'requestTimeEpoch',
+  /** The client's address as API Gateway saw it ($context.identity.sourceIp): brute-force limits per source. */
+  sourceIp: 'sourceIp',
 } as const;
 
 export type StreamEventType = 'MESSAGE' | 'DISCONNECT';

@@ -101,6 +101,7 @@ describe('WebSocket API', () => {
         [EVENT_ATTRIBUTES.connectionId]: '$util.urlEncode($context.connectionId)',
         [EVENT_ATTRIBUTES.eventType]: eventType,
         [EVENT_ATTRIBUTES.requestTimeEpoch]: '$context.requestTimeEpoch',
+        [EVENT_ATTRIBUTES.sourceIp]: '$util.urlEncode($context.identity.sourceIp)',
       });
 
       // The credentials role may only SendMessage to that queue.

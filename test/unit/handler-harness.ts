@@ -69,13 +69,13 @@ export function crashingClient(endpoint: string) {
   return { client, crashAfter: (command: string) => after.add(command), crashBefore: (command: string) => before.add(command) };
 }
 
-export async function startHarness(instances = 3) {
+export async function startHarness(instances = 3, env: Record<string, string> = {}) {
   const endpoint = inject('dynamoEndpoint');
   const tableName = `h${randomBytes(6).toString('hex')}`;
   const admin = new DynamoDBClient({ endpoint, region: 'local', credentials: { accessKeyId: 'local', secretAccessKey: 'local' } });
   await ensureTable(admin, tableName);
   admin.destroy();
-  const config = loadConfig({ XMPP_DOMAIN: 'localhost', XMPP_TABLE: tableName, XMPP_DYNAMODB_ENDPOINT: endpoint });
+  const config = loadConfig({ XMPP_DOMAIN: 'localhost', XMPP_TABLE: tableName, XMPP_DYNAMODB_ENDPOINT: endpoint, ...env });
   const sender = new RecordingSender();
   const crash = crashingClient(endpoint);
   const store = new DynamoStore({ tableName, client: crash.client });
@@ -99,6 +99,8 @@ export class Connection {
   constructor(
     readonly h: Harness,
     readonly id = `c${randomBytes(6).toString('base64url')}`,
+    /** The client's address, as API Gateway passes it with each frame. */
+    readonly sourceIp?: string,
   ) {}
 
   private server(instance?: number): XmppServer {
@@ -108,13 +110,13 @@ export class Connection {
 
   frame(text: string, instance?: number): Promise<ConnectionState | undefined> {
     this.last = { id: `${this.id}-m${this.seq++}`, text, receivedAt: Date.now() };
-    return this.server(instance).handleFrame(this.id, text, { id: this.last.id, receivedAt: this.last.receivedAt });
+    return this.server(instance).handleFrame(this.id, text, { id: this.last.id, receivedAt: this.last.receivedAt, sourceIp: this.sourceIp });
   }
 
   /** SQS hands the same record (same message id) to an instance again. */
   redeliver(instance?: number): Promise<ConnectionState | undefined> {
     const { id, text, receivedAt } = this.last!;
-    return this.server(instance).handleFrame(this.id, text, { id, receivedAt });
+    return this.server(instance).handleFrame(this.id, text, { id, receivedAt, sourceIp: this.sourceIp });
   }
 
   disconnect(instance?: number): Promise<void> {
