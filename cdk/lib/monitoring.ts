@@ -9,6 +9,7 @@ import * as subscriptions from 'aws-cdk-lib/aws-sns-subscriptions';
 import type * as sqs from 'aws-cdk-lib/aws-sqs';
 import { Construct } from 'constructs';
 import type { XmppFederation } from './federation.ts';
+import { LOGIN_REFUSED } from '../../shared/sasl/auth-limits.ts';
 
 export interface XmppMonitoringProps {
   readonly apiId: string;
@@ -79,6 +80,16 @@ export class XmppMonitoring extends Construct {
     });
     const streamErrorLogsMetric = streamErrorLogs.metric({ period: fiveMinutes, statistic: 'Sum' });
     alarm('StreamErrorLogsAlarm', streamErrorLogsMetric, 10, 'Stream Lambda: 10 or more ERROR log lines in 5 minutes (e.g. @connections or DynamoDB failures)');
+
+    // Password guessing: each login refused by the brute-force limits logs one line (shared/sasl/auth-limits.ts).
+    const refusedLogins = new logs.MetricFilter(this, 'RefusedLogins', {
+      logGroup: props.streamLogGroup,
+      filterPattern: logs.FilterPattern.stringValue('$.message', '=', LOGIN_REFUSED),
+      metricNamespace: METRIC_NAMESPACE,
+      metricName: 'RefusedLogins',
+      metricValue: '1',
+    });
+    alarm('RefusedLoginsAlarm', refusedLogins.metric({ period: fiveMinutes, statistic: 'Sum' }), 20, 'Logins refused after too many failed attempts: 20 or more in 5 minutes (password guessing)');
 
     // Queues
     alarm('DeadLetters', props.deadLetterQueue.metricApproximateNumberOfMessagesVisible({ period: fiveMinutes, statistic: 'Maximum' }), 1, 'Frames the stream Lambda failed to process repeatedly are in the dead-letter queue');

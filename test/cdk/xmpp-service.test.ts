@@ -6,6 +6,7 @@ import { Match } from 'aws-cdk-lib/assertions';
 import { TABLE_ACTIONS, XmppService, validateDomain } from '../../cdk/lib/xmpp-service.ts';
 import { sqsSendMessageTemplate } from '../../cdk/lib/sqs-integration.ts';
 import { DISCONNECT_BODY, EVENT_ATTRIBUTES } from '../../shared/transport/events.ts';
+import { LOGIN_REFUSED } from '../../shared/sasl/auth-limits.ts';
 import {
   FIXTURE_ENTRIES,
   actions,
@@ -414,6 +415,14 @@ describe('operations', () => {
     expect(text(dlq.Dimensions)).toContain(logicalId(base, 'AWS::SQS::Queue', 'XmppDeadLetterQueue'));
     expect(dlq).toMatchObject({ Threshold: 1, ComparisonOperator: 'GreaterThanOrEqualToThreshold' });
     for (const a of alarms) expect(a.AlarmActions).toHaveLength(1);
+  });
+
+  it('counts logins refused by the brute-force limits from the stream log and alarms on a burst', () => {
+    const filters = resourcesOfType(base, 'AWS::Logs::MetricFilter').map(([, f]) => f.Properties!);
+    const refused = filters.find((f) => text(f.MetricTransformations).includes('RefusedLogins'))!;
+    expect(refused.FilterPattern).toBe(`{ $.message = "${LOGIN_REFUSED}" }`);
+    const alarms = resourcesOfType(base, 'AWS::CloudWatch::Alarm').map(([, a]) => a.Properties!);
+    expect(alarms.filter((a) => a.MetricName === 'RefusedLogins')).toEqual([expect.objectContaining({ Threshold: 20 })]);
   });
 
   it('adds federation alarms, an e-mail subscription and the dashboard', () => {
