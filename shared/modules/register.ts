@@ -1,6 +1,7 @@
 /**
  * XEP-0077 in-band registration: account creation before authentication (only when registration is
- * enabled), and password change and account removal for a logged-in user (always).
+ * enabled), and password change (which logs the account's other sessions out) and account removal
+ * for a logged-in user (always).
  */
 import { makeCredentials } from '../accounts.ts';
 import { StanzaError, StreamError } from '../errors.ts';
@@ -74,6 +75,12 @@ export const registerModule: XmppModule = {
       if (username && username.toLowerCase() !== from.local) throw new StanzaError('bad-request', 'username does not match');
       const credentials = makeCredentials(checkPassword(payload.getChildText('password')), server.config.scramIterations);
       await server.store.setCredentials(from.bare, credentials);
+      // Whoever logged in with the old password is logged out (as Prosody does): a changed password
+      // is often a taken-over account being recovered. The session that changed it stays.
+      const changed = new StreamError('reset', 'the password of this account was changed; log in again');
+      for (const s of (await server.store.getUserRoute(from.bare)).sessions) {
+        if (s.connectionId !== session.id) await server.sessions.closeOther(s.connectionId, changed);
+      }
     });
   },
 };

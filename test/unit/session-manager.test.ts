@@ -183,6 +183,32 @@ describe('session records', () => {
   });
 });
 
+describe('password change', () => {
+  it("logs the account's other sessions out (stream error reset), keeps the one that changed it, and only the new password works", async () => {
+    const [alice, bob] = await users('alice', 'bob');
+    await befriend(h, alice!, bob!);
+    const b = new Connection(h);
+    await b.online(bob!, 'secret', 'desk');
+    const phone = new Connection(h);
+    const laptop = new Connection(h);
+    await phone.online(alice!, 'secret', 'phone');
+    await laptop.online(alice!, 'secret', 'laptop');
+    await phone.frame(`<iq type="set" id="pw" xmlns="jabber:client"><query xmlns="jabber:iq:register"><username>${alice!.split('@')[0]}</username><password>n3w</password></query></iq>`);
+    expect(phone.posts('id="pw"')[0]).toContain('type="result"');
+    expect(laptop.posts('<reset')).toHaveLength(1);
+    expect(h.sender.closed).toContain(laptop.id);
+    expect(h.sender.closed).not.toContain(phone.id);
+    expect(b.posts(new RegExp(`from="${alice}/laptop"[^>]*type="unavailable"|type="unavailable"[^>]*from="${alice}/laptop"`))).toHaveLength(1);
+    expect((await h.store.getUserRoute(alice!)).sessions.map((s) => s.resource)).toEqual(['phone']);
+    const old = new Connection(h);
+    await old.login(alice!, 'secret', 'tablet');
+    expect(old.posts('<not-authorized/>')).toHaveLength(1);
+    const fresh = new Connection(h);
+    await fresh.login(alice!, 'n3w', 'tablet');
+    expect(fresh.posts('<success')).toHaveLength(1);
+  });
+});
+
 describe('a recipient whose socket is gone (410)', () => {
   it('gets the message from offline storage at the next login, not never', async () => {
     const [alice, bob] = await users('alice', 'bob');
