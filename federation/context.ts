@@ -34,6 +34,11 @@ export const DEFAULT_TIMING: S2sTiming = {
   idleCloseMs: 600_000,
 };
 
+/** Whether a peer domain must prove itself with a valid certificate (see S2sContext.secureAuth). */
+export function secureAuthFor(ctx: Pick<S2sContext, 'secureAuth' | 'insecureDomains'>, domain: string): boolean {
+  return ctx.secureAuth && !ctx.insecureDomains.has(domain.toLowerCase());
+}
+
 export interface S2sContext {
   /** The main domain served. */
   domain: string;
@@ -45,6 +50,14 @@ export interface S2sContext {
   tls?: TlsCredentials;
   /** Refuse plaintext streams (inbound and outbound). Default: on when there is a certificate. */
   requireTls: boolean;
+  /**
+   * Authenticate every peer by a certificate valid for its domain (Prosody's s2s_secure_auth):
+   * outbound links to a server whose certificate does not verify are not used, and inbound dialback
+   * is accepted only over TLS with a certificate valid for the claimed domain. Dialback alone (DNS
+   * trust) remains for `insecureDomains`.
+   */
+  secureAuth: boolean;
+  insecureDomains: Set<string>;
   routes: Map<string, Target>;
   dns?: Dns;
   limits: XmlLimits;

@@ -21,7 +21,7 @@ import {
   parserStreamError,
   streamHeader,
 } from './connection.ts';
-import type { S2sContext } from './context.ts';
+import { secureAuthFor, type S2sContext } from './context.ts';
 import { verifyDialbackKey } from './dialback.ts';
 import type { VerifyResult } from './outbound.ts';
 import { STANZA_NAMES, toCore } from './stanzas.ts';
@@ -162,6 +162,11 @@ export class InboundStream {
     if (!plausibleDomain(from) || !to) throw new StreamError('improper-addressing', 'db:result needs from and to');
     if (!this.ctx.isOurDomain(to)) return reply('error', new StanzaError('item-not-found'));
     if (this.ctx.requireTls && !this.conn.secure) return reply('error', new StanzaError('policy-violation', 'TLS is required'));
+    // Secure authentication: dialback only adds the DNS check to a certificate already valid for the domain.
+    if (secureAuthFor(this.ctx, from) && !(this.conn.secure && certificateValidFor(this.conn.socket as tls.TLSSocket, from, this.ctx.tls?.ca))) {
+      this.ctx.log.info('s2s inbound: dialback refused, no valid certificate (secure authentication)', { peer: from });
+      return reply('error', new StanzaError('not-authorized', `a certificate valid for ${from} is required here`));
+    }
     const pair = `${from} ${to}`;
     if (this.authenticated.has(pair)) return reply('valid');
     const result = await this.hooks.verify(to, from, this.streamId, el.getText());

@@ -24,7 +24,7 @@ import {
   describeStreamError,
   streamHeader,
 } from './connection.ts';
-import type { S2sContext } from './context.ts';
+import { secureAuthFor, type S2sContext } from './context.ts';
 import { dialbackKey } from './dialback.ts';
 import { DomainNotFoundError, resolveTargets, type Target } from './resolve.ts';
 import { onWire } from './stanzas.ts';
@@ -190,6 +190,7 @@ export class OutgoingLink {
       return this.retryLater((err as Error).message);
     }
     let lastError = 'no target';
+    let refused = 0;
     for (const target of targets) {
       try {
         await this.open(target);
@@ -201,9 +202,16 @@ export class OutgoingLink {
         return;
       } catch (err) {
         lastError = (err as Error).message;
+        if (err instanceof SecureAuthError) refused++;
         this.ctx.log.info('s2s connection attempt failed', { local: this.local, remote: this.remote, target: `${target.host}:${target.port}`, error: lastError });
         this.dropConnection();
       }
+    }
+    if (refused > 0 && refused === targets.length) {
+      // Not a passing fault: what waits is bounced now; the next stanza tries again (a certificate may be fixed).
+      this.state = 'idle';
+      this.fail(new StanzaError('remote-server-not-found', lastError));
+      return;
     }
     this.retryLater(lastError);
   }
@@ -251,7 +259,12 @@ export class OutgoingLink {
       }
       if (conn.secure && !this.certificateValid) {
         const error = (conn.socket as tls.TLSSocket).authorizationError;
+        if (secureAuthFor(ctx, this.remote)) {
+          throw new SecureAuthError(`${this.remote} could not be authenticated: its certificate is not valid for it (${String(error ?? 'name mismatch')}) and secure authentication is required`);
+        }
         ctx.log.info('s2s: peer certificate not valid for its domain: dialback only', { remote: this.remote, error: String(error ?? 'name mismatch') });
+      } else if (!conn.secure && secureAuthFor(ctx, this.remote)) {
+        throw new SecureAuthError(`${this.remote} offers no TLS and secure authentication is required`);
       }
       this.canVerify = true;
       this.flushVerifies();
@@ -434,6 +447,9 @@ export class OutgoingLink {
     );
   }
 }
+
+/** The peer could not be authenticated as secure authentication requires (not retried). */
+class SecureAuthError extends Error {}
 
 function describe(event: { kind: string; reason?: string; error?: Error }): string {
   return event.kind === 'end' ? `connection closed (${event.reason ?? ''})` : event.kind === 'error' ? `XML error (${event.error?.message})` : event.kind;

@@ -47,6 +47,10 @@ export interface FederationOptions {
   tls?: TlsCredentials;
   /** Refuse plaintext server-to-server streams; default: on when there is a certificate. */
   requireTls?: boolean;
+  /** Peers must authenticate with a valid certificate (XMPP_S2S_SECURE_AUTH; default off, on in the cloud). */
+  secureAuth?: boolean;
+  /** Domains still accepted with dialback alone when secureAuth is on (XMPP_S2S_INSECURE_DOMAINS). */
+  insecureDomains?: string[];
   routes?: Map<string, Target>;
   dns?: Dns;
   timing?: Partial<S2sTiming>;
@@ -224,6 +228,8 @@ export async function startFederation(options: FederationOptions): Promise<Feder
     secret: options.dialbackSecret,
     tls: options.tls,
     requireTls: options.requireTls ?? options.tls !== undefined,
+    secureAuth: options.secureAuth ?? false,
+    insecureDomains: new Set((options.insecureDomains ?? []).map((d) => d.toLowerCase())),
     routes: options.routes ?? new Map(),
     dns: options.dns,
     limits: { ...DEFAULT_XML_LIMITS, maxBytes: config.maxFrameBytes },

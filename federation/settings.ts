@@ -14,6 +14,8 @@ export interface FederationSettings {
   routes: Map<string, Target>;
   tls?: TlsCredentials;
   requireTls?: boolean;
+  secureAuth?: boolean;
+  insecureDomains?: string[];
   timing: Partial<S2sTiming>;
 }
 
@@ -49,6 +51,8 @@ export function federationSettingsFromEnv(env: NodeJS.ProcessEnv): FederationSet
     routes: parseRoutes(env.XMPP_S2S_ROUTES),
     tls: tlsFromSecret(env.XMPP_TLS_SECRET) ?? tlsFromFiles(env.XMPP_TLS_CERT_FILE, env.XMPP_TLS_KEY_FILE),
     requireTls,
+    secureAuth: env.XMPP_S2S_SECURE_AUTH ? /^(1|true|yes|on)$/i.test(env.XMPP_S2S_SECURE_AUTH) : undefined,
+    insecureDomains: env.XMPP_S2S_INSECURE_DOMAINS ? env.XMPP_S2S_INSECURE_DOMAINS.split(',').map((d) => d.trim()).filter(Boolean) : undefined,
     timing,
   };
 }

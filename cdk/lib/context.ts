@@ -27,6 +27,7 @@ export const CONTEXT_KEYS = [
   'throttleBurst',
   'webClient',
   'uploads',
+  's2sInsecureDomains',
 ] as const;
 
 export const DEFAULT_STACK_NAME = 'Xmpp';
@@ -110,6 +111,7 @@ export function servicePropsFromContext(read: ContextReader): XmppServiceProps {
     domain,
     federation: bool(read, 'federation'),
     componentListener: bool(read, 'components'),
+    s2sInsecureDomains: str(read, 's2sInsecureDomains')?.split(',').map((d) => d.trim()).filter(Boolean),
     federationAzs: int(read, 'federationAzs'),
     registration: bool(read, 'registration'),
     customDomain: customDomainName && certificateArn

@@ -46,6 +46,8 @@ export interface XmppFederationProps {
   readonly grantCore: (grantee: iam.IGrantable) => void;
   /** Open the XEP-0114 component listener on 5347. */
   readonly componentListener: boolean;
+  /** Peers accepted with dialback alone; every other must present a certificate valid for its domain. */
+  readonly insecureDomains: string[];
   /** Availability zones for the VPC and the NLB (each AZ adds one NLB public IPv4 address). */
   readonly maxAzs: number;
   readonly logRetention: logs.RetentionDays;
@@ -179,6 +181,10 @@ export class XmppFederation extends Construct {
         XMPP_BIND: '0.0.0.0',
         XMPP_S2S_PORT: String(FEDERATION_PORTS.s2s),
         XMPP_S2S_DIRECT_TLS_PORT: String(FEDERATION_PORTS.s2sDirectTls),
+        // Outbound TLS is verified and unverified peers are refused (issue 13): on the public network
+        // an on-path attacker could otherwise read and impersonate both sides of a dialback link.
+        XMPP_S2S_SECURE_AUTH: 'true',
+        ...(props.insecureDomains.length ? { XMPP_S2S_INSECURE_DOMAINS: props.insecureDomains.join(',') } : {}),
         ...(props.componentListener ? { XMPP_COMPONENT_PORT: String(FEDERATION_PORTS.component) } : {}),
       },
       secrets: {

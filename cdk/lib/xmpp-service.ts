@@ -54,6 +54,12 @@ export interface XmppServiceProps {
    */
   readonly componentListener?: boolean;
   /**
+   * Federation authenticates every peer by a certificate valid for its domain (secure auth); these
+   * domains are still accepted with dialback alone (Prosody's s2s_insecure_domains).
+   * @default none
+   */
+  readonly s2sInsecureDomains?: string[];
+  /**
    * Availability zones of the federation VPC and NLB (each one adds a public IPv4 address, $3.65/month).
    * @default 2
    */
@@ -395,6 +401,7 @@ export class XmppService extends Construct {
         environment: coreEnvironment,
         grantCore,
         componentListener: props.componentListener ?? false,
+        insecureDomains: props.s2sInsecureDomains ?? [],
         maxAzs: federationAzs,
         logRetention,
         removalPolicy,

@@ -44,6 +44,7 @@ beforeAll(() => {
   full = synth({
     federation: true,
     componentListener: true,
+    s2sInsecureDomains: ['legacy.example.net'],
     registration: true,
     tracing: true,
     removalPolicy: RemovalPolicy.DESTROY,
@@ -368,6 +369,9 @@ describe('federation', () => {
       XMPP_BIND: '0.0.0.0',
       XMPP_S2S_PORT: '5269',
       XMPP_COMPONENT_PORT: '5347',
+      // Peers must present a certificate valid for their domain, but for the listed exceptions.
+      XMPP_S2S_SECURE_AUTH: 'true',
+      XMPP_S2S_INSECURE_DOMAINS: 'legacy.example.net',
       XMPP_S2S_QUEUE_URL: { Ref: logicalId(full, 'AWS::SQS::Queue', 'XmppFederationS2sQueue') },
     });
     expect(container.PortMappings.map((p: { ContainerPort: number }) => p.ContainerPort).sort()).toEqual([5269, 5270, 5347]);

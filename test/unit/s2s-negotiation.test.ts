@@ -27,7 +27,12 @@ interface Side {
   bounced: { stanza: Element; error: StanzaError }[];
 }
 
-async function side(domain: string, tls: TlsCredentials | undefined, secret = `${domain}-secret`): Promise<Side> {
+async function side(
+  domain: string,
+  tls: TlsCredentials | undefined,
+  secret = `${domain}-secret`,
+  secure: { secureAuth?: boolean; insecureDomains?: string[] } = {},
+): Promise<Side> {
   const received: Side['received'] = [];
   const bounced: Side['bounced'] = [];
   const ctx: S2sContext = {
@@ -36,6 +41,8 @@ async function side(domain: string, tls: TlsCredentials | undefined, secret = `$
     secret,
     tls,
     requireTls: tls !== undefined,
+    secureAuth: secure.secureAuth ?? false,
+    insecureDomains: new Set(secure.insecureDomains ?? []),
     routes,
     limits: DEFAULT_XML_LIMITS,
     timing: { ...DEFAULT_TIMING, connectTimeoutMs: 5000, queueTimeoutMs: 3000, backoffMinMs: 100, backoffMaxMs: 200 },
@@ -125,6 +132,48 @@ describe('server-to-server negotiation', () => {
     expect(b.received).toEqual([]);
     expect(impostor.bounced[0]!.error.condition).toBe('remote-server-timeout');
     expect(real.received).toEqual([]);
+  });
+});
+
+describe('secure authentication (like Prosody s2s_secure_auth)', () => {
+  const ca = generateCertificate('Test CA', { ca: true });
+  const trusted = async (d: string) => ({ ...(await generateCertificate(d, { issuer: await ca })), ca: [(await ca).cert] });
+
+  it('does not use a link to a peer whose certificate does not verify: the stanza bounces at once, with the reason', async () => {
+    const a = await side('a.test', await trusted('a.test'), undefined, { secureAuth: true });
+    const b = await side('b.test', await generateCertificate('b.test')); // self-signed: dialback only
+    await expect(a.router.deliver(chat('alice@a.test/x', 'bob@b.test', 'not to an impostor'))).resolves.toBe('bounced');
+    expect(b.received).toEqual([]);
+    expect(a.bounced[0]!.error.condition).toBe('remote-server-not-found');
+    expect(a.bounced[0]!.error.text).toMatch(/b\.test could not be authenticated: its certificate is not valid/);
+  });
+
+  it('refuses inbound dialback from a peer without a certificate valid for its domain', async () => {
+    const a = await side('a.test', await trusted('a.test'), undefined, { secureAuth: true });
+    const b = await side('b.test', await generateCertificate('b.test'));
+    await expect(b.router.deliver(chat('bob@b.test/x', 'alice@a.test', 'forged?'))).resolves.toBe('bounced');
+    expect(a.received).toEqual([]);
+  });
+
+  it('still accepts dialback from a domain listed as an exception, both ways', async () => {
+    const a = await side('a.test', await trusted('a.test'), undefined, { secureAuth: true, insecureDomains: ['b.test'] });
+    const b = await side('b.test', await generateCertificate('b.test'));
+    await expect(a.router.deliver(chat('alice@a.test/x', 'bob@b.test', 'to b'))).resolves.toBe('sent');
+    await until(() => b.received[0], 'stanza at b');
+    await expect(b.router.deliver(chat('bob@b.test/x', 'alice@a.test', 'to a'))).resolves.toBe('sent');
+    await until(() => a.received[0], 'stanza at a');
+    expect(a.router.link('a.test', 'b.test').auth).toBe('dialback');
+  });
+
+  it('authenticates peers with valid certificates as usual (SASL EXTERNAL both ways)', async () => {
+    const a = await side('a.test', await trusted('a.test'), undefined, { secureAuth: true });
+    const b = await side('b.test', await trusted('b.test'), undefined, { secureAuth: true });
+    await a.router.deliver(chat('alice@a.test/x', 'bob@b.test', 'verified'));
+    await until(() => b.received[0], 'stanza at b');
+    await b.router.deliver(chat('bob@b.test/x', 'alice@a.test', 'verified back'));
+    await until(() => a.received[0], 'stanza at a');
+    expect(a.router.link('a.test', 'b.test').auth).toBe('sasl-external');
+    expect(b.router.link('b.test', 'a.test').auth).toBe('sasl-external');
   });
 });
 

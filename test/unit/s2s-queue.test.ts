@@ -56,6 +56,8 @@ describe('federation service ← s2s queue', () => {
       isOurDomain: (d) => d === 'home.test',
       secret: 's',
       requireTls: false,
+    secureAuth: false,
+    insecureDomains: new Set(),
       routes: new Map(),
       dns: {
         resolveSrv: async () => Promise.reject(Object.assign(new Error('none'), { code: 'ENOTFOUND' })),
