@@ -126,9 +126,14 @@ export async function startLoginAttempt(db: TableAccess, limits: AuthLimits, use
   };
 }
 
+/** Loopback (the machine itself: scripts, the bench, the local stack) is not limited, as in Prosody's mod_register_limits. */
+function isLoopback(ip: string): boolean {
+  return ipaddr.isValid(ip) && ipaddr.process(ip).range() === 'loopback';
+}
+
 function registrationSubjects(): AttemptSubject[] {
   const ip = frameSourceIp();
-  return ip ? [{ kind: 'register-source', subject: bounded(sourceSubject(ip)) }] : [];
+  return ip && !isLoopback(ip) ? [{ kind: 'register-source', subject: bounded(sourceSubject(ip)) }] : [];
 }
 
 /**

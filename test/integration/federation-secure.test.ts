@@ -22,7 +22,8 @@ beforeAll(async () => {
     peer: PEER,
     homeUser: 'juliet',
     peerUser: 'romeo',
-    federation: { tls: { ...(await generateCertificate(HOME, { issuer: ca })), ca: [ca.cert] } },
+    // Secure authentication on our side too: the link must be verified both ways.
+    federation: { tls: { ...(await generateCertificate(HOME, { issuer: ca })), ca: [ca.cert] }, secureAuth: true },
     prosody: { certificate: await generateCertificate(PEER, { issuer: ca }), trust: ca.cert, secureAuth: true },
   });
 });

@@ -144,4 +144,9 @@ describe('in-band registration per source address', () => {
     expect(await h.store.getAccount(`new${n}c@localhost`)).toBeUndefined();
     expect(await register(`new${n}c`, '10.0.7.2')).toContain('type="result"');
   });
+
+  it('does not limit the machine itself (loopback: scripts, the bench)', async () => {
+    n += 1;
+    for (const [i, ip] of ['127.0.0.1', '127.0.0.1', '127.0.0.1', '::1'].entries()) expect(await register(`local${n}x${i}`, ip)).toContain('type="result"');
+  });
 });
