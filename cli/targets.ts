@@ -15,6 +15,10 @@ export interface Target {
   domain: string;
   tableName: string;
   endpoint?: string;
+  /** The @connections endpoint, when sockets can be open (a running stack): account removal tells them. */
+  connectionsEndpoint?: string;
+  /** The outbound federation queue (a deployed stack with federation): contacts elsewhere are told too. */
+  s2sQueueUrl?: string;
   close(): Promise<void>;
 }
 
@@ -36,7 +40,7 @@ export async function openLocalTarget(): Promise<Target> {
   process.env.AWS_ACCESS_KEY_ID ??= 'local';
   process.env.AWS_SECRET_ACCESS_KEY ??= 'local';
   const running = readLocalStackInfo(dataDir);
-  if (running) return { domain: running.domain, tableName: running.tableName, endpoint: running.dynamoEndpoint, close: async () => {} };
+  if (running) return { domain: running.domain, tableName: running.tableName, endpoint: running.dynamoEndpoint, connectionsEndpoint: running.connectionsEndpoint, close: async () => {} };
   const tableName = process.env.XMPP_TABLE || 'xmpp';
   const db = await startDynamoDbLocal({ dataDir });
   await ensureTable(localDynamoClient(db.endpoint), tableName);
@@ -51,5 +55,5 @@ export async function openStackTarget(stackName: string, region?: string): Promi
   const domain = outputs.get('Domain');
   if (!tableName || !domain) throw new Error(`stack ${stackName} has no TableName/Domain outputs; is it an XMPP stack?`);
   if (region) process.env.AWS_REGION = region;
-  return { domain, tableName, close: async () => {} };
+  return { domain, tableName, connectionsEndpoint: outputs.get('ConnectionsEndpoint'), s2sQueueUrl: outputs.get('S2sQueueUrl'), close: async () => {} };
 }

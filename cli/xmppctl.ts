@@ -12,6 +12,8 @@ import { makeCredentials } from '../shared/accounts.ts';
 import { loadConfig } from '../shared/config.ts';
 import { JidError, parseJid } from '../shared/jid.ts';
 import { DynamoStore } from '../shared/storage/dynamo-store.ts';
+import { createServer } from '../shared/core/create.ts';
+import { removeAccount } from '../shared/core/account-removal.ts';
 import { openLocalTarget, openStackTarget, type Target } from './targets.ts';
 
 const USAGE = `usage: xmppctl [--stack NAME] [--region REGION] <command>
@@ -77,7 +79,20 @@ async function run(argv: string[]): Promise<number> {
       }
       case 'user delete': {
         const bare = accountJid(args[0], target.domain);
-        if (!(await store.deleteAccount(bare))) throw new CommandError(`${bare} does not exist`);
+        if (!(await store.getAccount(bare))) throw new CommandError(`${bare} does not exist`);
+        // Through the core, as XEP-0077 removal: sessions end, contacts and rooms are told, and the
+        // user is taken out of other users' data (docs/security.md, "Account removal").
+        const config = loadConfig({
+          ...process.env,
+          XMPP_DOMAIN: target.domain,
+          XMPP_TABLE: target.tableName,
+          XMPP_DYNAMODB_ENDPOINT: target.endpoint ?? '',
+          XMPP_CONNECTIONS_ENDPOINT: target.connectionsEndpoint ?? '',
+          XMPP_S2S_QUEUE_URL: target.s2sQueueUrl ?? '',
+        });
+        // Without a running stack no socket is open: every post finds its connection gone.
+        const server = createServer(config, target.connectionsEndpoint ? {} : { sender: { send: async () => false, close: async () => {} } });
+        if (!(await removeAccount(server, bare))) throw new CommandError(`${bare} does not exist`);
         console.log(`deleted ${bare}`);
         return 0;
       }

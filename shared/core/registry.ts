@@ -90,6 +90,13 @@ export interface DiscoIdentity {
   name?: string;
 }
 
+/**
+ * An account is being removed (its sessions have ended, the account item still exists): a module
+ * takes the user out of other users' data it keeps (subscriptions, room affiliations, node
+ * affiliations), so whoever registers the same name later inherits none of it.
+ */
+export type AccountRemovalHook = (event: { server: XmppServer; bare: string }) => Promise<void>;
+
 /** Receives every stanza addressed to a hosted domain (`from` is stamped). */
 export type HostHandler = (event: StanzaEvent & { to: Jid }) => Promise<void>;
 
@@ -102,6 +109,8 @@ export interface Registry {
   preAuthIq(namespace: string, handler: IqHandler): void;
   hook(name: HookName, hook: StanzaHook, priority?: number): void;
   onSession(name: SessionHookName, hook: (event: SessionEvent) => Promise<void>): void;
+  /** Runs when an account is removed (see AccountRemovalHook). */
+  onAccountRemoval(hook: AccountRemovalHook): void;
   /**
    * Serves a whole domain, e.g. `conference.<domain>` for group chat: every stanza addressed to it
    * (or to a JID at it) goes to `handler` instead of federation.

@@ -14,6 +14,7 @@ import { journaledSender } from '../transport/journaled-sender.ts';
 import type { ConnectionSender } from '../transport/connections.ts';
 import { Element, NS, x } from '../xml/element.ts';
 import type {
+  AccountRemovalHook,
   DiscoIdentity,
   HookName,
   HostHandler,
@@ -61,6 +62,7 @@ export class XmppServer implements Registry {
   private readonly preAuthIqHandlers = new Map<string, IqHandler>();
   private readonly hooks = new Map<HookName, { hook: StanzaHook; priority: number }[]>();
   private readonly sessionHooks = new Map<SessionHookName, ((e: SessionEvent) => Promise<void>)[]>();
+  private readonly accountRemovalHooks: AccountRemovalHook[] = [];
   readonly sessions: SessionManager;
   /** Domains served by modules (e.g. conference.<domain>), with their disco#items identity. */
   readonly hostedDomains = new Map<string, { handler: HostHandler; disco?: { name: string; category: string; type: string } }>();
@@ -90,6 +92,14 @@ export class XmppServer implements Registry {
     list.push({ hook, priority });
     list.sort((a, b) => b.priority - a.priority);
     this.hooks.set(name, list);
+  }
+
+  onAccountRemoval(hook: AccountRemovalHook): void {
+    this.accountRemovalHooks.push(hook);
+  }
+
+  async runAccountRemovalHooks(bare: string): Promise<void> {
+    for (const hook of this.accountRemovalHooks) await hook({ server: this, bare });
   }
 
   onSession(name: SessionHookName, hook: (event: SessionEvent) => Promise<void>): void {

@@ -26,6 +26,7 @@ export const mucModule: XmppModule = {
       if (!replaced) await serviceFor(server, domain).sessionEnded(session);
     });
     reg.onSession('session/released', ({ server, session }) => serviceFor(server, domain).sessionEnded(session));
+    reg.onAccountRemoval(({ server, bare }) => serviceFor(server, domain).accountRemoved(bare));
     // Unavailable broadcast presence also reaches the rooms the session is in (RFC 6121 §4.6.3).
     reg.hook(
       'presence',

@@ -315,6 +315,18 @@ export const presenceModule: XmppModule = {
     reg.onSession('session/ended', async ({ server, session }) => {
       if (session.state.available) await broadcast(server, session, x('presence', { xmlns: NS.CLIENT, type: 'unavailable', from: session.jid.toString() }));
     });
+    // A removed account cancels its subscriptions both ways (as removing each roster item would), and
+    // local contacts' pre-approvals of it go: a new account of the same name starts as a stranger.
+    reg.onAccountRemoval(async ({ server, bare }) => {
+      const user = parseJid(bare);
+      for (const item of await server.store.getRoster(bare)) {
+        await unsubscribeOnRemove(server, user, item);
+        const contact = parseJid(item.jid);
+        if (!server.isLocalDomain(contact.domain) || !contact.local) continue;
+        const theirs = await server.store.getRosterItem(contact.bare, bare);
+        if (theirs?.approved) await saveRosterItem(server, contact.bare, { ...theirs, approved: undefined });
+      }
+    });
     // Pending subscription requests are re-delivered at each login (RFC 6121 §3.1.3).
     reg.onSession('session/available', async ({ server, session }) => {
       for (const { from, xml } of await server.store.listPendingSubscriptions(session.bare)) {

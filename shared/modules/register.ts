@@ -10,6 +10,7 @@ import type { XmppModule } from '../core/registry.ts';
 import { NS, x } from '../xml/element.ts';
 import { log } from '../log.ts';
 import { startRegistration } from '../sasl/auth-limits.ts';
+import { removeAccount } from '../core/account-removal.ts';
 
 const MAX_PASSWORD_LENGTH = 1024;
 
@@ -59,17 +60,10 @@ export const registerModule: XmppModule = {
         return x('query', { xmlns: NS.REGISTER }, x('registered'), x('username', {}, from.local));
       }
       if (payload.getChild('remove')) {
-        // Every session ends first, while contacts and rooms can still be told it left (the hooks
-        // read the roster and the account): the other connections, then this one.
-        const removed = new StreamError('not-authorized', 'account removed');
-        for (const s of (await server.store.getUserRoute(from.bare)).sessions) {
-          if (s.connectionId !== session.id) await server.sessions.closeOther(s.connectionId, removed);
-        }
-        await server.sessions.leave(session);
-        await server.store.deleteAccount(from.bare);
+        await removeAccount(server, from.bare, session);
         // Answer, then close this stream (XEP-0077 §3.2).
         await session.send(x('iq', { xmlns: NS.CLIENT, type: 'result', id: payload.parent?.attrs.id, to: from.toString() }));
-        throw removed;
+        throw new StreamError('not-authorized', 'account removed');
       }
       const username = payload.getChildText('username');
       if (username && username.toLowerCase() !== from.local) throw new StanzaError('bad-request', 'username does not match');

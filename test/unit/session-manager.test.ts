@@ -6,6 +6,8 @@
 import { beforeEach, describe, expect, it } from 'vitest';
 import ScramClient from 'sasl-scram-sha-1';
 import { ArchiveStore } from '../../shared/storage/archive-store.ts';
+import { MucStore } from '../../shared/storage/muc-store.ts';
+import { PepStore } from '../../shared/storage/pep-store.ts';
 import { addAccount, befriend, Connection, startHarness, type Harness } from './handler-harness.ts';
 
 let h: Harness;
@@ -180,6 +182,48 @@ describe('session records', () => {
     expect(h.sender.closed).toEqual(expect.arrayContaining([phone.id, laptop.id]));
     expect(await h.store.getAccount(alice!)).toBeUndefined();
     expect((await h.store.getUserRoute(alice!)).sessions).toEqual([]);
+  });
+});
+
+describe('account removal', () => {
+  it('leaves nothing to a later account of the same name: subscriptions, pre-approvals, room and node affiliations', async () => {
+    const [alice, bob, carol] = await users('alice', 'bob', 'carol');
+    await befriend(h, alice!, bob!);
+    // Carol pre-approved Bob's subscription (RFC 6121 §3.4), and Bob has her in his roster.
+    await h.store.putRosterItem(carol!, { jid: bob!, groups: [], subscription: 'none', approved: true });
+    await h.store.putRosterItem(bob!, { jid: carol!, groups: [], subscription: 'none' });
+    const a = new Connection(h);
+    await a.online(alice!, 'secret', 'desk');
+    // Alice owns a room where Bob is a member, and a PEP node whose whitelist names Bob.
+    const room = `club${n}@conference.localhost`;
+    await a.frame(`<presence xmlns="jabber:client" to="${room}/alice"/>`);
+    await a.frame(`<iq xmlns="jabber:client" type="set" id="aff" to="${room}"><query xmlns="http://jabber.org/protocol/muc#admin"><item affiliation="member" jid="${bob}"/></query></iq>`);
+    expect(a.posts('id="aff"')[0]).toContain('type="result"');
+    await a.frame('<iq xmlns="jabber:client" type="set" id="pub"><pubsub xmlns="http://jabber.org/protocol/pubsub"><publish node="diary"><item id="1"><entry xmlns="urn:test"/></item></publish></pubsub></iq>');
+    await a.frame(`<iq xmlns="jabber:client" type="set" id="paff"><pubsub xmlns="http://jabber.org/protocol/pubsub#owner"><affiliations node="diary"><affiliation jid="${bob}" affiliation="member"/></affiliations></pubsub></iq>`);
+    expect(a.posts('id="paff"')[0]).toContain('type="result"');
+    const muc = new MucStore(h.store.db);
+    const pep = new PepStore(h.store.db);
+    expect(await muc.getAffiliation(room, bob!)).toBe('member');
+    expect((await pep.getNode(alice!, 'diary'))?.affiliations[bob!]).toBe('member');
+
+    const b = new Connection(h);
+    await b.online(bob!, 'secret', 'phone');
+    await b.frame('<iq type="set" id="rm" xmlns="jabber:client"><query xmlns="jabber:iq:register"><remove/></query></iq>');
+    expect(await h.store.getAccount(bob!)).toBeUndefined();
+    // Alice's roster keeps the item (her data) but no subscription; she was told (roster push).
+    expect(await h.store.getRosterItem(alice!, bob!)).toMatchObject({ subscription: 'none' });
+    expect(a.posts(new RegExp(`<item[^>]*jid="${bob}"[^>]*subscription="none"|<item[^>]*subscription="none"[^>]*jid="${bob}"`)).length).toBeGreaterThan(0);
+    expect((await h.store.getRosterItem(carol!, bob!))?.approved).toBeFalsy();
+    expect(await muc.getAffiliation(room, bob!)).toBe('none');
+    expect((await pep.getNode(alice!, 'diary'))?.affiliations[bob!]).toBeUndefined();
+
+    // Someone registers "bob" again: Alice's presence does not reach the newcomer.
+    await addAccount(h, bob!);
+    const newcomer = new Connection(h);
+    await newcomer.online(bob!, 'secret', 'laptop');
+    await a.frame('<presence xmlns="jabber:client"><status>still here</status></presence>');
+    expect(newcomer.posts('still here')).toHaveLength(0);
   });
 });
 

@@ -15,6 +15,7 @@ import { forEachBounded, type XmppServer } from '../../core/server.ts';
 import type { ClientSession } from '../../core/session.ts';
 import { frameNow } from '../../storage/frame-context.ts';
 import { claimOwner } from '../../storage/table-ops.ts';
+import { ReferenceStore } from '../../storage/reference-store.ts';
 import { MucStore, type Affiliation, type Occupant, type OccupantSession, type Role, type Room } from '../../storage/muc-store.ts';
 import type { ArchivedMessage } from '../../storage/archive-store.ts';
 import { readForm, buildForm } from '../../xml/data-form.ts';
@@ -65,12 +66,14 @@ const roomArchive = (room: string) => `room#${room}`;
 
 export class MucService {
   readonly store: MucStore;
+  private readonly references: ReferenceStore;
 
   constructor(
     readonly server: XmppServer,
     readonly domain: string,
   ) {
     this.store = new MucStore(server.store.db);
+    this.references = new ReferenceStore(server.store.db);
   }
 
   // entry points
@@ -87,6 +90,24 @@ export class MucService {
       if (!(err instanceof StanzaError)) throw err;
       await this.replyError(event, err);
     }
+  }
+
+  /**
+   * Sets an affiliation, and for a local user the reference to it among the user's items, so the
+   * account's removal finds it (reference-store.ts). The reference is written first: a crash in
+   * between leaves a reference to nothing, never an affiliation nobody can find.
+   */
+  private async setAffiliation(room: string, bare: string, affiliation: Affiliation, reason?: string): Promise<void> {
+    const jid = tryParseJid(bare);
+    const local = jid?.local && this.server.isLocalDomain(jid.domain);
+    if (local && affiliation !== 'none') await this.references.add(bare, 'muc-affiliation', room);
+    await this.store.setAffiliation(room, bare, affiliation, reason);
+    if (local && affiliation === 'none') await this.references.remove(bare, 'muc-affiliation', room);
+  }
+
+  /** A removed account keeps no affiliation (a new account of the same name is a stranger to the rooms). */
+  async accountRemoved(bare: string): Promise<void> {
+    for (const room of await this.references.list(bare, 'muc-affiliation')) await this.setAffiliation(room, bare, 'none');
   }
 
   /** The session is gone: it leaves every room it was in (XEP-0045 occupants who vanish). */
@@ -303,7 +324,7 @@ export class MucService {
       if (await this.store.createRoom(fresh)) {
         created = true;
         room = fresh;
-        await this.store.setAffiliation(roomJid, from.bare, 'owner');
+        await this.setAffiliation(roomJid, from.bare, 'owner');
         await this.updateDirectory(room);
       } else {
         room = await this.store.getRoom(roomJid);
@@ -625,7 +646,7 @@ export class MucService {
       if (!invitee) throw new StanzaError('jid-malformed', 'the invitation needs a valid "to"');
       // In a members-only room an invitation by an admin makes the invitee a member (§7.8.2).
       if (room.config.membersOnly && AFFILIATION_RANK[affiliation] >= AFFILIATION_RANK.admin) {
-        if ((await this.store.getAffiliation(room.jid, invitee.bare)) === 'none') await this.store.setAffiliation(room.jid, invitee.bare, 'member');
+        if ((await this.store.getAffiliation(room.jid, invitee.bare)) === 'none') await this.setAffiliation(room.jid, invitee.bare, 'member');
       }
       const reason = invite.getChildText('reason');
       const message = x(
@@ -987,7 +1008,7 @@ export class MucService {
   }
 
   private async applyAffiliation(room: Room, occupants: Occupant[], bare: string, affiliation: Affiliation, actor?: string, reason?: string): Promise<Occupant[]> {
-    await this.store.setAffiliation(room.jid, bare, affiliation, reason);
+    await this.setAffiliation(room.jid, bare, affiliation, reason);
     let list = occupants;
     for (const target of occupants.filter((o) => o.bare === bare)) {
       if (affiliation === 'outcast') {

@@ -14,6 +14,7 @@ import type { IqRequest, StanzaEvent, XmppModule } from '../../core/registry.ts'
 import type { XmppServer } from '../../core/server.ts';
 import type { ClientSession } from '../../core/session.ts';
 import type { Affiliation } from '../../storage/pep-store.ts';
+import { ReferenceStore } from '../../storage/reference-store.ts';
 import { Element, NS, x } from '../../xml/element.ts';
 import { parseStored } from '../../xml/stored.ts';
 import {
@@ -305,6 +306,11 @@ async function handleOwner(request: IqRequest): Promise<Element | void> {
         if (jid.bare === owner) throw new StanzaError('not-acceptable', 'the owner stays owner');
         return { jid: jid.bare, affiliation };
       });
+      // Local users named here get a reference among their own items (written first), so removing
+      // their account takes them off this node (reference-store.ts).
+      const references = new ReferenceStore(server.store.db);
+      const isLocal = (bare: string) => server.isLocalDomain(parseJid(bare).domain);
+      for (const c of changes) if (c.affiliation !== 'none' && isLocal(c.jid)) await references.add(c.jid, 'pep-affiliation', pepTarget(owner, node));
       for (let attempt = 0; attempt < 5; attempt++) {
         const rec = await existingNode(request, node);
         const expected = rec.version;
@@ -312,7 +318,10 @@ async function handleOwner(request: IqRequest): Promise<Element | void> {
           if (c.affiliation === 'none') delete rec.affiliations[c.jid];
           else rec.affiliations[c.jid] = c.affiliation;
         }
-        if (await store.putNode(rec, expected)) return;
+        if (await store.putNode(rec, expected)) {
+          for (const c of changes) if (c.affiliation === 'none' && isLocal(c.jid)) await references.remove(c.jid, 'pep-affiliation', pepTarget(owner, node));
+          return;
+        }
       }
       throw new StanzaError('resource-constraint', 'the node is busy, try again', 'wait');
     }
@@ -424,6 +433,26 @@ async function nodeItems({ server, from, to }: IqRequest): Promise<Element[]> {
   return visible;
 }
 
+const pepTarget = (owner: string, node: string) => JSON.stringify([owner, node]);
+
+/** A removed account is taken off the nodes of others that named it (whitelists, publishers). */
+async function accountRemoved(server: XmppServer, bare: string): Promise<void> {
+  const references = new ReferenceStore(server.store.db);
+  const store = pepStore(server);
+  for (const target of await references.list(bare, 'pep-affiliation')) {
+    const [owner, node] = JSON.parse(target) as [string, string];
+    for (let attempt = 0; attempt < 5; attempt++) {
+      const rec = await store.getNode(owner, node);
+      if (!rec || !(bare in rec.affiliations)) break;
+      const expected = rec.version;
+      delete rec.affiliations[bare];
+      if (await store.putNode(rec, expected)) break;
+      if (attempt === 4) throw new Error(`pep: node ${node} of ${owner} stayed busy while removing ${bare}`);
+    }
+    await references.remove(bare, 'pep-affiliation', target);
+  }
+}
+
 export const pepModule: XmppModule = {
   name: 'pep',
   setup(reg) {
@@ -435,5 +464,6 @@ export const pepModule: XmppModule = {
     reg.accountItems(nodeItems);
     reg.hook('presence', onPresence, 40);
     reg.hook('iq', onIq, 40);
+    reg.onAccountRemoval(({ server, bare }) => accountRemoved(server, bare));
   },
 };
