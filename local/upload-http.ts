@@ -13,6 +13,7 @@ import { mkdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { join } from 'node:path';
 import { verifyGrant, type UploadGrant } from '../shared/upload/token.ts';
+import { contentDisposition } from '../shared/upload/types.ts';
 import type { LocalHttpHandler } from './http-handlers.ts';
 
 export const UPLOAD_PATH = '/upload/';
@@ -33,7 +34,6 @@ interface Stored {
 
 const ID = /^[A-Za-z0-9_-]{16,64}$/;
 /** Types a browser may show inline; anything else downloads. */
-const INLINE = /^(image\/(png|jpeg|gif|webp|avif)|audio\/[\w.+-]+|video\/[\w.+-]+|text\/plain)$/i;
 
 const CORS = {
   'Access-Control-Allow-Origin': '*',
@@ -146,7 +146,7 @@ async function get(req: IncomingMessage, res: ServerResponse, filename: string, 
     ...CORS,
     'Content-Type': type,
     'Content-Length': String(stored.size),
-    'Content-Disposition': `${INLINE.test(type) ? 'inline' : 'attachment'}; filename*=UTF-8''${encodeURIComponent(filename)}`,
+    'Content-Disposition': contentDisposition(type, filename),
     'Content-Security-Policy': "default-src 'none'; sandbox",
     'X-Content-Type-Options': 'nosniff',
     'Cache-Control': 'public, max-age=31536000, immutable',

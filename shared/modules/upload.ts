@@ -14,6 +14,7 @@ import { StanzaError } from '../errors.ts';
 import type { IqHandler, XmppModule } from '../core/registry.ts';
 import { uploadConfigFromEnv, type UploadConfig } from '../upload/storage.ts';
 import { NS, x } from '../xml/element.ts';
+import { chargeUpload } from '../upload/quota.ts';
 
 export const UPLOAD = 'urn:xmpp:http:upload:0';
 const MAX_FILENAME_BYTES = 255;
@@ -64,6 +65,11 @@ function slotRequest(config: UploadConfig): IqHandler {
     }
     const contentType = payload.attrs['content-type'] || undefined;
     if (contentType !== undefined && !CONTENT_TYPE.test(contentType)) throw new StanzaError('bad-request', 'invalid content-type');
+    const charge = await chargeUpload(server.store.db, from.bare, size, config.dailyQuota);
+    if (charge.refused) {
+      const left = Math.max(0, config.dailyQuota - charge.used);
+      throw new StanzaError('resource-constraint', `daily upload quota reached: ${left} of ${config.dailyQuota} bytes left today`, 'wait');
+    }
     const slot = await config.storage.createSlot({ uploader: from.bare, filename, size, contentType });
     return x(
       'slot',

@@ -11,7 +11,7 @@ import { BatchGetCommand, UpdateCommand, type BatchGetCommandOutput } from '@aws
 import type { TableAccess } from './store.ts';
 import { TTL_ATTRIBUTE } from './table.ts';
 
-export type AttemptKind = 'login-account' | 'login-source' | 'register-source';
+export type AttemptKind = 'login-account' | 'login-source' | 'register-source' | 'upload-bytes';
 
 export interface AttemptSubject {
   kind: AttemptKind;
@@ -67,6 +67,21 @@ export class AttemptStore {
         return (out.Attributes?.attempts as Set<string> | undefined)?.size ?? 1;
       }),
     );
+  }
+
+  /** Records one attempt for one subject and resolves to every attempt id in its window (the id may carry data, e.g. a size). */
+  async addAndList(subject: AttemptSubject, windowStart: number, attemptId: string, keepSeconds: number): Promise<string[]> {
+    const out = await this.db.doc.send(
+      new UpdateCommand({
+        TableName: this.db.table,
+        Key: this.key(subject, windowStart),
+        UpdateExpression: 'ADD attempts :id SET #ttl = :ttl',
+        ExpressionAttributeNames: { '#ttl': TTL_ATTRIBUTE },
+        ExpressionAttributeValues: { ':id': new Set([attemptId]), ':ttl': windowStart + keepSeconds },
+        ReturnValues: 'UPDATED_NEW',
+      }),
+    );
+    return [...((out.Attributes?.attempts as Set<string> | undefined) ?? [attemptId])];
   }
 
   /** Takes an attempt back (it succeeded, so it is not a failure). */

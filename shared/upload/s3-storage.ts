@@ -9,7 +9,7 @@
  */
 import { GetObjectCommand, PutObjectCommand, S3Client } from '@aws-sdk/client-s3';
 import { getSignedUrl } from '@aws-sdk/s3-request-presigner';
-import { PUT_EXPIRY_SECONDS, uploadId, type UploadRequest, type UploadSlot, type UploadStorage } from './types.ts';
+import { PUT_EXPIRY_SECONDS, contentDisposition, uploadId, type UploadRequest, type UploadSlot, type UploadStorage } from './types.ts';
 
 export interface S3UploadStorageOptions {
   bucket: string;
@@ -49,7 +49,15 @@ export class S3UploadStorage implements UploadStorage {
       const base = this.options.publicBaseUrl?.replace(/\/+$/, '') ?? `https://${bucket}.s3.${region}.amazonaws.com`;
       get = `${base}/${keyPath(key)}`;
     } else {
-      get = await getSignedUrl(this.client, new GetObjectCommand({ Bucket: bucket, Key: key }), {
+      // The signed GET sets how the file is served, whatever the PUT sent: the requested type (or
+      // octet-stream), and inline only for media (an uploaded page must not run in S3's origin).
+      const served = new GetObjectCommand({
+        Bucket: bucket,
+        Key: key,
+        ResponseContentType: request.contentType ?? 'application/octet-stream',
+        ResponseContentDisposition: contentDisposition(request.contentType, request.filename),
+      });
+      get = await getSignedUrl(this.client, served, {
         expiresIn: Math.min(this.options.getExpirySeconds, MAX_PRESIGN_SECONDS),
       });
     }

@@ -7,6 +7,7 @@
  *                                pre-signed for XMPP_UPLOAD_GET_EXPIRY_SECONDS (default 7 days, S3's maximum)
  *   XMPP_UPLOAD_URL, XMPP_UPLOAD_SECRET   the local stack's upload endpoint and its HMAC key
  *   XMPP_UPLOAD_MAX_BYTES        largest file accepted (default 100 MiB)
+ *   XMPP_UPLOAD_QUOTA_BYTES      bytes a user may upload per UTC day (default 1 GiB)
  *   XMPP_UPLOAD_DOMAIN           the service's JID (default upload.<domain>)
  * Neither bucket nor local endpoint: no upload service.
  */
@@ -20,10 +21,13 @@ export interface UploadConfig {
   /** The service's JID, e.g. upload.example.com. */
   domain: string;
   maxFileSize: number;
+  /** Bytes a user may be granted slots for per UTC day (XMPP_UPLOAD_QUOTA_BYTES, default 1 GiB). */
+  dailyQuota: number;
   storage: UploadStorage;
 }
 
 export const DEFAULT_MAX_FILE_SIZE = 100 * 1024 * 1024;
+export const DEFAULT_DAILY_QUOTA = 1024 * 1024 * 1024;
 
 function positive(value: string | undefined, fallback: number, name: string): number {
   if (value === undefined || value === '') return fallback;
@@ -34,6 +38,7 @@ function positive(value: string | undefined, fallback: number, name: string): nu
 
 export function uploadConfigFromEnv(env: NodeJS.ProcessEnv, domain: string): UploadConfig | undefined {
   const maxFileSize = positive(env.XMPP_UPLOAD_MAX_BYTES, DEFAULT_MAX_FILE_SIZE, 'XMPP_UPLOAD_MAX_BYTES');
+  const dailyQuota = positive(env.XMPP_UPLOAD_QUOTA_BYTES, DEFAULT_DAILY_QUOTA, 'XMPP_UPLOAD_QUOTA_BYTES');
   const service = (env.XMPP_UPLOAD_DOMAIN || `upload.${domain}`).toLowerCase();
   if (env.XMPP_UPLOAD_BUCKET) {
     const storage = new S3UploadStorage({
@@ -43,10 +48,10 @@ export function uploadConfigFromEnv(env: NodeJS.ProcessEnv, domain: string): Upl
       publicBaseUrl: env.XMPP_UPLOAD_PUBLIC_URL || undefined,
       getExpirySeconds: positive(env.XMPP_UPLOAD_GET_EXPIRY_SECONDS, 7 * 24 * 3600, 'XMPP_UPLOAD_GET_EXPIRY_SECONDS'),
     });
-    return { domain: service, maxFileSize, storage };
+    return { domain: service, maxFileSize, dailyQuota, storage };
   }
   if (env.XMPP_UPLOAD_URL && env.XMPP_UPLOAD_SECRET) {
-    return { domain: service, maxFileSize, storage: new LocalUploadStorage({ baseUrl: env.XMPP_UPLOAD_URL, secret: env.XMPP_UPLOAD_SECRET }) };
+    return { domain: service, maxFileSize, dailyQuota, storage: new LocalUploadStorage({ baseUrl: env.XMPP_UPLOAD_URL, secret: env.XMPP_UPLOAD_SECRET }) };
   }
   return undefined;
 }

@@ -20,6 +20,17 @@ export interface UploadStorage {
   createSlot(request: UploadRequest): Promise<UploadSlot>;
 }
 
+/**
+ * Media a browser may show in place: anything else (HTML, SVG, XML, scripts, unknown types) is served
+ * as an attachment, so an uploaded page cannot run in the file host's origin.
+ */
+export const INLINE_TYPES = /^(image\/(png|jpeg|gif|webp|avif)|audio\/[\w.+-]+|video\/[\w.+-]+|text\/plain)$/i;
+
+/** The Content-Disposition a file is served with. */
+export function contentDisposition(contentType: string | undefined, filename: string): string {
+  return `${contentType && INLINE_TYPES.test(contentType) ? 'inline' : 'attachment'}; filename*=UTF-8''${encodeURIComponent(filename)}`;
+}
+
 /** How long a PUT URL stays valid: the client uploads right after asking. */
 export const PUT_EXPIRY_SECONDS = 300;
 

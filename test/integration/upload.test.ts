@@ -14,6 +14,8 @@ import type { DynamoStore } from '../../shared/storage/dynamo-store.ts';
 import { parseFrame } from '../../shared/xml/parse.ts';
 
 const MAX = 256 * 1024;
+/** Daily quota per user: two files of the maximum size and a little more. */
+const QUOTA = 2 * MAX + 100_000;
 let stack: LocalStack & { store: DynamoStore };
 let dataDir: string;
 const agents: Agent[] = [];
@@ -26,8 +28,8 @@ async function login(user: string, resource: string): Promise<Agent> {
 
 beforeAll(async () => {
   dataDir = mkdtempSync(join(tmpdir(), 'xmpp-upload-'));
-  stack = await startTestStack({ dataDir, env: { XMPP_UPLOAD_MAX_BYTES: String(MAX) } });
-  for (const user of ['uma', 'ulf']) await addUser(stack.store, `${user}@localhost`, `${user}-pass`);
+  stack = await startTestStack({ dataDir, env: { XMPP_UPLOAD_MAX_BYTES: String(MAX), XMPP_UPLOAD_QUOTA_BYTES: String(QUOTA) } });
+  for (const user of ['uma', 'ulf', 'quinn']) await addUser(stack.store, `${user}@localhost`, `${user}-pass`);
 });
 
 afterAll(async () => {
@@ -77,6 +79,30 @@ describe('HTTP File Upload', () => {
     expect(error.getChild('not-acceptable', 'urn:ietf:params:xml:ns:xmpp-stanzas')).toBeDefined();
     expect(error.getChild('file-too-large', 'urn:xmpp:http:upload:0')!.getChildText('max-file-size')).toBe(String(MAX));
     raw.close();
+  });
+
+  it('grants slots up to the daily quota per user, then refuses with resource-constraint (wait) and what is left', async () => {
+    const quinn = await login('quinn', 'quota');
+    for (const name of ['one.bin', 'two.bin']) await quinn.getUploadSlot('upload.localhost', { name, size: MAX });
+    await expect(quinn.getUploadSlot('upload.localhost', { name: 'three.bin', size: MAX })).rejects.toMatchObject({
+      error: { condition: 'resource-constraint', type: 'wait', text: `daily upload quota reached: 100000 of ${QUOTA} bytes left today` },
+    });
+    // The refused request did not count: a file that fits what is left is still granted.
+    await expect(quinn.getUploadSlot('upload.localhost', { name: 'small.bin', size: 100_000 })).resolves.toMatchObject({ download: expect.stringContaining('small.bin') });
+    // Others have their own quota.
+    const ulf = await login('ulf', 'quota');
+    await expect(ulf.getUploadSlot('upload.localhost', { name: 'fine.bin', size: MAX })).resolves.toBeDefined();
+  });
+
+  it('serves uploaded pages and unknown types as attachments, in a sandbox', async () => {
+    const uma = await login('uma', 'page');
+    const page = Buffer.from('<script>alert(document.cookie)</script>');
+    const slot = await uma.getUploadSlot('upload.localhost', { name: 'page.html', size: page.length, mediaType: 'text/html' });
+    expect((await fetch(slot.upload.url, { method: 'PUT', body: page, headers: { 'Content-Type': 'text/html' } })).status).toBe(201);
+    const got = await fetch(slot.download);
+    expect(got.headers.get('content-disposition')).toBe("attachment; filename*=UTF-8''page.html");
+    expect(got.headers.get('content-security-policy')).toContain('sandbox');
+    expect(got.headers.get('x-content-type-options')).toBe('nosniff');
   });
 
   it('refuses malformed slot requests with bad-request', async () => {

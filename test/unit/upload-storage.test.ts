@@ -26,6 +26,18 @@ describe('S3 upload slots', () => {
     expect(get.searchParams.get('X-Amz-Expires')).toBe('3600');
   });
 
+  it('serves through the signed GET with the requested type, inline only for media; pages and unknown types as attachments', async () => {
+    const storage = new S3UploadStorage({ bucket: 'b', publicRead: false, getExpirySeconds: 60, client });
+    const picture = new URL((await storage.createSlot(request)).get);
+    expect(picture.searchParams.get('response-content-type')).toBe('image/png');
+    expect(picture.searchParams.get('response-content-disposition')).toBe("inline; filename*=UTF-8''cat%20picture.png");
+    for (const contentType of ['text/html', 'image/svg+xml', undefined]) {
+      const get = new URL((await storage.createSlot({ ...request, filename: 'page.html', contentType })).get);
+      expect(get.searchParams.get('response-content-disposition')).toBe("attachment; filename*=UTF-8''page.html");
+      expect(get.searchParams.get('response-content-type')).toBe(contentType ?? 'application/octet-stream');
+    }
+  });
+
   it('leaves the content type unsigned when the client named none', async () => {
     const storage = new S3UploadStorage({ bucket: 'b', publicRead: false, getExpirySeconds: 60, client });
     const slot = await storage.createSlot({ ...request, contentType: undefined });
