@@ -198,21 +198,29 @@ export function frameNow(): number {
   return frames.getStore()?.receivedAt ?? Date.now();
 }
 
-/** A frame whose top element carries a `to` (attribute values escape '>', so the tag ends at the first one). */
-const ADDRESSED = /^<[^>\s]+[^>]*\sto=["']/;
+/** The `to` of a frame's top element (attribute values escape '>', so the tag ends at the first one). */
+const ADDRESSEE = /^<[^>\s]+[^>]*\sto=(?:"([^"]*)"|'([^']*)')/;
 
 /**
  * The journal key of a post about to be made, and whether an earlier run of this frame already
  * made it (then the caller skips it). Undefined outside a redeliverable frame.
+ *
+ * A stanza to a full JID is one delivery to that session whichever connection took it: a redelivery
+ * after the recipient reconnected (or after a replaced connection's room entry went) must not post
+ * again what an earlier connection received, so it is keyed by its text alone, once. Anything else
+ * (stream-level frames, a message to a bare JID that several resources get) is keyed by connection
+ * and by how many times the same text went there in this frame.
  */
 export function postKey(connectionId: string, text: string): { key: string; done: boolean } | undefined {
   const frame = frames.getStore();
   if (!frame?.id) return undefined;
   const digest = createHash('sha256').update(text).digest().subarray(0, 9).toString('base64url');
-  // A stanza addressed to someone is the same delivery whichever connection of that addressee took
-  // it: a redelivery after the recipient reconnected posts to the new connection, and must not post
-  // again what the old one received. Frames with no addressee (stream level) are per connection.
-  const base = ADDRESSED.test(text) ? `to:${digest}` : `${connectionId}:${digest}`;
+  const to = ADDRESSEE.exec(text);
+  if ((to?.[1] ?? to?.[2])?.includes('/')) {
+    const key = `to:${digest}:session`;
+    return { key, done: frame.postedBefore.has(key) };
+  }
+  const base = `${connectionId}:${digest}`;
   const key = `${base}:${nextOccurrence(frame, `post:${base}`)}`;
   return { key, done: frame.postedBefore.has(key) };
 }

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { frameTask, inFrame, invalidateRoute, memoizedRoute } from '../../shared/storage/frame-context.ts';
+import { frameJournal, frameTask, inFrame, invalidateRoute, memoizedRoute, newFrame, postKey, recordPost } from '../../shared/storage/frame-context.ts';
 
 describe('frame context (route memo and frame tasks)', () => {
   it('reads a route once per frame and again after a write invalidates it', async () => {
@@ -36,5 +36,38 @@ describe('frame context (route memo and frame tasks)', () => {
 
   it('fails the frame when a task fails, so the queue redelivers it', async () => {
     await expect(inFrame(async () => { await frameTask(Promise.reject(new Error('write failed'))); })).rejects.toThrow('write failed');
+  });
+});
+
+describe('the journal of posts (what a second run of a frame skips)', () => {
+  /** A first run that posts (a third element `false`: the post found the socket gone), fails, then a second run. */
+  const runs = async (first: [string, string, boolean?][], second: [string, string][]) => {
+    const frame = newFrame({ id: 'm-1' });
+    await inFrame(async () => {
+      for (const [connection, text, delivered = true] of first) {
+        const key = postKey(connection, text)!;
+        if (delivered) recordPost(key.key);
+      }
+    }, frame);
+    const journal = frameJournal(frame);
+    return inFrame(async () => second.map(([connection, text]) => postKey(connection, text)!.done), newFrame({ id: 'm-1', before: journal }));
+  };
+  const toSession = '<message to="bob@x/phone" type="groupchat"><body>hi</body></message>';
+  const toBare = '<message to="bob@x" type="chat"><body>hi</body></message>';
+
+  it('a stanza to a full JID counts as delivered whichever connection took it, in whatever order (a reconnect, a replaced room entry)', async () => {
+    // First run: the same text to an old and a new connection of bob/phone; second run: only the new one.
+    expect(await runs([['old', toSession, false], ['new', toSession]], [['new', toSession]])).toEqual([true]);
+    expect(await runs([['new', toSession], ['old', toSession, false]], [['new', toSession]])).toEqual([true]);
+    expect(await runs([['old', toSession]], [['new', toSession]])).toEqual([true]);
+  });
+
+  it('a message to a bare JID is per connection: a resource the first run missed still gets it', async () => {
+    expect(await runs([['desk', toBare]], [['desk', toBare], ['phone', toBare]])).toEqual([true, false]);
+  });
+
+  it('stream-level frames (no addressee) are per connection', async () => {
+    const close = '<close xmlns="urn:ietf:params:xml:ns:xmpp-framing"/>';
+    expect(await runs([['a', close]], [['a', close], ['b', close]])).toEqual([true, false]);
   });
 });

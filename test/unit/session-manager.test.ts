@@ -352,6 +352,40 @@ describe('a stream replaced by a new login of the same resource', () => {
     }
   });
 
+  it('a room message that fails half-way and runs again after the replaced entry went reaches the new connection once', async () => {
+    const [alice, bob, carol] = await users('alice', 'bob', 'carol');
+    const room = `lounge${n}@conference.localhost`;
+    const join = (c: Connection, nick: string) => c.frame(`<presence xmlns="jabber:client" to="${room}/${nick}"/>`);
+    const a = new Connection(h);
+    const c = new Connection(h);
+    const old = new Connection(h);
+    await a.online(alice!, 'secret', 'desk');
+    await join(a, 'alice');
+    await c.online(carol!, 'secret', 'desk');
+    await join(c, 'carol');
+    await old.online(bob!, 'secret', 'phone');
+    await join(old, 'bob');
+    // Bob reconnects: the room holds his old (replaced) and new connection side by side.
+    const fresh = new Connection(h);
+    await fresh.online(bob!, 'secret', 'phone');
+    await join(fresh, 'bob');
+    // The post to Carol fails once: the frame fails after Bob's new connection got the message.
+    let failed = false;
+    h.sender.beforePost = ({ connectionId, frame }) => {
+      if (connectionId === c.id && frame.includes('once for bob') && !failed) {
+        failed = true;
+        throw new Error('post failed');
+      }
+    };
+    await expect(a.frame(`<message xmlns="jabber:client" to="${room}" type="groupchat" id="g1"><body>once for bob</body></message>`)).rejects.toThrow(/post failed/);
+    expect(fresh.posts('once for bob')).toHaveLength(1);
+    // The old connection's end is processed before the redelivery: its room entry goes.
+    await old.disconnect();
+    await a.redeliver();
+    expect(fresh.posts('once for bob')).toHaveLength(1);
+    expect(c.posts('once for bob')).toHaveLength(1);
+  });
+
   it('a frame of the old stream committing while it is replaced is redelivered against the replaced state', async () => {
     const [alice, bob] = await users('alice', 'bob');
     await befriend(h, alice!, bob!);
