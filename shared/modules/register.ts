@@ -10,6 +10,7 @@ import type { XmppModule } from '../core/registry.ts';
 import { NS, x } from '../xml/element.ts';
 import { log } from '../log.ts';
 import { startRegistration } from '../sasl/auth-limits.ts';
+import { PasswordError, preparePassword } from '../sasl/scram.ts';
 import { removeAccount } from '../core/account-removal.ts';
 
 const MAX_PASSWORD_LENGTH = 1024;
@@ -17,6 +18,12 @@ const MAX_PASSWORD_LENGTH = 1024;
 function checkPassword(password: string | null | undefined): string {
   if (!password) throw new StanzaError('not-acceptable', 'a password is required');
   if (password.length > MAX_PASSWORD_LENGTH) throw new StanzaError('not-acceptable', 'password too long');
+  try {
+    if (preparePassword(password, true).length === 0) throw new StanzaError('not-acceptable', 'a password is required');
+  } catch (err) {
+    if (err instanceof PasswordError) throw new StanzaError('not-acceptable', err.message);
+    throw err;
+  }
   return password;
 }
 

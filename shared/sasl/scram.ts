@@ -8,6 +8,7 @@
  * gs2 flags "n" and "y" are accepted and "p" is refused.
  */
 import { createHash, createHmac, pbkdf2Sync, randomBytes, timingSafeEqual } from 'node:crypto';
+import saslprep from '@mongodb-js/saslprep';
 
 export type ScramHash = 'sha1' | 'sha256';
 
@@ -26,9 +27,32 @@ export interface ScramCredentials {
 const hmac = (hash: ScramHash, key: Buffer, data: string | Buffer) => createHmac(hash, key).update(data).digest();
 const digest = (hash: ScramHash, data: Buffer) => createHash(hash).update(data).digest();
 
+/**
+ * A password as SCRAM hashes it: SASLprep (RFC 4013, as RFC 5802 requires), by MongoDB's maintained
+ * implementation rather than by hand (mapping, NFKC, prohibited output, bidi rules). `stored`: the
+ * rules for a password being set (unassigned code points refused); otherwise the rules for one
+ * being checked. Throws PasswordError on a password SASLprep refuses.
+ */
+export function preparePassword(password: string, stored: boolean): string {
+  try {
+    return saslprep(password, { allowUnassigned: !stored });
+  } catch (err) {
+    throw new PasswordError(`the password has characters SASLprep (RFC 4013) does not allow: ${(err as Error).message}`);
+  }
+}
+
+export class PasswordError extends Error {}
+
 export function saltedPassword(hash: ScramHash, password: string, salt: Buffer, iterations: number): Buffer {
-  // RFC 5802 Hi() is PBKDF2 with HMAC; the password is SASLprep'd, approximated here by NFKC.
-  return pbkdf2Sync(Buffer.from(password.normalize('NFKC'), 'utf8'), salt, iterations, hash === 'sha1' ? 20 : 32, hash);
+  // RFC 5802 Hi() is PBKDF2 with HMAC over the SASLprep'd password. A password SASLprep refuses was
+  // never stored, so it cannot match: it is hashed as it is, for the same work and a mismatch.
+  let prepared: string;
+  try {
+    prepared = preparePassword(password, false);
+  } catch {
+    prepared = password;
+  }
+  return pbkdf2Sync(Buffer.from(prepared, 'utf8'), salt, iterations, hash === 'sha1' ? 20 : 32, hash);
 }
 
 export function deriveCredentials(

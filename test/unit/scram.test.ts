@@ -1,7 +1,10 @@
 import { describe, expect, it } from 'vitest';
+import { makeCredentials } from '../../shared/accounts.ts';
 import {
+  PasswordError,
   ScramError,
   deriveCredentials,
+  preparePassword,
   parseClientFirst,
   serverFirst,
   verifyClientFinal,
@@ -70,5 +73,23 @@ describe('SCRAM message parsing', () => {
     expect(parsePlain(Buffer.from('\0alice\0secret'))).toEqual({ authzid: '', authcid: 'alice', password: 'secret' });
     expect(parsePlain(Buffer.from('alice\0secret'))).toBeUndefined();
     expect(parsePlain(Buffer.from('\0\0secret'))).toBeUndefined();
+  });
+});
+
+describe('SASLprep of passwords (RFC 4013 §3 examples, as RFC 5802 requires)', () => {
+  it('maps and normalizes: a password set as I<soft hyphen>X is checked as IX or as the Roman numeral nine', () => {
+    const creds = makeCredentials('I\u00ADX', 4096).sha256;
+    for (const typed of ['IX', '\u2168', 'I\u00ADX']) expect(verifyPassword('sha256', typed, creds)).toBe(true);
+    expect(verifyPassword('sha256', 'ix', creds)).toBe(false); // case is kept
+    expect(verifyPassword('sha256', 'a b', makeCredentials('a\u00A0b', 4096).sha256)).toBe(true); // non-ASCII space → space
+  });
+
+  it('refuses to set a password with prohibited characters or mixed directions, and never matches one at login', () => {
+    for (const bad of ['\u0007bell', '\u0627\u0031']) {
+      expect(() => preparePassword(bad, true)).toThrow(PasswordError);
+      expect(() => makeCredentials(bad, 4096)).toThrow(PasswordError);
+    }
+    const creds = makeCredentials('fine', 4096).sha256;
+    expect(verifyPassword('sha256', '\u0007bell', creds)).toBe(false);
   });
 });
