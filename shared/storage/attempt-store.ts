@@ -52,21 +52,7 @@ export class AttemptStore {
    * a distinct total. The items expire `keepSeconds` after the window starts.
    */
   async add(subjects: AttemptSubject[], windowStart: number, attemptId: string, keepSeconds: number): Promise<number[]> {
-    return Promise.all(
-      subjects.map(async (s) => {
-        const out = await this.db.doc.send(
-          new UpdateCommand({
-            TableName: this.db.table,
-            Key: this.key(s, windowStart),
-            UpdateExpression: 'ADD attempts :id SET #ttl = :ttl',
-            ExpressionAttributeNames: { '#ttl': TTL_ATTRIBUTE },
-            ExpressionAttributeValues: { ':id': new Set([attemptId]), ':ttl': windowStart + keepSeconds },
-            ReturnValues: 'UPDATED_NEW',
-          }),
-        );
-        return (out.Attributes?.attempts as Set<string> | undefined)?.size ?? 1;
-      }),
-    );
+    return Promise.all(subjects.map(async (s) => (await this.addAndList(s, windowStart, attemptId, keepSeconds)).length));
   }
 
   /** Records one attempt for one subject and resolves to every attempt id in its window (the id may carry data, e.g. a size). */
