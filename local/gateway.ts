@@ -161,6 +161,8 @@ export interface Gateway {
   close(): Promise<void>;
   /** Ids of the currently open connections. */
   connectionIds(): string[];
+  /** Resolves when no queued record is left or being handled (tests: everything accepted was processed). */
+  idle(): Promise<void>;
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -892,5 +894,6 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
     port: wsPort,
     close: () => (closed ??= close()),
     connectionIds: () => [...live.keys()],
+    idle: () => (busy() ? new Promise<void>((resolve) => idleWaiters.add(resolve)) : Promise.resolve()),
   };
 }

@@ -212,11 +212,14 @@ describe('chaos', () => {
         // Only an authenticated stream may ping: a stanza before SASL is a stream error.
         else if (c.xmpp.status === 'online') await ping(c);
       }));
+      // Frames still queued on sockets that closed (a replaced stream's backlog) are processed too.
+      await Promise.race([stack!.gateway.idle(), sleep(30_000)]);
       const pending = (await Promise.all(locals.map(async (l) => (await store.listOffline(`${l}@localhost`)).length))).reduce((a, b) => a + b, 0);
       if (pending === 0 && clients.every((c) => c.online)) break;
       await Promise.all(clients.map((c) => (c.xmpp.status === 'online' ? relog(c) : undefined)));
     }
     await Promise.all(clients.map((c) => (c.xmpp.status === 'online' ? ping(c) : false)));
+    await Promise.race([stack!.gateway.idle(), sleep(30_000)]);
     await sleep(2000);
 
     // Count.
