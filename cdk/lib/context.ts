@@ -28,6 +28,7 @@ export const CONTEXT_KEYS = [
   'webClient',
   'uploads',
   's2sInsecureDomains',
+  'componentSources',
 ] as const;
 
 export const DEFAULT_STACK_NAME = 'Xmpp';
@@ -111,6 +112,7 @@ export function servicePropsFromContext(read: ContextReader): XmppServiceProps {
     domain,
     federation: bool(read, 'federation'),
     componentListener: bool(read, 'components'),
+    componentSources: str(read, 'componentSources')?.split(',').map((d) => d.trim()).filter(Boolean),
     s2sInsecureDomains: str(read, 's2sInsecureDomains')?.split(',').map((d) => d.trim()).filter(Boolean),
     federationAzs: int(read, 'federationAzs'),
     registration: bool(read, 'registration'),

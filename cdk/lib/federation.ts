@@ -46,6 +46,8 @@ export interface XmppFederationProps {
   readonly grantCore: (grantee: iam.IGrantable) => void;
   /** Open the XEP-0114 component listener on 5347. */
   readonly componentListener: boolean;
+  /** IPv4 CIDR blocks admitted to 5347 at the load balancer (XEP-0114 is plaintext). */
+  readonly componentSources: string[];
   /** Peers accepted with dialback alone; every other must present a certificate valid for its domain. */
   readonly insecureDomains: string[];
   /** Availability zones for the VPC and the NLB (each AZ adds one NLB public IPv4 address). */
@@ -229,9 +231,25 @@ export class XmppFederation extends Construct {
       healthCheckGracePeriod: Duration.seconds(60),
     });
 
+    // The load balancer's own security group decides who reaches which port: server-to-server from
+    // anywhere (it authenticates), the plaintext component port only from the configured sources.
+    const nlbSecurityGroup = new ec2.SecurityGroup(this, 'NlbSecurityGroup', {
+      vpc: this.vpc,
+      description: 'XMPP federation NLB: s2s from anywhere, components from configured sources only',
+      allowAllOutbound: true,
+    });
+    for (const port of [FEDERATION_PORTS.s2s, FEDERATION_PORTS.s2sDirectTls]) {
+      nlbSecurityGroup.addIngressRule(ec2.Peer.anyIpv4(), ec2.Port.tcp(port), `XMPP server-to-server ${port}`);
+    }
+    if (props.componentListener) {
+      for (const cidr of props.componentSources) {
+        nlbSecurityGroup.addIngressRule(ec2.Peer.ipv4(cidr), ec2.Port.tcp(FEDERATION_PORTS.component), `XEP-0114 components from ${cidr}`);
+      }
+    }
     this.loadBalancer = new elbv2.NetworkLoadBalancer(this, 'Nlb', {
       vpc: this.vpc,
       internetFacing: true,
+      securityGroups: [nlbSecurityGroup],
       crossZoneEnabled: true,
       vpcSubnets: { subnetType: ec2.SubnetType.PUBLIC },
     });

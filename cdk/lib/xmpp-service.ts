@@ -54,6 +54,11 @@ export interface XmppServiceProps {
    */
   readonly componentListener?: boolean;
   /**
+   * With componentListener: the IPv4 CIDR blocks that may reach port 5347 through the load balancer
+   * (required: the XEP-0114 protocol is plaintext, so it must not be open to the Internet).
+   */
+  readonly componentSources?: string[];
+  /**
    * Federation authenticates every peer by a certificate valid for its domain (secure auth); these
    * domains are still accepted with dialback alone (Prosody's s2s_insecure_domains).
    * @default none
@@ -224,6 +229,15 @@ export class XmppService extends Construct {
     const federation = props.federation ?? false;
     if (props.componentListener && !federation) {
       throw new Error('XmppService: componentListener needs federation: true (the component listener runs in the federation service)');
+    }
+    const componentSources = props.componentSources ?? [];
+    if (props.componentListener && componentSources.length === 0) {
+      throw new Error('XmppService: componentListener needs componentSources (context componentSources=203.0.113.7/32,...): XEP-0114 is plaintext, so say which addresses may reach port 5347');
+    }
+    for (const cidr of componentSources) {
+      if (!/^(\d{1,3}\.){3}\d{1,3}\/(\d|[12]\d|3[0-2])$/.test(cidr) || cidr.split('/')[0]!.split('.').some((o) => Number(o) > 255)) {
+        throw new Error(`XmppService: componentSources entry "${cidr}" is not an IPv4 CIDR block`);
+      }
     }
     const federationAzs = props.federationAzs ?? 2;
     if (!Number.isInteger(federationAzs) || federationAzs < 1 || federationAzs > 3) {
@@ -401,6 +415,7 @@ export class XmppService extends Construct {
         environment: coreEnvironment,
         grantCore,
         componentListener: props.componentListener ?? false,
+        componentSources,
         insecureDomains: props.s2sInsecureDomains ?? [],
         maxAzs: federationAzs,
         logRetention,

@@ -26,6 +26,8 @@ describe('context → props', () => {
         domain: 'example.com',
         federation: 'true',
         components: true,
+        componentSources: '203.0.113.7/32, 198.51.100.0/24',
+        s2sInsecureDomains: 'old.example.net',
         registration: 'FALSE',
         federationAzs: '1',
         logRetentionDays: '90',
@@ -42,6 +44,8 @@ describe('context → props', () => {
     expect(props).toMatchObject({
       federation: true,
       componentListener: true,
+      componentSources: ['203.0.113.7/32', '198.51.100.0/24'],
+      s2sInsecureDomains: ['old.example.net'],
       registration: false,
       federationAzs: 1,
       logRetention: logs.RetentionDays.THREE_MONTHS,

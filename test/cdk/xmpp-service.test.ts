@@ -44,6 +44,7 @@ beforeAll(() => {
   full = synth({
     federation: true,
     componentListener: true,
+    componentSources: ['203.0.113.7/32'],
     s2sInsecureDomains: ['legacy.example.net'],
     registration: true,
     tracing: true,
@@ -344,8 +345,9 @@ describe('federation', () => {
     for (const g of groups) expect(g).toMatchObject({ Protocol: 'TCP', TargetType: 'ip' });
   });
 
-  it('admits the XMPP ports from inside the VPC only', () => {
-    const ingress = resourcesOfType(full, 'AWS::EC2::SecurityGroup').flatMap(([, sg]) => sg.Properties!.SecurityGroupIngress ?? []);
+  it('admits the XMPP ports to the task from inside the VPC only', () => {
+    const [, task] = resourcesOfType(full, 'AWS::EC2::SecurityGroup').find(([id]) => id.includes('TaskSecurityGroup'))!;
+    const ingress = task.Properties!.SecurityGroupIngress;
     expect(ingress.map((r: { FromPort: number }) => r.FromPort).sort()).toEqual([5269, 5270, 5347]);
     for (const r of ingress) {
       expect(r.CidrIp).toEqual({ 'Fn::GetAtt': [logicalId(full, 'AWS::EC2::VPC', 'XmppFederationVpc'), 'CidrBlock'] });
@@ -375,6 +377,13 @@ describe('federation', () => {
       XMPP_S2S_QUEUE_URL: { Ref: logicalId(full, 'AWS::SQS::Queue', 'XmppFederationS2sQueue') },
     });
     expect(container.PortMappings.map((p: { ContainerPort: number }) => p.ContainerPort).sort()).toEqual([5269, 5270, 5347]);
+  });
+
+  it('admits server-to-server from anywhere and the plaintext component port only from componentSources, at the load balancer', () => {
+    const [, nlb] = onlyResource(full, 'AWS::ElasticLoadBalancingV2::LoadBalancer');
+    const sgId = (nlb.Properties!.SecurityGroups as { 'Fn::GetAtt': [string, string] }[])[0]!['Fn::GetAtt'][0];
+    const ingress = full.json.Resources[sgId]!.Properties!.SecurityGroupIngress as { CidrIp: string; FromPort: number }[];
+    expect(ingress.map((r) => `${r.FromPort} ${r.CidrIp}`).sort()).toEqual(['5269 0.0.0.0/0', '5270 0.0.0.0/0', '5347 203.0.113.7/32']);
   });
 
   it('gives the task the core permissions and s2s queue consumption, all scoped', () => {
@@ -490,6 +499,8 @@ describe('input validation', () => {
     expect(construct({ customDomain: { domainName: 'x', certificateArn: 'arn:aws:acm:us-east-1:123456789012:certificate/x' } })).toThrow(/customDomain.domainName/);
     expect(construct({ stageName: 'has space' })).toThrow(/stageName/);
     expect(construct({ federation: true, federationAzs: 5 })).toThrow(/federationAzs/);
+    expect(construct({ federation: true, componentListener: true })).toThrow(/componentListener needs componentSources/);
+    expect(construct({ federation: true, componentListener: true, componentSources: ['0.0.0.0/33'] })).toThrow(/"0.0.0.0\/33" is not an IPv4 CIDR block/);
   });
 
   it('says which Lambda entry is missing', () => {
