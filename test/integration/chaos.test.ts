@@ -80,7 +80,15 @@ function chaosClient(wsUrl: string, local: string, room: string): ChaosClient {
     for (const m of String(data).matchAll(/<origin-id[^>]*id="([^"]+)"/g)) c.afterClose.add(m[1]!);
   };
   xmpp.on('offline', () => (c.online = false));
-  xmpp.on('disconnect', () => (c.online = false));
+  xmpp.on('disconnect', () => {
+    c.online = false;
+    // @xmpp/client's SASL exchange listens for 'nonza' until it ends, and nothing ends it when the
+    // socket drops mid-exchange (the gone fault): it then answers the next connection's challenge
+    // from the old exchange, the server rightly refuses that, and the library's rejection has no
+    // handler (an unhandled SASLError). Only these procedures listen for 'nonza'; drop them with
+    // the socket.
+    xmpp.removeAllListeners('nonza');
+  });
   xmpp.on('online', () => {
     c.generation += 1;
     // Initial presence (flushes offline storage), and back into the room without history: a
