@@ -10,6 +10,7 @@
 import { BatchGetCommand, UpdateCommand, type BatchGetCommandOutput } from '@aws-sdk/lib-dynamodb';
 import type { TableAccess } from './store.ts';
 import { TTL_ATTRIBUTE } from './table.ts';
+import { conditionally } from './table-ops.ts';
 
 export type AttemptKind = 'login-account' | 'login-source' | 'register-source' | 'upload-bytes';
 
@@ -74,17 +75,17 @@ export class AttemptStore {
   async remove(subjects: AttemptSubject[], windowStart: number, attemptId: string): Promise<void> {
     await Promise.all(
       subjects.map((s) =>
-        this.db.doc.send(
-          new UpdateCommand({
-            TableName: this.db.table,
-            Key: this.key(s, windowStart),
-            UpdateExpression: 'DELETE attempts :id',
-            ConditionExpression: 'attribute_exists(pk)',
-            ExpressionAttributeValues: { ':id': new Set([attemptId]) },
-          }),
-        ).catch((err: Error) => {
-          if (err.name !== 'ConditionalCheckFailedException') throw err;
-        }),
+        conditionally(
+          this.db.doc.send(
+            new UpdateCommand({
+              TableName: this.db.table,
+              Key: this.key(s, windowStart),
+              UpdateExpression: 'DELETE attempts :id',
+              ConditionExpression: 'attribute_exists(pk)',
+              ExpressionAttributeValues: { ':id': new Set([attemptId]) },
+            }),
+          ),
+        ),
       ),
     );
   }

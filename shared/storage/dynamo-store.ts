@@ -18,7 +18,7 @@ import type { ScramCredentials, ScramHash } from '../sasl/scram.ts';
 import type { ConnectionItem, OfflineMessage, SessionChanges, Store, TableAccess, UserRoute } from './store.ts';
 import { TTL_ATTRIBUTE } from './table.ts';
 import { frameUnique, invalidateRoute, memoizedRoute, type FrameJournal } from './frame-context.ts';
-import { claimOnce, claimOwner, deleteKeys, isLive as live, nowSeconds, queryAll } from './table-ops.ts';
+import { claimOnce, claimOwner, conditionally, deleteKeys, isLive as live, nowSeconds, queryAll } from './table-ops.ts';
 
 const ACCOUNT = 'account';
 const SESSION = 'account#session#';
@@ -327,9 +327,9 @@ export class DynamoStore implements Store {
     }
   }
 
-  async markConnectionReplaced(id: string): Promise<boolean> {
-    try {
-      await this.doc.send(
+  markConnectionReplaced(id: string): Promise<boolean> {
+    return conditionally(
+      this.doc.send(
         new UpdateCommand({
           TableName: this.table,
           Key: { pk: connKey(id), sk: CONN },
@@ -338,12 +338,8 @@ export class DynamoStore implements Store {
           ExpressionAttributeNames: { '#state': 'state' },
           ExpressionAttributeValues: { ':replaced': 'replaced', ':one': 1 },
         }),
-      );
-      return true;
-    } catch (err) {
-      if ((err as Error).name === 'ConditionalCheckFailedException') return false;
-      throw err;
-    }
+      ),
+    );
   }
 
   async deleteConnection(id: string): Promise<void> {
@@ -479,9 +475,9 @@ export class DynamoStore implements Store {
    */
   async deleteOffline(bare: string, keys: string[]): Promise<void> {
     await Promise.all(
-      keys.map(async (sk) => {
-        try {
-          await this.doc.send(
+      keys.map((sk) =>
+        conditionally(
+          this.doc.send(
             new UpdateCommand({
               TableName: this.table,
               Key: { pk: userKey(bare), sk },
@@ -490,11 +486,9 @@ export class DynamoStore implements Store {
               ExpressionAttributeNames: { '#ttl': TTL_ATTRIBUTE },
               ExpressionAttributeValues: { ':true': true, ':ttl': nowSeconds() + OFFLINE_TOMBSTONE_SECONDS },
             }),
-          );
-        } catch (err) {
-          if ((err as Error).name !== 'ConditionalCheckFailedException') throw err;
-        }
-      }),
+          ),
+        ),
+      ),
     );
   }
 }

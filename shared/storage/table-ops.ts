@@ -69,6 +69,17 @@ export async function claimOnce(db: TableAccess, key: { pk: string; sk: string }
   }
 }
 
+/** Runs a conditional write: true when it took effect, false when its condition refused it. */
+export async function conditionally(write: Promise<unknown>): Promise<boolean> {
+  try {
+    await write;
+    return true;
+  } catch (err) {
+    if ((err as Error).name === 'ConditionalCheckFailedException') return false;
+    throw err;
+  }
+}
+
 /** Who claims in the current frame: its queue message id (stable across redelivery), else a one-off id. */
 export function claimOwner(): string {
   return currentFrame()?.id ?? randomBytes(9).toString('base64url');

@@ -290,13 +290,19 @@ describe('a recipient whose socket is gone (410)', () => {
 });
 
 describe('a stream replaced by a new login of the same resource', () => {
-  it('routes the messages still queued on the old stream, ignores the rest, and removes it at its $disconnect', async () => {
+  /** Alice and Bob are contacts; Bob is online at his desk, Alice on her phone (the stream to replace). */
+  async function aliceOnPhoneBobAtDesk() {
     const [alice, bob] = await users('alice', 'bob');
     await befriend(h, alice!, bob!);
     const b = new Connection(h);
     await b.online(bob!, 'secret', 'desk');
     const old = new Connection(h);
     await old.online(alice!, 'secret', 'phone');
+    return { alice: alice!, bob: bob!, b, old };
+  }
+
+  it('routes the messages still queued on the old stream, ignores the rest, and removes it at its $disconnect', async () => {
+    const { alice, bob, b, old } = await aliceOnPhoneBobAtDesk();
     // The client's post stalled, it reconnected and bound the same resource, while its last
     // frames on the old socket were still queued.
     const replacement = new Connection(h);
@@ -387,12 +393,7 @@ describe('a stream replaced by a new login of the same resource', () => {
   });
 
   it('a frame of the old stream committing while it is replaced is redelivered against the replaced state', async () => {
-    const [alice, bob] = await users('alice', 'bob');
-    await befriend(h, alice!, bob!);
-    const b = new Connection(h);
-    await b.online(bob!, 'secret', 'desk');
-    const old = new Connection(h);
-    await old.online(alice!, 'secret', 'phone');
+    const { alice, bob, b, old } = await aliceOnPhoneBobAtDesk();
     const replacement = new Connection(h);
     // While the old stream's presence change is posting to Bob (one instance), the new login binds
     // on the others and replaces it.
