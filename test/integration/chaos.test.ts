@@ -68,7 +68,10 @@ interface ChaosClient {
 }
 
 function chaosClient(wsUrl: string, local: string, room: string): ChaosClient {
-  const xmpp = xmppClient({ service: wsUrl, domain: 'localhost', username: local, password: 'pw', resource: 'chaos' });
+  // The stream restart after SASL waits for the server's <open/>: a post held by the timeout fault
+  // arrives after the SDK's 10 s retry, past the library's 2 s default (whose rejection it leaves
+  // unhandled). 30 s outlasts one held post.
+  const xmpp = xmppClient({ service: wsUrl, domain: 'localhost', username: local, password: 'pw', resource: 'chaos', timeout: 30_000 } as Parameters<typeof xmppClient>[0]);
   const c: ChaosClient = { local, room, xmpp, online: false, received: new Map(), errors: new Map(), how: new Map(), afterClose: new Set(), generation: 0 };
   (xmpp as unknown as { reconnect: { delay: number } }).reconnect.delay = 200;
   xmpp.on('error', () => {});
