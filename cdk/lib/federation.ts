@@ -10,6 +10,7 @@ import * as secretsmanager from 'aws-cdk-lib/aws-secretsmanager';
 import * as sqs from 'aws-cdk-lib/aws-sqs';
 import { Platform } from 'aws-cdk-lib/aws-ecr-assets';
 import { Construct } from 'constructs';
+import { acknowledge } from './nag.ts';
 import { REPO_ROOT } from './bundle.ts';
 
 /** TCP ports of the federation service (the NLB listens on the same ports). */
@@ -146,6 +147,13 @@ export class XmppFederation extends Construct {
     this.cluster = new ecs.Cluster(this, 'Cluster', { vpc: this.vpc });
 
     this.logGroup = new logs.LogGroup(this, 'Logs', { retention: props.logRetention, removalPolicy });
+    // Refused connections only (scans, blocked component sources): little volume, the useful part.
+    this.vpc.addFlowLog('RejectedTraffic', {
+      trafficType: ec2.FlowLogTrafficType.REJECT,
+      destination: ec2.FlowLogDestination.toCloudWatchLogs(
+        new logs.LogGroup(this, 'FlowLogs', { retention: props.logRetention, removalPolicy }),
+      ),
+    });
 
     this.taskDefinition = new ecs.FargateTaskDefinition(this, 'Task', {
       cpu: 256,
@@ -274,5 +282,20 @@ export class XmppFederation extends Construct {
         },
       });
     }
+
+    this.acknowledgeNagFindings(nlbSecurityGroup, securityGroup);
+  }
+
+  /** cdk-nag findings kept on purpose (see cdk/lib/nag.ts), with the reasons. */
+  private acknowledgeNagFindings(nlbSecurityGroup: ec2.SecurityGroup, taskSecurityGroup: ec2.SecurityGroup): void {
+    acknowledge(nlbSecurityGroup, 'Server-to-server ports 5269/5270 must accept the whole public XMPP network (peers authenticate by TLS and dialback); the component port is limited to componentSources', 'AwsSolutions-EC23');
+    acknowledge(taskSecurityGroup, 'Ingress is from the VPC\'s own CIDR block (the NLB) only; cdk-nag cannot read that CIDR, which is a CloudFormation reference', 'AwsSolutions-EC23');
+    acknowledge(this.taskDefinition, 'The environment holds configuration only; the dialback secret and the TLS key come from Secrets Manager (container secrets)', 'AwsSolutions-ECS2');
+    acknowledge(this.taskDefinition.obtainExecutionRole(), 'ecr:GetAuthorizationToken has no resource-level permissions (granted by CDK to pull the image)', 'AwsSolutions-IAM5[Resource::*]');
+    acknowledge(this.cluster, 'One small task whose logs, task count and queue depth are already in CloudWatch (alarms in monitoring.ts); Container Insights would add metric charges larger than the task\'s share of the bill', 'AwsSolutions-ECS4');
+    acknowledge(this.loadBalancer, 'Network Load Balancer access logs cover TLS listeners only; these listeners are TCP (TLS ends in the task, for STARTTLS and dialback), so there is nothing to log', 'AwsSolutions-ELB2');
+    acknowledge(this.dialbackSecret, 'Rotation means replacing the value and restarting the task (the description says so); an automatic rotation Lambda would cut dialback keys of live streams', 'AwsSolutions-SMG4');
+    acknowledge(this.tlsSecret, 'Holds the operator\'s certificate and key; it is renewed by putting the new pair (docs/deploy.md), not by a rotation Lambda', 'AwsSolutions-SMG4');
+    acknowledge(this.s2sDeadLetterQueue, 'This is the dead-letter queue of the s2s queue; it has no dead-letter queue of its own', 'Serverless-SQSRedrivePolicy');
   }
 }

@@ -1,7 +1,8 @@
 import { Duration, RemovalPolicy } from 'aws-cdk-lib';
 import * as iam from 'aws-cdk-lib/aws-iam';
 import * as s3 from 'aws-cdk-lib/aws-s3';
-import { Construct } from 'constructs';
+import { Construct, type IConstruct } from 'constructs';
+import { acknowledge, nagRef } from './nag.ts';
 
 /** XEP-0363 HTTP File Upload settings (the `uploads` prop of XmppService). */
 export interface XmppUploadOptions {
@@ -75,10 +76,20 @@ export class XmppUploads extends Construct {
       autoDeleteObjects: removalPolicy === RemovalPolicy.DESTROY,
     });
     if (publicRead) {
+      acknowledge(
+        this.bucket,
+        'publicRead is the operator\'s choice (off by default): files are then readable by whoever has the unguessable URL, as XEP-0363 GET URLs are shared in chats and outlive signatures; ACLs stay blocked and nothing can be listed',
+        'AwsSolutions-S2',
+      );
       this.bucket.addToResourcePolicy(
         new iam.PolicyStatement({ principals: [new iam.AnyPrincipal()], actions: ['s3:GetObject'], resources: [this.bucket.arnForObjects('*')] }),
       );
     }
+    acknowledge(
+      this.bucket,
+      'Files are reached only through URLs the server signs for one upload slot, and it logs each slot it grants (uploader, size, type); server access logs would need a second bucket that outlives this one',
+      'AwsSolutions-S1',
+    );
     this.environment = {
       XMPP_UPLOAD_BUCKET: this.bucket.bucketName,
       XMPP_UPLOAD_PUBLIC_READ: String(publicRead),
@@ -90,6 +101,11 @@ export class XmppUploads extends Construct {
   grantSigning(grantee: iam.IGrantable): void {
     grantee.grantPrincipal.addToPrincipalPolicy(
       new iam.PolicyStatement({ actions: ['s3:PutObject', 's3:GetObject'], resources: [this.bucket.arnForObjects('*')] }),
+    );
+    acknowledge(
+      grantee.grantPrincipal as unknown as IConstruct,
+      'Object keys are made per upload slot at run time (a random directory per file), so signing needs every key of this one bucket',
+      `AwsSolutions-IAM5[Resource::${nagRef(this.bucket.node.defaultChild!).slice(0, -1)}.Arn>/*]`,
     );
   }
 }

@@ -14,6 +14,7 @@ import {
   type WebClientConfig,
 } from '../../shared/web-client.ts';
 import { REPO_ROOT } from './bundle.ts';
+import { acknowledge, acknowledgeBucketDeploymentHandler } from './nag.ts';
 
 export interface XmppWebClientProps {
   /** The XMPP domain (default domain of the login and registration forms). */
@@ -146,5 +147,16 @@ export class XmppWebClient extends Construct {
     });
     // The page's deployment goes last: its CloudFront invalidation then covers everything.
     page.node.addDependency(converse, xrd, jrd);
+
+    acknowledge(this.bucket, 'Holds only the public build of the web client (no user data), read by CloudFront alone', 'AwsSolutions-S1');
+    acknowledge(this.distribution, 'Serves the public static files of the web client (no user data, no cookies): request logs would tell nothing worth their cost', 'AwsSolutions-CFR3');
+    acknowledge(this.distribution, 'A team\'s members may sign in from any country', 'AwsSolutions-CFR1');
+    acknowledge(this.distribution, 'Static files only, no request reaches code or data through it; a web ACL costs at least $5 a month when idle, against the stack\'s zero', 'AwsSolutions-CFR2');
+    acknowledge(
+      this.distribution,
+      'TLSv1.2_2021 is set (minimumProtocolVersion); CloudFront only applies it with a custom certificate, and the default *.cloudfront.net certificate keeps CloudFront\'s own policy',
+      'AwsSolutions-CFR4',
+    );
+    acknowledgeBucketDeploymentHandler(this, [this.bucket.node.defaultChild!]);
   }
 }

@@ -17,6 +17,7 @@ import { XmppFederation } from './federation.ts';
 import { XmppMonitoring } from './monitoring.ts';
 import { sqsIntegrationProps } from './sqs-integration.ts';
 import { XmppUploads, type XmppUploadOptions } from './uploads.ts';
+import { acknowledge, nagRef } from './nag.ts';
 import { XmppWebClient } from './web-client.ts';
 
 /** A custom domain for the WebSocket endpoint (a regional API Gateway domain name). */
@@ -472,5 +473,51 @@ export class XmppService extends Construct {
         registration: props.registration ?? false,
       });
     }
+
+    this.acknowledgeNagFindings(props.tracing ?? false);
+  }
+
+  /** cdk-nag findings kept on purpose (see cdk/lib/nag.ts), with the reasons. */
+  private acknowledgeNagFindings(tracing: boolean): void {
+    const apiRef = nagRef(this.webSocketApi.node.defaultChild!);
+    const connectionFindings = ['POST', 'GET', 'DELETE'].map(
+      (method) => `AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:execute-api:<AWS::Region>:<AWS::AccountId>:${apiRef}/${this.stage.stageName}/${method}/@connections/*]`,
+    );
+    const connectionsReason = 'execute-api:ManageConnections is granted on this API and stage only; the connection id is known only at run time, so the last part must be a wildcard';
+    acknowledge(this.streamFunction.role!, connectionsReason, ...connectionFindings);
+    if (this.federation) acknowledge(this.federation.taskDefinition.taskRole, connectionsReason, ...connectionFindings);
+    if (tracing) {
+      for (const fn of [this.connectFunction, this.streamFunction]) {
+        acknowledge(fn.role!, 'X-Ray PutTraceSegments/PutTelemetryRecords have no resource-level permissions (granted by CDK for tracing)', 'AwsSolutions-IAM5[Resource::*]');
+      }
+    }
+    acknowledge(
+      this.stage,
+      'WebSocket access logs need the account-wide API Gateway CloudWatch role (one per account and region, shared by every API there: a stack that set it would overwrite another team\'s); the stream Lambda logs logins, refused logins and errors as JSON lines instead',
+      'AwsSolutions-APIG1',
+      'Serverless-APIGWAccessLogging',
+    );
+    acknowledge(
+      this.webSocketApi,
+      'XMPP authenticates inside the stream (SASL, RFC 6120 §6): the WebSocket handshake carries no credentials, and a stream that has not authenticated can only do SASL (and registration when enabled)',
+      'AwsSolutions-APIG4',
+    );
+    for (const fn of [this.connectFunction, this.streamFunction]) {
+      acknowledge(
+        fn,
+        'Node.js 22 is the runtime the code is built and tested for (CI runs Node 22; it is in LTS until April 2027); moving to a newer runtime is a tested change of its own',
+        'AwsSolutions-L1',
+        'Serverless-LambdaLatestVersion',
+      );
+      if (!tracing) acknowledge(fn, 'X-Ray tracing costs per trace; it is an option (tracing: true / -c tracing=true), off by default', 'Serverless-LambdaTracing');
+    }
+    acknowledge(this.connectFunction, 'Invoked synchronously by API Gateway ($connect): a dead-letter target only applies to asynchronous invocations', 'Serverless-LambdaDLQ');
+    acknowledge(
+      this.streamFunction,
+      'Invoked by the SQS event source: a frame that fails five times goes to the inbound queue\'s dead-letter queue (alarmed), which is where SQS sources keep failures (a function DLQ or an on-failure destination does not apply to them)',
+      'Serverless-LambdaDLQ',
+      'Serverless-LambdaEventSourceMappingDestination',
+    );
+    acknowledge(this.deadLetterQueue, 'This is the dead-letter queue of the inbound queue; it has no dead-letter queue of its own', 'Serverless-SQSRedrivePolicy');
   }
 }

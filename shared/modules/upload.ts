@@ -15,6 +15,7 @@ import type { IqHandler, XmppModule } from '../core/registry.ts';
 import { uploadConfigFromEnv, type UploadConfig } from '../upload/storage.ts';
 import { NS, x } from '../xml/element.ts';
 import { chargeUpload } from '../upload/quota.ts';
+import { log } from '../log.ts';
 
 export const UPLOAD = 'urn:xmpp:http:upload:0';
 const MAX_FILENAME_BYTES = 255;
@@ -71,6 +72,8 @@ function slotRequest(config: UploadConfig): IqHandler {
       throw new StanzaError('resource-constraint', `daily upload quota reached: ${left} of ${config.dailyQuota} bytes left today`, 'wait');
     }
     const slot = await config.storage.createSlot({ uploader: from.bare, filename, size, contentType });
+    // The audit trail of uploads (the bucket keeps no access logs: docs/security.md).
+    log.info('upload slot granted', { uploader: from.bare, size, contentType: contentType ?? null, get: slot.get.split('?')[0] });
     return x(
       'slot',
       { xmlns: UPLOAD },
