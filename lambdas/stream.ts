@@ -10,11 +10,13 @@ import type { XmppServer } from '../shared/core/server.ts';
 import type { ConnectionState } from '../shared/core/types.ts';
 import { log } from '../shared/log.ts';
 import { EVENT_ATTRIBUTES } from '../shared/transport/events.ts';
+import { parseTimerEvent } from '../shared/transport/timers.ts';
 
 let server: XmppServer | undefined;
 
 function connectionOf(record: SQSRecord): string {
-  return record.messageAttributes[EVENT_ATTRIBUTES.connectionId]?.stringValue ?? record.attributes.MessageGroupId!;
+  // Timer events come from a standard queue: no connection, no group; each is its own.
+  return record.messageAttributes[EVENT_ATTRIBUTES.connectionId]?.stringValue ?? record.attributes.MessageGroupId ?? `timer:${record.messageId}`;
 }
 
 /**
@@ -30,6 +32,12 @@ async function processRecord(core: XmppServer, record: SQSRecord, state: Connect
   const delivery = { id: record.messageId, receivedAt, sourceIp: attributes[EVENT_ATTRIBUTES.sourceIp]?.stringValue };
   if (type === 'DISCONNECT') {
     await core.handleDisconnect(connectionId, delivery);
+    return undefined;
+  }
+  if (type === 'TIMER') {
+    const timer = parseTimerEvent(record.body);
+    if (timer) await core.handleTimer(timer, delivery);
+    else log.error('unreadable timer event dropped', { body: record.body.slice(0, 200) });
     return undefined;
   }
   return core.handleFrame(connectionId, record.body, { ...delivery, state });

@@ -163,6 +163,11 @@ export interface Gateway {
   connectionIds(): string[];
   /** Resolves when no queued record is left or being handled (tests: everything accepted was processed). */
   idle(): Promise<void>;
+  /**
+   * Where the stream handler schedules delayed events (XMPP_TIMER_ENDPOINT, shared/transport/timers.ts):
+   * loopback, with a random token in the path. In the cloud this is an SQS queue with per-message delay.
+   */
+  timerEndpoint: string;
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -730,8 +735,40 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
     return tooLarge ? 'too-large' : Buffer.concat(chunks);
   }
 
+  // --- delayed events (the cloud's timer queue: a message per event, visible after its delay) --------
+
+  const timerToken = randomBytes(16).toString('hex');
+  const timerPath = `/@timers/${timerToken}`;
+  const pendingTimers = new Set<NodeJS.Timeout>();
+
+  async function handleTimerIntake(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    if (req.method !== 'POST') {
+      req.resume();
+      return sendJson(res, 405, { message: 'Method Not Allowed' });
+    }
+    const body = await readBody(req, 64 * 1024);
+    let request: { delaySeconds?: unknown; event?: unknown };
+    try {
+      request = body === 'too-large' ? {} : JSON.parse(body.toString('utf8'));
+    } catch {
+      request = {};
+    }
+    const delay = Number(request.delaySeconds);
+    if (!(delay >= 0 && delay <= 900) || typeof request.event !== 'object' || request.event === null) {
+      return sendJson(res, 400, { message: 'expected {"delaySeconds": 0..900, "event": {...}}' });
+    }
+    const eventBody = JSON.stringify(request.event);
+    const timer = setTimeout(() => {
+      pendingTimers.delete(timer);
+      if (!closing) enqueue(`timer:${randomUUID()}`, 'TIMER', eventBody, '127.0.0.1');
+    }, delay * 1000);
+    pendingTimers.add(timer);
+    sendJson(res, 200, {});
+  }
+
   async function handleConnectionsApi(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const pathname = new URL(req.url ?? '/', 'http://local').pathname;
+    if (pathname === timerPath) return handleTimerIntake(req, res);
     // The SDK appends /@connections/{id} to the endpoint's path (in the cloud: /{stage}).
     const marker = pathname.indexOf('/@connections/');
     let connectionId: string | undefined;
@@ -881,6 +918,8 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
       if (left > 0) log.warn(`shutting down with ${left} undelivered record(s)`);
     }
     shutDown = true;
+    for (const timer of pendingTimers) clearTimeout(timer);
+    pendingTimers.clear();
     for (const res of heldPosts) res.destroy();
     await new Promise<void>((r) => {
       connectionsServer.close(() => r());
@@ -894,6 +933,7 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
     port: wsPort,
     close: () => (closed ??= close()),
     connectionIds: () => [...live.keys()],
+    timerEndpoint: `http://127.0.0.1:${connectionsPort}${timerPath}`,
     idle: () => (busy() ? new Promise<void>((resolve) => idleWaiters.add(resolve)) : Promise.resolve()),
   };
 }

@@ -277,6 +277,7 @@ async function start(
       logger: options.logger ?? options.gateway?.logger,
     });
     setEnv('XMPP_CONNECTIONS_ENDPOINT', gateway.connectionsEndpoint);
+    setEnv('XMPP_TIMER_ENDPOINT', gateway.timerEndpoint);
     // Slots point at this same port (shared/upload/local-storage.ts signs them with the secret).
     setEnv('XMPP_UPLOAD_URL', uploads ? new URL(UPLOAD_PATH, gateway.wsUrl.replace(/^ws/, 'http')).href.replace(/\/$/, '') : undefined);
     setEnv('XMPP_UPLOAD_SECRET', uploads ? uploadSecret : undefined);

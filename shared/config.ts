@@ -34,7 +34,20 @@ export interface ServerConfig {
   mucDomain?: string;
   /** Brute-force limits on logins and registrations (shared/sasl/auth-limits.ts). */
   authLimits: AuthLimits;
+  /**
+   * XEP-0198 resumption window in seconds (XMPP_SM_RESUME_SECONDS, default 300, at most 900: the
+   * longest delay of an SQS message, which is the timer that ends a hibernated session); 0 offers
+   * stream management without resumption.
+   */
+  smResumeSeconds: number;
+  /** Queue of delayed events (XMPP_TIMER_QUEUE_URL): the end of resumption windows. */
+  timerQueueUrl?: string;
+  /** Loopback HTTP intake of the local gateway's timers (XMPP_TIMER_ENDPOINT), used when there is no queue. */
+  timerEndpoint?: string;
 }
+
+/** The longest DelaySeconds of an SQS message: the resumption window's upper bound. */
+export const MAX_SM_RESUME_SECONDS = 900;
 
 function flag(value: string | undefined, fallback: boolean): boolean {
   if (value === undefined || value === '') return fallback;
@@ -71,5 +84,17 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): ServerConfig {
       windowSeconds: integer(env.XMPP_LOGIN_FAILURE_WINDOW_SECONDS, DEFAULT_AUTH_LIMITS.windowSeconds, 'XMPP_LOGIN_FAILURE_WINDOW_SECONDS'),
       registrationsPerSource: integer(env.XMPP_REGISTRATIONS_PER_SOURCE, DEFAULT_AUTH_LIMITS.registrationsPerSource, 'XMPP_REGISTRATIONS_PER_SOURCE'),
     },
+    smResumeSeconds: resumeSeconds(env.XMPP_SM_RESUME_SECONDS),
+    timerQueueUrl: env.XMPP_TIMER_QUEUE_URL || undefined,
+    timerEndpoint: env.XMPP_TIMER_ENDPOINT || undefined,
   };
+}
+
+function resumeSeconds(value: string | undefined): number {
+  if (value === undefined || value === '') return 300;
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < 0 || n > MAX_SM_RESUME_SECONDS) {
+    throw new Error(`XMPP_SM_RESUME_SECONDS must be an integer from 0 to ${MAX_SM_RESUME_SECONDS}, got "${value}"`);
+  }
+  return n;
 }

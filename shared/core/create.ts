@@ -6,6 +6,7 @@ import type { ServerConfig } from '../config.ts';
 import { defaultModules } from '../modules/index.ts';
 import { DynamoStore } from '../storage/dynamo-store.ts';
 import { remoteRouterFromConfig } from '../transport/s2s-queue.ts';
+import { timerSchedulerFromConfig } from '../transport/timers.ts';
 import { ApiGatewayConnectionSender, type ConnectionSender } from '../transport/connections.ts';
 import { XmppServer, type RemoteRouter } from './server.ts';
 
@@ -16,6 +17,7 @@ export function createServer(config: ServerConfig, overrides: { sender?: Connect
     store: new DynamoStore({ tableName: config.tableName, endpoint: config.dynamoEndpoint }),
     sender: overrides.sender ?? new ApiGatewayConnectionSender(config.connectionsEndpoint!, undefined, config.postTimeoutMs),
     remote: overrides.remote ?? remoteRouterFromConfig(config),
+    timers: timerSchedulerFromConfig(config),
     modules: defaultModules,
   });
 }

@@ -11,6 +11,9 @@ import type { Store } from '../storage/store.ts';
 import { faultsFromEnv } from '../faults.ts';
 import { inFrame, type FrameInput } from '../storage/frame-context.ts';
 import { journaledSender } from '../transport/journaled-sender.ts';
+import { streamManagementSender } from '../transport/sm-sender.ts';
+import type { TimerEvent, TimerScheduler } from '../transport/timers.ts';
+import { SmStore } from '../storage/sm-store.ts';
 import type { ConnectionSender } from '../transport/connections.ts';
 import { Element, NS, x } from '../xml/element.ts';
 import type {
@@ -42,14 +45,22 @@ export interface ServerDependencies {
   store: Store;
   sender: ConnectionSender;
   remote?: RemoteRouter;
+  /** Delayed events (the end of XEP-0198 resumption windows); without it sessions are not resumable. */
+  timers?: TimerScheduler;
   modules: XmppModule[];
 }
 
 export class XmppServer implements Registry {
   readonly config: ServerConfig;
   readonly store: Store;
+  /** Posts to sessions: stanzas are numbered and kept for sessions with XEP-0198 (sm-sender.ts). */
   readonly sender: ConnectionSender;
+  /** Posts to a socket as they are (stream-level frames, XEP-0198 resends): journaled, not counted. */
+  readonly socketSender: ConnectionSender;
   readonly remote?: RemoteRouter;
+  readonly timers?: TimerScheduler;
+  /** XEP-0198 outbound state of sessions. */
+  readonly sm: SmStore;
   readonly serverFeatures = new Set<string>();
   readonly accountFeatures = new Set<string>();
   readonly discoIdentities: Record<IqTarget, DiscoIdentity[]> = { server: [], account: [] };
@@ -71,7 +82,11 @@ export class XmppServer implements Registry {
     this.config = deps.config;
     this.store = deps.store;
     // Every post goes through the frame's journal, so a redelivered frame skips what it already posted.
-    this.sender = journaledSender(deps.sender, faultsFromEnv());
+    const faults = faultsFromEnv();
+    this.sm = new SmStore(deps.store.db);
+    this.sender = journaledSender(streamManagementSender(deps.sender, this.sm), faults);
+    this.socketSender = journaledSender(deps.sender, faults);
+    this.timers = deps.timers;
     this.sessions = new SessionManager(this);
     this.remote = deps.remote;
     for (const module of deps.modules) module.setup(this);
@@ -140,6 +155,11 @@ export class XmppServer implements Registry {
   /** The socket closed (client, timeout or server). Ends the XMPP session if one was bound. */
   handleDisconnect(connectionId: string, delivery?: FrameInput): Promise<void> {
     return this.sessions.handleDisconnect(connectionId, delivery);
+  }
+
+  /** A delayed event came due (timers.ts). */
+  handleTimer(event: TimerEvent, delivery?: FrameInput): Promise<void> {
+    return this.sessions.handleTimer(event, delivery);
   }
 
   /** Ends a session: unavailable broadcast and cleanup by the modules, then its records. */

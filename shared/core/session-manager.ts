@@ -21,6 +21,8 @@ import { frameJournal, frameSettled, inFrame, newFrame, type Frame, type FrameIn
 import type { XmppServer } from './server.ts';
 import { ClientSession } from './session.ts';
 import { closeStream, processFrame } from './stream.ts';
+import { endHibernated, hibernate } from './stream-management.ts';
+import type { TimerEvent } from '../transport/timers.ts';
 import type { ConnectionState } from './types.ts';
 
 export interface FrameDelivery extends FrameInput {
@@ -73,17 +75,31 @@ export class SessionManager {
     }
   }
 
-  /** The socket closed (client, timeout or server): ends the XMPP session if one was bound. */
+  /**
+   * The socket closed (client, timeout or server): ends the XMPP session if one was bound, or lets
+   * it hibernate when it can be resumed (XEP-0198, stream-management.ts).
+   */
   async handleDisconnect(connectionId: string, delivery: FrameInput = {}): Promise<void> {
-    const { state, journal } = await this.server.store.loadConnection(connectionId);
-    if (!state) return;
+    const { store } = this.server;
+    const { state, journal } = await store.loadConnection(connectionId);
+    if (!state || state.stage === 'hibernated') return;
+    // The session lives on on another connection: only this connection's item goes.
+    if (state.stage === 'resumed') return store.deleteConnection(connectionId);
     const frame = newFrame({ ...delivery, before: journal });
     try {
-      await inFrame(() => this.endSession(new ClientSession(this.server, structuredClone(state))), frame);
+      await inFrame(async () => {
+        if (await hibernate(this.server, state)) return;
+        await this.endSession(new ClientSession(this.server, structuredClone(state)));
+      }, frame);
     } catch (err) {
       await this.saveJournal(connectionId, state.version, frame);
       throw err;
     }
+  }
+
+  /** A delayed event came due (transport/timers.ts). */
+  async handleTimer(event: TimerEvent, delivery: FrameInput = {}): Promise<void> {
+    await inFrame(() => endHibernated(this.server, event.session, event.socket), newFrame(delivery));
   }
 
   /**
@@ -93,6 +109,7 @@ export class SessionManager {
   async endSession(session: ClientSession): Promise<void> {
     await this.leave(session);
     if (session.state.stage === 'replaced') await this.server.runSessionHooks('session/released', session);
+    if (session.state.sm) await this.server.sm.remove(session.id);
     session.state.stage = 'closed';
     await this.server.store.deleteConnection(session.state.id);
   }
@@ -103,20 +120,29 @@ export class SessionManager {
    */
   async leave(session: ClientSession, details: { replaced?: boolean } = {}): Promise<void> {
     const { state } = session;
-    if (state.stage !== 'bound' || session.ended) return;
+    if ((state.stage !== 'bound' && state.stage !== 'hibernated') || session.ended) return;
     session.ended = true;
     await this.server.runSessionHooks('session/ended', session, details);
-    await this.server.store.deleteSession(state.user!, state.resource!, state.id);
+    await this.server.store.deleteSession(state.user!, state.resource!, session.id);
   }
 
   /**
    * Ends another connection's stream from this frame (a resource conflict, account removal): the
    * stream error and close go to its socket, then its session ends as if it had disconnected.
    */
-  async closeOther(connectionId: string, error: StreamError): Promise<void> {
-    const state = await this.server.store.getConnection(connectionId);
-    if (!state || state.stage === 'closed') return;
+  async closeOther(sessionId: string, error: StreamError): Promise<void> {
+    const state = await this.currentConnection(sessionId);
+    if (!state || state.stage === 'closed' || state.stage === 'resumed') return;
     await closeStream(new ClientSession(this.server, structuredClone(state)), error);
+  }
+
+  /**
+   * The connection that carries a session now: its own, or after a XEP-0198 resumption the one it
+   * moved to (sessions are named by the connection they began on).
+   */
+  async currentConnection(sessionId: string): Promise<ConnectionState | undefined> {
+    const sm = await this.server.sm.get(sessionId);
+    return this.server.store.getConnection(sm?.socket ?? sessionId);
   }
 
   /**
@@ -129,15 +155,19 @@ export class SessionManager {
    * queued room message is still the occupant's. Marking bumps the version, so a frame of the old
    * connection committing at this moment fails and is redelivered against the replaced state.
    */
-  async replaceOther(connectionId: string, error: StreamError): Promise<void> {
-    const state = await this.server.store.getConnection(connectionId);
+  async replaceOther(sessionId: string, error: StreamError): Promise<void> {
+    const state = await this.currentConnection(sessionId);
+    // A hibernated session (XEP-0198) has no socket to tell: it ends now, as its window would.
+    if (state?.stage === 'hibernated') return endHibernated(this.server, sessionId, state.id, true);
     if (!state || state.stage !== 'bound') return;
     const old = new ClientSession(this.server, structuredClone(state));
     await old.send(error.toElement());
     await this.leave(old, { replaced: true });
     await old.send(x('close', { xmlns: NS.FRAMING }));
-    await this.server.sender.close(connectionId);
-    await this.server.store.markConnectionReplaced(connectionId);
+    await this.server.sender.close(old.socket);
+    // Not resumable any more: nothing is numbered or kept for it from now on.
+    if (state.sm) await this.server.sm.remove(sessionId);
+    await this.server.store.markConnectionReplaced(old.socket);
   }
 
   /** Best effort: a journal that cannot be written only means the redelivery may repeat posts. */

@@ -4,6 +4,7 @@ import type { Element } from '../xml/element.ts';
 import type { SessionChanges } from '../storage/store.ts';
 import type { ConnectionState, SessionRecord } from './types.ts';
 import type { XmppServer } from './server.ts';
+import { isStanzaFrame } from '../transport/sm-sender.ts';
 
 export class ClientSession {
   private dirty = false;
@@ -15,7 +16,16 @@ export class ClientSession {
     public state: ConnectionState,
   ) {}
 
+  /**
+   * The session's id: the connection it began on. Session items, room occupancy and carbons name
+   * it; it differs from the connection (socket) only after a XEP-0198 resumption.
+   */
   get id(): string {
+    return this.state.session ?? this.state.id;
+  }
+
+  /** The connection (socket) this session's frames arrive on now. */
+  get socket(): string {
     return this.state.id;
   }
 
@@ -55,12 +65,17 @@ export class ClientSession {
   async updateSession(changes: SessionChanges): Promise<boolean> {
     const { presence, ...mirrored } = changes;
     this.update(mirrored);
-    return this.server.store.updateSession(this.bare, this.state.resource!, this.state.id, changes);
+    return this.server.store.updateSession(this.bare, this.state.resource!, this.id, changes);
   }
 
-  /** Sends to this connection; resolves false when the socket is gone. */
+  /**
+   * Sends to this session: a stanza is addressed to the session (numbered under XEP-0198, and it
+   * reaches whichever socket carries the session), anything else goes to this socket as it is.
+   * Resolves false when the socket is gone (and nothing keeps the stanza for a resumption).
+   */
   send(el: Element | string): Promise<boolean> {
-    return this.server.sender.send(this.state.id, typeof el === 'string' ? el : el.toString());
+    const frame = typeof el === 'string' ? el : el.toString();
+    return isStanzaFrame(frame) ? this.server.sender.send(this.id, frame) : this.server.socketSender.send(this.socket, frame);
   }
 
   /** This session as other sessions see it (the session item in the store). */
@@ -68,7 +83,7 @@ export class ClientSession {
     return {
       bare: this.bare,
       resource: this.state.resource!,
-      connectionId: this.state.id,
+      connectionId: this.id,
       available: this.state.available ?? false,
       interested: this.state.interested ?? false,
       priority: this.state.priority ?? 0,

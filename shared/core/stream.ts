@@ -9,6 +9,7 @@ import { frameUnique } from '../storage/frame-context.ts';
 import { DEFAULT_XML_LIMITS, XmlFrameError, exceedsLimits, parseFrame, type XmlLimits } from '../xml/parse.ts';
 import { Element, NS, x } from '../xml/element.ts';
 import { ClientSession } from './session.ts';
+import { countInbound, streamManagementElement, streamManagementFeature } from './stream-management.ts';
 
 /** RFC 6120 §6.4.5: allow a few retries, then close. */
 const MAX_AUTH_FAILURES = 3;
@@ -27,6 +28,8 @@ export async function processFrame(session: ClientSession, frame: string): Promi
     throw err;
   }
   if (session.state.stage === 'replaced') return replacedStreamFrame(session, el);
+  // The session moved on to another connection (XEP-0198): the client sends again what that one's count misses.
+  if (session.state.stage === 'resumed' || session.state.stage === 'hibernated') return;
   if (el.name === 'open') return handleOpen(session, el);
   if (el.name === 'close') return closeStream(session);
   const { stage } = session.state;
@@ -34,6 +37,7 @@ export async function processFrame(session: ClientSession, frame: string): Promi
   if (el.name.startsWith('stream:') || el.attrs.xmlns === NS.FRAMING) throw new StreamError('unsupported-stanza-type');
   if (stage === 'open') return preAuth(session, el);
   if (stage === 'authenticated') throw new StreamError('not-authorized', 'restart the stream after SASL');
+  if (el.attrs.xmlns === NS.SM) return streamManagementElement(session, el);
   if (!STANZAS.has(el.name) || (el.attrs.xmlns !== undefined && el.attrs.xmlns !== NS.CLIENT)) {
     throw new StreamError('unsupported-stanza-type', `<${el.name}/> is not a stanza`);
   }
@@ -55,6 +59,7 @@ async function handleOpen(session: ClientSession, open: Element): Promise<void> 
   if (authenticated) {
     features.append(x('bind', { xmlns: NS.BIND }, x('required')));
     features.append(x('session', { xmlns: NS.SESSION }, x('optional')));
+    features.append(streamManagementFeature());
   } else {
     features.append(x('mechanisms', { xmlns: NS.SASL }, ...MECHANISMS.map((m) => x('mechanism', {}, m))));
   }
@@ -188,6 +193,7 @@ async function replacedStreamFrame(session: ClientSession, el: Element): Promise
 
 async function stanza(session: ClientSession, el: Element): Promise<void> {
   const { server } = session;
+  countInbound(session);
   const jid = session.jid;
   const from = el.attrs.from;
   if (from && from !== jid.toString() && from !== jid.bare) throw new StreamError('invalid-from');

@@ -52,7 +52,24 @@ export type StreamStage =
    * it saw the close are still queued and are routed (docs/architecture.md, "Replaced streams")
    */
   | 'replaced'
+  /**
+   * XEP-0198: the socket is gone but the session waits for a resumption (it stays available and
+   * routable; what is posted to it is kept); ended by the resumption window's timer
+   */
+  | 'hibernated'
+  /** XEP-0198: the session moved on to another connection; frames still queued here are dropped */
+  | 'resumed'
   | 'closed';
+
+/** XEP-0198 state kept with the connection (the outbound side lives in sm-store.ts). */
+export interface StreamManagementState {
+  /** The session's SM id, which a client resumes with (previd). */
+  id: string;
+  /** Stanzas handled from the client (its 'h'). */
+  inbound: number;
+  /** Resumption window agreed for this session, in seconds; 0 = not resumable. */
+  max: number;
+}
 
 /** Per-connection stream state, persisted between frames (the connection item). */
 export interface ConnectionState {
@@ -71,6 +88,14 @@ export interface ConnectionState {
   priority?: number;
   /** Full or bare JIDs that got directed available presence (RFC 6121 §4.6). */
   directed?: string[];
+  /**
+   * The session's id when it is not this connection's (a resumed XEP-0198 session keeps the id of
+   * the connection it began on: session items, room occupancy and carbons name it, and posts to it
+   * reach whichever connection carries the session now).
+   */
+  session?: string;
+  /** XEP-0198, once enabled. */
+  sm?: StreamManagementState;
   /** Optimistic-locking counter (see docs/architecture.md). */
   version: number;
   /** Queue message id of the last frame that committed (a redelivery of it is skipped). */

@@ -233,6 +233,22 @@ export class DynamoStore implements Store {
     }
   }
 
+  refreshSession(bare: string, resource: string, connectionId: string): Promise<boolean> {
+    invalidateRoute(bare);
+    return conditionally(
+      this.doc.send(
+        new UpdateCommand({
+          TableName: this.table,
+          Key: { pk: userKey(bare), sk: SESSION + resource },
+          UpdateExpression: 'SET #ttl = :ttl',
+          ConditionExpression: 'connectionId = :c',
+          ExpressionAttributeNames: { '#ttl': TTL_ATTRIBUTE },
+          ExpressionAttributeValues: { ':c': connectionId, ':ttl': nowSeconds() + CONNECTION_TTL_SECONDS },
+        }),
+      ),
+    );
+  }
+
   async deleteSession(bare: string, resource: string, connectionId: string): Promise<void> {
     invalidateRoute(bare);
     try {
@@ -328,6 +344,10 @@ export class DynamoStore implements Store {
   }
 
   markConnectionReplaced(id: string): Promise<boolean> {
+    return this.markConnection(id, 'replaced');
+  }
+
+  markConnection(id: string, stage: 'replaced' | 'resumed'): Promise<boolean> {
     return conditionally(
       this.doc.send(
         new UpdateCommand({
@@ -336,7 +356,7 @@ export class DynamoStore implements Store {
           UpdateExpression: 'SET #state.stage = :replaced, #state.version = version + :one, version = version + :one',
           ConditionExpression: 'attribute_exists(version)',
           ExpressionAttributeNames: { '#state': 'state' },
-          ExpressionAttributeValues: { ':replaced': 'replaced', ':one': 1 },
+          ExpressionAttributeValues: { ':replaced': stage, ':one': 1 },
         }),
       ),
     );

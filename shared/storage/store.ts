@@ -64,6 +64,8 @@ export interface Store {
    * whole-item put, so two writers of different attributes cannot erase each other's.
    */
   updateSession(bare: string, resource: string, connectionId: string, changes: SessionChanges): Promise<boolean>;
+  /** Extends the session item's expiry (a resumed session outlives its first connection); false when not that session's. */
+  refreshSession(bare: string, resource: string, connectionId: string): Promise<boolean>;
   /** Deletes the session if it still belongs to that connection. */
   deleteSession(bare: string, resource: string, connectionId: string): Promise<void>;
   listSessions(): Promise<SessionRecord[]>;
@@ -81,6 +83,8 @@ export interface Store {
    * moment fails and is redelivered against the replaced state. False when the item is gone.
    */
   markConnectionReplaced(id: string): Promise<boolean>;
+  /** The same for a connection whose XEP-0198 session moved on to another connection ('resumed'). */
+  markConnection(id: string, stage: 'replaced' | 'resumed'): Promise<boolean>;
 
   getRoster(bare: string): Promise<RosterItem[]>;
   getRosterItem(bare: string, jid: string): Promise<RosterItem | undefined>;

@@ -40,4 +40,5 @@ export const NS = {
   DELAY: 'urn:xmpp:delay',
   LIMITS: 'urn:xmpp:stream-limits:0',
   DATA_FORMS: 'jabber:x:data',
+  SM: 'urn:xmpp:sm:3',
 } as const;

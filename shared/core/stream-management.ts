@@ -1,0 +1,264 @@
+/**
+ * XEP-0198 stream management for client sessions: acknowledgements both ways, and resumption of a
+ * session on a new connection after its socket died (docs/mobile.md).
+ *
+ * The inbound count ('h' of the stanzas the client sent) is part of the connection state, committed
+ * with each frame, so it is exact under redelivery. The outbound side is shared by every handler
+ * that posts to the session (storage/sm-store.ts, transport/sm-sender.ts). When a resumable session's
+ * socket closes, the session hibernates: it stays available and in its rooms, posts to it are kept,
+ * and a timer ends it when the window closes unless a new connection resumed it first.
+ */
+import { StanzaError, StreamError } from '../errors.ts';
+import { parseJid } from '../jid.ts';
+import { log } from '../log.ts';
+import { bareJidTargets } from '../modules/message.ts';
+import { frameUnique, frameValue } from '../storage/frame-context.ts';
+import type { LoggedStanza, SmRecord } from '../storage/sm-store.ts';
+import { parseStored } from '../xml/stored.ts';
+import { Element, NS, x } from '../xml/element.ts';
+import type { XmppServer } from './server.ts';
+import { ClientSession } from './session.ts';
+import type { ConnectionState } from './types.ts';
+
+const CARBONS = 'urn:xmpp:carbons:2';
+
+/** Offered after authentication (XEP-0198 §3); resumption only where a timer can end a window. */
+export function streamManagementFeature(): Element {
+  return x('sm', { xmlns: NS.SM });
+}
+
+function resumeWindow(server: XmppServer, requested: string | undefined): number {
+  const limit = server.timers ? server.config.smResumeSeconds : 0;
+  const wanted = Number(requested);
+  return Number.isInteger(wanted) && wanted > 0 ? Math.min(wanted, limit) : limit;
+}
+
+async function failed(session: ClientSession, condition: string, text: string, h?: number): Promise<void> {
+  await session.send(
+    x('failed', { xmlns: NS.SM, h: h === undefined ? undefined : String(h) }, x(condition, { xmlns: NS.STANZA_ERRORS }), x('text', { xmlns: NS.STANZA_ERRORS }, text)),
+  );
+}
+
+/** An SM element (<enable/>, <r/>, <a/>, <resume/>) from the client. */
+export async function streamManagementElement(session: ClientSession, el: Element): Promise<void> {
+  const { stage } = session.state;
+  if (stage !== 'bound' && stage !== 'auth-open') throw new StreamError('not-authorized', 'stream management needs an authenticated stream');
+  switch (el.name) {
+    case 'enable':
+      if (stage !== 'bound') return failed(session, 'unexpected-request', 'bind a resource first');
+      return enable(session, el);
+    case 'resume':
+      if (stage !== 'auth-open') return failed(session, 'unexpected-request', 'a session is already bound to this stream');
+      return resume(session, el);
+    case 'r':
+      if (!session.state.sm) return failed(session, 'unexpected-request', 'stream management is not enabled');
+      await session.send(x('a', { xmlns: NS.SM, h: String(session.state.sm.inbound) }));
+      return;
+    case 'a':
+      if (!session.state.sm) return;
+      return acknowledged(session, el);
+    default:
+      throw new StreamError('unsupported-stanza-type', `<${el.name}/> is not a stream management element`);
+  }
+}
+
+async function enable(session: ClientSession, el: Element): Promise<void> {
+  const { server, state } = session;
+  if (state.sm) return failed(session, 'unexpected-request', 'stream management is already enabled');
+  const resumable = el.attrs.resume === 'true' || el.attrs.resume === '1';
+  const max = resumable ? resumeWindow(server, el.attrs.max) : 0;
+  // The session id travels in the SM id (a resumption finds the session without an index); the
+  // random part makes it unguessable. Derived from the frame id, so a redelivery makes the same one.
+  const smId = `${Buffer.from(session.id).toString('base64url')}.${frameUnique('sm-id', 16)}`;
+  await server.sm.create(session.id, { smId, bare: session.bare, resource: state.resource!, socket: session.socket, max });
+  session.update({ sm: { id: smId, inbound: 0, max } });
+  await session.send(
+    x('enabled', { xmlns: NS.SM, id: max ? smId : undefined, resume: max ? 'true' : undefined, max: max ? String(max) : undefined }),
+  );
+}
+
+
+function sessionOfSmId(smId: string): string | undefined {
+  const [encoded, secret] = smId.split('.');
+  if (!encoded || !secret) return undefined;
+  return Buffer.from(encoded, 'base64url').toString('utf8') || undefined;
+}
+
+async function acknowledged(session: ClientSession, el: Element): Promise<void> {
+  const h = Number(el.attrs.h);
+  if (!/^\d+$/.test(el.attrs.h ?? '')) throw new StreamError('invalid-xml', "<a/> needs a count in 'h'");
+  if ((await session.server.sm.ack(session.id, h)) === 'too-high') {
+    // XEP-0198 §4: acknowledging stanzas that were never sent ends the stream.
+    throw new StreamError('undefined-condition', `acknowledged ${h} stanzas, more than were sent`);
+  }
+}
+
+/** Counts a stanza from the client (called for each one the session handles). */
+export function countInbound(session: ClientSession): void {
+  const { sm } = session.state;
+  if (sm) session.update({ sm: { ...sm, inbound: sm.inbound + 1 } });
+}
+
+// --- resumption ---------------------------------------------------------------------------------
+
+async function resume(session: ClientSession, el: Element): Promise<void> {
+  const { server } = session;
+  const previd = el.attrs.previd ?? '';
+  if (!/^\d+$/.test(el.attrs.h ?? '')) return failed(session, 'bad-request', "<resume/> needs a count in 'h'");
+  const h = Number(el.attrs.h);
+  const sessionId = sessionOfSmId(previd);
+  const record = sessionId ? await server.sm.get(sessionId) : undefined;
+  const open =
+    record &&
+    record.smId === previd &&
+    record.bare === session.bare &&
+    record.max > 0 &&
+    !record.ending &&
+    (record.hibernatedUntil === undefined || record.hibernatedUntil >= Date.now());
+  if (!sessionId || !record || !open) return failed(session, 'item-not-found', 'no session to resume: bind a resource');
+  if (h > record.out) return failed(session, 'undefined-condition', `the client counts ${h} stanzas, ${record.out} were sent`);
+
+  // The connection that carried the session (an earlier run of this frame may have moved it here).
+  const previous = frameValue('sm-resume-from', () => record.socket);
+  const from = previous === session.socket ? undefined : await takeOverFrom(server, previous, session.bare);
+  if (!from?.sm) return failed(session, 'item-not-found', 'no session to resume: bind a resource');
+
+  session.update({
+    stage: 'bound',
+    resource: from.resource,
+    available: from.available,
+    interested: from.interested,
+    priority: from.priority,
+    directed: from.directed,
+    session: sessionId,
+    sm: { id: previd, inbound: from.sm.inbound, max: record.max },
+  });
+  await session.send(x('resumed', { xmlns: NS.SM, previd, h: String(from.sm.inbound) }));
+  await resendUnacknowledged(session, record, h);
+  await server.store.refreshSession(session.bare, from.resource!, sessionId);
+}
+
+/**
+ * Stops the connection that carried the session: marked 'resumed' (its queued frames are dropped:
+ * the client sends again what the new connection's 'h' does not count) with a version bump, so a
+ * frame of it committing at this moment fails; then its final state. Its socket is closed in case
+ * it is still open (a client that lost the network resumes before the server notices).
+ */
+async function takeOverFrom(server: XmppServer, socket: string, bare: string): Promise<ConnectionState | undefined> {
+  if (!(await server.store.markConnection(socket, 'resumed'))) return undefined;
+  const state = await server.store.getConnection(socket);
+  if (!state?.sm || state.user !== bare) return undefined;
+  await server.sender.close(socket);
+  return state;
+}
+
+/**
+ * Resends what the client has not acknowledged, then moves the session to this socket. Other
+ * handlers may be posting to the session meanwhile (to the old socket, each numbered and logged
+ * first): the move succeeds only if nothing was numbered since the last look, so every stanza up to
+ * the move was resent here and every later one is posted here by its handler, in order.
+ */
+async function resendUnacknowledged(session: ClientSession, record: SmRecord, h: number): Promise<void> {
+  const { server } = session;
+  const sessionId = session.id;
+  if (record.socket === session.socket) {
+    // Moved by an earlier run of this frame: resend what it had to (its posts are journaled).
+    const movedAt = Number(frameValue('sm-moved-at', () => String(h)));
+    for (const s of await loggedStanzas(server, sessionId, h + 1, movedAt)) await server.socketSender.send(session.socket, s.xml);
+    return;
+  }
+  let expected = record;
+  let next = h + 1;
+  for (let attempt = 0; ; attempt++) {
+    if (attempt === 20) throw new Error(`session ${sessionId}: still busy after 20 attempts to resume it`);
+    for (const s of await loggedStanzas(server, sessionId, next, expected.out)) await server.socketSender.send(session.socket, s.xml);
+    next = Math.max(next, expected.out + 1);
+    if (await server.sm.moveTo(sessionId, expected, session.socket, h)) {
+      frameValue('sm-moved-at', () => String(expected.out));
+      return;
+    }
+    const now = await server.sm.get(sessionId);
+    if (!now || now.smId !== record.smId || now.ending) throw new StreamError('undefined-condition', 'the session ended while it was being resumed');
+    expected = now;
+  }
+}
+
+/**
+ * The logged stanzas first..last. A handler that drew a number a moment ago may not have written
+ * its stanza yet: wait briefly for the missing ones, then go on without them (logged).
+ */
+async function loggedStanzas(server: XmppServer, sessionId: string, first: number, last: number): Promise<LoggedStanza[]> {
+  if (last < first) return [];
+  let found: LoggedStanza[] = [];
+  for (let attempt = 0; attempt < 20; attempt++) {
+    found = await server.sm.logged(sessionId, first, last);
+    if (found.length === last - first + 1) return found;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  log.warn('stream management: stanzas numbered but never logged', { sessionId, first, last, found: found.length });
+  return found;
+}
+
+// --- hibernation and the end of the window ------------------------------------------------------
+
+/**
+ * The socket of a resumable session closed without a stream close: the session hibernates (still
+ * available, still in its rooms, posts kept) and a timer ends it when the window closes. Resolves
+ * false when it cannot (not resumable, no timers, or no longer this socket's session).
+ */
+export async function hibernate(server: XmppServer, state: ConnectionState): Promise<boolean> {
+  const sm = state.sm;
+  if (state.stage !== 'bound' || !sm || sm.max <= 0 || !server.timers) return false;
+  const sessionId = state.session ?? state.id;
+  if (!(await server.sm.hibernate(sessionId, state.id, Date.now() + sm.max * 1000))) return false;
+  await server.timers.schedule({ type: 'sm-expire', session: sessionId, socket: state.id }, sm.max);
+  const hibernated: ConnectionState = { ...state, stage: 'hibernated', version: state.version + 1 };
+  if (!(await server.store.putConnection(hibernated, state.version))) throw new Error(`connection ${state.id}: stale state while hibernating`);
+  return true;
+}
+
+/**
+ * Ends a hibernated session whose window closed (`force`: now, because a new session took its
+ * resource): it leaves like a session that disconnected (contacts see it go, rooms lose it), then
+ * what the client never acknowledged is handled as undeliverable to it (XEP-0198 §4, RFC 6121
+ * §8.5.3.2.1): messages go to the user's other sessions or offline storage, requests are answered
+ * with an error, the rest is dropped. A window that is not over yet is waited for again.
+ */
+export async function endHibernated(server: XmppServer, sessionId: string, socket: string, force = false): Promise<void> {
+  const record = await server.sm.get(sessionId);
+  if (!record || record.socket !== socket) return; // resumed on another connection, or ended
+  if (!record.ending) {
+    if (record.hibernatedUntil === undefined) return;
+    const left = record.hibernatedUntil - Date.now();
+    if (!force && left > 0) {
+      await server.timers?.schedule({ type: 'sm-expire', session: sessionId, socket }, Math.max(1, left / 1000));
+      return;
+    }
+    if (!(await server.sm.beginEnding(sessionId, socket, force ? Number.MAX_SAFE_INTEGER : Date.now()))) return;
+  }
+  const state = await server.store.getConnection(socket);
+  if (state && (state.stage === 'hibernated' || state.stage === 'bound')) {
+    await server.sessions.leave(new ClientSession(server, structuredClone(state)));
+  }
+  for (const s of await server.sm.logged(sessionId, record.acked + 1, record.out)) await reroute(server, record, s.xml);
+  await server.sm.remove(sessionId);
+  await server.store.deleteConnection(socket);
+}
+
+async function reroute(server: XmppServer, record: SmRecord, xml: string): Promise<void> {
+  const stanza = parseStored(xml, 'unacknowledged stanza', { bare: record.bare });
+  if (!stanza?.attrs.to || !stanza.attrs.from) return;
+  const type = stanza.attrs.type;
+  if (stanza.name === 'iq') {
+    if (type === 'get' || type === 'set') await server.bounce(stanza, new StanzaError('service-unavailable'));
+    return;
+  }
+  if (stanza.name !== 'message' || (type !== undefined && type !== 'chat' && type !== 'normal')) return;
+  if (stanza.getChild('sent', CARBONS) || stanza.getChild('received', CARBONS)) return; // a copy: the original has its own fate
+  const to = parseJid(stanza.attrs.to);
+  const targets = bareJidTargets((await server.store.getUserRoute(record.bare)).sessions);
+  // A message to the bare JID went to the other sessions of the same priority as well.
+  if (!to.resource && targets.length > 0) return;
+  if ((await server.deliverToSessions(targets, stanza)) > 0) return;
+  await server.runHooks('message/offline', { server, stanza, from: parseJid(stanza.attrs.from), to: to.toBare() });
+}

@@ -1,0 +1,203 @@
+/**
+ * XEP-0198 outbound state of a session, shared by every handler that posts to it (see
+ * docs/mobile.md): under the session's id (the connection it began on), beside its connection item,
+ *
+ * - `conn#<session>` / `sm`: the SM id, how many stanzas were posted (`out`) and acknowledged
+ *   (`acked`), the socket that carries the session now, and, while no socket does, until when it
+ *   may be resumed. `out` is bumped by an atomic update before each post, so every handler draws
+ *   the next number; the socket comes back in the same answer, so a post after a resumption goes
+ *   to the new connection.
+ * - `conn#<session>` / `sm#q#<out>`: each posted stanza under its number, written before the post,
+ *   for resending after a resumption or re-routing when the window ends.
+ */
+import { DeleteCommand, GetCommand, PutCommand, UpdateCommand } from '@aws-sdk/lib-dynamodb';
+import type { TableAccess } from './store.ts';
+import { TTL_ATTRIBUTE } from './table.ts';
+import { conditionally, nowSeconds, queryAll } from './table-ops.ts';
+
+export interface SmRecord {
+  smId: string;
+  bare: string;
+  resource: string;
+  /** Stanzas posted to the session (the number of the last one). */
+  out: number;
+  /** The client's last acknowledged count. */
+  acked: number;
+  /** The connection (socket) that carries the session now. */
+  socket: string;
+  /** Resumption window in seconds; 0 = not resumable. */
+  max: number;
+  /** Epoch ms until which a hibernated session may be resumed (absent while a socket carries it). */
+  hibernatedUntil?: number;
+  /** Set when the window ended and the session is being ended: a resumption is refused. */
+  ending?: boolean;
+}
+
+export interface LoggedStanza {
+  seq: number;
+  xml: string;
+}
+
+/** Items outlive the longest connection (2 h) plus the window; a resumption extends them. */
+const BASE_TTL_SECONDS = 3 * 3600;
+/** A resumed session's record lives on for another connection lifetime plus the longest window. */
+const MAX_TTL_MARGIN = 900;
+const SM = 'sm';
+const QUEUE = 'sm#q#';
+const pk = (session: string) => `conn#${session}`;
+const seqKey = (seq: number) => QUEUE + String(seq).padStart(10, '0');
+
+export class SmStore {
+  constructor(private readonly db: TableAccess) {}
+
+  private ttl(max: number): number {
+    return nowSeconds() + BASE_TTL_SECONDS + max;
+  }
+
+  /** Creates the record at <enable/>; false when it exists (a redelivered frame created it already). */
+  create(session: string, record: Omit<SmRecord, 'out' | 'acked'>): Promise<boolean> {
+    return conditionally(
+      this.db.doc.send(
+        new PutCommand({
+          TableName: this.db.table,
+          Item: { pk: pk(session), sk: SM, ...record, out: 0, acked: 0, [TTL_ATTRIBUTE]: this.ttl(record.max) },
+          ConditionExpression: 'attribute_not_exists(pk)',
+        }),
+      ),
+    );
+  }
+
+  async get(session: string): Promise<SmRecord | undefined> {
+    const out = await this.db.doc.send(new GetCommand({ TableName: this.db.table, Key: { pk: pk(session), sk: SM }, ConsistentRead: true }));
+    return out.Item as SmRecord | undefined;
+  }
+
+  /**
+   * Draws the number of the next stanza posted to the session. Undefined when the session has no
+   * stream management (or it is being ended): the post goes out uncounted.
+   */
+  async count(session: string): Promise<SmRecord | undefined> {
+    try {
+      const out = await this.db.doc.send(
+        new UpdateCommand({
+          TableName: this.db.table,
+          Key: { pk: pk(session), sk: SM },
+          UpdateExpression: 'ADD #out :one',
+          ConditionExpression: 'attribute_exists(smId) AND attribute_not_exists(ending)',
+          ExpressionAttributeNames: { '#out': 'out' },
+          ExpressionAttributeValues: { ':one': 1 },
+          ReturnValues: 'ALL_NEW',
+        }),
+      );
+      return out.Attributes as SmRecord;
+    } catch (err) {
+      if ((err as Error).name === 'ConditionalCheckFailedException') return undefined;
+      throw err;
+    }
+  }
+
+  async log(session: string, seq: number, xml: string, max: number): Promise<void> {
+    await this.db.doc.send(
+      new PutCommand({ TableName: this.db.table, Item: { pk: pk(session), sk: seqKey(seq), xml, [TTL_ATTRIBUTE]: this.ttl(max) } }),
+    );
+  }
+
+  /** Logged stanzas numbered first..last (inclusive), in order. */
+  async logged(session: string, first: number, last: number): Promise<LoggedStanza[]> {
+    if (last < first) return [];
+    const items = await queryAll(this.db, {
+      KeyConditionExpression: 'pk = :pk AND sk BETWEEN :a AND :b',
+      ExpressionAttributeValues: { ':pk': pk(session), ':a': seqKey(first), ':b': seqKey(last) },
+      ConsistentRead: true,
+    });
+    return items.map((i) => ({ seq: Number((i.sk as string).slice(QUEUE.length)), xml: i.xml as string }));
+  }
+
+  /**
+   * Records the client's count. 'ok' when it moved on, 'stale' when it was not above the last one,
+   * 'too-high' when it counts stanzas that were never posted (XEP-0198 §4: a stream error).
+   */
+  async ack(session: string, h: number): Promise<'ok' | 'stale' | 'too-high' | 'none'> {
+    const moved = await conditionally(
+      this.db.doc.send(
+        new UpdateCommand({
+          TableName: this.db.table,
+          Key: { pk: pk(session), sk: SM },
+          UpdateExpression: 'SET acked = :h',
+          ConditionExpression: 'attribute_exists(smId) AND acked < :h AND #out >= :h',
+          ExpressionAttributeNames: { '#out': 'out' },
+          ExpressionAttributeValues: { ':h': h },
+        }),
+      ),
+    );
+    if (moved) return 'ok';
+    const record = await this.get(session);
+    if (!record) return 'none';
+    return h > record.out ? 'too-high' : 'stale';
+  }
+
+  /** The socket is gone: the session waits for a resumption until `until` (epoch ms). */
+  hibernate(session: string, socket: string, until: number): Promise<boolean> {
+    return conditionally(
+      this.db.doc.send(
+        new UpdateCommand({
+          TableName: this.db.table,
+          Key: { pk: pk(session), sk: SM },
+          UpdateExpression: 'SET hibernatedUntil = :u',
+          ConditionExpression: 'socket = :s AND attribute_not_exists(ending)',
+          ExpressionAttributeValues: { ':s': socket, ':u': until },
+        }),
+      ),
+    );
+  }
+
+  /**
+   * Moves the session to a new socket, provided nothing changed since the caller read it: the same
+   * socket, no stanza posted since (`out`), not being ended. Every stanza numbered up to `out` was
+   * posted to the old socket and is the caller's to resend; every later one goes to the new socket.
+   */
+  moveTo(session: string, expected: Pick<SmRecord, 'smId' | 'socket' | 'out'>, socket: string, acked: number): Promise<boolean> {
+    return conditionally(
+      this.db.doc.send(
+        new UpdateCommand({
+          TableName: this.db.table,
+          Key: { pk: pk(session), sk: SM },
+          UpdateExpression: 'SET socket = :new, acked = :h, #ttl = :ttl REMOVE hibernatedUntil',
+          ConditionExpression: 'smId = :id AND socket = :old AND #out = :out AND attribute_not_exists(ending)',
+          ExpressionAttributeNames: { '#out': 'out', '#ttl': TTL_ATTRIBUTE },
+          ExpressionAttributeValues: {
+            ':new': socket,
+            ':h': acked,
+            ':id': expected.smId,
+            ':old': expected.socket,
+            ':out': expected.out,
+            ':ttl': nowSeconds() + BASE_TTL_SECONDS + MAX_TTL_MARGIN,
+          },
+        }),
+      ),
+    );
+  }
+
+  /**
+   * The window of a hibernated session ended: marks it as ending (a resumption is refused from now
+   * on). False when it was resumed meanwhile (another socket) or its window is still open.
+   */
+  beginEnding(session: string, socket: string, now: number): Promise<boolean> {
+    return conditionally(
+      this.db.doc.send(
+        new UpdateCommand({
+          TableName: this.db.table,
+          Key: { pk: pk(session), sk: SM },
+          UpdateExpression: 'SET ending = :t',
+          ConditionExpression: 'socket = :s AND hibernatedUntil <= :now',
+          ExpressionAttributeValues: { ':s': socket, ':now': now, ':t': true },
+        }),
+      ),
+    );
+  }
+
+  /** The session ended: its record goes (logged stanzas expire on their own). */
+  async remove(session: string): Promise<void> {
+    await this.db.doc.send(new DeleteCommand({ TableName: this.db.table, Key: { pk: pk(session), sk: SM } }));
+  }
+}

@@ -1,0 +1,43 @@
+/**
+ * XEP-0198 on the way out: every stanza posted to a session with stream management is numbered
+ * and kept before it is posted, whichever handler posts it (docs/mobile.md).
+ *
+ * Posts are addressed to a session id (the connection it began on; session items, rooms and
+ * carbons name it). For a session with stream management one atomic update draws the stanza's
+ * number and answers with the socket that carries the session now, so after a resumption posts
+ * reach the new connection without anyone rewriting those references. The stanza is logged under
+ * its number, then posted. A socket that is gone is not a failed delivery for a resumable session:
+ * the stanza waits in the log for the resumption, or is re-routed when the window ends.
+ *
+ * Non-stanza frames (stream features, SM nonzas, stream errors) are not counted and go where they
+ * are addressed. Sessions without stream management cost one refused conditional update per post.
+ */
+import type { SmStore } from '../storage/sm-store.ts';
+import { NS } from '../xml/element.ts';
+import type { ConnectionSender } from './connections.ts';
+
+/** Ask the client for an acknowledgement after this many unacknowledged stanzas (and each time again). */
+export const ACK_REQUEST_EVERY = 5;
+const STANZA = /^<(message|presence|iq)[\s/>]/;
+export const ACK_REQUEST = `<r xmlns="${NS.SM}"/>`;
+
+export function isStanzaFrame(frame: string): boolean {
+  return STANZA.test(frame);
+}
+
+export function streamManagementSender(inner: ConnectionSender, sm: SmStore): ConnectionSender {
+  return {
+    async send(target, frame) {
+      if (!isStanzaFrame(frame)) return inner.send(target, frame);
+      const record = await sm.count(target);
+      if (!record) return inner.send(target, frame);
+      await sm.log(target, record.out, frame, record.max);
+      const posted = await inner.send(record.socket, frame);
+      const unacked = record.out - record.acked;
+      if (posted && unacked >= ACK_REQUEST_EVERY && unacked % ACK_REQUEST_EVERY === 0) await inner.send(record.socket, ACK_REQUEST);
+      // Kept for a resumption (or re-routed when the window ends): delivered, as far as the sender is concerned.
+      return posted || record.max > 0;
+    },
+    close: (connectionId) => inner.close(connectionId),
+  };
+}
