@@ -29,6 +29,7 @@ export const CONTEXT_KEYS = [
   'uploads',
   's2sInsecureDomains',
   'componentSources',
+  'resumeSeconds',
 ] as const;
 
 export const DEFAULT_STACK_NAME = 'Xmpp';
@@ -50,6 +51,14 @@ function int(read: ContextReader, key: string): number | undefined {
   if (unset(v)) return undefined;
   const n = typeof v === 'number' ? v : Number(v);
   if (!Number.isInteger(n) || n <= 0) throw new Error(`Context "${key}" must be a positive integer, got "${String(v)}"`);
+  return n;
+}
+
+function nonNegativeInt(read: ContextReader, key: string): number | undefined {
+  const v = read(key);
+  if (unset(v)) return undefined;
+  const n = typeof v === 'number' ? v : Number(v);
+  if (!Number.isInteger(n) || n < 0) throw new Error(`Context "${key}" must be a whole number of seconds, got "${String(v)}"`);
   return n;
 }
 
@@ -116,6 +125,7 @@ export function servicePropsFromContext(read: ContextReader): XmppServiceProps {
     s2sInsecureDomains: str(read, 's2sInsecureDomains')?.split(',').map((d) => d.trim()).filter(Boolean),
     federationAzs: int(read, 'federationAzs'),
     registration: bool(read, 'registration'),
+    smResumeSeconds: nonNegativeInt(read, 'resumeSeconds'),
     customDomain: customDomainName && certificateArn
       ? { domainName: customDomainName, certificateArn, ...(customDomainPath !== undefined ? { basePath: customDomainPath } : {}) }
       : undefined,

@@ -19,6 +19,8 @@ export interface XmppMonitoringProps {
   readonly streamLogGroup: logs.ILogGroup;
   readonly inboundQueue: sqs.IQueue;
   readonly deadLetterQueue: sqs.IQueue;
+  /** Delayed events (ends of XEP-0198 resumption windows) the stream Lambda failed repeatedly. */
+  readonly timerDeadLetterQueue?: sqs.IQueue;
   readonly table: dynamodb.ITable;
   readonly federation?: XmppFederation;
   /** Subscribe this address to the alarm topic. */
@@ -93,6 +95,9 @@ export class XmppMonitoring extends Construct {
 
     // Queues
     alarm('DeadLetters', props.deadLetterQueue.metricApproximateNumberOfMessagesVisible({ period: fiveMinutes, statistic: 'Maximum' }), 1, 'Frames the stream Lambda failed to process repeatedly are in the dead-letter queue');
+    if (props.timerDeadLetterQueue) {
+      alarm('TimerDeadLetters', props.timerDeadLetterQueue.metricApproximateNumberOfMessagesVisible({ period: fiveMinutes, statistic: 'Maximum' }), 1, 'Ends of resumption windows failed repeatedly: hibernated sessions stay available until their items expire');
+    }
     alarm('InboundBacklog', props.inboundQueue.metricApproximateAgeOfOldestMessage({ period: Duration.minutes(1), statistic: 'Maximum' }), 30, 'Frames wait more than 30 s in the inbound FIFO queue', { evaluationPeriods: 3 });
 
     // API Gateway (WebSocket metrics exist per API and stage)

@@ -75,6 +75,12 @@ export interface XmppServiceProps {
    * @default false
    */
   readonly registration?: boolean;
+  /**
+   * XEP-0198 resumption window in seconds: how long a session whose socket died stays available
+   * for its client to resume it (0 to 900, the longest SQS message delay, which is the timer that
+   * ends the window). @default 300
+   */
+  readonly smResumeSeconds?: number;
   /** @default logs.RetentionDays.ONE_MONTH */
   readonly logRetention?: logs.RetentionDays;
   /**
@@ -200,6 +206,9 @@ export class XmppService extends Construct {
   readonly stage: apigwv2.WebSocketStage;
   readonly inboundQueue: sqs.Queue;
   readonly deadLetterQueue: sqs.Queue;
+  /** Delayed events for the stream Lambda (the end of XEP-0198 resumption windows), with its DLQ. */
+  readonly timerQueue: sqs.Queue;
+  readonly timerDeadLetterQueue: sqs.Queue;
   readonly connectFunction: lambda.Function;
   readonly streamFunction: lambda.Function;
   readonly federation?: XmppFederation;
@@ -295,6 +304,27 @@ export class XmppService extends Construct {
       enforceSSL: true,
       deadLetterQueue: { queue: this.deadLetterQueue, maxReceiveCount: 5 },
       // Transient data: queues always go with the stack, whatever removalPolicy says.
+      removalPolicy: RemovalPolicy.DESTROY,
+    });
+
+    // ---- Timer queue: delayed events (shared/transport/timers.ts) -----------------------------------
+    const smResumeSeconds = props.smResumeSeconds ?? 300;
+    if (!Number.isInteger(smResumeSeconds) || smResumeSeconds < 0 || smResumeSeconds > 900) {
+      throw new Error(`XmppService: smResumeSeconds must be an integer from 0 to 900 (the longest SQS delay), got ${smResumeSeconds}`);
+    }
+    this.timerDeadLetterQueue = new sqs.Queue(this, 'TimerDeadLetterQueue', {
+      retentionPeriod: Duration.days(14),
+      encryption: sqs.QueueEncryption.SQS_MANAGED,
+      enforceSSL: true,
+      removalPolicy: RemovalPolicy.DESTROY,
+    });
+    // Standard, not FIFO: only standard queues delay each message on its own (DelaySeconds ≤ 900).
+    this.timerQueue = new sqs.Queue(this, 'TimerQueue', {
+      visibilityTimeout: Duration.seconds(STREAM_TIMEOUT.toSeconds() * 6 + 30),
+      retentionPeriod: Duration.days(1),
+      encryption: sqs.QueueEncryption.SQS_MANAGED,
+      enforceSSL: true,
+      deadLetterQueue: { queue: this.timerDeadLetterQueue, maxReceiveCount: 5 },
       removalPolicy: RemovalPolicy.DESTROY,
     });
 
@@ -433,9 +463,12 @@ export class XmppService extends Construct {
       timeout: STREAM_TIMEOUT,
       environment: {
         ...coreEnvironment,
+        XMPP_TIMER_QUEUE_URL: this.timerQueue.queueUrl,
+        XMPP_SM_RESUME_SECONDS: String(smResumeSeconds),
         ...(this.federation ? { XMPP_S2S_QUEUE_URL: this.federation.s2sQueue.queueUrl } : {}),
       },
     });
+    this.streamFunction.addToRolePolicy(new iam.PolicyStatement({ actions: ['sqs:SendMessage'], resources: [this.timerQueue.queueArn] }));
     grantCore(this.streamFunction);
     if (this.federation) {
       this.streamFunction.addToRolePolicy(
@@ -445,6 +478,7 @@ export class XmppService extends Construct {
     this.streamFunction.addEventSource(
       new SqsEventSource(this.inboundQueue, { batchSize: 10, reportBatchItemFailures: true }),
     );
+    this.streamFunction.addEventSource(new SqsEventSource(this.timerQueue, { batchSize: 10, reportBatchItemFailures: true }));
     if (props.uploads) {
       this.uploads = new XmppUploads(this, 'Uploads', { ...(props.uploads === true ? {} : props.uploads), removalPolicy });
       this.uploads.grantSigning(this.streamFunction);
@@ -460,6 +494,7 @@ export class XmppService extends Construct {
       streamLogGroup: this.streamFunction.logGroup,
       inboundQueue: this.inboundQueue,
       deadLetterQueue: this.deadLetterQueue,
+      timerDeadLetterQueue: this.timerDeadLetterQueue,
       table: this.table,
       federation: this.federation,
       alarmEmail: props.alarmEmail,
@@ -519,5 +554,6 @@ export class XmppService extends Construct {
       'Serverless-LambdaEventSourceMappingDestination',
     );
     acknowledge(this.deadLetterQueue, 'This is the dead-letter queue of the inbound queue; it has no dead-letter queue of its own', 'Serverless-SQSRedrivePolicy');
+    acknowledge(this.timerDeadLetterQueue, 'This is the dead-letter queue of the timer queue; it has no dead-letter queue of its own', 'Serverless-SQSRedrivePolicy');
   }
 }

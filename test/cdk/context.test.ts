@@ -68,6 +68,8 @@ describe('context → props', () => {
     expect(bad({ removalPolicy: 'snapshot' })).toThrow(/retain or destroy/);
     expect(bad({ logLevel: 'loud' })).toThrow(/"logLevel" must be one of/);
     expect(bad({ federationAzs: 'two' })).toThrow(/positive integer/);
+    expect(bad({ resumeSeconds: '-1' })).toThrow(/"resumeSeconds" must be a whole number of seconds/);
+    expect(servicePropsFromContext(reader({ domain: 'example.com', resumeSeconds: '0' })).smResumeSeconds).toBe(0);
   });
 
   it('names the stack', () => {

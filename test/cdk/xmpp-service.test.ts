@@ -166,14 +166,31 @@ describe('inbound FIFO queue', () => {
     expect(q.VisibilityTimeout).toBeGreaterThan(timeout * 6);
   });
 
-  it('feeds the stream Lambda in batches of 10 with partial batch responses', () => {
-    const [, mapping] = onlyResource(base, 'AWS::Lambda::EventSourceMapping');
-    expect(mapping.Properties).toMatchObject({
-      BatchSize: 10,
-      FunctionResponseTypes: ['ReportBatchItemFailures'],
-      EventSourceArn: { 'Fn::GetAtt': [inboundQueue(base), 'Arn'] },
-      FunctionName: { Ref: fn(base, 'Stream') },
-    });
+  it('feeds the stream Lambda in batches of 10 with partial batch responses, frames and timer events', () => {
+    const mappings = resourcesOfType(base, 'AWS::Lambda::EventSourceMapping').map(([, m]) => m.Properties);
+    const timerQueue = logicalId(base, 'AWS::SQS::Queue', 'XmppTimerQueue');
+    expect(mappings).toHaveLength(2);
+    for (const queue of [inboundQueue(base), timerQueue]) {
+      expect(mappings).toContainEqual(
+        expect.objectContaining({
+          BatchSize: 10,
+          FunctionResponseTypes: ['ReportBatchItemFailures'],
+          EventSourceArn: { 'Fn::GetAtt': [queue, 'Arn'] },
+          FunctionName: { Ref: fn(base, 'Stream') },
+        }),
+      );
+    }
+  });
+
+  it('has a standard timer queue (per-message delays) with a dead-letter queue, for the ends of resumption windows', () => {
+    const timer = base.json.Resources[logicalId(base, 'AWS::SQS::Queue', 'XmppTimerQueue')]!.Properties!;
+    expect(timer.FifoQueue).toBeUndefined();
+    expect(timer.RedrivePolicy).toMatchObject({ maxReceiveCount: 5, deadLetterTargetArn: { 'Fn::GetAtt': [logicalId(base, 'AWS::SQS::Queue', 'XmppTimerDeadLetterQueue'), 'Arn'] } });
+    const env = base.json.Resources[fn(base, 'Stream')]!.Properties!.Environment.Variables;
+    expect(env).toMatchObject({ XMPP_TIMER_QUEUE_URL: { Ref: logicalId(base, 'AWS::SQS::Queue', 'XmppTimerQueue') }, XMPP_SM_RESUME_SECONDS: '300' });
+    const role = roleOfFunction(base, fn(base, 'Stream'));
+    const send = statementsOfRole(base, role).filter((st) => actions(st).includes('sqs:SendMessage'));
+    expect(send.map((st) => st.Resource)).toEqual([{ 'Fn::GetAtt': [logicalId(base, 'AWS::SQS::Queue', 'XmppTimerQueue'), 'Arn'] }]);
   });
 });
 
@@ -298,21 +315,22 @@ describe('IAM least privilege', () => {
     }
 
     const sqsActions = roleActions(base, role).filter((a) => a.startsWith('sqs:'));
-    expect(sqsActions).not.toContain('sqs:SendMessage');
+    // Sending: to the timer queue only (checked with the timer queue above).
+    expect(statements.filter((st) => actions(st).includes('sqs:SendMessage'))).toHaveLength(1);
     expect(sqsActions).toEqual(expect.arrayContaining(['sqs:ReceiveMessage', 'sqs:DeleteMessage', 'sqs:ChangeMessageVisibility']));
   });
 
   it('lets the stream Lambda send to the s2s queue only when federation is on', () => {
     const role = roleOfFunction(full, fn(full, 'Stream'));
-    const send = statementsOfRole(full, role).find((st) => actions(st).includes('sqs:SendMessage'))!;
-    expect(send.Resource).toEqual({ 'Fn::GetAtt': [logicalId(full, 'AWS::SQS::Queue', 'XmppFederationS2sQueue'), 'Arn'] });
+    const send = statementsOfRole(full, role).filter((st) => actions(st).includes('sqs:SendMessage')).map((st) => st.Resource);
+    expect(send).toContainEqual({ 'Fn::GetAtt': [logicalId(full, 'AWS::SQS::Queue', 'XmppFederationS2sQueue'), 'Arn'] });
   });
 });
 
 describe('federation', () => {
   it('creates no federation resources when off', () => {
     for (const type of FEDERATION_TYPES) expect(resourcesOfType(base, type), type).toHaveLength(0);
-    expect(resourcesOfType(base, 'AWS::SQS::Queue')).toHaveLength(2);
+    expect(resourcesOfType(base, 'AWS::SQS::Queue')).toHaveLength(4); // inbound, timer and their dead-letter queues
     expect(base.json.Outputs!.FederationEndpoint).toBeUndefined();
   });
 
@@ -421,12 +439,14 @@ describe('operations', () => {
     const metric = (namespace: string, name: string) => alarms.filter((a) => a.Namespace === namespace && a.MetricName === name);
     expect(metric('AWS/Lambda', 'Errors')).toHaveLength(2);
     expect(metric('AWS/Lambda', 'Throttles')).toHaveLength(2);
-    expect(metric('AWS/SQS', 'ApproximateNumberOfMessagesVisible')).toHaveLength(1);
     expect(metric('AWS/ApiGateway', 'IntegrationError')).toHaveLength(1);
     expect(metric('AWS/ApiGateway', 'ExecutionError')).toHaveLength(1);
-    const dlq = metric('AWS/SQS', 'ApproximateNumberOfMessagesVisible')[0]!;
-    expect(text(dlq.Dimensions)).toContain(logicalId(base, 'AWS::SQS::Queue', 'XmppDeadLetterQueue'));
-    expect(dlq).toMatchObject({ Threshold: 1, ComparisonOperator: 'GreaterThanOrEqualToThreshold' });
+    const dlqs = metric('AWS/SQS', 'ApproximateNumberOfMessagesVisible');
+    expect(dlqs).toHaveLength(2); // frames and timer events
+    for (const [dlq, queue] of dlqs.map((d, i) => [d, ['XmppDeadLetterQueue', 'XmppTimerDeadLetterQueue'][i]!] as const)) {
+      expect(text(dlq.Dimensions)).toContain(logicalId(base, 'AWS::SQS::Queue', queue));
+      expect(dlq).toMatchObject({ Threshold: 1, ComparisonOperator: 'GreaterThanOrEqualToThreshold' });
+    }
     for (const a of alarms) expect(a.AlarmActions).toHaveLength(1);
   });
 
@@ -441,7 +461,7 @@ describe('operations', () => {
   it('adds federation alarms, an e-mail subscription and the dashboard', () => {
     const alarms = resourcesOfType(full, 'AWS::CloudWatch::Alarm').map(([, a]) => a.Properties!);
     expect(alarms.filter((a) => a.MetricName === 'HealthyHostCount')).toHaveLength(1);
-    expect(alarms.filter((a) => a.MetricName === 'ApproximateNumberOfMessagesVisible')).toHaveLength(2);
+    expect(alarms.filter((a) => a.MetricName === 'ApproximateNumberOfMessagesVisible')).toHaveLength(3);
     full.template.hasResourceProperties('AWS::SNS::Subscription', { Protocol: 'email', Endpoint: 'ops@example.com' });
     expect(resourcesOfType(base, 'AWS::CloudWatch::Dashboard')).toHaveLength(1);
   });
@@ -501,6 +521,7 @@ describe('input validation', () => {
     expect(construct({ federation: true, federationAzs: 5 })).toThrow(/federationAzs/);
     expect(construct({ federation: true, componentListener: true })).toThrow(/componentListener needs componentSources/);
     expect(construct({ federation: true, componentListener: true, componentSources: ['0.0.0.0/33'] })).toThrow(/"0.0.0.0\/33" is not an IPv4 CIDR block/);
+    expect(construct({ smResumeSeconds: 901 })).toThrow(/smResumeSeconds must be an integer from 0 to 900/);
   });
 
   it('says which Lambda entry is missing', () => {
