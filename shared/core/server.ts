@@ -305,7 +305,7 @@ export class XmppServer implements Registry {
 
   /** Posts to one session; false when its socket is gone (the session is then cleaned up by $disconnect). */
   deliver(session: SessionRecord, el: Element): Promise<boolean> {
-    return this.sender.send(session.connectionId, el.toString());
+    return this.sender.send(session.connectionId, el.toString(), { sm: session.sm === true });
   }
 
   /** Posts to several sessions in parallel (bounded); resolves to how many took it. */
@@ -313,7 +313,7 @@ export class XmppServer implements Registry {
     const frame = el.toString();
     let delivered = 0;
     await forEachBounded(sessions, 16, async (s) => {
-      if (await this.sender.send(s.connectionId, frame)) delivered++;
+      if (await this.sender.send(s.connectionId, frame, { sm: s.sm === true })) delivered++;
     });
     return delivered;
   }

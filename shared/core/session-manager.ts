@@ -99,7 +99,15 @@ export class SessionManager {
 
   /** A delayed event came due (transport/timers.ts). */
   async handleTimer(event: TimerEvent, delivery: FrameInput = {}): Promise<void> {
-    await inFrame(() => endHibernated(this.server, event.session, event.socket), newFrame(delivery));
+    // The event's posts are journaled with the hibernated connection, like a frame's.
+    const { state, journal } = await this.server.store.loadConnection(event.socket);
+    const frame = newFrame({ ...delivery, before: journal });
+    try {
+      await inFrame(() => endHibernated(this.server, event.session, event.socket), frame);
+    } catch (err) {
+      if (state) await this.saveJournal(event.socket, state.version, frame);
+      throw err;
+    }
   }
 
   /**

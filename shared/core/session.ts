@@ -63,7 +63,7 @@ export class ClientSession {
    * (replaced by a newer session with the same resource).
    */
   async updateSession(changes: SessionChanges): Promise<boolean> {
-    const { presence, ...mirrored } = changes;
+    const { presence, sm, ...mirrored } = changes;
     this.update(mirrored);
     return this.server.store.updateSession(this.bare, this.state.resource!, this.id, changes);
   }
@@ -75,7 +75,7 @@ export class ClientSession {
    */
   send(el: Element | string): Promise<boolean> {
     const frame = typeof el === 'string' ? el : el.toString();
-    return isStanzaFrame(frame) ? this.server.sender.send(this.id, frame) : this.server.socketSender.send(this.socket, frame);
+    return isStanzaFrame(frame) ? this.server.sender.send(this.id, frame, { sm: this.state.sm !== undefined }) : this.server.socketSender.send(this.socket, frame);
   }
 
   /** This session as other sessions see it (the session item in the store). */
@@ -88,6 +88,7 @@ export class ClientSession {
       interested: this.state.interested ?? false,
       priority: this.state.priority ?? 0,
       boundAt: this.state.connectedAt,
+      sm: this.state.sm !== undefined,
     };
   }
 }

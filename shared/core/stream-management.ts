@@ -71,6 +71,8 @@ async function enable(session: ClientSession, el: Element): Promise<void> {
   // random part makes it unguessable. Derived from the frame id, so a redelivery makes the same one.
   const smId = `${Buffer.from(session.id).toString('base64url')}.${frameUnique('sm-id', 16)}`;
   await server.sm.create(session.id, { smId, bare: session.bare, resource: state.resource!, socket: session.socket, max });
+  // Routers read the session item: from now on they number their posts to this session.
+  await server.store.updateSession(session.bare, state.resource!, session.id, { sm: true });
   session.update({ sm: { id: smId, inbound: 0, max } });
   await session.send(
     x('enabled', { xmlns: NS.SM, id: max ? smId : undefined, resume: max ? 'true' : undefined, max: max ? String(max) : undefined }),

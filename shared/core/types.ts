@@ -21,6 +21,8 @@ export interface SessionRecord {
   /** Last broadcast presence (XML), to answer probes. */
   presence?: string;
   boundAt: number;
+  /** XEP-0198 is on: posts to it are numbered and kept (transport/sm-sender.ts). */
+  sm?: boolean;
 }
 
 export type Subscription = 'none' | 'to' | 'from' | 'both';

@@ -527,6 +527,7 @@ function toSession(item: Record<string, any>): SessionRecord {
     priority: item.priority ?? 0,
     presence: item.presence,
     boundAt: item.boundAt,
+    sm: item.sm === true,
   };
 }
 

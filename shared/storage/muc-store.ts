@@ -60,6 +60,11 @@ export interface OccupantSession {
   connectionId?: string;
   /** When it joined (epoch ms): a room message of about that time may also reach it as history. */
   joinedAt?: number;
+  /**
+   * Whether the session had XEP-0198 on when it joined (clients enable it right after bind): posts
+   * to a session without it skip the numbering (transport/sm-sender.ts).
+   */
+  sm?: boolean;
 }
 
 export interface Occupant {

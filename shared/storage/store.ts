@@ -36,6 +36,8 @@ export interface SessionChanges {
   interested?: boolean;
   priority?: number;
   presence?: string | null;
+  /** XEP-0198 was enabled (set once, at <enable/>). */
+  sm?: boolean;
 }
 
 /** The table itself, for feature modules that keep items of their own (rooms, archives, PEP…). */

@@ -9,9 +9,14 @@ import {
 } from '@aws-sdk/client-apigatewaymanagementapi';
 import { log } from '../log.ts';
 
+/** What the caller knows of the target: `sm: false` = no XEP-0198 there, so the post is not numbered. */
+export interface SendHint {
+  sm?: boolean;
+}
+
 export interface ConnectionSender {
   /** Sends one frame. Resolves false when the connection is gone (HTTP 410). */
-  send(connectionId: string, frame: string): Promise<boolean>;
+  send(connectionId: string, frame: string, hint?: SendHint): Promise<boolean>;
   /** Closes a connection; a connection already gone is not an error. */
   close(connectionId: string): Promise<void>;
 }

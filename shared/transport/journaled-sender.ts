@@ -10,11 +10,11 @@ import type { ConnectionSender } from './connections.ts';
 
 export function journaledSender(inner: ConnectionSender, faults?: FaultSettings): ConnectionSender {
   return {
-    async send(connectionId, frame) {
+    async send(connectionId, frame, hint) {
       const journal = postKey(connectionId, frame);
       if (journal?.done) return true;
       const ok = await trackPost(
-        inner.send(connectionId, frame).then((posted) => {
+        inner.send(connectionId, frame, hint).then((posted) => {
           if (posted && journal) recordPost(journal.key);
           return posted;
         }),

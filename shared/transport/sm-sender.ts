@@ -10,7 +10,8 @@
  * the stanza waits in the log for the resumption, or is re-routed when the window ends.
  *
  * Non-stanza frames (stream features, SM nonzas, stream errors) are not counted and go where they
- * are addressed. Sessions without stream management cost one refused conditional update per post.
+ * are addressed. A caller that knows the target has no stream management says so (`sm: false`, from
+ * the session item or the room occupant); otherwise such a post costs one refused conditional update.
  */
 import type { SmStore } from '../storage/sm-store.ts';
 import { NS } from '../xml/element.ts';
@@ -27,8 +28,8 @@ export function isStanzaFrame(frame: string): boolean {
 
 export function streamManagementSender(inner: ConnectionSender, sm: SmStore): ConnectionSender {
   return {
-    async send(target, frame) {
-      if (!isStanzaFrame(frame)) return inner.send(target, frame);
+    async send(target, frame, hint) {
+      if (!isStanzaFrame(frame) || hint?.sm === false) return inner.send(target, frame);
       const record = await sm.count(target);
       if (!record) return inner.send(target, frame);
       await sm.log(target, record.out, frame, record.max);

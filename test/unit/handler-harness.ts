@@ -16,6 +16,7 @@ import { defaultModules } from '../../shared/modules/index.ts';
 import { DynamoStore } from '../../shared/storage/dynamo-store.ts';
 import { ensureTable } from '../../shared/storage/table.ts';
 import type { ConnectionSender } from '../../shared/transport/connections.ts';
+import type { TimerEvent, TimerScheduler } from '../../shared/transport/timers.ts';
 
 export interface Post {
   connectionId: string;
@@ -69,6 +70,18 @@ export function crashingClient(endpoint: string) {
   return { client, crashAfter: (command: string) => after.add(command), crashBefore: (command: string) => before.add(command) };
 }
 
+/**
+ * Delayed events (SQS with a per-message delay in the cloud: the edge we cannot reach): recorded,
+ * and fired by the test when it chooses, on the instance it chooses, as often as it chooses.
+ */
+export class RecordingTimers implements TimerScheduler {
+  readonly scheduled: Array<{ event: TimerEvent; delaySeconds: number }> = [];
+
+  async schedule(event: TimerEvent, delaySeconds: number): Promise<void> {
+    this.scheduled.push({ event, delaySeconds });
+  }
+}
+
 export async function startHarness(instances = 3, env: Record<string, string> = {}) {
   const endpoint = inject('dynamoEndpoint');
   const tableName = `h${randomBytes(6).toString('hex')}`;
@@ -79,8 +92,9 @@ export async function startHarness(instances = 3, env: Record<string, string> = 
   const sender = new RecordingSender();
   const crash = crashingClient(endpoint);
   const store = new DynamoStore({ tableName, client: crash.client });
-  const servers = Array.from({ length: instances }, () => new XmppServer({ config, store, sender, modules: defaultModules }));
-  return { servers, store, sender, crash, config };
+  const timers = new RecordingTimers();
+  const servers = Array.from({ length: instances }, () => new XmppServer({ config, store, sender, timers, modules: defaultModules }));
+  return { servers, store, sender, crash, config, timers };
 }
 
 export type Harness = Awaited<ReturnType<typeof startHarness>>;

@@ -166,7 +166,7 @@ export class MucService {
       const frame = frameFor(t);
       try {
         if (t.session.connectionId) {
-          if (!(await this.server.sender.send(t.session.connectionId, frame))) gone.push(t);
+          if (!(await this.server.sender.send(t.session.connectionId, frame, { sm: t.session.sm === true }))) gone.push(t);
         } else {
           // Built here, but it may carry a stored message larger than the client limits.
           const el = parseStored(frame, 'room stanza for a remote occupant', { room });
@@ -346,7 +346,7 @@ export class MucService {
     if (!holder && room.config.maxUsers && occupants.length >= room.config.maxUsers && rank < AFFILIATION_RANK.admin) {
       throw new StanzaError('service-unavailable', 'the room is full', 'wait');
     }
-    const joining: OccupantSession = { jid: from.toString(), connectionId: session?.id, joinedAt: frameNow() };
+    const joining: OccupantSession = { jid: from.toString(), connectionId: session?.id, joinedAt: frameNow(), ...(session?.state.sm ? { sm: true } : {}) };
     // A second session of the same user under the same nick joins that occupant (multi-session nick).
     const occupant: Occupant = holder
       ? { ...holder, sessions: [...holder.sessions.filter((s) => s.jid !== joining.jid), joining] }

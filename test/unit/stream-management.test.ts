@@ -1,0 +1,176 @@
+/**
+ * XEP-0198 at the handleFrame level on three handler instances sharing one DynamoDB Local table:
+ * posts racing a resumption, a resumption that crashes half-way and runs again, the end of the
+ * window racing a resumption, and the window's timer delivered twice. The recording sender stands in
+ * for @connections and the recording timers for the SQS delay queue (AWS's edge).
+ */
+import { beforeEach, describe, expect, it } from 'vitest';
+import { addAccount, befriend, Connection, startHarness, type Harness } from './handler-harness.ts';
+
+let h: Harness;
+let n = 0;
+async function users(...names: string[]): Promise<string[]> {
+  n += 1;
+  const bares = names.map((name) => `${name}${n}@localhost`);
+  for (const bare of bares) await addAccount(h, bare);
+  return bares;
+}
+
+beforeEach(async () => {
+  // A 1 s window, so a test can let it pass.
+  h ??= await startHarness(3, { XMPP_SM_RESUME_SECONDS: '1' });
+  h.sender.beforePost = undefined;
+});
+
+const SM = 'urn:xmpp:sm:3';
+const OPEN = '<open xmlns="urn:ietf:params:xml:ns:xmpp-framing" to="localhost" version="1.0"/>';
+const chat = (to: string, body: string) => `<message xmlns="jabber:client" to="${to}" type="chat"><body>${body}</body></message>`;
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+const bodies = (frames: string[]) => frames.map((f) => /<body>([^<]*)<\/body>/.exec(f)?.[1]).filter((b): b is string => b !== undefined);
+
+/** Online with stream management on; returns the SM id. */
+async function onlineWithSm(c: Connection, bare: string, resource: string): Promise<string> {
+  await c.login(bare, 'secret', resource);
+  await c.frame(`<enable xmlns="${SM}" resume="true"/>`);
+  const enabled = c.posts('<enabled')[0]!;
+  await c.frame('<presence xmlns="jabber:client"/>');
+  return /id="([^"]+)"/.exec(enabled)![1]!;
+}
+
+/** A new connection of the same user, authenticated and restarted: ready to resume. */
+async function authenticated(bare: string): Promise<Connection> {
+  const c = new Connection(h);
+  await c.frame(OPEN);
+  await c.frame(`<auth xmlns="urn:ietf:params:xml:ns:xmpp-sasl" mechanism="PLAIN">${Buffer.from(`\0${bare.split('@')[0]}\0secret`).toString('base64')}</auth>`);
+  await c.frame(OPEN);
+  return c;
+}
+
+/** The socket died: the gateway answers 410 from now on, and $disconnect comes. */
+async function kill(c: Connection): Promise<void> {
+  h.sender.gone.add(c.id);
+  await c.disconnect();
+}
+
+describe('stream management on several handler instances', () => {
+  it('hibernates on $disconnect: contacts see nothing, posts are kept, one timer is set for the window', async () => {
+    const [alice, bob] = await users('alice', 'bob');
+    await befriend(h, alice!, bob!);
+    const b = new Connection(h);
+    await b.online(bob!, 'secret', 'desk');
+    const a = new Connection(h);
+    await onlineWithSm(a, alice!, 'phone');
+    const scheduled = h.timers.scheduled.length;
+    await kill(a);
+    expect((await h.store.getConnection(a.id))?.stage).toBe('hibernated');
+    expect(h.timers.scheduled.slice(scheduled)).toEqual([{ event: { type: 'sm-expire', session: a.id, socket: a.id }, delaySeconds: 1 }]);
+    expect(b.posts(/type="unavailable"/)).toEqual([]);
+    // Bob still finds her available, so his message is taken (and kept for her), not stored offline.
+    await b.frame(chat(`${alice}/phone`, 'while away'));
+    expect(await h.store.listOffline(alice!)).toEqual([]);
+  });
+
+  it('resumes while other instances post to the session: every message exactly once, in the order numbered', async () => {
+    const [alice, bob] = await users('alice', 'bob');
+    const b = new Connection(h);
+    await b.online(bob!, 'secret', 'desk');
+    const a = new Connection(h);
+    const smId = await onlineWithSm(a, alice!, 'phone');
+    await kill(a);
+    for (let i = 1; i <= 3; i++) await b.frame(chat(`${alice}/phone`, `gap${i}`));
+
+    const a2 = await authenticated(alice!);
+    // Slow posts, so Bob's messages below are numbered while the resumption is under way.
+    h.sender.beforePost = () => sleep(5);
+    const senders = Array.from({ length: 3 }, () => new Connection(h));
+    for (const [i, s] of senders.entries()) await s.online(bob!, 'secret', `desk${i}`);
+    const racing = senders.flatMap((s, i) => [1, 2, 3].map((j) => s.frame(chat(`${alice}/phone`, `race${i}-${j}`), (i + j) % 3)));
+    await Promise.all([a2.frame(`<resume xmlns="${SM}" previd="${smId}" h="0"/>`, 1), ...racing]);
+    h.sender.beforePost = undefined;
+
+    const got = bodies(a2.posts());
+    const expected = ['gap1', 'gap2', 'gap3', ...senders.flatMap((_, i) => [1, 2, 3].map((j) => `race${i}-${j}`))];
+    expect([...got].sort()).toEqual([...expected].sort()); // each once, none lost
+    expect(got.slice(0, 3)).toEqual(['gap1', 'gap2', 'gap3']);
+    expect(a2.posts('<resumed')).toHaveLength(1);
+    // The session goes on on the new connection.
+    await b.frame(chat(`${alice}/phone`, 'later'));
+    expect(a2.posts('later')).toHaveLength(1);
+  });
+
+  it('a resumption that crashes after moving the session runs again without resending twice', async () => {
+    const [alice, bob] = await users('alice', 'bob');
+    const b = new Connection(h);
+    await b.online(bob!, 'secret', 'desk');
+    const a = new Connection(h);
+    const smId = await onlineWithSm(a, alice!, 'phone');
+    await kill(a);
+    for (let i = 1; i <= 3; i++) await b.frame(chat(`${alice}/phone`, `gap${i}`));
+    const a2 = await authenticated(alice!);
+    // The instance dies right after the conditional write that moved the session here.
+    h.sender.beforePost = ({ frame }) => {
+      if (frame.includes('gap3')) h.crash.crashAfter('UpdateItemCommand');
+    };
+    await expect(a2.frame(`<resume xmlns="${SM}" previd="${smId}" h="0"/>`, 0)).rejects.toThrow(/crash after UpdateItemCommand/);
+    h.sender.beforePost = undefined;
+    expect((await a2.redeliver(2))?.stage).toBe('bound');
+    expect(bodies(a2.posts())).toEqual(['gap1', 'gap2', 'gap3']);
+    expect(a2.posts('<resumed')).toHaveLength(1);
+    await b.frame(chat(`${alice}/phone`, 'after'));
+    expect(bodies(a2.posts())).toEqual(['gap1', 'gap2', 'gap3', 'after']);
+  });
+
+  it('the end of the window racing a resumption: either resumed with everything, or ended with everything offline, never both', async () => {
+    const [alice, bob] = await users('alice', 'bob');
+    await befriend(h, alice!, bob!);
+    const b = new Connection(h);
+    await b.online(bob!, 'secret', 'desk');
+    const a = new Connection(h);
+    const smId = await onlineWithSm(a, alice!, 'phone');
+    const timer = h.timers.scheduled.length;
+    await kill(a);
+    const { event } = h.timers.scheduled[timer]!;
+    await b.frame(chat(`${alice}/phone`, 'pending'));
+    const a2 = await authenticated(alice!);
+    await sleep(1100); // the window is over: the timer is due, and a resumption just in time may still be in flight
+    await Promise.all([a2.frame(`<resume xmlns="${SM}" previd="${smId}" h="0"/>`, 0), h.servers[1]!.handleTimer(event, { id: `timer-${n}` })]);
+    const resumed = a2.posts('<resumed').length === 1;
+    const offline = (await h.store.listOffline(alice!)).map((m) => bodies([m.xml])[0]);
+    if (resumed) {
+      expect(bodies(a2.posts())).toEqual(['pending']);
+      expect(offline).toEqual([]);
+      expect(b.posts(/from="alice\d+@localhost\/phone"[^>]*type="unavailable"/)).toEqual([]);
+    } else {
+      expect(a2.posts('<failed')[0]).toContain('item-not-found');
+      expect(offline).toEqual(['pending']);
+      expect(b.posts(/type="unavailable"/).length).toBe(1);
+    }
+  });
+
+  it('the window ends once however often its timer is delivered: contacts told once, messages stored once', async () => {
+    const [alice, bob] = await users('alice', 'bob');
+    await befriend(h, alice!, bob!);
+    const b = new Connection(h);
+    await b.online(bob!, 'secret', 'desk');
+    const a = new Connection(h);
+    await onlineWithSm(a, alice!, 'phone');
+    const timer = h.timers.scheduled.length;
+    await kill(a);
+    const { event } = h.timers.scheduled[timer]!;
+    await b.frame(chat(`${alice}/phone`, 'one'));
+    await b.frame(chat(alice!, 'two')); // to the bare JID: she has no other session, so it is hers alone
+    // Early (the queue may deliver a little early): nothing ends, the timer is set again.
+    await h.servers[0]!.handleTimer(event, { id: `early-${n}` });
+    expect((await h.store.getConnection(a.id))?.stage).toBe('hibernated');
+    expect(h.timers.scheduled.length).toBe(timer + 2);
+    await sleep(1100);
+    // The instance crashes after the session left; the event runs again on another instance, and once more.
+    h.crash.crashAfter('DeleteItemCommand');
+    await expect(h.servers[1]!.handleTimer(event, { id: `due-${n}` })).rejects.toThrow(/crash after DeleteItemCommand/);
+    await h.servers[2]!.handleTimer(event, { id: `due-${n}` });
+    await h.servers[0]!.handleTimer(event, { id: `due-${n}` });
+    expect((await h.store.listOffline(alice!)).map((m) => bodies([m.xml])[0]).sort()).toEqual(['one', 'two']);
+    expect(b.posts(/type="unavailable"/)).toHaveLength(1);
+    expect(await h.store.getConnection(a.id)).toBeUndefined();
+  });
+});
