@@ -25,7 +25,7 @@ beforeEach(async () => {
 const SM = 'urn:xmpp:sm:3';
 const OPEN = '<open xmlns="urn:ietf:params:xml:ns:xmpp-framing" to="localhost" version="1.0"/>';
 const chat = (to: string, body: string) => `<message xmlns="jabber:client" to="${to}" type="chat"><body>${body}</body></message>`;
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 const bodies = (frames: string[]) => frames.map((f) => /<body>([^<]*)<\/body>/.exec(f)?.[1]).filter((b): b is string => b !== undefined);
 
 /** Online with stream management on; returns the SM id. */
