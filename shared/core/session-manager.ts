@@ -21,7 +21,7 @@ import { frameJournal, frameSettled, inFrame, newFrame, type Frame, type FrameIn
 import type { XmppServer } from './server.ts';
 import { ClientSession } from './session.ts';
 import { closeStream, processFrame } from './stream.ts';
-import { endHibernated, hibernate } from './stream-management.ts';
+import { endHibernated, handOverUnacknowledged, hibernate } from './stream-management.ts';
 import type { TimerEvent } from '../transport/timers.ts';
 import type { ConnectionState } from './types.ts';
 
@@ -117,7 +117,7 @@ export class SessionManager {
   async endSession(session: ClientSession): Promise<void> {
     await this.leave(session);
     if (session.state.stage === 'replaced') await this.server.runSessionHooks('session/released', session);
-    if (session.state.sm) await this.server.sm.remove(session.id);
+    if (session.state.sm) await handOverUnacknowledged(this.server, session.id);
     session.state.stage = 'closed';
     await this.server.store.deleteConnection(session.state.id);
   }
@@ -173,8 +173,8 @@ export class SessionManager {
     await this.leave(old, { replaced: true });
     await old.send(x('close', { xmlns: NS.FRAMING }));
     await this.server.sender.close(old.socket);
-    // Not resumable any more: nothing is numbered or kept for it from now on.
-    if (state.sm) await this.server.sm.remove(sessionId);
+    // Not resumable any more: nothing is numbered for it from now on, and what it did not acknowledge is re-routed.
+    if (state.sm) await handOverUnacknowledged(this.server, sessionId);
     await this.server.store.markConnectionReplaced(old.socket);
   }
 

@@ -89,10 +89,10 @@ function sessionOfSmId(smId: string): string | undefined {
 async function acknowledged(session: ClientSession, el: Element): Promise<void> {
   const h = Number(el.attrs.h);
   if (!/^\d+$/.test(el.attrs.h ?? '')) throw new StreamError('invalid-xml', "<a/> needs a count in 'h'");
-  if ((await session.server.sm.ack(session.id, h)) === 'too-high') {
-    // XEP-0198 §4: acknowledging stanzas that were never sent ends the stream.
-    throw new StreamError('undefined-condition', `acknowledged ${h} stanzas, more than were sent`);
-  }
+  // More than were numbered: a post delivered twice (an SDK retry of one that had arrived) is
+  // counted twice by the client. XEP-0198 would end the stream; here the count is read with that
+  // difference from now on (sm-store.ts), since the double is the transport's, not the client's.
+  if ((await session.server.sm.ack(session.id, h)) === 'ahead') log.warn('stream management: the client counts more stanzas than were sent', { session: session.id, h });
 }
 
 /** Counts a stanza from the client (called for each one the session handles). */
@@ -118,7 +118,6 @@ async function resume(session: ClientSession, el: Element): Promise<void> {
     !record.ending &&
     (record.hibernatedUntil === undefined || record.hibernatedUntil >= Date.now());
   if (!sessionId || !record || !open) return failed(session, 'item-not-found', 'no session to resume: bind a resource');
-  if (h > record.out) return failed(session, 'undefined-condition', `the client counts ${h} stanzas, ${record.out} were sent`);
 
   // The connection that carried the session (an earlier run of this frame may have moved it here).
   const previous = frameValue('sm-resume-from', () => record.socket);
@@ -136,7 +135,7 @@ async function resume(session: ClientSession, el: Element): Promise<void> {
     sm: { id: previd, inbound: from.sm.inbound, max: record.max },
   });
   await session.send(x('resumed', { xmlns: NS.SM, previd, h: String(from.sm.inbound) }));
-  await resendUnacknowledged(session, record, h);
+  await resendUnacknowledged(session, record, server.sm.reading(record, h));
   await server.store.refreshSession(session.bare, from.resource!, sessionId);
 }
 
@@ -160,22 +159,22 @@ async function takeOverFrom(server: XmppServer, socket: string, bare: string): P
  * first): the move succeeds only if nothing was numbered since the last look, so every stanza up to
  * the move was resent here and every later one is posted here by its handler, in order.
  */
-async function resendUnacknowledged(session: ClientSession, record: SmRecord, h: number): Promise<void> {
+async function resendUnacknowledged(session: ClientSession, record: SmRecord, { acked, skew }: { acked: number; skew: number }): Promise<void> {
   const { server } = session;
   const sessionId = session.id;
   if (record.socket === session.socket) {
     // Moved by an earlier run of this frame: resend what it had to (its posts are journaled).
-    const movedAt = Number(frameValue('sm-moved-at', () => String(h)));
-    for (const s of await loggedStanzas(server, sessionId, h + 1, movedAt)) await server.socketSender.send(session.socket, s.xml);
+    const movedAt = Number(frameValue('sm-moved-at', () => String(acked)));
+    for (const s of await loggedStanzas(server, sessionId, acked + 1, movedAt)) await server.socketSender.send(session.socket, s.xml);
     return;
   }
   let expected = record;
-  let next = h + 1;
+  let next = acked + 1;
   for (let attempt = 0; ; attempt++) {
     if (attempt === 20) throw new Error(`session ${sessionId}: still busy after 20 attempts to resume it`);
     for (const s of await loggedStanzas(server, sessionId, next, expected.out)) await server.socketSender.send(session.socket, s.xml);
     next = Math.max(next, expected.out + 1);
-    if (await server.sm.moveTo(sessionId, expected, session.socket, h)) {
+    if (await server.sm.moveTo(sessionId, expected, session.socket, acked, skew)) {
       frameValue('sm-moved-at', () => String(expected.out));
       return;
     }
@@ -227,7 +226,7 @@ export async function hibernate(server: XmppServer, state: ConnectionState): Pro
  * with an error, the rest is dropped. A window that is not over yet is waited for again.
  */
 export async function endHibernated(server: XmppServer, sessionId: string, socket: string, force = false): Promise<void> {
-  const record = await server.sm.get(sessionId);
+  let record = await server.sm.get(sessionId);
   if (!record || record.socket !== socket) return; // resumed on another connection, or ended
   if (!record.ending) {
     if (record.hibernatedUntil === undefined) return;
@@ -236,15 +235,29 @@ export async function endHibernated(server: XmppServer, sessionId: string, socke
       await server.timers?.schedule({ type: 'sm-expire', session: sessionId, socket }, Math.max(1, left / 1000));
       return;
     }
-    if (!(await server.sm.beginEnding(sessionId, socket, force ? Number.MAX_SAFE_INTEGER : Date.now()))) return;
+    record = await server.sm.beginEnding(sessionId, socket, force ? Number.MAX_SAFE_INTEGER : Date.now());
+    if (!record) return;
   }
   const state = await server.store.getConnection(socket);
   if (state && (state.stage === 'hibernated' || state.stage === 'bound')) {
     await server.sessions.leave(new ClientSession(server, structuredClone(state)));
   }
-  for (const s of await server.sm.logged(sessionId, record.acked + 1, record.out)) await reroute(server, record, s.xml);
-  await server.sm.remove(sessionId);
+  await handOverUnacknowledged(server, sessionId, record);
   await server.store.deleteConnection(socket);
+}
+
+/**
+ * A session with stream management ends without a resumption (its window closed, a new session
+ * took its resource, the stream closed or failed): nothing more is numbered for it, and what the
+ * client never acknowledged is handled as undeliverable to it, after it left (so it is not a
+ * target itself). `record` is the final one when the caller already marked the session as ending.
+ */
+export async function handOverUnacknowledged(server: XmppServer, sessionId: string, record?: SmRecord): Promise<void> {
+  const final = record ?? (await server.sm.finish(sessionId));
+  if (final) {
+    for (const s of await loggedStanzas(server, sessionId, final.acked + 1, final.out)) await reroute(server, final, s.xml);
+  }
+  await server.sm.remove(sessionId);
 }
 
 async function reroute(server: XmppServer, record: SmRecord, xml: string): Promise<void> {

@@ -188,6 +188,18 @@ export function frameValue(label: string, make: () => string): string {
   return (frame.values[key] ??= make());
 }
 
+/**
+ * A value the frame records once it has it (async, unlike frameValue): what an earlier run of the
+ * frame recorded under the label's next occurrence, and a setter for this run. Undefined outside
+ * a redeliverable frame.
+ */
+export function frameSlot(label: string): { value?: string; set(value: string): void } | undefined {
+  const frame = frames.getStore();
+  if (!frame?.id) return undefined;
+  const key = `${label}#${nextOccurrence(frame, `value:${label}`)}`;
+  return { value: frame.values[key], set: (value) => void (frame.values[key] = value) };
+}
+
 /** The address the frame came from, when the adapter knows it. */
 export function frameSourceIp(): string | undefined {
   return frames.getStore()?.sourceIp;

@@ -29,8 +29,14 @@ export interface SmRecord {
   max: number;
   /** Epoch ms until which a hibernated session may be resumed (absent while a socket carries it). */
   hibernatedUntil?: number;
-  /** Set when the window ended and the session is being ended: a resumption is refused. */
+  /** Set when the session is being ended: nothing more is numbered, a resumption is refused. */
   ending?: boolean;
+  /**
+   * How far the client's count runs ahead of the numbering: a post the @connections API delivered
+   * twice (an SDK retry of a post that had arrived) is counted twice by the client. Its counts are
+   * read minus this.
+   */
+  skew?: number;
 }
 
 export interface LoggedStanza {
@@ -114,26 +120,52 @@ export class SmStore {
   }
 
   /**
-   * Records the client's count. 'ok' when it moved on, 'stale' when it was not above the last one,
-   * 'too-high' when it counts stanzas that were never posted (XEP-0198 §4: a stream error).
+   * Records the client's count `h`. 'ok' when it moved on, 'stale' when it was not above the last
+   * one, 'ahead' when it counts more than were numbered (taken as everything, and the difference
+   * kept as skew: see SmRecord.skew), 'none' without a record. One conditional write when nothing
+   * is unusual.
    */
-  async ack(session: string, h: number): Promise<'ok' | 'stale' | 'too-high' | 'none'> {
+  async ack(session: string, h: number): Promise<'ok' | 'stale' | 'ahead' | 'none'> {
     const moved = await conditionally(
       this.db.doc.send(
         new UpdateCommand({
           TableName: this.db.table,
           Key: { pk: pk(session), sk: SM },
           UpdateExpression: 'SET acked = :h',
-          ConditionExpression: 'attribute_exists(smId) AND acked < :h AND #out >= :h',
+          ConditionExpression: 'attribute_exists(smId) AND (attribute_not_exists(skew) OR skew = :zero) AND acked < :h AND #out >= :h',
           ExpressionAttributeNames: { '#out': 'out' },
-          ExpressionAttributeValues: { ':h': h },
+          ExpressionAttributeValues: { ':h': h, ':zero': 0 },
         }),
       ),
     );
     if (moved) return 'ok';
-    const record = await this.get(session);
-    if (!record) return 'none';
-    return h > record.out ? 'too-high' : 'stale';
+    for (let attempt = 0; attempt < 5; attempt++) {
+      const record = await this.get(session);
+      if (!record) return 'none';
+      const { acked, skew } = this.reading(record, h);
+      if (acked <= record.acked && skew === (record.skew ?? 0)) return 'stale';
+      const written = await conditionally(
+        this.db.doc.send(
+          new UpdateCommand({
+            TableName: this.db.table,
+            Key: { pk: pk(session), sk: SM },
+            UpdateExpression: 'SET acked = :a, skew = :s',
+            ConditionExpression: '#out = :out AND acked = :old',
+            ExpressionAttributeNames: { '#out': 'out' },
+            ExpressionAttributeValues: { ':a': Math.max(acked, record.acked), ':s': skew, ':out': record.out, ':old': record.acked },
+          }),
+        ),
+      );
+      if (written) return skew > (record.skew ?? 0) ? 'ahead' : 'ok';
+    }
+    return 'stale'; // a busy session: the next acknowledgement will do
+  }
+
+  /** What a client count means in the record's numbering: the acknowledged number, and the skew after it. */
+  reading(record: SmRecord, h: number): { acked: number; skew: number } {
+    const skew = record.skew ?? 0;
+    const acked = h - skew;
+    return acked > record.out ? { acked: record.out, skew: skew + acked - record.out } : { acked: Math.max(0, acked), skew };
   }
 
   /** The socket is gone: the session waits for a resumption until `until` (epoch ms). */
@@ -156,13 +188,13 @@ export class SmStore {
    * socket, no stanza posted since (`out`), not being ended. Every stanza numbered up to `out` was
    * posted to the old socket and is the caller's to resend; every later one goes to the new socket.
    */
-  moveTo(session: string, expected: Pick<SmRecord, 'smId' | 'socket' | 'out'>, socket: string, acked: number): Promise<boolean> {
+  moveTo(session: string, expected: Pick<SmRecord, 'smId' | 'socket' | 'out'>, socket: string, acked: number, skew: number): Promise<boolean> {
     return conditionally(
       this.db.doc.send(
         new UpdateCommand({
           TableName: this.db.table,
           Key: { pk: pk(session), sk: SM },
-          UpdateExpression: 'SET socket = :new, acked = :h, #ttl = :ttl REMOVE hibernatedUntil',
+          UpdateExpression: 'SET socket = :new, acked = :h, skew = :skew, #ttl = :ttl REMOVE hibernatedUntil',
           ConditionExpression: 'smId = :id AND socket = :old AND #out = :out AND attribute_not_exists(ending)',
           ExpressionAttributeNames: { '#out': 'out', '#ttl': TTL_ATTRIBUTE },
           ExpressionAttributeValues: {
@@ -172,6 +204,7 @@ export class SmStore {
             ':old': expected.socket,
             ':out': expected.out,
             ':ttl': nowSeconds() + BASE_TTL_SECONDS + MAX_TTL_MARGIN,
+            ':skew': skew,
           },
         }),
       ),
@@ -179,21 +212,36 @@ export class SmStore {
   }
 
   /**
-   * The window of a hibernated session ended: marks it as ending (a resumption is refused from now
-   * on). False when it was resumed meanwhile (another socket) or its window is still open.
+   * The window of a hibernated session ended: marks it as ending (nothing more is numbered, a
+   * resumption is refused) and answers with the final record. Undefined when it was resumed
+   * meanwhile (another socket) or its window is still open.
    */
-  beginEnding(session: string, socket: string, now: number): Promise<boolean> {
-    return conditionally(
-      this.db.doc.send(
+  async beginEnding(session: string, socket: string, now: number): Promise<SmRecord | undefined> {
+    return this.markEnding(session, 'socket = :s AND hibernatedUntil <= :now', { ':s': socket, ':now': now });
+  }
+
+  /** The session ends (any other way): marks it as ending and answers with the final record, if any. */
+  finish(session: string): Promise<SmRecord | undefined> {
+    return this.markEnding(session, 'attribute_exists(smId)', {});
+  }
+
+  private async markEnding(session: string, condition: string, values: Record<string, unknown>): Promise<SmRecord | undefined> {
+    try {
+      const out = await this.db.doc.send(
         new UpdateCommand({
           TableName: this.db.table,
           Key: { pk: pk(session), sk: SM },
           UpdateExpression: 'SET ending = :t',
-          ConditionExpression: 'socket = :s AND hibernatedUntil <= :now',
-          ExpressionAttributeValues: { ':s': socket, ':now': now, ':t': true },
+          ConditionExpression: condition,
+          ExpressionAttributeValues: { ...values, ':t': true },
+          ReturnValues: 'ALL_NEW',
         }),
-      ),
-    );
+      );
+      return out.Attributes as SmRecord;
+    } catch (err) {
+      if ((err as Error).name === 'ConditionalCheckFailedException') return undefined;
+      throw err;
+    }
   }
 
   /** The session ended: its record goes (logged stanzas expire on their own). */

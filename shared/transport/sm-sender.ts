@@ -13,6 +13,8 @@
  * are addressed. A caller that knows the target has no stream management says so (`sm: false`, from
  * the session item or the room occupant); otherwise such a post costs one refused conditional update.
  */
+import { createHash } from 'node:crypto';
+import { frameSlot } from '../storage/frame-context.ts';
 import type { SmStore } from '../storage/sm-store.ts';
 import { NS } from '../xml/element.ts';
 import type { ConnectionSender } from './connections.ts';
@@ -30,9 +32,15 @@ export function streamManagementSender(inner: ConnectionSender, sm: SmStore): Co
   return {
     async send(target, frame, hint) {
       if (!isStanzaFrame(frame) || hint?.sm === false) return inner.send(target, frame);
-      const record = await sm.count(target);
+      // A frame that failed after numbering this stanza runs again with the same number (its
+      // journal keeps it): one stanza, one number, however often its post is tried.
+      const slot = frameSlot(`sm:${target}:${createHash('sha256').update(frame).digest('base64url').slice(0, 12)}`);
+      const pinned = slot?.value === undefined ? undefined : Number(slot.value);
+      const record = pinned === undefined ? await sm.count(target) : await sm.get(target);
       if (!record) return inner.send(target, frame);
-      await sm.log(target, record.out, frame, record.max);
+      const seq = pinned ?? record.out;
+      slot?.set(String(seq));
+      await sm.log(target, seq, frame, record.max);
       const posted = await inner.send(record.socket, frame);
       const unacked = record.out - record.acked;
       if (posted && unacked >= ACK_REQUEST_EVERY && unacked % ACK_REQUEST_EVERY === 0) await inner.send(record.socket, ACK_REQUEST);

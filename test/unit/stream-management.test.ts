@@ -74,16 +74,16 @@ describe('stream management on several handler instances', () => {
     const [alice, bob] = await users('alice', 'bob');
     const b = new Connection(h);
     await b.online(bob!, 'secret', 'desk');
+    const senders = Array.from({ length: 3 }, () => new Connection(h));
+    for (const [i, s] of senders.entries()) await s.online(bob!, 'secret', `desk${i}`);
     const a = new Connection(h);
     const smId = await onlineWithSm(a, alice!, 'phone');
     await kill(a);
     for (let i = 1; i <= 3; i++) await b.frame(chat(`${alice}/phone`, `gap${i}`));
 
-    const a2 = await authenticated(alice!);
+    const a2 = await authenticated(alice!); // within the 1 s window
     // Slow posts, so Bob's messages below are numbered while the resumption is under way.
     h.sender.beforePost = () => sleep(5);
-    const senders = Array.from({ length: 3 }, () => new Connection(h));
-    for (const [i, s] of senders.entries()) await s.online(bob!, 'secret', `desk${i}`);
     const racing = senders.flatMap((s, i) => [1, 2, 3].map((j) => s.frame(chat(`${alice}/phone`, `race${i}-${j}`), (i + j) % 3)));
     await Promise.all([a2.frame(`<resume xmlns="${SM}" previd="${smId}" h="0"/>`, 1), ...racing]);
     h.sender.beforePost = undefined;
