@@ -40,6 +40,8 @@ export interface ServerConfig {
    * stream management without resumption.
    */
   smResumeSeconds: number;
+  /** Offer XEP-0198 stream management at all (XMPP_SM, default true). */
+  streamManagement: boolean;
   /** Queue of delayed events (XMPP_TIMER_QUEUE_URL): the end of resumption windows. */
   timerQueueUrl?: string;
   /** Loopback HTTP intake of the local gateway's timers (XMPP_TIMER_ENDPOINT), used when there is no queue. */
@@ -85,6 +87,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): ServerConfig {
       registrationsPerSource: integer(env.XMPP_REGISTRATIONS_PER_SOURCE, DEFAULT_AUTH_LIMITS.registrationsPerSource, 'XMPP_REGISTRATIONS_PER_SOURCE'),
     },
     smResumeSeconds: resumeSeconds(env.XMPP_SM_RESUME_SECONDS),
+    streamManagement: flag(env.XMPP_SM, true),
     timerQueueUrl: env.XMPP_TIMER_QUEUE_URL || undefined,
     timerEndpoint: env.XMPP_TIMER_ENDPOINT || undefined,
   };

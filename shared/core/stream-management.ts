@@ -42,6 +42,7 @@ async function failed(session: ClientSession, condition: string, text: string, h
 /** An SM element (<enable/>, <r/>, <a/>, <resume/>) from the client. */
 export async function streamManagementElement(session: ClientSession, el: Element): Promise<void> {
   const { stage } = session.state;
+  if (!session.server.config.streamManagement) throw new StreamError('unsupported-stanza-type', 'stream management is not offered');
   if (stage !== 'bound' && stage !== 'auth-open') throw new StreamError('not-authorized', 'stream management needs an authenticated stream');
   switch (el.name) {
     case 'enable':

@@ -59,7 +59,7 @@ async function handleOpen(session: ClientSession, open: Element): Promise<void> 
   if (authenticated) {
     features.append(x('bind', { xmlns: NS.BIND }, x('required')));
     features.append(x('session', { xmlns: NS.SESSION }, x('optional')));
-    features.append(streamManagementFeature());
+    if (server.config.streamManagement) features.append(streamManagementFeature());
   } else {
     features.append(x('mechanisms', { xmlns: NS.SASL }, ...MECHANISMS.map((m) => x('mechanism', {}, m))));
   }

@@ -60,10 +60,7 @@ export interface OccupantSession {
   connectionId?: string;
   /** When it joined (epoch ms): a room message of about that time may also reach it as history. */
   joinedAt?: number;
-  /**
-   * Whether the session had XEP-0198 on when it joined (clients enable it right after bind): posts
-   * to a session without it skip the numbering (transport/sm-sender.ts).
-   */
+  /** Whether the session had XEP-0198 on when it joined (a later enable is found by the sender itself). */
   sm?: boolean;
 }
 

@@ -166,7 +166,8 @@ export class MucService {
       const frame = frameFor(t);
       try {
         if (t.session.connectionId) {
-          if (!(await this.server.sender.send(t.session.connectionId, frame, { sm: t.session.sm === true }))) gone.push(t);
+          // Only a known yes: a client may join before it enables stream management (@xmpp/client does).
+          if (!(await this.server.sender.send(t.session.connectionId, frame, t.session.sm ? { sm: true } : undefined))) gone.push(t);
         } else {
           // Built here, but it may carry a stored message larger than the client limits.
           const el = parseStored(frame, 'room stanza for a remote occupant', { room });
@@ -285,7 +286,7 @@ export class MucService {
         // connection whose end is not processed yet keeps its entry beside it: room messages still
         // queued on it are the occupant's, even if the new connection leaves first; its
         // $disconnect ('session/released') takes it out.
-        const newEntry = { jid: fromJid, connectionId: event.session.id };
+        const newEntry = { jid: fromJid, connectionId: event.session.id, ...(event.session.state.sm ? { sm: true } : {}) };
         const oldStillOpen = entry.connectionId !== undefined && (await this.server.store.getConnection(entry.connectionId)) !== undefined;
         const sessions = oldStillOpen ? [...mine.sessions, newEntry] : mine.sessions.map((s) => (s === entry ? newEntry : s));
         const moved: Occupant = { ...mine, sessions };
