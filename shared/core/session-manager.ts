@@ -89,7 +89,7 @@ export class SessionManager {
     try {
       await inFrame(async () => {
         if (await hibernate(this.server, state)) return;
-        await this.endSession(new ClientSession(this.server, structuredClone(state)));
+        await this.endSession(new ClientSession(this.server, structuredClone(state)), { socketGone: true });
       }, frame);
     } catch (err) {
       await this.saveJournal(connectionId, state.version, frame);
@@ -114,10 +114,16 @@ export class SessionManager {
    * Ends a session: the modules' clean-up (unavailable broadcast, leaving rooms) first, while the
    * session is still routable and the account still exists, then its records.
    */
-  async endSession(session: ClientSession): Promise<void> {
+  async endSession(session: ClientSession, { socketGone = false } = {}): Promise<void> {
     await this.leave(session);
     if (session.state.stage === 'replaced') await this.server.runSessionHooks('session/released', session);
-    if (session.state.sm) await handOverUnacknowledged(this.server, session.id);
+    if (session.state.sm) {
+      // A socket that died takes what was in flight with it: what the client did not acknowledge is
+      // re-routed. A stream closed on an open socket got everything posted before its <close/>
+      // (the session left first; see closeStream): re-routing would deliver it twice.
+      if (socketGone) await handOverUnacknowledged(this.server, session.id);
+      else await this.server.sm.remove(session.id);
+    }
     session.state.stage = 'closed';
     await this.server.store.deleteConnection(session.state.id);
   }

@@ -90,9 +90,9 @@ function sessionOfSmId(smId: string): string | undefined {
 async function acknowledged(session: ClientSession, el: Element): Promise<void> {
   const h = Number(el.attrs.h);
   if (!/^\d+$/.test(el.attrs.h ?? '')) throw new StreamError('invalid-xml', "<a/> needs a count in 'h'");
-  // More than were numbered: a post delivered twice (an SDK retry of one that had arrived) is
-  // counted twice by the client. XEP-0198 would end the stream; here the count is read with that
-  // difference from now on (sm-store.ts), since the double is the transport's, not the client's.
+  // More than were logged: a post delivered twice (an SDK retry of one that had arrived) is counted
+  // twice by the client. XEP-0198 would end the stream; the double is the transport's, not the
+  // client's, so the count is taken as everything and the difference absorbed (sm-store.ts).
   if ((await session.server.sm.ack(session.id, h)) === 'ahead') log.warn('stream management: the client counts more stanzas than were sent', { session: session.id, h });
 }
 
@@ -136,7 +136,7 @@ async function resume(session: ClientSession, el: Element): Promise<void> {
     sm: { id: previd, inbound: from.sm.inbound, max: record.max },
   });
   await session.send(x('resumed', { xmlns: NS.SM, previd, h: String(from.sm.inbound) }));
-  await resendUnacknowledged(session, record, server.sm.reading(record, h));
+  await resendUnacknowledged(session, record, await server.sm.locate(sessionId, record, h));
   await server.store.refreshSession(session.bare, from.resource!, sessionId);
 }
 
@@ -160,7 +160,7 @@ async function takeOverFrom(server: XmppServer, socket: string, bare: string): P
  * first): the move succeeds only if nothing was numbered since the last look, so every stanza up to
  * the move was resent here and every later one is posted here by its handler, in order.
  */
-async function resendUnacknowledged(session: ClientSession, record: SmRecord, { acked, skew }: { acked: number; skew: number }): Promise<void> {
+async function resendUnacknowledged(session: ClientSession, record: SmRecord, { acked, ackedCount }: { acked: number; ackedCount: number }): Promise<void> {
   const { server } = session;
   const sessionId = session.id;
   if (record.socket === session.socket) {
@@ -175,7 +175,7 @@ async function resendUnacknowledged(session: ClientSession, record: SmRecord, { 
     if (attempt === 20) throw new Error(`session ${sessionId}: still busy after 20 attempts to resume it`);
     for (const s of await loggedStanzas(server, sessionId, next, expected.out)) await server.socketSender.send(session.socket, s.xml);
     next = Math.max(next, expected.out + 1);
-    if (await server.sm.moveTo(sessionId, expected, session.socket, acked, skew)) {
+    if (await server.sm.moveTo(sessionId, expected, session.socket, acked, ackedCount)) {
       frameValue('sm-moved-at', () => String(expected.out));
       return;
     }

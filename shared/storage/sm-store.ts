@@ -10,10 +10,10 @@
  * - `conn#<session>` / `sm#q#<out>`: each posted stanza under its number, written before the post,
  *   for resending after a resumption or re-routing when the window ends.
  */
-import { DeleteCommand, GetCommand, PutCommand, UpdateCommand } from '@aws-sdk/lib-dynamodb';
+import { DeleteCommand, GetCommand, PutCommand, QueryCommand, UpdateCommand } from '@aws-sdk/lib-dynamodb';
 import type { TableAccess } from './store.ts';
 import { TTL_ATTRIBUTE } from './table.ts';
-import { conditionally, nowSeconds, queryAll } from './table-ops.ts';
+import { conditionally, nowSeconds } from './table-ops.ts';
 
 export interface SmRecord {
   smId: string;
@@ -31,12 +31,8 @@ export interface SmRecord {
   hibernatedUntil?: number;
   /** Set when the session is being ended: nothing more is numbered, a resumption is refused. */
   ending?: boolean;
-  /**
-   * How far the client's count runs ahead of the numbering: a post the @connections API delivered
-   * twice (an SDK retry of a post that had arrived) is counted twice by the client. Its counts are
-   * read minus this.
-   */
-  skew?: number;
+  /** The client's count at `acked` (they differ once a number was drawn for a post that never happened, or a post arrived twice). */
+  ackedCount?: number;
 }
 
 export interface LoggedStanza {
@@ -108,64 +104,69 @@ export class SmStore {
     );
   }
 
-  /** Logged stanzas numbered first..last (inclusive), in order. */
-  async logged(session: string, first: number, last: number): Promise<LoggedStanza[]> {
+  /** Logged stanzas numbered first..last (inclusive), in order; at most `limit` of them. */
+  async logged(session: string, first: number, last: number, limit = Infinity): Promise<LoggedStanza[]> {
     if (last < first) return [];
-    const items = await queryAll(this.db, {
-      KeyConditionExpression: 'pk = :pk AND sk BETWEEN :a AND :b',
-      ExpressionAttributeValues: { ':pk': pk(session), ':a': seqKey(first), ':b': seqKey(last) },
-      ConsistentRead: true,
-    });
-    return items.map((i) => ({ seq: Number((i.sk as string).slice(QUEUE.length)), xml: i.xml as string }));
+    const found: LoggedStanza[] = [];
+    let ExclusiveStartKey: Record<string, unknown> | undefined;
+    do {
+      const out = await this.db.doc.send(
+        new QueryCommand({
+          TableName: this.db.table,
+          KeyConditionExpression: 'pk = :pk AND sk BETWEEN :a AND :b',
+          ExpressionAttributeValues: { ':pk': pk(session), ':a': seqKey(first), ':b': seqKey(last) },
+          ConsistentRead: true,
+          ...(Number.isFinite(limit) ? { Limit: limit - found.length } : {}),
+          ExclusiveStartKey,
+        }),
+      );
+      for (const i of out.Items ?? []) found.push({ seq: Number((i.sk as string).slice(QUEUE.length)), xml: i.xml as string });
+      ExclusiveStartKey = out.LastEvaluatedKey;
+    } while (ExclusiveStartKey && found.length < limit);
+    return found;
   }
 
   /**
-   * Records the client's count `h`. 'ok' when it moved on, 'stale' when it was not above the last
-   * one, 'ahead' when it counts more than were numbered (taken as everything, and the difference
-   * kept as skew: see SmRecord.skew), 'none' without a record. One conditional write when nothing
-   * is unusual.
+   * Where a client count `h` falls in the numbering: the number of the h-th stanza the client got.
+   * Counted over the logged stanzas after the last acknowledged one, not by subtraction: a number
+   * drawn by a post that never happened (its frame crashed in between) was never logged and is not
+   * counted, and a count beyond what was logged (a post the @connections API delivered twice, after
+   * an SDK retry) acknowledges everything logged. The anchor (`acked`, `ackedCount`) moves with it,
+   * so the difference is absorbed once.
+   */
+  async locate(session: string, record: SmRecord, h: number): Promise<{ acked: number; ackedCount: number; stale: boolean; ahead: boolean }> {
+    const count = record.ackedCount ?? record.acked;
+    if (h <= count) return { acked: record.acked, ackedCount: count, stale: true, ahead: false };
+    const need = h - count;
+    const items = await this.logged(session, record.acked + 1, record.out, need);
+    if (items.length >= need) return { acked: items[need - 1]!.seq, ackedCount: h, stale: false, ahead: false };
+    return { acked: items.at(-1)?.seq ?? record.acked, ackedCount: h, stale: false, ahead: true };
+  }
+
+  /**
+   * Records the client's count `h` (see locate). 'ok' when it moved on, 'stale' when it was not above
+   * the last one, 'ahead' when it counted more than were logged, 'none' without a record.
    */
   async ack(session: string, h: number): Promise<'ok' | 'stale' | 'ahead' | 'none'> {
-    const moved = await conditionally(
-      this.db.doc.send(
-        new UpdateCommand({
-          TableName: this.db.table,
-          Key: { pk: pk(session), sk: SM },
-          UpdateExpression: 'SET acked = :h',
-          ConditionExpression: 'attribute_exists(smId) AND (attribute_not_exists(skew) OR skew = :zero) AND acked < :h AND #out >= :h',
-          ExpressionAttributeNames: { '#out': 'out' },
-          ExpressionAttributeValues: { ':h': h, ':zero': 0 },
-        }),
-      ),
-    );
-    if (moved) return 'ok';
     for (let attempt = 0; attempt < 5; attempt++) {
       const record = await this.get(session);
       if (!record) return 'none';
-      const { acked, skew } = this.reading(record, h);
-      if (acked <= record.acked && skew === (record.skew ?? 0)) return 'stale';
+      const at = await this.locate(session, record, h);
+      if (at.stale) return 'stale';
       const written = await conditionally(
         this.db.doc.send(
           new UpdateCommand({
             TableName: this.db.table,
             Key: { pk: pk(session), sk: SM },
-            UpdateExpression: 'SET acked = :a, skew = :s',
-            ConditionExpression: '#out = :out AND acked = :old',
-            ExpressionAttributeNames: { '#out': 'out' },
-            ExpressionAttributeValues: { ':a': Math.max(acked, record.acked), ':s': skew, ':out': record.out, ':old': record.acked },
+            UpdateExpression: 'SET acked = :a, ackedCount = :c',
+            ConditionExpression: 'acked = :oldA AND (ackedCount = :oldC OR attribute_not_exists(ackedCount))',
+            ExpressionAttributeValues: { ':a': at.acked, ':c': at.ackedCount, ':oldA': record.acked, ':oldC': record.ackedCount ?? record.acked },
           }),
         ),
       );
-      if (written) return skew > (record.skew ?? 0) ? 'ahead' : 'ok';
+      if (written) return at.ahead ? 'ahead' : 'ok';
     }
-    return 'stale'; // a busy session: the next acknowledgement will do
-  }
-
-  /** What a client count means in the record's numbering: the acknowledged number, and the skew after it. */
-  reading(record: SmRecord, h: number): { acked: number; skew: number } {
-    const skew = record.skew ?? 0;
-    const acked = h - skew;
-    return acked > record.out ? { acked: record.out, skew: skew + acked - record.out } : { acked: Math.max(0, acked), skew };
+    return 'stale'; // acknowledged concurrently again and again: the next acknowledgement will do
   }
 
   /** The socket is gone: the session waits for a resumption until `until` (epoch ms). */
@@ -188,13 +189,13 @@ export class SmStore {
    * socket, no stanza posted since (`out`), not being ended. Every stanza numbered up to `out` was
    * posted to the old socket and is the caller's to resend; every later one goes to the new socket.
    */
-  moveTo(session: string, expected: Pick<SmRecord, 'smId' | 'socket' | 'out'>, socket: string, acked: number, skew: number): Promise<boolean> {
+  moveTo(session: string, expected: Pick<SmRecord, 'smId' | 'socket' | 'out'>, socket: string, acked: number, ackedCount: number): Promise<boolean> {
     return conditionally(
       this.db.doc.send(
         new UpdateCommand({
           TableName: this.db.table,
           Key: { pk: pk(session), sk: SM },
-          UpdateExpression: 'SET socket = :new, acked = :h, skew = :skew, #ttl = :ttl REMOVE hibernatedUntil',
+          UpdateExpression: 'SET socket = :new, acked = :h, ackedCount = :c, #ttl = :ttl REMOVE hibernatedUntil',
           ConditionExpression: 'smId = :id AND socket = :old AND #out = :out AND attribute_not_exists(ending)',
           ExpressionAttributeNames: { '#out': 'out', '#ttl': TTL_ATTRIBUTE },
           ExpressionAttributeValues: {
@@ -204,7 +205,7 @@ export class SmStore {
             ':old': expected.socket,
             ':out': expected.out,
             ':ttl': nowSeconds() + BASE_TTL_SECONDS + MAX_TTL_MARGIN,
-            ':skew': skew,
+            ':c': ackedCount,
           },
         }),
       ),
