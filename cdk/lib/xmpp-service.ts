@@ -280,14 +280,13 @@ export class XmppService extends Construct {
     });
 
     // ---- Inbound queue: one FIFO group per connection -----------------------------------------------
+    // Every queue: encrypted, TLS only, and (transient data) gone with the stack whatever removalPolicy says.
+    const queueBasics = { encryption: sqs.QueueEncryption.SQS_MANAGED, enforceSSL: true, removalPolicy: RemovalPolicy.DESTROY };
     this.deadLetterQueue = new sqs.Queue(this, 'DeadLetterQueue', {
+      ...queueBasics,
       fifo: true,
       retentionPeriod: Duration.days(14),
       maxMessageSizeBytes: 1024 * 1024,
-      encryption: sqs.QueueEncryption.SQS_MANAGED,
-      enforceSSL: true,
-      // Transient data: queues always go with the stack, whatever removalPolicy says.
-      removalPolicy: RemovalPolicy.DESTROY,
     });
     this.inboundQueue = new sqs.Queue(this, 'InboundQueue', {
       fifo: true,
@@ -300,11 +299,8 @@ export class XmppService extends Construct {
       visibilityTimeout: Duration.seconds(STREAM_TIMEOUT.toSeconds() * 6 + 30),
       // A connection lives at most 2 h: older frames have nobody left to answer.
       retentionPeriod: Duration.days(1),
-      encryption: sqs.QueueEncryption.SQS_MANAGED,
-      enforceSSL: true,
       deadLetterQueue: { queue: this.deadLetterQueue, maxReceiveCount: 5 },
-      // Transient data: queues always go with the stack, whatever removalPolicy says.
-      removalPolicy: RemovalPolicy.DESTROY,
+      ...queueBasics,
     });
 
     // ---- Timer queue: delayed events (shared/transport/timers.ts) -----------------------------------
@@ -312,20 +308,13 @@ export class XmppService extends Construct {
     if (!Number.isInteger(smResumeSeconds) || smResumeSeconds < 0 || smResumeSeconds > 900) {
       throw new Error(`XmppService: smResumeSeconds must be an integer from 0 to 900 (the longest SQS delay), got ${smResumeSeconds}`);
     }
-    this.timerDeadLetterQueue = new sqs.Queue(this, 'TimerDeadLetterQueue', {
-      retentionPeriod: Duration.days(14),
-      encryption: sqs.QueueEncryption.SQS_MANAGED,
-      enforceSSL: true,
-      removalPolicy: RemovalPolicy.DESTROY,
-    });
+    this.timerDeadLetterQueue = new sqs.Queue(this, 'TimerDeadLetterQueue', { ...queueBasics, retentionPeriod: Duration.days(14) });
     // Standard, not FIFO: only standard queues delay each message on its own (DelaySeconds ≤ 900).
     this.timerQueue = new sqs.Queue(this, 'TimerQueue', {
+      ...queueBasics,
       visibilityTimeout: Duration.seconds(STREAM_TIMEOUT.toSeconds() * 6 + 30),
       retentionPeriod: Duration.days(1),
-      encryption: sqs.QueueEncryption.SQS_MANAGED,
-      enforceSSL: true,
       deadLetterQueue: { queue: this.timerDeadLetterQueue, maxReceiveCount: 5 },
-      removalPolicy: RemovalPolicy.DESTROY,
     });
 
     // ---- WebSocket API ---------------------------------------------------------------------------

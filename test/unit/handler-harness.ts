@@ -159,6 +159,15 @@ export class Connection {
   }
 }
 
+let userBatch = 0;
+/** Fresh accounts for one test (name + a number no other test of the run used), password 'secret'. */
+export async function freshUsers(h: Harness, ...names: string[]): Promise<string[]> {
+  userBatch += 1;
+  const bares = names.map((name) => `${name}${userBatch}@localhost`);
+  for (const bare of bares) await addAccount(h, bare);
+  return bares;
+}
+
 export async function addAccount(h: Harness, bare: string, password = 'secret'): Promise<void> {
   await h.store.createAccount(bare, makeCredentials(password, 4096));
 }

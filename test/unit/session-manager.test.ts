@@ -8,16 +8,15 @@ import ScramClient from 'sasl-scram-sha-1';
 import { ArchiveStore } from '../../shared/storage/archive-store.ts';
 import { MucStore } from '../../shared/storage/muc-store.ts';
 import { PepStore } from '../../shared/storage/pep-store.ts';
-import { addAccount, befriend, Connection, startHarness, type Harness } from './handler-harness.ts';
+import { addAccount, befriend, Connection, freshUsers, startHarness, type Harness } from './handler-harness.ts';
 
 let h: Harness;
+/** A number per test, for names of its own (rooms, timer events). */
 let n = 0;
 /** Fresh accounts per test. */
-async function users(...names: string[]): Promise<string[]> {
+function users(...names: string[]): Promise<string[]> {
   n += 1;
-  const bares = names.map((name) => `${name}${n}@localhost`);
-  for (const bare of bares) await addAccount(h, bare);
-  return bares;
+  return freshUsers(h, ...names);
 }
 
 beforeEach(async () => {

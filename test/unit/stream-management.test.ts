@@ -5,15 +5,15 @@
  * for @connections and the recording timers for the SQS delay queue (AWS's edge).
  */
 import { beforeEach, describe, expect, it } from 'vitest';
-import { addAccount, befriend, Connection, startHarness, type Harness } from './handler-harness.ts';
+import { befriend, Connection, freshUsers, startHarness, type Harness } from './handler-harness.ts';
 
 let h: Harness;
+/** A number per test, for names of its own (rooms, timer events). */
 let n = 0;
-async function users(...names: string[]): Promise<string[]> {
+/** Fresh accounts per test. */
+function users(...names: string[]): Promise<string[]> {
   n += 1;
-  const bares = names.map((name) => `${name}${n}@localhost`);
-  for (const bare of bares) await addAccount(h, bare);
-  return bares;
+  return freshUsers(h, ...names);
 }
 
 beforeEach(async () => {
@@ -52,18 +52,29 @@ async function kill(c: Connection): Promise<void> {
   await c.disconnect();
 }
 
+/**
+ * Bob online (desk), Alice online with stream management (phone), contacts when asked; then Alice's
+ * socket dies and her session hibernates. `before` runs first (connections that must exist before
+ * the 1 s window starts). Returns the connections, her SM id and the window's timer event.
+ */
+async function hibernatedAlice(options: { contacts?: boolean; before?: (bob: string) => Promise<void> } = {}) {
+  const [alice, bob] = await users('alice', 'bob');
+  if (options.contacts) await befriend(h, alice!, bob!);
+  const b = new Connection(h);
+  await b.online(bob!, 'secret', 'desk');
+  await options.before?.(bob!);
+  const a = new Connection(h);
+  const smId = await onlineWithSm(a, alice!, 'phone');
+  const timer = h.timers.scheduled.length;
+  await kill(a);
+  return { alice: alice!, bob: bob!, a, b, smId, timers: h.timers.scheduled.slice(timer), event: h.timers.scheduled[timer]!.event };
+}
+
 describe('stream management on several handler instances', () => {
   it('hibernates on $disconnect: contacts see nothing, posts are kept, one timer is set for the window', async () => {
-    const [alice, bob] = await users('alice', 'bob');
-    await befriend(h, alice!, bob!);
-    const b = new Connection(h);
-    await b.online(bob!, 'secret', 'desk');
-    const a = new Connection(h);
-    await onlineWithSm(a, alice!, 'phone');
-    const scheduled = h.timers.scheduled.length;
-    await kill(a);
+    const { alice, a, b, timers } = await hibernatedAlice({ contacts: true });
     expect((await h.store.getConnection(a.id))?.stage).toBe('hibernated');
-    expect(h.timers.scheduled.slice(scheduled)).toEqual([{ event: { type: 'sm-expire', session: a.id, socket: a.id }, delaySeconds: 1 }]);
+    expect(timers).toEqual([{ event: { type: 'sm-expire', session: a.id, socket: a.id }, delaySeconds: 1 }]);
     expect(b.posts(/type="unavailable"/)).toEqual([]);
     // Bob still finds her available, so his message is taken (and kept for her), not stored offline.
     await b.frame(chat(`${alice}/phone`, 'while away'));
@@ -71,14 +82,12 @@ describe('stream management on several handler instances', () => {
   });
 
   it('resumes while other instances post to the session: every message exactly once, in the order numbered', async () => {
-    const [alice, bob] = await users('alice', 'bob');
-    const b = new Connection(h);
-    await b.online(bob!, 'secret', 'desk');
     const senders = Array.from({ length: 3 }, () => new Connection(h));
-    for (const [i, s] of senders.entries()) await s.online(bob!, 'secret', `desk${i}`);
-    const a = new Connection(h);
-    const smId = await onlineWithSm(a, alice!, 'phone');
-    await kill(a);
+    const { alice, b, smId } = await hibernatedAlice({
+      before: async (bob) => {
+        for (const [i, s] of senders.entries()) await s.online(bob, 'secret', `desk${i}`);
+      },
+    });
     for (let i = 1; i <= 3; i++) await b.frame(chat(`${alice}/phone`, `gap${i}`));
 
     const a2 = await authenticated(alice!); // within the 1 s window
@@ -99,12 +108,7 @@ describe('stream management on several handler instances', () => {
   });
 
   it('a resumption that crashes after moving the session runs again without resending twice', async () => {
-    const [alice, bob] = await users('alice', 'bob');
-    const b = new Connection(h);
-    await b.online(bob!, 'secret', 'desk');
-    const a = new Connection(h);
-    const smId = await onlineWithSm(a, alice!, 'phone');
-    await kill(a);
+    const { alice, b, smId } = await hibernatedAlice();
     for (let i = 1; i <= 3; i++) await b.frame(chat(`${alice}/phone`, `gap${i}`));
     const a2 = await authenticated(alice!);
     // The instance dies right after the conditional write that moved the session here.
@@ -121,15 +125,7 @@ describe('stream management on several handler instances', () => {
   });
 
   it('the end of the window racing a resumption: either resumed with everything, or ended with everything offline, never both', async () => {
-    const [alice, bob] = await users('alice', 'bob');
-    await befriend(h, alice!, bob!);
-    const b = new Connection(h);
-    await b.online(bob!, 'secret', 'desk');
-    const a = new Connection(h);
-    const smId = await onlineWithSm(a, alice!, 'phone');
-    const timer = h.timers.scheduled.length;
-    await kill(a);
-    const { event } = h.timers.scheduled[timer]!;
+    const { alice, b, smId, event } = await hibernatedAlice({ contacts: true });
     await b.frame(chat(`${alice}/phone`, 'pending'));
     const a2 = await authenticated(alice!);
     await sleep(1100); // the window is over: the timer is due, and a resumption just in time may still be in flight
@@ -148,21 +144,14 @@ describe('stream management on several handler instances', () => {
   });
 
   it('the window ends once however often its timer is delivered: contacts told once, messages stored once', async () => {
-    const [alice, bob] = await users('alice', 'bob');
-    await befriend(h, alice!, bob!);
-    const b = new Connection(h);
-    await b.online(bob!, 'secret', 'desk');
-    const a = new Connection(h);
-    await onlineWithSm(a, alice!, 'phone');
+    const { alice, a, b, event } = await hibernatedAlice({ contacts: true });
     const timer = h.timers.scheduled.length;
-    await kill(a);
-    const { event } = h.timers.scheduled[timer]!;
     await b.frame(chat(`${alice}/phone`, 'one'));
     await b.frame(chat(alice!, 'two')); // to the bare JID: she has no other session, so it is hers alone
     // Early (the queue may deliver a little early): nothing ends, the timer is set again.
     await h.servers[0]!.handleTimer(event, { id: `early-${n}` });
     expect((await h.store.getConnection(a.id))?.stage).toBe('hibernated');
-    expect(h.timers.scheduled.length).toBe(timer + 2);
+    expect(h.timers.scheduled.length).toBe(timer + 1);
     await sleep(1100);
     // The instance crashes after the session left; the event runs again on another instance, and once more.
     h.crash.crashAfter('DeleteItemCommand');
