@@ -8,6 +8,7 @@ import type { Jid } from '../jid.ts';
 import type { Element } from '../xml/element.ts';
 import type { ClientSession } from './session.ts';
 import type { XmppServer } from './server.ts';
+import type { SessionRecord } from './types.ts';
 
 /** An iq of type get or set, addressed to the server domain or to a bare JID served here. */
 export interface IqRequest {
@@ -97,6 +98,15 @@ export interface DiscoIdentity {
  */
 export type AccountRemovalHook = (event: { server: XmppServer; bare: string }) => Promise<void>;
 
+/**
+ * Sees a stanza about to be posted to a local session; returns true when it took it instead (held
+ * for later: XEP-0352). The stanza counts as delivered.
+ */
+export type DeliveryFilter = (event: { server: XmppServer; session: SessionRecord; stanza: Element }) => Promise<boolean>;
+
+/** Handles a non-stanza element a bound client sends in the namespace it was registered for (e.g. XEP-0352's <active/>). */
+export type StreamElementHandler = (session: ClientSession, el: Element) => Promise<void>;
+
 /** Receives every stanza addressed to a hosted domain (`from` is stamped). */
 export type HostHandler = (event: StanzaEvent & { to: Jid }) => Promise<void>;
 
@@ -122,6 +132,10 @@ export interface Registry {
   identity(identity: DiscoIdentity, target?: IqTarget): void;
   /** Contributes disco#items (without a node) of an account as the requester may see them (e.g. PEP nodes). */
   accountItems(items: (request: IqRequest) => Promise<Element[]>): void;
+  /** Runs before each post to a local session (see DeliveryFilter). */
+  deliveryFilter(filter: DeliveryFilter): void;
+  /** Takes the top-level elements of a namespace from bound clients (see StreamElementHandler). */
+  streamElement(namespace: string, handler: StreamElementHandler): void;
   /** An element for the stream features, before or after authentication. */
   streamFeature(stage: 'pre-auth' | 'post-auth', build: (server: XmppServer) => Element | undefined): void;
 }

@@ -18,6 +18,7 @@ import type { ConnectionSender } from '../transport/connections.ts';
 import { Element, NS, x } from '../xml/element.ts';
 import type {
   AccountRemovalHook,
+  DeliveryFilter,
   DiscoIdentity,
   HookName,
   HostHandler,
@@ -29,6 +30,7 @@ import type {
   SessionHookName,
   StanzaEvent,
   StanzaHook,
+  StreamElementHandler,
   XmppModule,
 } from './registry.ts';
 import type { ClientSession } from './session.ts';
@@ -74,6 +76,8 @@ export class XmppServer implements Registry {
   private readonly hooks = new Map<HookName, { hook: StanzaHook; priority: number }[]>();
   private readonly sessionHooks = new Map<SessionHookName, ((e: SessionEvent) => Promise<void>)[]>();
   private readonly accountRemovalHooks: AccountRemovalHook[] = [];
+  private readonly deliveryFilters: DeliveryFilter[] = [];
+  private readonly streamElements = new Map<string, StreamElementHandler>();
   readonly sessions: SessionManager;
   /** Domains served by modules (e.g. conference.<domain>), with their disco#items identity. */
   readonly hostedDomains = new Map<string, { handler: HostHandler; disco?: { name: string; category: string; type: string } }>();
@@ -139,6 +143,18 @@ export class XmppServer implements Registry {
 
   streamFeature(stage: 'pre-auth' | 'post-auth', build: (server: XmppServer) => Element | undefined): void {
     this.streamFeatures[stage].push(build);
+  }
+
+  deliveryFilter(filter: DeliveryFilter): void {
+    this.deliveryFilters.push(filter);
+  }
+
+  streamElement(namespace: string, handler: StreamElementHandler): void {
+    this.streamElements.set(namespace, handler);
+  }
+
+  streamElementHandler(namespace: string | undefined): StreamElementHandler | undefined {
+    return namespace === undefined ? undefined : this.streamElements.get(namespace);
   }
 
   preAuthIqHandler(namespace: string): IqHandler | undefined {
@@ -303,9 +319,13 @@ export class XmppServer implements Registry {
     return session ? this.deliver(session, el) : false;
   }
 
-  /** Posts to one session; false when its socket is gone (the session is then cleaned up by $disconnect). */
-  deliver(session: SessionRecord, el: Element): Promise<boolean> {
-    return this.sender.send(session.connectionId, el.toString(), { sm: session.sm === true });
+  /**
+   * Posts to one session (unless a delivery filter takes the stanza); false when its socket is gone
+   * (the session is then cleaned up by $disconnect).
+   */
+  async deliver(session: SessionRecord, el: Element, frame = el.toString()): Promise<boolean> {
+    for (const filter of this.deliveryFilters) if (await filter({ server: this, session, stanza: el })) return true;
+    return this.sender.send(session.connectionId, frame, { sm: session.sm === true });
   }
 
   /** Posts to several sessions in parallel (bounded); resolves to how many took it. */
@@ -313,7 +333,7 @@ export class XmppServer implements Registry {
     const frame = el.toString();
     let delivered = 0;
     await forEachBounded(sessions, 16, async (s) => {
-      if (await this.sender.send(s.connectionId, frame, { sm: s.sm === true })) delivered++;
+      if (await this.deliver(s, el, frame)) delivered++;
     });
     return delivered;
   }

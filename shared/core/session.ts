@@ -63,8 +63,8 @@ export class ClientSession {
    * (replaced by a newer session with the same resource).
    */
   async updateSession(changes: SessionChanges): Promise<boolean> {
-    const { presence, sm, ...mirrored } = changes;
-    this.update(mirrored);
+    const { presence, sm, inactive, ...mirrored } = changes;
+    this.update(inactive === undefined ? mirrored : { ...mirrored, inactive: inactive ?? undefined });
     return this.server.store.updateSession(this.bare, this.state.resource!, this.id, changes);
   }
 
@@ -89,6 +89,7 @@ export class ClientSession {
       priority: this.state.priority ?? 0,
       boundAt: this.state.connectedAt,
       sm: this.state.sm !== undefined,
+      ...(this.state.inactive ? { inactive: true } : {}),
     };
   }
 }

@@ -38,6 +38,11 @@ export async function processFrame(session: ClientSession, frame: string): Promi
   if (stage === 'open') return preAuth(session, el);
   if (stage === 'authenticated') throw new StreamError('not-authorized', 'restart the stream after SASL');
   if (el.attrs.xmlns === NS.SM) return streamManagementElement(session, el);
+  const module = session.server.streamElementHandler(el.attrs.xmlns);
+  if (module) {
+    if (stage !== 'bound') throw new StreamError('not-authorized', `bind a resource before <${el.name}/>`);
+    return module(session, el);
+  }
   if (!STANZAS.has(el.name) || (el.attrs.xmlns !== undefined && el.attrs.xmlns !== NS.CLIENT)) {
     throw new StreamError('unsupported-stanza-type', `<${el.name}/> is not a stanza`);
   }

@@ -23,6 +23,8 @@ export interface SessionRecord {
   boundAt: number;
   /** XEP-0198 is on: posts to it are numbered and kept (transport/sm-sender.ts). */
   sm?: boolean;
+  /** XEP-0352: the client said it is inactive (presence and chat states are held for it, modules/csi.ts). */
+  inactive?: boolean;
 }
 
 export type Subscription = 'none' | 'to' | 'from' | 'both';
@@ -88,6 +90,8 @@ export interface ConnectionState {
   available?: boolean;
   interested?: boolean;
   priority?: number;
+  /** XEP-0352: the client said <inactive/> (mirror of the session item). */
+  inactive?: boolean;
   /** Full or bare JIDs that got directed available presence (RFC 6121 §4.6). */
   directed?: string[];
   /**

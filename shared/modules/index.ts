@@ -16,6 +16,7 @@ import { privateModule } from './private.ts';
 import { vcardModule } from './vcard.ts';
 import { blockingModule } from './blocking.ts';
 import { uploadModule } from './upload.ts';
+import { csiModule } from './csi.ts';
 
 export const defaultModules: XmppModule[] = [
   discoModule,
@@ -34,4 +35,5 @@ export const defaultModules: XmppModule[] = [
   vcardModule,
   blockingModule,
   uploadModule,
+  csiModule,
 ];

@@ -528,6 +528,7 @@ function toSession(item: Record<string, any>): SessionRecord {
     presence: item.presence,
     boundAt: item.boundAt,
     sm: item.sm === true,
+    ...(item.inactive === true ? { inactive: true } : {}),
   };
 }
 

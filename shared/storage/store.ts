@@ -38,6 +38,8 @@ export interface SessionChanges {
   presence?: string | null;
   /** XEP-0198 was enabled (set once, at <enable/>). */
   sm?: boolean;
+  /** XEP-0352 client state; null when active. */
+  inactive?: boolean | null;
 }
 
 /** The table itself, for feature modules that keep items of their own (rooms, archives, PEP…). */
