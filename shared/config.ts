@@ -40,6 +40,11 @@ export interface ServerConfig {
    * stream management without resumption.
    */
   smResumeSeconds: number;
+  /**
+   * XEP-0357 notifications carry a summary (message count, last sender; never the body) instead of
+   * nothing (XMPP_PUSH_SUMMARY, default false: nothing about messages reaches app servers).
+   */
+  pushSummary: boolean;
   /** Offer XEP-0198 stream management at all (XMPP_SM, default true). */
   streamManagement: boolean;
   /** Queue of delayed events (XMPP_TIMER_QUEUE_URL): the end of resumption windows. */
@@ -88,6 +93,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): ServerConfig {
     },
     smResumeSeconds: resumeSeconds(env.XMPP_SM_RESUME_SECONDS),
     streamManagement: flag(env.XMPP_SM, true),
+    pushSummary: flag(env.XMPP_PUSH_SUMMARY, false),
     timerQueueUrl: env.XMPP_TIMER_QUEUE_URL || undefined,
     timerEndpoint: env.XMPP_TIMER_ENDPOINT || undefined,
   };

@@ -104,6 +104,13 @@ export type AccountRemovalHook = (event: { server: XmppServer; bare: string }) =
  */
 export type DeliveryFilter = (event: { server: XmppServer; session: SessionRecord; stanza: Element }) => Promise<boolean>;
 
+/**
+ * Messages were kept for a session whose socket is gone (XEP-0198 hibernation): posted to it while
+ * it hibernates, one per event, or, when it begins to hibernate, those its client never
+ * acknowledged. They wait for a resumption; the client may need waking (XEP-0357).
+ */
+export type HibernatedMessagesHook = (event: { server: XmppServer; bare: string; resource: string; messages: Element[] }) => Promise<void>;
+
 /** Handles a non-stanza element a bound client sends in the namespace it was registered for (e.g. XEP-0352's <active/>). */
 export type StreamElementHandler = (session: ClientSession, el: Element) => Promise<void>;
 
@@ -134,6 +141,8 @@ export interface Registry {
   accountItems(items: (request: IqRequest) => Promise<Element[]>): void;
   /** Runs before each post to a local session (see DeliveryFilter). */
   deliveryFilter(filter: DeliveryFilter): void;
+  /** Runs when messages are kept for a hibernated session (see HibernatedMessagesHook). */
+  onHibernatedMessages(hook: HibernatedMessagesHook): void;
   /** Takes the top-level elements of a namespace from bound clients (see StreamElementHandler). */
   streamElement(namespace: string, handler: StreamElementHandler): void;
   /** An element for the stream features, before or after authentication. */

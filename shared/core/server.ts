@@ -14,12 +14,14 @@ import { journaledSender } from '../transport/journaled-sender.ts';
 import { streamManagementSender } from '../transport/sm-sender.ts';
 import type { TimerEvent, TimerScheduler } from '../transport/timers.ts';
 import { SmStore } from '../storage/sm-store.ts';
+import { parseStored } from '../xml/stored.ts';
 import type { ConnectionSender } from '../transport/connections.ts';
 import { Element, NS, x } from '../xml/element.ts';
 import type {
   AccountRemovalHook,
   DeliveryFilter,
   DiscoIdentity,
+  HibernatedMessagesHook,
   HookName,
   HostHandler,
   IqHandler,
@@ -77,6 +79,7 @@ export class XmppServer implements Registry {
   private readonly sessionHooks = new Map<SessionHookName, ((e: SessionEvent) => Promise<void>)[]>();
   private readonly accountRemovalHooks: AccountRemovalHook[] = [];
   private readonly deliveryFilters: DeliveryFilter[] = [];
+  private readonly hibernatedMessageHooks: HibernatedMessagesHook[] = [];
   private readonly streamElements = new Map<string, StreamElementHandler>();
   readonly sessions: SessionManager;
   /** Domains served by modules (e.g. conference.<domain>), with their disco#items identity. */
@@ -88,7 +91,10 @@ export class XmppServer implements Registry {
     // Every post goes through the frame's journal, so a redelivered frame skips what it already posted.
     const faults = faultsFromEnv();
     this.sm = new SmStore(deps.store.db);
-    this.sender = journaledSender(streamManagementSender(deps.sender, this.sm), faults);
+    this.sender = journaledSender(
+      streamManagementSender(deps.sender, this.sm, (record, frame) => this.runHibernatedMessageHooks(record.bare, record.resource, [frame])),
+      faults,
+    );
     this.socketSender = journaledSender(deps.sender, faults);
     this.timers = deps.timers;
     this.sessions = new SessionManager(this);
@@ -147,6 +153,18 @@ export class XmppServer implements Registry {
 
   deliveryFilter(filter: DeliveryFilter): void {
     this.deliveryFilters.push(filter);
+  }
+
+  onHibernatedMessages(hook: HibernatedMessagesHook): void {
+    this.hibernatedMessageHooks.push(hook);
+  }
+
+  /** Messages (as posted) were kept for a hibernated session: runs the hooks with those that parse. */
+  async runHibernatedMessageHooks(bare: string, resource: string, frames: string[]): Promise<void> {
+    if (!this.hibernatedMessageHooks.length) return;
+    const messages = frames.map((f) => parseStored(f, 'kept message', { bare })).filter((m): m is Element => m?.name === 'message');
+    if (!messages.length) return;
+    for (const hook of this.hibernatedMessageHooks) await hook({ server: this, bare, resource, messages });
   }
 
   streamElement(namespace: string, handler: StreamElementHandler): void {

@@ -216,6 +216,13 @@ export async function hibernate(server: XmppServer, state: ConnectionState): Pro
   await server.timers.schedule({ type: 'sm-expire', session: sessionId, socket: state.id }, sm.max);
   const hibernated: ConnectionState = { ...state, stage: 'hibernated', version: state.version + 1 };
   if (!(await server.store.putConnection(hibernated, state.version))) throw new Error(`connection ${state.id}: stale state while hibernating`);
+  // What the client never acknowledged may never have reached it (a socket dies silently before
+  // its close is noticed); posts from now on see the hibernation themselves (sm-sender.ts).
+  const record = await server.sm.get(sessionId);
+  if (record && record.out > record.acked) {
+    const unacked = await server.sm.logged(sessionId, record.acked + 1, record.out);
+    await server.runHibernatedMessageHooks(record.bare, record.resource, unacked.map((s) => s.xml));
+  }
   return true;
 }
 

@@ -17,6 +17,7 @@ import { vcardModule } from './vcard.ts';
 import { blockingModule } from './blocking.ts';
 import { uploadModule } from './upload.ts';
 import { csiModule } from './csi.ts';
+import { pushModule } from './push.ts';
 
 export const defaultModules: XmppModule[] = [
   discoModule,
@@ -36,4 +37,5 @@ export const defaultModules: XmppModule[] = [
   blockingModule,
   uploadModule,
   csiModule,
+  pushModule,
 ];

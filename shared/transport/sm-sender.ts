@@ -15,7 +15,7 @@
  */
 import { createHash } from 'node:crypto';
 import { frameSlot } from '../storage/frame-context.ts';
-import type { SmStore } from '../storage/sm-store.ts';
+import type { SmRecord, SmStore } from '../storage/sm-store.ts';
 import { NS } from '../xml/element.ts';
 import type { ConnectionSender } from './connections.ts';
 
@@ -28,7 +28,13 @@ export function isStanzaFrame(frame: string): boolean {
   return STANZA.test(frame);
 }
 
-export function streamManagementSender(inner: ConnectionSender, sm: SmStore): ConnectionSender {
+const MESSAGE = /^<message[\s/>]/;
+
+/**
+ * `onKept` runs for each message logged for a session that hibernates (no socket carries it): it is
+ * safe in the log, and its client may need waking (XEP-0357 push).
+ */
+export function streamManagementSender(inner: ConnectionSender, sm: SmStore, onKept?: (record: SmRecord, frame: string) => Promise<void>): ConnectionSender {
   return {
     async send(target, frame, hint) {
       if (!isStanzaFrame(frame) || hint?.sm === false) return inner.send(target, frame);
@@ -41,6 +47,7 @@ export function streamManagementSender(inner: ConnectionSender, sm: SmStore): Co
       const seq = pinned ?? record.out;
       slot?.set(String(seq));
       await sm.log(target, seq, frame, record.max);
+      if (record.hibernatedUntil !== undefined && MESSAGE.test(frame)) await onKept?.(record, frame);
       const posted = await inner.send(record.socket, frame);
       const unacked = record.out - record.acked;
       if (posted && unacked >= ACK_REQUEST_EVERY && unacked % ACK_REQUEST_EVERY === 0) await inner.send(record.socket, ACK_REQUEST);

@@ -10,7 +10,8 @@ import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import { inject } from 'vitest';
 import { makeCredentials } from '../../shared/accounts.ts';
 import { loadConfig } from '../../shared/config.ts';
-import { XmppServer } from '../../shared/core/server.ts';
+import { XmppServer, type RemoteRouter } from '../../shared/core/server.ts';
+import type { Element } from '../../shared/xml/element.ts';
 import type { ConnectionState } from '../../shared/core/types.ts';
 import { defaultModules } from '../../shared/modules/index.ts';
 import { DynamoStore } from '../../shared/storage/dynamo-store.ts';
@@ -82,7 +83,16 @@ export class RecordingTimers implements TimerScheduler {
   }
 }
 
-export async function startHarness(instances = 3, env: Record<string, string> = {}) {
+/** Stanzas the servers sent out to other domains (the federation service's queue: an edge of its own, tested elsewhere). */
+export class RecordingRemote implements RemoteRouter {
+  readonly sent: Element[] = [];
+
+  async send(stanza: Element): Promise<void> {
+    this.sent.push(stanza);
+  }
+}
+
+export async function startHarness(instances = 3, env: Record<string, string> = {}, options: { remote?: boolean } = {}) {
   const endpoint = inject('dynamoEndpoint');
   const tableName = `h${randomBytes(6).toString('hex')}`;
   const admin = new DynamoDBClient({ endpoint, region: 'local', credentials: { accessKeyId: 'local', secretAccessKey: 'local' } });
@@ -93,8 +103,9 @@ export async function startHarness(instances = 3, env: Record<string, string> = 
   const crash = crashingClient(endpoint);
   const store = new DynamoStore({ tableName, client: crash.client });
   const timers = new RecordingTimers();
-  const servers = Array.from({ length: instances }, () => new XmppServer({ config, store, sender, timers, modules: defaultModules }));
-  return { servers, store, sender, crash, config, timers };
+  const remote = options.remote ? new RecordingRemote() : undefined;
+  const servers = Array.from({ length: instances }, () => new XmppServer({ config, store, sender, timers, remote, modules: defaultModules }));
+  return { servers, store, sender, crash, config, timers, remote };
 }
 
 export type Harness = Awaited<ReturnType<typeof startHarness>>;
@@ -176,4 +187,31 @@ export async function addAccount(h: Harness, bare: string, password = 'secret'):
 export async function befriend(h: Harness, a: string, b: string): Promise<void> {
   await h.store.putRosterItem(a, { jid: b, groups: [], subscription: 'both' });
   await h.store.putRosterItem(b, { jid: a, groups: [], subscription: 'both' });
+}
+
+const SM = 'urn:xmpp:sm:3';
+const OPEN = '<open xmlns="urn:ietf:params:xml:ns:xmpp-framing" to="localhost" version="1.0"/>';
+
+/** Login, XEP-0198 enabled with resumption, initial presence; returns the SM id. */
+export async function onlineWithSm(c: Connection, bare: string, resource: string): Promise<string> {
+  await c.login(bare, 'secret', resource);
+  await c.frame(`<enable xmlns="${SM}" resume="true"/>`);
+  const enabled = c.posts('<enabled')[0]!;
+  await c.frame('<presence xmlns="jabber:client"/>');
+  return /id="([^"]+)"/.exec(enabled)![1]!;
+}
+
+/** A new connection of the same user, authenticated and restarted: ready to resume. */
+export async function authenticated(h: Harness, bare: string): Promise<Connection> {
+  const c = new Connection(h);
+  await c.frame(OPEN);
+  await c.frame(`<auth xmlns="urn:ietf:params:xml:ns:xmpp-sasl" mechanism="PLAIN">${Buffer.from(`\0${bare.split('@')[0]}\0secret`).toString('base64')}</auth>`);
+  await c.frame(OPEN);
+  return c;
+}
+
+/** The socket died: the gateway answers 410 from now on, and $disconnect comes. */
+export async function kill(c: Connection): Promise<void> {
+  c.h.sender.gone.add(c.id);
+  await c.disconnect();
 }

@@ -5,7 +5,7 @@
  * for @connections and the recording timers for the SQS delay queue (AWS's edge).
  */
 import { beforeEach, describe, expect, it } from 'vitest';
-import { befriend, Connection, freshUsers, startHarness, type Harness } from './handler-harness.ts';
+import { authenticated as authenticatedIn, befriend, Connection, freshUsers, kill, onlineWithSm, startHarness, type Harness } from './handler-harness.ts';
 
 let h: Harness;
 /** A number per test, for names of its own (rooms, timer events). */
@@ -23,34 +23,11 @@ beforeEach(async () => {
 });
 
 const SM = 'urn:xmpp:sm:3';
-const OPEN = '<open xmlns="urn:ietf:params:xml:ns:xmpp-framing" to="localhost" version="1.0"/>';
 const chat = (to: string, body: string) => `<message xmlns="jabber:client" to="${to}" type="chat"><body>${body}</body></message>`;
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 const bodies = (frames: string[]) => frames.map((f) => /<body>([^<]*)<\/body>/.exec(f)?.[1]).filter((b): b is string => b !== undefined);
 
-/** Online with stream management on; returns the SM id. */
-async function onlineWithSm(c: Connection, bare: string, resource: string): Promise<string> {
-  await c.login(bare, 'secret', resource);
-  await c.frame(`<enable xmlns="${SM}" resume="true"/>`);
-  const enabled = c.posts('<enabled')[0]!;
-  await c.frame('<presence xmlns="jabber:client"/>');
-  return /id="([^"]+)"/.exec(enabled)![1]!;
-}
-
-/** A new connection of the same user, authenticated and restarted: ready to resume. */
-async function authenticated(bare: string): Promise<Connection> {
-  const c = new Connection(h);
-  await c.frame(OPEN);
-  await c.frame(`<auth xmlns="urn:ietf:params:xml:ns:xmpp-sasl" mechanism="PLAIN">${Buffer.from(`\0${bare.split('@')[0]}\0secret`).toString('base64')}</auth>`);
-  await c.frame(OPEN);
-  return c;
-}
-
-/** The socket died: the gateway answers 410 from now on, and $disconnect comes. */
-async function kill(c: Connection): Promise<void> {
-  h.sender.gone.add(c.id);
-  await c.disconnect();
-}
+const authenticated = (bare: string) => authenticatedIn(h, bare);
 
 /**
  * Bob online (desk), Alice online with stream management (phone), contacts when asked; then Alice's
