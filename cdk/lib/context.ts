@@ -30,6 +30,7 @@ export const CONTEXT_KEYS = [
   's2sInsecureDomains',
   'componentSources',
   'resumeSeconds',
+  'pushSummary',
 ] as const;
 
 export const DEFAULT_STACK_NAME = 'Xmpp';
@@ -126,6 +127,7 @@ export function servicePropsFromContext(read: ContextReader): XmppServiceProps {
     federationAzs: int(read, 'federationAzs'),
     registration: bool(read, 'registration'),
     smResumeSeconds: nonNegativeInt(read, 'resumeSeconds'),
+    pushSummary: bool(read, 'pushSummary'),
     customDomain: customDomainName && certificateArn
       ? { domainName: customDomainName, certificateArn, ...(customDomainPath !== undefined ? { basePath: customDomainPath } : {}) }
       : undefined,

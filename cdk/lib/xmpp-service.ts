@@ -81,6 +81,11 @@ export interface XmppServiceProps {
    * ends the window). @default 300
    */
   readonly smResumeSeconds?: number;
+  /**
+   * XEP-0357 notifications carry a summary (message count and last sender, never the body) instead
+   * of nothing about the message. @default false
+   */
+  readonly pushSummary?: boolean;
   /** @default logs.RetentionDays.ONE_MONTH */
   readonly logRetention?: logs.RetentionDays;
   /**
@@ -428,6 +433,7 @@ export class XmppService extends Construct {
       XMPP_TABLE: this.table.tableName,
       XMPP_CONNECTIONS_ENDPOINT: this.connectionsEndpoint,
       XMPP_REGISTRATION: String(props.registration ?? false),
+      XMPP_PUSH_SUMMARY: String(props.pushSummary ?? false),
     };
 
     if (federation) {

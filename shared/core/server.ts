@@ -311,7 +311,15 @@ export class XmppServer implements Registry {
     const reply = errorReply(stanza, error);
     if (!reply || !stanza.attrs.from) return;
     if (!reply.attrs.from) reply.attrs.from = this.config.domain;
-    await this.sendTo(parseJid(stanza.attrs.from), reply);
+    const to = parseJid(stanza.attrs.from);
+    // A request from a local bare JID was sent by the server on the account's behalf (a XEP-0357
+    // publish): its error goes to the modules that wait for answers, like an error arriving from
+    // elsewhere, and never to the account's sessions (they sent no such request).
+    if (reply.name === 'iq' && to.local && !to.resource && this.isLocalDomain(to.domain)) {
+      await this.runHooks('iq', { server: this, stanza: reply, from: parseJid(reply.attrs.from), to });
+      return;
+    }
+    await this.sendTo(to, reply);
   }
 
   /**

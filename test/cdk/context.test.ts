@@ -39,9 +39,11 @@ describe('context → props', () => {
         customDomain: 'xmpp.example.com',
         certificateArn: 'arn:aws:acm:eu-west-1:123456789012:certificate/abc',
         customDomainPath: '',
+        pushSummary: 'true',
       }),
     );
     expect(props).toMatchObject({
+      pushSummary: true,
       federation: true,
       componentListener: true,
       componentSources: ['203.0.113.7/32', '198.51.100.0/24'],

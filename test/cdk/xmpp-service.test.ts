@@ -47,6 +47,7 @@ beforeAll(() => {
     componentSources: ['203.0.113.7/32'],
     s2sInsecureDomains: ['legacy.example.net'],
     registration: true,
+    pushSummary: true,
     tracing: true,
     removalPolicy: RemovalPolicy.DESTROY,
     customDomain: { domainName: 'xmpp.example.com', certificateArn: 'arn:aws:acm:eu-west-1:123456789012:certificate/abcd-1234' },
@@ -219,6 +220,7 @@ describe('Lambda functions', () => {
     expect(env).toMatchObject({
       XMPP_DOMAIN: 'example.com',
       XMPP_REGISTRATION: 'false',
+      XMPP_PUSH_SUMMARY: 'false',
       XMPP_IDLE_SECONDS: '600',
       XMPP_MAX_FRAME_BYTES: '131072',
       XMPP_TABLE: { Ref: logicalId(base, 'AWS::DynamoDB::Table', 'XmppTable') },
@@ -227,6 +229,7 @@ describe('Lambda functions', () => {
     expect(env.XMPP_S2S_QUEUE_URL).toBeUndefined();
     const fullEnv = full.json.Resources[fn(full, 'Stream')]!.Properties!.Environment.Variables;
     expect(fullEnv.XMPP_REGISTRATION).toBe('true');
+    expect(fullEnv.XMPP_PUSH_SUMMARY).toBe('true');
     expect(fullEnv.XMPP_S2S_QUEUE_URL).toEqual({ Ref: logicalId(full, 'AWS::SQS::Queue', 'XmppFederationS2sQueue') });
   });
 

@@ -31,7 +31,7 @@ describe('XEP-0357 push notifications to an app server component', () => {
 
   beforeAll(async () => {
     stack = await startTestStack({ federation: { s2sPort: 0, componentPort: 0, components: new Map([[APP, APP_SECRET]]) } });
-    for (const user of ['kim', 'leo', 'max']) await addUser(stack.store, `${user}@localhost`, 'pw');
+    for (const user of ['kim', 'leo', 'max', 'pat']) await addUser(stack.store, `${user}@localhost`, 'pw');
     app = xmppComponent({ service: `xmpp://127.0.0.1:${stack.federation!.componentPort}`, domain: APP, password: APP_SECRET });
     app.on('error', () => {});
     app.on('stanza', async (s: XmlElement) => {
@@ -109,6 +109,22 @@ describe('XEP-0357 push notifications to an app server component', () => {
     } finally {
       await leo.client.stop();
       await max.client.stop().catch(() => {});
+    }
+  });
+
+  it('drops the registration when the app server cannot be reached (the publish bounces)', async () => {
+    const pat = await withPush('pat', 'pat-node');
+    await pat.client.stop();
+    const registrations = async () => [...(await stack.store.getUserRoute('pat@localhost')).items.keys()].filter((k) => k.startsWith('account#push#'));
+    expect(await registrations()).toHaveLength(1);
+    await app.stop(); // the app server's component is gone: the federation service bounces what is sent to it
+    const leo = await connectXmppJs(stack.wsUrl, 'leo', 'pw', 'phone2');
+    try {
+      await leo.client.send(xml('message', { to: 'pat@localhost', type: 'chat' }, xml('body', {}, 'hello?')));
+      await expect.poll(registrations, { timeout: WAIT }).toEqual([]);
+      expect(await stack.store.listOffline('pat@localhost')).toHaveLength(1); // the message itself is kept
+    } finally {
+      await leo.client.stop();
     }
   });
 });
