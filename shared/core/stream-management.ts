@@ -13,7 +13,7 @@ import { parseJid } from '../jid.ts';
 import { log } from '../log.ts';
 import { bareJidTargets } from '../modules/message.ts';
 import { frameUnique, frameValue } from '../storage/frame-context.ts';
-import type { LoggedStanza, SmRecord } from '../storage/sm-store.ts';
+import { DRAIN_WAIT_MS, resumingNow, type LoggedStanza, type SmRecord } from '../storage/sm-store.ts';
 import { parseStored } from '../xml/stored.ts';
 import { Element, NS, x } from '../xml/element.ts';
 import type { XmppServer } from './server.ts';
@@ -122,6 +122,7 @@ async function resume(session: ClientSession, el: Element): Promise<void> {
 
   // The connection that carried the session (an earlier run of this frame may have moved it here).
   const previous = frameValue('sm-resume-from', () => record.socket);
+  if (previous !== session.socket) await drain(server, sessionId, previous);
   const from = previous === session.socket ? undefined : await takeOverFrom(server, previous, session.bare);
   if (!from?.sm) return failed(session, 'item-not-found', 'no session to resume: bind a resource');
 
@@ -136,8 +137,31 @@ async function resume(session: ClientSession, el: Element): Promise<void> {
     sm: { id: previd, inbound: from.sm.inbound, max: record.max },
   });
   await session.send(x('resumed', { xmlns: NS.SM, previd, h: String(from.sm.inbound) }));
-  await resendUnacknowledged(session, record, await server.sm.locate(sessionId, record, h));
+  // Read again: the drain may have hibernated the session meanwhile.
+  const current = (await server.sm.get(sessionId)) ?? record;
+  await resendUnacknowledged(session, current, await server.sm.locate(sessionId, current, h));
   await server.store.refreshSession(session.bare, from.resource!, sessionId);
+}
+
+/**
+ * A client that lost its network usually resumes before the server noticed: its previous connection
+ * is still open here and may have frames queued or in flight. Taking the session over at once
+ * would drop those frames (the client sends again what `<resumed h/>` does not count), and a frame
+ * that had routed its stanza but not committed would then be routed twice. So the previous socket
+ * is closed first; its `$disconnect` comes after its last frame (one FIFO group), and hibernates
+ * the session. Once it has, every frame of it was handled and counted. Waits at most DRAIN_WAIT_MS
+ * (a frame stuck in redelivery), then goes on as before.
+ */
+async function drain(server: XmppServer, sessionId: string, socket: string): Promise<void> {
+  const state = await server.store.getConnection(socket);
+  if (state?.stage !== 'bound') return;
+  await server.sm.markResuming(sessionId);
+  await server.sender.close(socket);
+  for (let waited = 0; waited < DRAIN_WAIT_MS; waited += 50) {
+    await new Promise((r) => setTimeout(r, 50));
+    if ((await server.store.getConnection(socket))?.stage !== 'bound') return;
+  }
+  log.warn('stream management: resuming before the previous connection drained', { sessionId, socket });
 }
 
 /**
@@ -219,7 +243,8 @@ export async function hibernate(server: XmppServer, state: ConnectionState): Pro
   // What the client never acknowledged may never have reached it (a socket dies silently before
   // its close is noticed); posts from now on see the hibernation themselves (sm-sender.ts).
   const record = await server.sm.get(sessionId);
-  if (record && record.out > record.acked) {
+  // Not when the hibernation is a resumption draining this connection: the client is awake.
+  if (record && !resumingNow(record) && record.out > record.acked) {
     const unacked = await server.sm.logged(sessionId, record.acked + 1, record.out);
     await server.runHibernatedMessageHooks(record.bare, record.resource, unacked.map((s) => s.xml));
   }

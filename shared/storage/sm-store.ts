@@ -31,8 +31,18 @@ export interface SmRecord {
   hibernatedUntil?: number;
   /** Set when the session is being ended: nothing more is numbered, a resumption is refused. */
   ending?: boolean;
+  /** Epoch ms when a client began resuming the session (its old connection is being drained): no push then. */
+  resumingSince?: number;
   /** The client's count at `acked` (they differ once a number was drawn for a post that never happened, or a post arrived twice). */
   ackedCount?: number;
+}
+
+/** How long a resumption waits for the previous connection's queued frames (stream-management.ts, drain). */
+export const DRAIN_WAIT_MS = 5000;
+
+/** Whether a client is resuming the session right now (markResuming, within the time a drain may take). */
+export function resumingNow(record: SmRecord, now = Date.now()): boolean {
+  return record.resumingSince !== undefined && now - record.resumingSince < 2 * DRAIN_WAIT_MS;
 }
 
 export interface LoggedStanza {
@@ -169,6 +179,21 @@ export class SmStore {
     return 'stale'; // acknowledged concurrently again and again: the next acknowledgement will do
   }
 
+  /** A client is resuming the session: its old connection's hibernation is part of that, not a reason to wake it. */
+  async markResuming(session: string): Promise<void> {
+    await conditionally(
+      this.db.doc.send(
+        new UpdateCommand({
+          TableName: this.db.table,
+          Key: { pk: pk(session), sk: SM },
+          UpdateExpression: 'SET resumingSince = :now',
+          ConditionExpression: 'attribute_exists(smId)',
+          ExpressionAttributeValues: { ':now': Date.now() },
+        }),
+      ),
+    );
+  }
+
   /** The socket is gone: the session waits for a resumption until `until` (epoch ms). */
   hibernate(session: string, socket: string, until: number): Promise<boolean> {
     return conditionally(
@@ -195,7 +220,7 @@ export class SmStore {
         new UpdateCommand({
           TableName: this.db.table,
           Key: { pk: pk(session), sk: SM },
-          UpdateExpression: 'SET socket = :new, acked = :h, ackedCount = :c, #ttl = :ttl REMOVE hibernatedUntil',
+          UpdateExpression: 'SET socket = :new, acked = :h, ackedCount = :c, #ttl = :ttl REMOVE hibernatedUntil, resumingSince',
           ConditionExpression: 'smId = :id AND socket = :old AND #out = :out AND attribute_not_exists(ending)',
           ExpressionAttributeNames: { '#out': 'out', '#ttl': TTL_ATTRIBUTE },
           ExpressionAttributeValues: {

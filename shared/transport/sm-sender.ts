@@ -15,7 +15,7 @@
  */
 import { createHash } from 'node:crypto';
 import { frameSlot } from '../storage/frame-context.ts';
-import type { SmRecord, SmStore } from '../storage/sm-store.ts';
+import { resumingNow, type SmRecord, type SmStore } from '../storage/sm-store.ts';
 import { NS } from '../xml/element.ts';
 import type { ConnectionSender } from './connections.ts';
 
@@ -47,7 +47,7 @@ export function streamManagementSender(inner: ConnectionSender, sm: SmStore, onK
       const seq = pinned ?? record.out;
       slot?.set(String(seq));
       await sm.log(target, seq, frame, record.max);
-      if (record.hibernatedUntil !== undefined && MESSAGE.test(frame)) await onKept?.(record, frame);
+      if (record.hibernatedUntil !== undefined && !resumingNow(record) && MESSAGE.test(frame)) await onKept?.(record, frame);
       const posted = await inner.send(record.socket, frame);
       const unacked = record.out - record.acked;
       if (posted && unacked >= ACK_REQUEST_EVERY && unacked % ACK_REQUEST_EVERY === 0) await inner.send(record.socket, ACK_REQUEST);

@@ -139,4 +139,32 @@ describe('stream management on several handler instances', () => {
     expect(b.posts(/type="unavailable"/)).toHaveLength(1);
     expect(await h.store.getConnection(a.id)).toBeUndefined();
   });
+
+  it('a client resuming while a frame of its old connection is in flight: the frame finishes first, is counted in <resumed h/>, and is routed once', async () => {
+    const [alice, bob] = await users('alice', 'bob');
+    const b = new Connection(h);
+    await b.online(bob!, 'secret', 'desk');
+    const a = new Connection(h);
+    const smId = await onlineWithSm(a, alice!, 'phone'); // the client has sent one stanza since <enable/> (its presence)
+    const a2 = await authenticated(alice!);
+    // The old connection's message is routed but held in its post to Bob until the resumption
+    // has begun (the client lost its network and resumed before the server noticed).
+    h.sender.beforePost = async ({ frame }) => {
+      if (!frame.includes('in flight')) return;
+      for (let i = 0; i < 100 && !h.sender.closed.includes(a.id); i++) await sleep(20);
+    };
+    const inFlight = a.frame(chat(`${bob}/desk`, 'in flight'), 0);
+    const resuming = a2.frame(`<resume xmlns="${SM}" previd="${smId}" h="0"/>`, 1);
+    // Its $disconnect comes after its last frame (one FIFO group per connection).
+    await inFlight;
+    await a.disconnect(2);
+    await resuming;
+    h.sender.beforePost = undefined;
+
+    // Counted: the client will not send it again.
+    expect(a2.posts('<resumed')[0]).toContain('h="2"');
+    expect(bodies(b.posts())).toEqual(['in flight']);
+    await b.frame(chat(`${alice}/phone`, 'after'));
+    expect(bodies(a2.posts())).toEqual(['after']);
+  });
 });
