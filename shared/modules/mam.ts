@@ -2,9 +2,10 @@
  * XEP-0313 Message Archive Management for user accounts, with XEP-0059 paging, XEP-0359 stanza ids
  * and XEP-0441 archiving preferences.
  *
- * Archiving: a chat or normal message with a <body> is stored in the sender's archive when a local
- * client sends it ('message/out') and in the recipient's archive when it is delivered to a local
- * account ('message/in'); the delivered copy carries <stanza-id by="recipient"/>. A message to
+ * Archiving: a chat or normal message with content (a body, or an encrypted payload, a reaction, a
+ * retraction, or a <store/> hint: shared/message-storage.ts) is stored in the sender's archive when
+ * a local client sends it ('message/out') and in the recipient's archive when it is delivered to a
+ * local account ('message/in'); the delivered copy carries <stanza-id by="recipient"/>. A message to
  * oneself is stored once. Messages with a <no-store/> or <no-permanent-store/> hint are not stored.
  *
  * The query and paging code is shared with the group chat module (room archives).
@@ -18,12 +19,12 @@ import { ArchiveStore, isArchiveId, type ArchiveDefault, type ArchiveEntry, type
 import { readForm, buildForm } from '../xml/data-form.ts';
 import { Element, NS, x } from '../xml/element.ts';
 import { parseStored, tooLargeToPost } from '../xml/stored.ts';
+import { keepInArchive } from '../message-storage.ts';
 
 export const MAM = 'urn:xmpp:mam:2';
 export const SID = 'urn:xmpp:sid:0';
 export const RSM = 'http://jabber.org/protocol/rsm';
 export const FORWARD = 'urn:xmpp:forward:0';
-const HINTS = 'urn:xmpp:hints';
 
 /** Largest page a query gets, whatever <max/> asks (XEP-0059 lets the server limit it). */
 export const MAX_PAGE = 100;
@@ -42,14 +43,6 @@ export const userArchive = (bare: string) => `user#${bare}`;
 /** XEP-0359 rule 2: stanza-ids claiming to be from `by` are removed (only `by` may set them). */
 export function stripStanzaIds(stanza: Element, by: string): void {
   stanza.children = stanza.children.filter((c) => typeof c === 'string' || !(c.is('stanza-id', SID) && c.attrs.by === by));
-}
-
-/** What XEP-0313 §5.1.1 says a user archive keeps: chat/normal messages with a body, unless hinted not to. */
-function archivable(stanza: Element): boolean {
-  const type = stanza.attrs.type ?? 'normal';
-  if (type !== 'chat' && type !== 'normal') return false;
-  if (!stanza.getChild('body')) return false;
-  return !stanza.getChild('no-store', HINTS) && !stanza.getChild('no-permanent-store', HINTS);
 }
 
 /** XEP-0441: whether `user`'s preferences let a message with `contact` into the archive. */
@@ -73,7 +66,7 @@ async function allowedByPrefs(server: XmppServer, user: string, contact: Jid): P
 const sendersCopy = new WeakMap<Element, ArchiveEntry>();
 
 async function archiveOutgoing({ server, stanza, from, to }: StanzaEvent): Promise<boolean> {
-  if (!archivable(stanza)) return false;
+  if (!keepInArchive(stanza)) return false;
   const contact = to ?? from.toBare();
   // A message to oneself is archived once, on delivery.
   if (contact.bare === from.bare) return false;
@@ -89,7 +82,7 @@ async function archiveIncoming({ server, stanza, from, to }: StanzaEvent): Promi
   const entries = [sendersCopy.get(stanza)].filter((e) => e !== undefined);
   sendersCopy.delete(stanza);
   stripStanzaIds(stanza, owner);
-  if (archivable(stanza) && (await allowedByPrefs(server, owner, from))) {
+  if (keepInArchive(stanza) && (await allowedByPrefs(server, owner, from))) {
     const entry = archiveStore(server).prepare(userArchive(owner), { xml: cloneElement(stanza).toString(), with: from.bare, withFull: from.toString() });
     entries.push(entry);
     stanza.append(x('stanza-id', { xmlns: SID, by: owner, id: entry.item.id }));

@@ -14,6 +14,7 @@ import type { SessionRecord } from '../core/types.ts';
 import { frameNow, invalidateRoute, recordDone } from '../storage/frame-context.ts';
 import { NS, x } from '../xml/element.ts';
 import { parseStored, tooLargeToPost } from '../xml/stored.ts';
+import { keepOffline } from '../message-storage.ts';
 import { bareJidTargets } from './message.ts';
 
 /**
@@ -41,11 +42,11 @@ export const offlineModule: XmppModule = {
   name: 'offline',
   setup(reg) {
     reg.feature('msgoffline');
-    reg.hook('message/offline', async ({ server, stanza, to }) => {
+    reg.hook('message/offline', async ({ server, stanza, to, session }) => {
       const type = stanza.attrs.type ?? 'normal';
       if (type !== 'chat' && type !== 'normal') return false;
-      // Only messages with content are worth keeping (not chat states or receipts alone).
-      if (!stanza.getChild('body') && !stanza.getChild('subject')) return true;
+      // Only messages with content are worth keeping (not chat states or receipts alone; message-storage.ts).
+      if (!keepOffline(stanza)) return true;
       const bare = to!.bare;
       // The frame's time: a redelivered frame stores the same item under the same key.
       const stamp = new Date(frameNow()).toISOString();
@@ -55,7 +56,8 @@ export const offlineModule: XmppModule = {
       // live (message.ts), and its write of the same key is refused if the item, or its tombstone
       // once delivered, is there.
       recordDone(`offline:${bare}`);
-      const key = await server.store.storeOffline(bare, xml, stamp);
+      // A burst from one sender shares a millisecond: its connection's frame count keeps the order.
+      const key = await server.store.storeOffline(bare, xml, stamp, session?.state.version);
       // Stored first, then a fresh look: a session that became available since may have missed it.
       invalidateRoute(bare);
       for (const target of bareJidTargets((await server.store.getUserRoute(bare)).sessions)) {

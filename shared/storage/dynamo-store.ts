@@ -427,9 +427,11 @@ export class DynamoStore implements Store {
 
   // offline messages
 
-  async storeOffline(bare: string, xml: string, stamp: string): Promise<string> {
-    // The key is the frame's (frame-context.ts): a redelivered frame finds its own item.
-    const key = `${OFFLINE}${stamp}#${frameUnique('offline')}`;
+  async storeOffline(bare: string, xml: string, stamp: string, order?: number): Promise<string> {
+    // The key is the frame's (frame-context.ts): a redelivered frame finds its own item. Frames of
+    // one burst share a millisecond; `order` (the sender's frame count) keeps them in sending order.
+    const sequence = order === undefined ? '' : `${String(order).padStart(10, '0')}#`;
+    const key = `${OFFLINE}${stamp}#${sequence}${frameUnique('offline')}`;
     try {
       await this.doc.send(
         new PutCommand({

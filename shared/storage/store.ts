@@ -109,8 +109,9 @@ export interface Store {
   /**
    * Stores a message once; returns its key (derived from the frame, so a redelivered frame reuses
    * it, and finds the item, or its tombstone once delivered, there already: it writes nothing).
+   * `order` sorts messages stored at the same millisecond (the sending connection's frame count).
    */
-  storeOffline(bare: string, xml: string, stamp: string): Promise<string>;
+  storeOffline(bare: string, xml: string, stamp: string, order?: number): Promise<string>;
   listOffline(bare: string): Promise<OfflineMessage[]>;
   /**
    * Claims a stored message for delivery by this frame: false when another frame holds a live claim
