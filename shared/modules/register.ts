@@ -6,7 +6,7 @@
 import { makeCredentials } from '../accounts.ts';
 import { StanzaError, StreamError } from '../errors.ts';
 import { JidError, normalizeLocal } from '../jid.ts';
-import type { XmppModule } from '../core/registry.ts';
+import type { IqHandler, XmppModule } from '../core/registry.ts';
 import { NS, x } from '../xml/element.ts';
 import { log } from '../log.ts';
 import { startRegistration } from '../sasl/auth-limits.ts';
@@ -61,8 +61,11 @@ export const registerModule: XmppModule = {
       }
     });
 
-    reg.iq('account', NS.REGISTER, async ({ server, type, payload, from, to, session }) => {
-      if (from.bare !== to.bare || !session) throw new StanzaError('service-unavailable');
+    // Once logged in, a client changes its password or removes its account with a request to its
+    // own bare JID or, as XEP-0077 §3.2/§3.3 show it and Conversations and Gajim send it, to the domain.
+    const ownAccount: IqHandler = async ({ server, type, payload, from, to, session }) => {
+      const addressed = to.local ? to.bare === from.bare : to.domain === from.domain;
+      if (!addressed || !session) throw new StanzaError('service-unavailable');
       if (type === 'get') {
         return x('query', { xmlns: NS.REGISTER }, x('registered'), x('username', {}, from.local));
       }
@@ -82,6 +85,8 @@ export const registerModule: XmppModule = {
       for (const s of (await server.store.getUserRoute(from.bare)).sessions) {
         if (s.connectionId !== session.id) await server.sessions.closeOther(s.connectionId, changed);
       }
-    });
+    };
+    reg.iq('account', NS.REGISTER, ownAccount);
+    reg.iq('server', NS.REGISTER, ownAccount);
   },
 };

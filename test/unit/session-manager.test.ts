@@ -250,6 +250,23 @@ describe('password change', () => {
     await fresh.login(alice!, 'n3w', 'tablet');
     expect(fresh.posts('<success')).toHaveLength(1);
   });
+
+  it('is also taken addressed to the domain, as XEP-0077 shows it and Conversations and Gajim send it; not for someone else', async () => {
+    const [carl, dora] = await users('carl', 'dora');
+    const c = new Connection(h);
+    await c.online(carl!, 'secret', 'phone');
+    await c.frame(`<iq type="set" id="pw" to="localhost" xmlns="jabber:client"><query xmlns="jabber:iq:register"><username>${carl!.split('@')[0]}</username><password>n3w</password></query></iq>`);
+    expect(c.posts('id="pw"')[0]).toContain('type="result"');
+    const fresh = new Connection(h);
+    await fresh.login(carl!, 'n3w', 'tablet');
+    expect(fresh.posts('<success')).toHaveLength(1);
+    // Another account's bare JID: refused, and Dora's password is unchanged.
+    await c.frame(`<iq type="set" id="other" to="${dora}" xmlns="jabber:client"><query xmlns="jabber:iq:register"><password>mine</password></query></iq>`);
+    expect(c.posts('id="other"')[0]).toContain('<service-unavailable');
+    const d = new Connection(h);
+    await d.login(dora!, 'secret', 'desk');
+    expect(d.posts('<success')).toHaveLength(1);
+  });
 });
 
 describe('a recipient whose socket is gone (410)', () => {
