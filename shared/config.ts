@@ -1,3 +1,4 @@
+import { parseContactAddresses, type ContactAddresses } from './contact-addresses.ts';
 import { DEFAULT_AUTH_LIMITS, type AuthLimits } from './sasl/auth-limits.ts';
 
 /**
@@ -45,6 +46,8 @@ export interface ServerConfig {
    * nothing (XMPP_PUSH_SUMMARY, default false: nothing about messages reaches app servers).
    */
   pushSummary: boolean;
+  /** XEP-0157 contact addresses in the server's disco#info (XMPP_CONTACT_ADDRESSES; contact-addresses.ts). */
+  contactAddresses: ContactAddresses;
   /** Offer XEP-0198 stream management at all (XMPP_SM, default true). */
   streamManagement: boolean;
   /** Queue of delayed events (XMPP_TIMER_QUEUE_URL): the end of resumption windows. */
@@ -94,6 +97,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): ServerConfig {
     smResumeSeconds: resumeSeconds(env.XMPP_SM_RESUME_SECONDS),
     streamManagement: flag(env.XMPP_SM, true),
     pushSummary: flag(env.XMPP_PUSH_SUMMARY, false),
+    contactAddresses: parseContactAddresses(env.XMPP_CONTACT_ADDRESSES),
     timerQueueUrl: env.XMPP_TIMER_QUEUE_URL || undefined,
     timerEndpoint: env.XMPP_TIMER_ENDPOINT || undefined,
   };

@@ -2,6 +2,7 @@ import { RemovalPolicy } from 'aws-cdk-lib';
 import * as lambda from 'aws-cdk-lib/aws-lambda';
 import * as logs from 'aws-cdk-lib/aws-logs';
 import type { XmppServiceProps } from './xmpp-service.ts';
+import { parseContactAddresses } from '../../shared/contact-addresses.ts';
 
 /** Reads one context value (`-c key=value` or cdk.json "context"); undefined when unset. */
 export type ContextReader = (key: string) => unknown;
@@ -31,9 +32,17 @@ export const CONTEXT_KEYS = [
   'componentSources',
   'resumeSeconds',
   'pushSummary',
+  'contactAddresses',
 ] as const;
 
 export const DEFAULT_STACK_NAME = 'Xmpp';
+
+/** Validated here, so a bad value fails `cdk synth` instead of the deployed handlers. */
+function contactAddresses(value: string | undefined): string | undefined {
+  if (value === undefined) return undefined;
+  parseContactAddresses(value, 'Context "contactAddresses"');
+  return value;
+}
 
 function unset(v: unknown): boolean {
   return v === undefined || v === null || v === '';
@@ -128,6 +137,7 @@ export function servicePropsFromContext(read: ContextReader): XmppServiceProps {
     registration: bool(read, 'registration'),
     smResumeSeconds: nonNegativeInt(read, 'resumeSeconds'),
     pushSummary: bool(read, 'pushSummary'),
+    contactAddresses: contactAddresses(str(read, 'contactAddresses')),
     customDomain: customDomainName && certificateArn
       ? { domainName: customDomainName, certificateArn, ...(customDomainPath !== undefined ? { basePath: customDomainPath } : {}) }
       : undefined,

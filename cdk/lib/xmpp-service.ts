@@ -86,6 +86,11 @@ export interface XmppServiceProps {
    * of nothing about the message. @default false
    */
   readonly pushSummary?: boolean;
+  /**
+   * XEP-0157 contact addresses published in the server's disco#info, e.g.
+   * `abuse=mailto:abuse@example.com;security=https://example.com/security` (shared/contact-addresses.ts).
+   */
+  readonly contactAddresses?: string;
   /** @default logs.RetentionDays.ONE_MONTH */
   readonly logRetention?: logs.RetentionDays;
   /**
@@ -434,6 +439,7 @@ export class XmppService extends Construct {
       XMPP_CONNECTIONS_ENDPOINT: this.connectionsEndpoint,
       XMPP_REGISTRATION: String(props.registration ?? false),
       XMPP_PUSH_SUMMARY: String(props.pushSummary ?? false),
+      ...(props.contactAddresses ? { XMPP_CONTACT_ADDRESSES: props.contactAddresses } : {}),
     };
 
     if (federation) {

@@ -9,6 +9,7 @@ import type { IqTarget, XmppModule } from '../core/registry.ts';
 import type { XmppServer } from '../core/server.ts';
 import { Element, NS, x } from '../xml/element.ts';
 import { SOFTWARE_NAME } from '../version.ts';
+import { CONTACT_KINDS, type ContactAddresses } from '../contact-addresses.ts';
 
 /** The XEP-0115 node of this software. */
 export const CAPS_NODE = `urn:xmpp:${SOFTWARE_NAME}`;
@@ -22,6 +23,19 @@ export function discoInfo(server: XmppServer, target: IqTarget): Element {
     { xmlns: NS.DISCO_INFO },
     ...[identity, ...server.discoIdentities[target]].map((i) => x('identity', { category: i.category, type: i.type, name: i.name })),
     ...[...features].sort().map((v) => x('feature', { var: v })),
+    target === 'server' ? contactForm(server.config.contactAddresses) : undefined,
+  );
+}
+
+/** XEP-0157: the configured contact addresses as an XEP-0128 extended form (none when nothing is configured). */
+function contactForm(addresses: ContactAddresses): Element | undefined {
+  const kinds = CONTACT_KINDS.filter((k) => addresses[k]?.length);
+  if (!kinds.length) return undefined;
+  return x(
+    'x',
+    { xmlns: NS.DATA_FORMS, type: 'result' },
+    x('field', { var: 'FORM_TYPE', type: 'hidden' }, x('value', {}, 'http://jabber.org/network/serverinfo')),
+    ...kinds.map((k) => x('field', { var: `${k}-addresses`, type: 'list-multi' }, ...addresses[k]!.map((uri) => x('value', {}, uri)))),
   );
 }
 

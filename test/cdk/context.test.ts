@@ -40,10 +40,12 @@ describe('context → props', () => {
         certificateArn: 'arn:aws:acm:eu-west-1:123456789012:certificate/abc',
         customDomainPath: '',
         pushSummary: 'true',
+        contactAddresses: 'abuse=mailto:abuse@example.com,xmpp:abuse@example.com',
       }),
     );
     expect(props).toMatchObject({
       pushSummary: true,
+      contactAddresses: 'abuse=mailto:abuse@example.com,xmpp:abuse@example.com',
       federation: true,
       componentListener: true,
       componentSources: ['203.0.113.7/32', '198.51.100.0/24'],
@@ -71,6 +73,8 @@ describe('context → props', () => {
     expect(bad({ logLevel: 'loud' })).toThrow(/"logLevel" must be one of/);
     expect(bad({ federationAzs: 'two' })).toThrow(/positive integer/);
     expect(bad({ resumeSeconds: '-1' })).toThrow(/"resumeSeconds" must be a whole number of seconds/);
+    expect(bad({ contactAddresses: 'abuse=abuse@example.com' })).toThrow(/Context "contactAddresses": abuse needs URIs/);
+    expect(bad({ contactAddresses: 'boss=mailto:b@example.com' })).toThrow(/kind one of abuse, admin/);
     expect(servicePropsFromContext(reader({ domain: 'example.com', resumeSeconds: '0' })).smResumeSeconds).toBe(0);
   });
 

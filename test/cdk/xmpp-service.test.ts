@@ -48,6 +48,7 @@ beforeAll(() => {
     s2sInsecureDomains: ['legacy.example.net'],
     registration: true,
     pushSummary: true,
+    contactAddresses: 'abuse=mailto:abuse@example.com',
     tracing: true,
     removalPolicy: RemovalPolicy.DESTROY,
     customDomain: { domainName: 'xmpp.example.com', certificateArn: 'arn:aws:acm:eu-west-1:123456789012:certificate/abcd-1234' },
@@ -230,6 +231,8 @@ describe('Lambda functions', () => {
     const fullEnv = full.json.Resources[fn(full, 'Stream')]!.Properties!.Environment.Variables;
     expect(fullEnv.XMPP_REGISTRATION).toBe('true');
     expect(fullEnv.XMPP_PUSH_SUMMARY).toBe('true');
+    expect(fullEnv.XMPP_CONTACT_ADDRESSES).toBe('abuse=mailto:abuse@example.com');
+    expect(env.XMPP_CONTACT_ADDRESSES).toBeUndefined();
     expect(fullEnv.XMPP_S2S_QUEUE_URL).toEqual({ Ref: logicalId(full, 'AWS::SQS::Queue', 'XmppFederationS2sQueue') });
   });
 
