@@ -277,6 +277,10 @@ describe('discovery', () => {
     );
     const items = await olive.getDiscoItems('olive@localhost');
     expect(items.items!.map((i) => i.node)).toEqual(expect.arrayContaining([DEVICELIST]));
+    // And on the server JID, where clients look too.
+    const server = await olive.getDiscoInfo('localhost');
+    expect(server.identities).toEqual(expect.arrayContaining([expect.objectContaining({ category: 'pubsub', type: 'pep' }), expect.objectContaining({ category: 'server', type: 'im' })]));
+    expect(server.features).toEqual(expect.arrayContaining([`${PUBSUB}#publish`, `${PUBSUB}#publish-options`]));
   });
 
   it('puts the server caps in the stream features, naming exactly the server disco#info', async () => {

@@ -456,9 +456,13 @@ async function accountRemoved(server: XmppServer, bare: string): Promise<void> {
 export const pepModule: XmppModule = {
   name: 'pep',
   setup(reg) {
-    reg.identity({ category: 'pubsub', type: 'pep' }, 'account');
-    reg.feature(PUBSUB, 'account');
-    for (const f of FEATURES) reg.feature(`${PUBSUB}#${f}`, 'account');
+    // On the accounts (XEP-0163 §6.1) and on the server JID too, where clients also look for it
+    // (Prosody advertises it on both).
+    for (const target of ['account', 'server'] as const) {
+      reg.identity({ category: 'pubsub', type: 'pep' }, target);
+      reg.feature(PUBSUB, target);
+      for (const f of FEATURES) reg.feature(`${PUBSUB}#${f}`, target);
+    }
     reg.iq('account', PUBSUB, handlePubsub);
     reg.iq('account', PUBSUB_OWNER, handleOwner);
     reg.accountItems(nodeItems);
