@@ -48,6 +48,22 @@ export class CsiStore {
     );
   }
 
+  /** An update of what is held, made only while holding is on (mode inactive or flushing). */
+  private whileHolding(session: string, update: string, key: string, values: Record<string, unknown> = {}): Promise<boolean> {
+    return conditionally(
+      this.db.doc.send(
+        new UpdateCommand({
+          TableName: this.db.table,
+          Key: { pk: pk(session), sk: CSI },
+          UpdateExpression: update,
+          ConditionExpression: '#m IN (:i, :f)',
+          ExpressionAttributeNames: { '#m': 'mode', '#k': key },
+          ExpressionAttributeValues: { ':i': 'inactive', ':f': 'flushing', ...values },
+        }),
+      ),
+    );
+  }
+
   /**
    * Holds a stanza under `key` (replacing what that key held), if holding is on. False when it is
    * not (the caller posts the stanza) or when the item would outgrow DynamoDB's 400 KB item limit
@@ -55,18 +71,7 @@ export class CsiStore {
    */
   async hold(session: string, key: string, xml: string): Promise<boolean> {
     try {
-      return await conditionally(
-        this.db.doc.send(
-          new UpdateCommand({
-            TableName: this.db.table,
-            Key: { pk: pk(session), sk: CSI },
-            UpdateExpression: 'SET held.#k = :v',
-            ConditionExpression: '#m IN (:i, :f)',
-            ExpressionAttributeNames: { '#m': 'mode', '#k': key },
-            ExpressionAttributeValues: { ':i': 'inactive', ':f': 'flushing', ':v': { at: heldAt(), xml } satisfies HeldStanza },
-          }),
-        ),
-      );
+      return await this.whileHolding(session, 'SET held.#k = :v', key, { ':v': { at: heldAt(), xml } satisfies HeldStanza });
     } catch (err) {
       if ((err as Error).name === 'ValidationException') return false;
       throw err;
@@ -75,18 +80,7 @@ export class CsiStore {
 
   /** Drops what `key` holds (a message from that sender superseded its held chat state). */
   release(session: string, key: string): Promise<boolean> {
-    return conditionally(
-      this.db.doc.send(
-        new UpdateCommand({
-          TableName: this.db.table,
-          Key: { pk: pk(session), sk: CSI },
-          UpdateExpression: 'REMOVE held.#k',
-          ConditionExpression: '#m IN (:i, :f)',
-          ExpressionAttributeNames: { '#m': 'mode', '#k': key },
-          ExpressionAttributeValues: { ':i': 'inactive', ':f': 'flushing' },
-        }),
-      ),
-    );
+    return this.whileHolding(session, 'REMOVE held.#k', key);
   }
 
   /**
