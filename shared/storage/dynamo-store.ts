@@ -428,15 +428,15 @@ export class DynamoStore implements Store {
   // offline messages
 
   async storeOffline(bare: string, xml: string, stamp: string, order?: number): Promise<string> {
-    // The key is the frame's (frame-context.ts): a redelivered frame finds its own item. Frames of
-    // one burst share a millisecond; `order` (the sender's frame count) keeps them in sending order.
-    const sequence = order === undefined ? '' : `${String(order).padStart(10, '0')}#`;
-    const key = `${OFFLINE}${stamp}#${sequence}${frameUnique('offline')}`;
+    // The key is the frame's (frame-context.ts): a redelivered frame finds its own item. `order`
+    // is only an attribute: a redelivered frame may see another value (a replaced stream's version
+    // was bumped) and must still find the same key.
+    const key = `${OFFLINE}${stamp}#${frameUnique('offline')}`;
     try {
       await this.doc.send(
         new PutCommand({
           TableName: this.table,
-          Item: { pk: userKey(bare), sk: key, xml, stamp, [TTL_ATTRIBUTE]: nowSeconds() + OFFLINE_TTL_SECONDS },
+          Item: { pk: userKey(bare), sk: key, xml, stamp, ...(order === undefined ? {} : { order }), [TTL_ATTRIBUTE]: nowSeconds() + OFFLINE_TTL_SECONDS },
           // Written once: a redelivered frame must not undo a claim on it.
           ConditionExpression: 'attribute_not_exists(pk)',
         }),
@@ -448,8 +448,12 @@ export class DynamoStore implements Store {
   }
 
   async listOffline(bare: string): Promise<OfflineMessage[]> {
+    // Oldest first: by stamp, within one millisecond by the sender's order, then by key.
+    const byTime = (a: Record<string, any>, b: Record<string, any>) =>
+      (a.stamp < b.stamp ? -1 : a.stamp > b.stamp ? 1 : 0) || (a.order ?? -1) - (b.order ?? -1) || (a.sk as string).localeCompare(b.sk as string);
     return (await this.queryPrefix(bare, OFFLINE))
       .filter((i) => !i.delivered)
+      .sort(byTime)
       .map((i) => ({ key: i.sk as string, xml: i.xml as string, stamp: i.stamp as string }));
   }
 

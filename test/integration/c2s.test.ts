@@ -211,7 +211,8 @@ describe('server services', () => {
   it('answers disco#info, ping, version and refuses unknown namespaces', async () => {
     const c = await connectStanza(stack.wsUrl, 'carol@localhost', 'carol-pass', 'svc');
     const info = await c.getDiscoInfo('localhost');
-    expect(info.identities).toEqual([expect.objectContaining({ category: 'server', type: 'im' })]);
+    // The server itself, and PEP (on the server JID as well as on accounts).
+    expect(info.identities).toEqual([expect.objectContaining({ category: 'server', type: 'im' }), expect.objectContaining({ category: 'pubsub', type: 'pep' })]);
     expect(info.features).toEqual(expect.arrayContaining(['http://jabber.org/protocol/disco#info', 'urn:xmpp:ping', 'jabber:iq:version', 'msgoffline']));
     await c.ping('localhost'); // rejects on an error reply
     const version = await c.getSoftwareVersion('localhost');

@@ -11,7 +11,7 @@ import { client as xmppClient, xml } from '@xmpp/client';
 import { component as xmppComponent } from '@xmpp/component';
 import type { Agent } from 'stanza';
 import { findFreePort } from '../../local/dynamodb.ts';
-import { Inbox, connectStanza } from './helpers.ts';
+import { Inbox, RawClient, connectStanza } from './helpers.ts';
 import { startFederatedPair, type Prosody } from './prosody.ts';
 
 type XmlElement = ReturnType<typeof xml>;
@@ -135,6 +135,29 @@ describe('federation with Prosody', () => {
     await juliet.inbox.wait((p) => available(p, `romeo@${PEER}/web`), 'romeo back', WAIT);
     // Prosody probed us for juliet's presence at romeo's login: answered.
     await romeo.inbox.wait((s) => s.is('presence') && !s.attrs.type && s.attrs.from === `juliet@${HOME}/garden`, 'probe answered by us', WAIT);
+  });
+
+  it('tells a contact on Prosody of a new OMEMO device list published here (both OMEMO namespaces)', async () => {
+    // Juliet's other device publishes its device lists, as an OMEMO client does at first start.
+    const device = await RawClient.open(stack.wsUrl);
+    await device.login('juliet', 'homepass', 'tablet', HOME);
+    const lists = [
+      { node: 'eu.siacs.conversations.axolotl.devicelist', item: `<list xmlns="eu.siacs.conversations.axolotl"><device id="4242"/></list>` },
+      { node: 'urn:xmpp:omemo:2:devices', item: `<devices xmlns="urn:xmpp:omemo:2"><device id="4242"/></devices>` },
+    ];
+    for (const [i, { node, item }] of lists.entries()) {
+      device.send(`<iq type="set" id="pub${i}"><pubsub xmlns="http://jabber.org/protocol/pubsub"><publish node="${node}"><item id="current">${item}</item></publish></pubsub></iq>`);
+      expect(await device.next(`id="pub${i}"`)).toContain('type="result"');
+    }
+    for (const { node } of lists) {
+      const event = await romeo.inbox.wait(
+        (s) => s.is('message') && s.attrs.from === `juliet@${HOME}` && s.getChild('event', 'http://jabber.org/protocol/pubsub#event')?.getChild('items')?.attrs.node === node,
+        `${node} at Prosody`,
+        WAIT,
+      );
+      expect(event.toString()).toContain('id="4242"');
+    }
+    device.close();
   });
 
   it('pings a quiet link (XEP-0199) and keeps it while the peer answers', async () => {

@@ -138,12 +138,12 @@ export class RawClient {
   }
 
   /** Opens, authenticates with PLAIN, restarts and binds; returns the bound JID. */
-  async login(user: string, password: string, resource = 'raw'): Promise<string> {
-    this.open();
+  async login(user: string, password: string, resource = 'raw', domain = 'localhost'): Promise<string> {
+    this.open(domain);
     await this.next('</stream:features>');
     this.send(`<auth xmlns="urn:ietf:params:xml:ns:xmpp-sasl" mechanism="PLAIN">${Buffer.from(`\0${user}\0${password}`).toString('base64')}</auth>`);
     await this.next('<success');
-    this.open();
+    this.open(domain);
     await this.next('</stream:features>');
     this.send(`<iq type="set" id="bind1" xmlns="jabber:client"><bind xmlns="urn:ietf:params:xml:ns:xmpp-bind"><resource>${resource}</resource></bind></iq>`);
     const bound = await this.next('bind1');

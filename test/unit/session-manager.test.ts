@@ -269,6 +269,24 @@ describe('password change', () => {
   });
 });
 
+describe('offline storage', () => {
+  it('a frame that stored a message, failed, and runs again after its stream was replaced stores it once; a burst keeps its order', async () => {
+    const [alice, bob] = await users('alice', 'bob');
+    const a = new Connection(h);
+    await a.online(alice!, 'secret', 'phone');
+    for (const body of ['one', 'two', 'three']) await a.frame(chat(bob!, body));
+    // The instance dies right after the offline item was written.
+    h.crash.crashAfter('PutItemCommand');
+    await expect(a.frame(chat(bob!, 'four'))).rejects.toThrow(/crash after PutItemCommand/);
+    // Before the frame runs again, a new login takes the resource (the old stream's version is bumped).
+    const a2 = new Connection(h);
+    await a2.online(alice!, 'secret', 'phone');
+    await a.redeliver();
+    const stored = (await h.store.listOffline(bob!)).map((m) => /<body>([^<]*)/.exec(m.xml)?.[1]);
+    expect(stored).toEqual(['one', 'two', 'three', 'four']);
+  });
+});
+
 describe('a recipient whose socket is gone (410)', () => {
   it('gets the message from offline storage at the next login, not never', async () => {
     const [alice, bob] = await users('alice', 'bob');

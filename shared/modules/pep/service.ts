@@ -155,13 +155,20 @@ async function subscriberTargets(server: XmppServer, jid: Jid): Promise<Target[]
 /**
  * Who gets notifications of a node: the owner's available resources and those of local contacts
  * with a presence subscription to the owner that may access the node, each only if its entity
- * capabilities ask for `<node>+notify` (filtered notifications); and explicit subscribers that may
- * still access it (local or on other servers), whatever their caps.
+ * capabilities ask for `<node>+notify` (filtered notifications); contacts on other servers with
+ * that subscription, at their bare JID; and explicit subscribers that may still access it (local
+ * or on other servers), whatever their caps.
+ *
+ * Contacts on other servers: their presence and caps are not tracked here, so the notification
+ * goes to the bare JID, which their server hands to each available resource (a headline, RFC 6121
+ * §8.5.2.1.1); clients that did not ask for the node ignore it. Without it a contact on another
+ * server never learns of a new OMEMO device and stops encrypting to it.
  */
 async function recipients(server: XmppServer, rec: PepNode): Promise<Target[]> {
   if (!rec.config.deliverNotifications) return [];
   const want = `${rec.node}+notify`;
   const candidates: SessionRecord[] = [...(await server.store.getUserRoute(rec.owner)).sessions];
+  const remoteContacts: Jid[] = [];
   const roster = await server.store.getRoster(rec.owner);
   for (const item of roster) {
     if (!hasFrom(item)) continue;
@@ -171,14 +178,13 @@ async function recipients(server: XmppServer, rec: PepNode): Promise<Target[]> {
     } catch {
       continue;
     }
-    // Implicit subscribers on other servers would need their presence (and caps) tracked here:
-    // not done; they can subscribe explicitly.
-    if (!server.isLocalDomain(contact.domain) || !contact.local || contact.resource) continue;
+    if (!contact.local || contact.resource) continue;
     if (!(await mayAccess(server, rec, contact.bare, item))) continue;
-    candidates.push(...(await server.store.getUserRoute(contact.bare)).sessions);
+    if (server.isLocalDomain(contact.domain)) candidates.push(...(await server.store.getUserRoute(contact.bare)).sessions);
+    else if (!server.hostedDomains.has(contact.domain)) remoteContacts.push(contact.toBare());
   }
-  const out: Target[] = [];
-  const seen = new Set<string>();
+  const out: Target[] = remoteContacts.map((remote) => ({ remote }));
+  const seen = new Set<string>(remoteContacts.map((j) => j.toString()));
   for (const s of candidates) {
     if (s.available && !seen.has(s.connectionId) && (await sessionFeatures(server, s)).has(want)) {
       seen.add(s.connectionId);
