@@ -309,6 +309,19 @@ describe('room types', () => {
     expect(invite.data).toMatchObject({ type: 'mediated', room: members, from: 'alice@localhost/types', reason: 'join us' });
     const self = await guest.c.joinRoom(members, 'Frank');
     expect(self.muc.affiliation).toBe('member');
+    // Semi-anonymous: a member reads the member list, not who owns or administers the room.
+    expect((await guest.c.getRoomMembers(members, { affiliation: 'member' })).muc.users).toEqual([expect.objectContaining({ jid: 'frank@localhost' })]);
+    await expect(guest.c.getRoomMembers(members, { affiliation: 'owner' })).rejects.toMatchObject({ error: { condition: 'forbidden' } });
+    // Non-anonymous: every member may read the owner and admin lists (group OMEMO encrypts to all of them).
+    const open = `omemo-group@${SERVICE}`;
+    await createRoom(owner.c, open, 'Alice', [
+      { name: 'muc#roomconfig_membersonly', value: true },
+      { name: 'muc#roomconfig_whois', value: 'anyone' },
+    ]);
+    await owner.c.setRoomAffiliation(open, 'frank@localhost', 'member');
+    expect((await guest.c.getRoomMembers(open, { affiliation: 'owner' })).muc.users).toEqual([expect.objectContaining({ jid: 'alice@localhost', affiliation: 'owner' })]);
+    expect((await guest.c.getRoomMembers(open, { affiliation: 'admin' })).muc.users ?? []).toEqual([]);
+    await expect(guest.c.getRoomMembers(open, { affiliation: 'outcast' })).rejects.toMatchObject({ error: { condition: 'forbidden' } });
 
     const secret = `secret@${SERVICE}`;
     await createRoom(owner.c, secret, 'Alice', [

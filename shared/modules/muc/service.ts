@@ -915,7 +915,11 @@ export class MucService {
     const role = item.attrs.role as Role | undefined;
     if (affiliation) {
       if (!AFFILIATIONS.includes(affiliation) || affiliation === 'none') throw new StanzaError('bad-request', 'unknown affiliation');
-      const allowed = rank >= AFFILIATION_RANK.admin || (affiliation === 'member' && rank >= AFFILIATION_RANK.member && room.config.membersOnly);
+      // Members of a members-only room may read who else belongs: the member list, and in a
+      // non-anonymous room (real JIDs visible anyway) the owners and admins too, which group OMEMO
+      // needs to encrypt to members who are offline (Prosody allows the same).
+      const memberMayRead = affiliation === 'member' || (room.config.whois === 'anyone' && (affiliation === 'admin' || affiliation === 'owner'));
+      const allowed = rank >= AFFILIATION_RANK.admin || (memberMayRead && rank >= AFFILIATION_RANK.member && room.config.membersOnly);
       if (!allowed) throw new StanzaError('forbidden', 'you may not see that list');
       const list = (await this.store.listAffiliations(room.jid)).filter((a) => a.affiliation === affiliation);
       return x(
