@@ -46,6 +46,8 @@ export interface ServerConfig {
    * nothing (XMPP_PUSH_SUMMARY, default false: nothing about messages reaches app servers).
    */
   pushSummary: boolean;
+  /** XEP-0215: the STUN/TURN server clients use for calls, with its shared secret (XMPP_TURN_*); absent = not offered. */
+  turn?: TurnSettings;
   /** XEP-0157 contact addresses in the server's disco#info (XMPP_CONTACT_ADDRESSES; contact-addresses.ts). */
   contactAddresses: ContactAddresses;
   /** Offer XEP-0198 stream management at all (XMPP_SM, default true). */
@@ -98,8 +100,37 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): ServerConfig {
     streamManagement: flag(env.XMPP_SM, true),
     pushSummary: flag(env.XMPP_PUSH_SUMMARY, false),
     contactAddresses: parseContactAddresses(env.XMPP_CONTACT_ADDRESSES),
+    turn: turnSettings(env),
     timerQueueUrl: env.XMPP_TIMER_QUEUE_URL || undefined,
     timerEndpoint: env.XMPP_TIMER_ENDPOINT || undefined,
+  };
+}
+
+export interface TurnSettings {
+  host: string;
+  /** STUN and TURN over UDP and TCP (XMPP_TURN_PORT, default 3478). */
+  port: number;
+  /** TURN over TLS (XMPP_TURN_TLS_PORT), when the TURN server offers it. */
+  tlsPort?: number;
+  /** The TURN REST API secret shared with the TURN server (XMPP_TURN_SECRET). */
+  secret: string;
+  /** How long handed-out credentials work (XMPP_TURN_TTL_SECONDS, default 86400). */
+  ttlSeconds: number;
+}
+
+function turnSettings(env: NodeJS.ProcessEnv): TurnSettings | undefined {
+  const host = env.XMPP_TURN_HOST || undefined;
+  const secret = env.XMPP_TURN_SECRET || undefined;
+  if (!host && !secret) return undefined;
+  if (!host || !secret) throw new Error('XMPP_TURN_HOST and XMPP_TURN_SECRET go together (XEP-0215 TURN credentials)');
+  if (!/^[a-z0-9.-]+$/i.test(host) && !/^\[?[0-9a-f:.]+\]?$/i.test(host)) throw new Error(`XMPP_TURN_HOST must be a host name or address, got "${host}"`);
+  const tls = env.XMPP_TURN_TLS_PORT ? integer(env.XMPP_TURN_TLS_PORT, 5349, 'XMPP_TURN_TLS_PORT') : undefined;
+  return {
+    host,
+    port: integer(env.XMPP_TURN_PORT, 3478, 'XMPP_TURN_PORT'),
+    ...(tls ? { tlsPort: tls } : {}),
+    secret,
+    ttlSeconds: integer(env.XMPP_TURN_TTL_SECONDS, 86400, 'XMPP_TURN_TTL_SECONDS'),
   };
 }
 

@@ -18,6 +18,7 @@ import { blockingModule } from './blocking.ts';
 import { uploadModule } from './upload.ts';
 import { csiModule } from './csi.ts';
 import { pushModule } from './push.ts';
+import { externalServicesModule } from './external-services.ts';
 
 export const defaultModules: XmppModule[] = [
   discoModule,
@@ -38,4 +39,5 @@ export const defaultModules: XmppModule[] = [
   uploadModule,
   csiModule,
   pushModule,
+  externalServicesModule,
 ];
