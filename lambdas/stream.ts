@@ -5,6 +5,7 @@
  */
 import type { SQSBatchItemFailure, SQSBatchResponse, SQSEvent, SQSRecord } from 'aws-lambda';
 import { loadConfig } from '../shared/config.ts';
+import { withTurnSecret } from '../shared/turn-secret.ts';
 import { createServer } from '../shared/core/create.ts';
 import type { XmppServer } from '../shared/core/server.ts';
 import type { ConnectionState } from '../shared/core/types.ts';
@@ -45,7 +46,7 @@ async function processRecord(core: XmppServer, record: SQSRecord, state: Connect
 
 export async function handler(event: SQSEvent): Promise<SQSBatchResponse> {
   // Created on first use so the configuration comes from the environment at invocation time.
-  const core = (server ??= createServer(loadConfig()));
+  const core = (server ??= createServer(loadConfig(await withTurnSecret(process.env))));
   const groups = new Map<string, SQSRecord[]>();
   for (const record of event.Records) {
     const id = connectionOf(record);

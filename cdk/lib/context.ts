@@ -33,6 +33,8 @@ export const CONTEXT_KEYS = [
   'resumeSeconds',
   'pushSummary',
   'contactAddresses',
+  'turnHost',
+  'turnSecretArn',
 ] as const;
 
 export const DEFAULT_STACK_NAME = 'Xmpp';
@@ -42,6 +44,13 @@ function contactAddresses(value: string | undefined): string | undefined {
   if (value === undefined) return undefined;
   parseContactAddresses(value, 'Context "contactAddresses"');
   return value;
+}
+
+/** XEP-0215: both or neither (the host, and the Secrets Manager secret shared with the TURN server). */
+function turn(host: string | undefined, secretArn: string | undefined): XmppServiceProps['turn'] {
+  if (host === undefined && secretArn === undefined) return undefined;
+  if (host === undefined || secretArn === undefined) throw new Error('Context "turnHost" and "turnSecretArn" go together');
+  return { host, secretArn };
 }
 
 function unset(v: unknown): boolean {
@@ -138,6 +147,7 @@ export function servicePropsFromContext(read: ContextReader): XmppServiceProps {
     smResumeSeconds: nonNegativeInt(read, 'resumeSeconds'),
     pushSummary: bool(read, 'pushSummary'),
     contactAddresses: contactAddresses(str(read, 'contactAddresses')),
+    turn: turn(str(read, 'turnHost'), str(read, 'turnSecretArn')),
     customDomain: customDomainName && certificateArn
       ? { domainName: customDomainName, certificateArn, ...(customDomainPath !== undefined ? { basePath: customDomainPath } : {}) }
       : undefined,

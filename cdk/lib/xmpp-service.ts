@@ -87,6 +87,12 @@ export interface XmppServiceProps {
    */
   readonly pushSummary?: boolean;
   /**
+   * XEP-0215: the STUN/TURN server calls use (run elsewhere: coturn, eturnal) and the Secrets
+   * Manager secret holding the TURN REST API secret shared with it (a plain string). The stream
+   * Lambda may read that one secret and nothing else. @default none (not offered)
+   */
+  readonly turn?: { host: string; secretArn: string; port?: number; tlsPort?: number };
+  /**
    * XEP-0157 contact addresses published in the server's disco#info, e.g.
    * `abuse=mailto:abuse@example.com;security=https://example.com/security` (shared/contact-addresses.ts).
    */
@@ -470,6 +476,16 @@ export class XmppService extends Construct {
       },
     });
     this.streamFunction.addToRolePolicy(new iam.PolicyStatement({ actions: ['sqs:SendMessage'], resources: [this.timerQueue.queueArn] }));
+    if (props.turn) {
+      const { host, secretArn, port, tlsPort } = props.turn;
+      if (!/^[a-z0-9.-]+$/i.test(host)) throw new Error(`XmppService: turn.host must be a host name, got "${host}"`);
+      if (!/^arn:aws[a-z-]*:secretsmanager:/.test(secretArn)) throw new Error(`XmppService: turn.secretArn must be a Secrets Manager secret ARN, got "${secretArn}"`);
+      this.streamFunction.addEnvironment('XMPP_TURN_HOST', host);
+      this.streamFunction.addEnvironment('XMPP_TURN_SECRET_ARN', secretArn);
+      if (port) this.streamFunction.addEnvironment('XMPP_TURN_PORT', String(port));
+      if (tlsPort) this.streamFunction.addEnvironment('XMPP_TURN_TLS_PORT', String(tlsPort));
+      this.streamFunction.addToRolePolicy(new iam.PolicyStatement({ actions: ['secretsmanager:GetSecretValue'], resources: [secretArn] }));
+    }
     grantCore(this.streamFunction);
     if (this.federation) {
       this.streamFunction.addToRolePolicy(

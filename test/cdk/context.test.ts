@@ -41,11 +41,14 @@ describe('context → props', () => {
         customDomainPath: '',
         pushSummary: 'true',
         contactAddresses: 'abuse=mailto:abuse@example.com,xmpp:abuse@example.com',
+        turnHost: 'turn.example.com',
+        turnSecretArn: 'arn:aws:secretsmanager:eu-west-1:123456789012:secret:turn-AbCdEf',
       }),
     );
     expect(props).toMatchObject({
       pushSummary: true,
       contactAddresses: 'abuse=mailto:abuse@example.com,xmpp:abuse@example.com',
+      turn: { host: 'turn.example.com', secretArn: 'arn:aws:secretsmanager:eu-west-1:123456789012:secret:turn-AbCdEf' },
       federation: true,
       componentListener: true,
       componentSources: ['203.0.113.7/32', '198.51.100.0/24'],
@@ -75,6 +78,7 @@ describe('context → props', () => {
     expect(bad({ resumeSeconds: '-1' })).toThrow(/"resumeSeconds" must be a whole number of seconds/);
     expect(bad({ contactAddresses: 'abuse=abuse@example.com' })).toThrow(/Context "contactAddresses": abuse needs URIs/);
     expect(bad({ contactAddresses: 'boss=mailto:b@example.com' })).toThrow(/kind one of abuse, admin/);
+    expect(bad({ turnHost: 'turn.example.com' })).toThrow(/"turnHost" and "turnSecretArn" go together/);
     expect(servicePropsFromContext(reader({ domain: 'example.com', resumeSeconds: '0' })).smResumeSeconds).toBe(0);
   });
 

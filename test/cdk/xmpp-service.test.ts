@@ -37,6 +37,7 @@ const FEDERATION_TYPES = [
 
 // Two configurations, each synthesized (with bundling) once for the whole file.
 let base: Synthesized; // every default
+const TURN_SECRET = 'arn:aws:secretsmanager:eu-west-1:123456789012:secret:turn-AbCdEf';
 let full: Synthesized; // federation + components + custom domain + the non-default options
 
 beforeAll(() => {
@@ -49,6 +50,7 @@ beforeAll(() => {
     registration: true,
     pushSummary: true,
     contactAddresses: 'abuse=mailto:abuse@example.com',
+    turn: { host: 'turn.example.com', secretArn: TURN_SECRET, tlsPort: 5349 },
     tracing: true,
     removalPolicy: RemovalPolicy.DESTROY,
     customDomain: { domainName: 'xmpp.example.com', certificateArn: 'arn:aws:acm:eu-west-1:123456789012:certificate/abcd-1234' },
@@ -233,6 +235,14 @@ describe('Lambda functions', () => {
     expect(fullEnv.XMPP_PUSH_SUMMARY).toBe('true');
     expect(fullEnv.XMPP_CONTACT_ADDRESSES).toBe('abuse=mailto:abuse@example.com');
     expect(env.XMPP_CONTACT_ADDRESSES).toBeUndefined();
+    expect(fullEnv).toMatchObject({ XMPP_TURN_HOST: 'turn.example.com', XMPP_TURN_SECRET_ARN: TURN_SECRET, XMPP_TURN_TLS_PORT: '5349' });
+    expect(fullEnv.XMPP_TURN_SECRET).toBeUndefined(); // the secret itself is never in the template
+    expect(env.XMPP_TURN_HOST).toBeUndefined();
+    // The stream Lambda reads that one secret, and only when TURN is configured.
+    const streamRole = (s: Synthesized) => full.json.Resources[fn(s, 'Stream')]!.Properties!.Role['Fn::GetAtt'][0] as string;
+    const reads = statementsOfRole(full, streamRole(full)).filter((st) => actions(st).includes('secretsmanager:GetSecretValue'));
+    expect(reads.flatMap(resources)).toEqual([TURN_SECRET]);
+    expect(statementsOfRole(base, base.json.Resources[fn(base, 'Stream')]!.Properties!.Role['Fn::GetAtt'][0] as string).flatMap(actions)).not.toContain('secretsmanager:GetSecretValue');
     expect(fullEnv.XMPP_S2S_QUEUE_URL).toEqual({ Ref: logicalId(full, 'AWS::SQS::Queue', 'XmppFederationS2sQueue') });
   });
 
