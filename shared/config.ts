@@ -1,4 +1,5 @@
 import { parseContactAddresses, type ContactAddresses } from './contact-addresses.ts';
+import { parseJid } from './jid.ts';
 import { DEFAULT_AUTH_LIMITS, type AuthLimits } from './sasl/auth-limits.ts';
 
 /**
@@ -46,6 +47,8 @@ export interface ServerConfig {
    * nothing (XMPP_PUSH_SUMMARY, default false: nothing about messages reaches app servers).
    */
   pushSummary: boolean;
+  /** Bare JIDs allowed to run the XEP-0133 admin commands (XMPP_ADMINS, comma-separated). */
+  admins: string[];
   /** XEP-0215: the STUN/TURN server clients use for calls, with its shared secret (XMPP_TURN_*); absent = not offered. */
   turn?: TurnSettings;
   /** XEP-0157 contact addresses in the server's disco#info (XMPP_CONTACT_ADDRESSES; contact-addresses.ts). */
@@ -101,6 +104,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): ServerConfig {
     pushSummary: flag(env.XMPP_PUSH_SUMMARY, false),
     contactAddresses: parseContactAddresses(env.XMPP_CONTACT_ADDRESSES),
     turn: turnSettings(env),
+    admins: admins(env.XMPP_ADMINS),
     timerQueueUrl: env.XMPP_TIMER_QUEUE_URL || undefined,
     timerEndpoint: env.XMPP_TIMER_ENDPOINT || undefined,
   };
@@ -132,6 +136,18 @@ function turnSettings(env: NodeJS.ProcessEnv): TurnSettings | undefined {
     secret,
     ttlSeconds: integer(env.XMPP_TURN_TTL_SECONDS, 86400, 'XMPP_TURN_TTL_SECONDS'),
   };
+}
+
+function admins(value: string | undefined): string[] {
+  return (value ?? '')
+    .split(',')
+    .map((a) => a.trim())
+    .filter(Boolean)
+    .map((a) => {
+      const jid = parseJid(a);
+      if (!jid.local || jid.resource) throw new Error(`XMPP_ADMINS takes bare JIDs (user@domain), got "${a}"`);
+      return jid.bare;
+    });
 }
 
 function resumeSeconds(value: string | undefined): number {

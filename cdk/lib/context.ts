@@ -35,6 +35,7 @@ export const CONTEXT_KEYS = [
   'contactAddresses',
   'turnHost',
   'turnSecretArn',
+  'admins',
 ] as const;
 
 export const DEFAULT_STACK_NAME = 'Xmpp';
@@ -148,6 +149,10 @@ export function servicePropsFromContext(read: ContextReader): XmppServiceProps {
     pushSummary: bool(read, 'pushSummary'),
     contactAddresses: contactAddresses(str(read, 'contactAddresses')),
     turn: turn(str(read, 'turnHost'), str(read, 'turnSecretArn')),
+    admins: str(read, 'admins')?.split(',').map((a) => a.trim()).filter(Boolean).map((a) => {
+      if (!/^[^@/\s]+@[^@/\s]+$/.test(a)) throw new Error(`Context "admins" takes bare JIDs (user@domain), got "${a}"`);
+      return a;
+    }),
     customDomain: customDomainName && certificateArn
       ? { domainName: customDomainName, certificateArn, ...(customDomainPath !== undefined ? { basePath: customDomainPath } : {}) }
       : undefined,

@@ -97,6 +97,8 @@ export interface XmppServiceProps {
    * `abuse=mailto:abuse@example.com;security=https://example.com/security` (shared/contact-addresses.ts).
    */
   readonly contactAddresses?: string;
+  /** Bare JIDs that may run the XEP-0133 admin commands (ad-hoc, XEP-0050). @default none */
+  readonly admins?: string[];
   /** @default logs.RetentionDays.ONE_MONTH */
   readonly logRetention?: logs.RetentionDays;
   /**
@@ -446,6 +448,7 @@ export class XmppService extends Construct {
       XMPP_REGISTRATION: String(props.registration ?? false),
       XMPP_PUSH_SUMMARY: String(props.pushSummary ?? false),
       ...(props.contactAddresses ? { XMPP_CONTACT_ADDRESSES: props.contactAddresses } : {}),
+      ...(props.admins?.length ? { XMPP_ADMINS: props.admins.join(',') } : {}),
     };
 
     if (federation) {

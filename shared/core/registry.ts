@@ -139,6 +139,8 @@ export interface Registry {
   identity(identity: DiscoIdentity, target?: IqTarget): void;
   /** Contributes disco#items (without a node) of an account as the requester may see them (e.g. PEP nodes). */
   accountItems(items: (request: IqRequest) => Promise<Element[]>): void;
+  /** Answers disco#items of the server for one node (e.g. XEP-0050's command list), as the requester may see them. */
+  serverItems(node: string, items: (request: IqRequest) => Promise<Element[]>): void;
   /** Runs before each post to a local session (see DeliveryFilter). */
   deliveryFilter(filter: DeliveryFilter): void;
   /** Runs when messages are kept for a hibernated session (see HibernatedMessagesHook). */

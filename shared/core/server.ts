@@ -69,6 +69,7 @@ export class XmppServer implements Registry {
   readonly accountFeatures = new Set<string>();
   readonly discoIdentities: Record<IqTarget, DiscoIdentity[]> = { server: [], account: [] };
   readonly accountItemProviders: ((request: IqRequest) => Promise<Element[]>)[] = [];
+  readonly serverItemNodes = new Map<string, (request: IqRequest) => Promise<Element[]>>();
   readonly streamFeatures: Record<'pre-auth' | 'post-auth', ((s: XmppServer) => Element | undefined)[]> = {
     'pre-auth': [],
     'post-auth': [],
@@ -149,6 +150,10 @@ export class XmppServer implements Registry {
 
   streamFeature(stage: 'pre-auth' | 'post-auth', build: (server: XmppServer) => Element | undefined): void {
     this.streamFeatures[stage].push(build);
+  }
+
+  serverItems(node: string, items: (request: IqRequest) => Promise<Element[]>): void {
+    this.serverItemNodes.set(node, items);
   }
 
   deliveryFilter(filter: DeliveryFilter): void {

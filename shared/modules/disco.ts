@@ -79,9 +79,14 @@ export const discoModule: XmppModule = {
       if (node) info.attrs.node = node;
       return info;
     });
-    reg.iq('server', NS.DISCO_ITEMS, async ({ server, type, payload }) => {
+    reg.iq('server', NS.DISCO_ITEMS, async (request) => {
+      const { server, type, payload } = request;
       if (type !== 'get') throw new StanzaError('bad-request');
-      if (payload.attrs.node) throw new StanzaError('item-not-found');
+      if (payload.attrs.node) {
+        const provide = server.serverItemNodes.get(payload.attrs.node);
+        if (!provide) throw new StanzaError('item-not-found');
+        return x('query', { xmlns: NS.DISCO_ITEMS, node: payload.attrs.node }, ...(await provide(request)));
+      }
       // The services hosted beside the server (e.g. conference.<domain>) are its items.
       const items = [...server.hostedDomains].sort(([a], [b]) => a.localeCompare(b));
       return x('query', { xmlns: NS.DISCO_ITEMS }, ...items.map(([jid, { disco }]) => x('item', { jid, name: disco?.name })));

@@ -19,6 +19,7 @@ import { uploadModule } from './upload.ts';
 import { csiModule } from './csi.ts';
 import { pushModule } from './push.ts';
 import { externalServicesModule } from './external-services.ts';
+import { adminCommandsModule } from './admin-commands.ts';
 
 export const defaultModules: XmppModule[] = [
   discoModule,
@@ -40,4 +41,5 @@ export const defaultModules: XmppModule[] = [
   csiModule,
   pushModule,
   externalServicesModule,
+  adminCommandsModule,
 ];

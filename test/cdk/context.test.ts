@@ -42,12 +42,14 @@ describe('context → props', () => {
         pushSummary: 'true',
         contactAddresses: 'abuse=mailto:abuse@example.com,xmpp:abuse@example.com',
         turnHost: 'turn.example.com',
+        admins: 'boss@example.com, ops@example.com',
         turnSecretArn: 'arn:aws:secretsmanager:eu-west-1:123456789012:secret:turn-AbCdEf',
       }),
     );
     expect(props).toMatchObject({
       pushSummary: true,
       contactAddresses: 'abuse=mailto:abuse@example.com,xmpp:abuse@example.com',
+      admins: ['boss@example.com', 'ops@example.com'],
       turn: { host: 'turn.example.com', secretArn: 'arn:aws:secretsmanager:eu-west-1:123456789012:secret:turn-AbCdEf' },
       federation: true,
       componentListener: true,
@@ -79,6 +81,7 @@ describe('context → props', () => {
     expect(bad({ contactAddresses: 'abuse=abuse@example.com' })).toThrow(/Context "contactAddresses": abuse needs URIs/);
     expect(bad({ contactAddresses: 'boss=mailto:b@example.com' })).toThrow(/kind one of abuse, admin/);
     expect(bad({ turnHost: 'turn.example.com' })).toThrow(/"turnHost" and "turnSecretArn" go together/);
+    expect(bad({ admins: 'boss@example.com/desk' })).toThrow(/"admins" takes bare JIDs/);
     expect(servicePropsFromContext(reader({ domain: 'example.com', resumeSeconds: '0' })).smResumeSeconds).toBe(0);
   });
 

@@ -50,6 +50,7 @@ beforeAll(() => {
     registration: true,
     pushSummary: true,
     contactAddresses: 'abuse=mailto:abuse@example.com',
+    admins: ['boss@example.com'],
     turn: { host: 'turn.example.com', secretArn: TURN_SECRET, tlsPort: 5349 },
     tracing: true,
     removalPolicy: RemovalPolicy.DESTROY,
@@ -234,6 +235,8 @@ describe('Lambda functions', () => {
     expect(fullEnv.XMPP_REGISTRATION).toBe('true');
     expect(fullEnv.XMPP_PUSH_SUMMARY).toBe('true');
     expect(fullEnv.XMPP_CONTACT_ADDRESSES).toBe('abuse=mailto:abuse@example.com');
+    expect(fullEnv.XMPP_ADMINS).toBe('boss@example.com');
+    expect(env.XMPP_ADMINS).toBeUndefined();
     expect(env.XMPP_CONTACT_ADDRESSES).toBeUndefined();
     expect(fullEnv).toMatchObject({ XMPP_TURN_HOST: 'turn.example.com', XMPP_TURN_SECRET_ARN: TURN_SECRET, XMPP_TURN_TLS_PORT: '5349' });
     expect(fullEnv.XMPP_TURN_SECRET).toBeUndefined(); // the secret itself is never in the template

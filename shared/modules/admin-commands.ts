@@ -1,0 +1,184 @@
+/**
+ * Administration over XMPP: XEP-0050 ad-hoc commands offering the XEP-0133 basics an admin client
+ * (Gajim, Psi, Conversations' "execute command", Prosody's own tooling users) expects: add a user,
+ * delete users, change a user's password, list online users, send an announcement. Admins are the
+ * bare JIDs in XMPP_ADMINS; everyone else sees no commands and is refused them.
+ *
+ * Each command is one form: `execute` answers with the form, `complete` (or `execute` with the
+ * submitted form) runs it. The form carries everything, so no command state is kept between the
+ * two requests (any handler may take the second); the session id only lets clients match them.
+ */
+import { makeCredentials } from '../accounts.ts';
+import type { IqRequest, XmppModule } from '../core/registry.ts';
+import type { XmppServer } from '../core/server.ts';
+import { removeAccount } from '../core/account-removal.ts';
+import { StanzaError, StreamError } from '../errors.ts';
+import { JidError, parseJid } from '../jid.ts';
+import { frameUnique } from '../storage/frame-context.ts';
+import { Element, NS, x } from '../xml/element.ts';
+
+export const COMMANDS = 'http://jabber.org/protocol/commands';
+const ADMIN = 'http://jabber.org/protocol/admin';
+
+type Fields = Map<string, string[]>;
+interface FieldSpec {
+  var: string;
+  type: 'jid-single' | 'jid-multi' | 'text-private' | 'text-single' | 'text-multi';
+  label: string;
+  required?: boolean;
+}
+interface Command {
+  name: string;
+  fields: FieldSpec[];
+  /** Runs the submitted form; resolves to the note shown to the admin (and result fields, if any). */
+  run(server: XmppServer, fields: Fields): Promise<{ note: string; result?: Element }>;
+}
+
+function one(fields: Fields, name: string): string {
+  const value = fields.get(name)?.[0]?.trim();
+  if (!value) throw new StanzaError('bad-request', `the form needs ${name}`);
+  return value;
+}
+
+/** A local account's bare JID from a form field. */
+function localAccount(server: XmppServer, value: string): string {
+  let jid;
+  try {
+    jid = parseJid(value);
+  } catch (err) {
+    if (err instanceof JidError) throw new StanzaError('jid-malformed', err.message);
+    throw err;
+  }
+  if (!jid.local || jid.resource || !server.isLocalDomain(jid.domain)) throw new StanzaError('bad-request', `${value} is not an account of ${server.config.domain}`);
+  return jid.bare;
+}
+
+function newPassword(fields: Fields, verify: boolean): string {
+  const password = one(fields, 'password');
+  if (verify && fields.get('password-verify')?.[0] !== password) throw new StanzaError('bad-request', 'the passwords differ');
+  return password;
+}
+
+const COMMANDS_BY_NODE: Record<string, Command> = {
+  [`${ADMIN}#add-user`]: {
+    name: 'Add a user',
+    fields: [
+      { var: 'accountjid', type: 'jid-single', label: 'The Jabber ID of the account to add', required: true },
+      { var: 'password', type: 'text-private', label: 'Password', required: true },
+      { var: 'password-verify', type: 'text-private', label: 'Password again', required: true },
+    ],
+    async run(server, fields) {
+      const bare = localAccount(server, one(fields, 'accountjid'));
+      const created = await server.store.createAccount(bare, makeCredentials(newPassword(fields, true), server.config.scramIterations));
+      if (!created) throw new StanzaError('conflict', `${bare} exists already`);
+      return { note: `${bare} was added` };
+    },
+  },
+  [`${ADMIN}#delete-user`]: {
+    name: 'Delete users',
+    fields: [{ var: 'accountjids', type: 'jid-multi', label: 'The Jabber IDs of the accounts to delete', required: true }],
+    async run(server, fields) {
+      const accounts = (fields.get('accountjids') ?? []).map((v) => localAccount(server, v.trim()));
+      if (!accounts.length) throw new StanzaError('bad-request', 'the form needs accountjids');
+      const removed: string[] = [];
+      for (const bare of accounts) if (await removeAccount(server, bare)) removed.push(bare);
+      return { note: removed.length ? `deleted: ${removed.join(', ')}` : 'no such accounts' };
+    },
+  },
+  [`${ADMIN}#change-user-password`]: {
+    name: "Change a user's password",
+    fields: [
+      { var: 'accountjid', type: 'jid-single', label: 'The Jabber ID of the account', required: true },
+      { var: 'password', type: 'text-private', label: 'New password', required: true },
+    ],
+    async run(server, fields) {
+      const bare = localAccount(server, one(fields, 'accountjid'));
+      if (!(await server.store.setCredentials(bare, makeCredentials(newPassword(fields, false), server.config.scramIterations)))) {
+        throw new StanzaError('item-not-found', `${bare} does not exist`);
+      }
+      // As with the user's own change: whoever logged in with the old password is logged out.
+      const changed = new StreamError('reset', 'the password of this account was changed; log in again');
+      for (const s of (await server.store.getUserRoute(bare)).sessions) await server.sessions.closeOther(s.connectionId, changed);
+      return { note: `the password of ${bare} was changed` };
+    },
+  },
+  [`${ADMIN}#get-online-users-list`]: {
+    name: 'List online users',
+    fields: [],
+    async run(server) {
+      const online = [...new Set((await server.store.listSessions()).filter((s) => s.available).map((s) => s.bare))].sort();
+      const result = x(
+        'x',
+        { xmlns: NS.DATA_FORMS, type: 'result' },
+        x('field', { var: 'FORM_TYPE', type: 'hidden' }, x('value', {}, ADMIN)),
+        x('field', { var: 'onlineuserjids', type: 'jid-multi', label: 'Online users' }, ...online.map((j) => x('value', {}, j))),
+      );
+      return { note: `${online.length} online`, result };
+    },
+  },
+  [`${ADMIN}#announce`]: {
+    name: 'Send an announcement to online users',
+    fields: [
+      { var: 'subject', type: 'text-single', label: 'Subject' },
+      { var: 'announcement', type: 'text-multi', label: 'Announcement', required: true },
+    ],
+    async run(server, fields) {
+      const body = (fields.get('announcement') ?? []).join('\n').trim();
+      if (!body) throw new StanzaError('bad-request', 'the form needs an announcement');
+      const subject = fields.get('subject')?.[0]?.trim();
+      const sessions = (await server.store.listSessions()).filter((s) => s.available);
+      const message = (to: string) =>
+        x('message', { xmlns: NS.CLIENT, from: server.config.domain, to, type: 'headline' }, subject ? x('subject', {}, subject) : undefined, x('body', {}, body));
+      let sent = 0;
+      for (const s of sessions) if (await server.deliver(s, message(`${s.bare}/${s.resource}`))) sent++;
+      return { note: `sent to ${sent} sessions` };
+    },
+  },
+};
+
+function formOf(node: string, command: Command): Element {
+  return x(
+    'x',
+    { xmlns: NS.DATA_FORMS, type: 'form' },
+    x('title', {}, command.name),
+    x('field', { var: 'FORM_TYPE', type: 'hidden' }, x('value', {}, ADMIN)),
+    ...command.fields.map((f) => x('field', { var: f.var, type: f.type, label: f.label }, f.required ? x('required') : undefined)),
+  );
+}
+
+function submitted(form: Element | undefined): Fields | undefined {
+  if (!form || form.attrs.type !== 'submit') return undefined;
+  return new Map(form.getChildren('field').map((f) => [f.attrs.var ?? '', f.getChildren('value').map((v) => v.getText())]));
+}
+
+function isAdmin({ server, from, session }: Pick<IqRequest, 'server' | 'from' | 'session'>): boolean {
+  return session !== undefined && server.config.admins.includes(from.bare);
+}
+
+export const adminCommandsModule: XmppModule = {
+  name: 'admin-commands',
+  setup(reg) {
+    reg.feature(COMMANDS);
+    // The command list is a disco#items node of the server (XEP-0050 §2.2): admins see them all.
+    reg.serverItems(COMMANDS, async (request) =>
+      isAdmin(request) ? Object.entries(COMMANDS_BY_NODE).map(([node, c]) => x('item', { jid: request.server.config.domain, node, name: c.name })) : [],
+    );
+    reg.iq('server', COMMANDS, async (request) => {
+      const { payload, type } = request;
+      if (type !== 'set') throw new StanzaError('bad-request', 'commands are run with iq set');
+      const node = payload.attrs.node ?? '';
+      const command = COMMANDS_BY_NODE[node];
+      if (!command) throw new StanzaError('item-not-found', `no command ${node}`);
+      if (!isAdmin(request)) throw new StanzaError('forbidden', 'only admins of this server run this command');
+      const sessionid = payload.attrs.sessionid ?? frameUnique('adhoc');
+      const action = payload.attrs.action ?? 'execute';
+      const answer = (status: string, ...children: (Element | undefined)[]) => x('command', { xmlns: COMMANDS, node, sessionid, status }, ...children);
+      if (action === 'cancel') return answer('canceled');
+      if (action !== 'execute' && action !== 'complete') throw new StanzaError('bad-request', `action ${action} is not offered`);
+      const fields = submitted(payload.getChild('x', NS.DATA_FORMS));
+      if (!fields && command.fields.length) return answer('executing', x('actions', { execute: 'complete' }, x('complete')), formOf(node, command));
+      const { note, result } = await command.run(request.server, fields ?? new Map());
+      return answer('completed', x('note', { type: 'info' }, note), result);
+    });
+  },
+};
