@@ -74,6 +74,8 @@ export interface Occupant {
   presence?: string;
   sessions: OccupantSession[];
   version: number;
+  /** XEP-0421: the same for this real bare JID in this room every time it joins (muc/occupant-id.ts). */
+  occupantId?: string;
 }
 
 export interface AffiliationItem {
@@ -301,5 +303,6 @@ function toOccupant(item: Record<string, any>): Occupant {
     presence: item.presence,
     sessions: item.sessions ?? [],
     version: item.version ?? 0,
+    ...(typeof item.occupantId === 'string' ? { occupantId: item.occupantId } : {}),
   };
 }

@@ -7,6 +7,8 @@
  * occupants, one archive write, and one @connections post per occupant session, made
  * FANOUT_CONCURRENCY at a time (see docs/muc-fanout.md).
  */
+import { OCCUPANT_ID, occupantIdFor } from './occupant-id.ts';
+import { serverSecret } from '../../storage/server-secret.ts';
 import { StanzaError, cloneElement, errorReply } from '../../errors.ts';
 import { Jid, parseJid, tryParseJid } from '../../jid.ts';
 import { log } from '../../log.ts';
@@ -351,7 +353,16 @@ export class MucService {
     // A second session of the same user under the same nick joins that occupant (multi-session nick).
     const occupant: Occupant = holder
       ? { ...holder, sessions: [...holder.sessions.filter((s) => s.jid !== joining.jid), joining] }
-      : { nick, bare: from.bare, role: defaultRole(affiliation, room.config), affiliation, presence: storedPresence(stanza), sessions: [joining], version: 0 };
+      : {
+          nick,
+          bare: from.bare,
+          role: defaultRole(affiliation, room.config),
+          affiliation,
+          presence: storedPresence(stanza),
+          sessions: [joining],
+          version: 0,
+          occupantId: occupantIdFor(await serverSecret(this.server.store.db), roomJid, from.bare),
+        };
     if (!(await this.store.putOccupant(roomJid, occupant, holder?.version ?? 0))) throw new LostRace();
     if (session) await this.store.putJoin(from.bare, { room: roomJid, nick, resource: from.resource, connectionId: session.id });
     const others = occupants.filter((o) => o.nick !== nick);
@@ -597,12 +608,13 @@ export class MucService {
     } else {
       out = x('message', { xmlns: NS.CLIENT, from: occupantJid, type: 'groupchat', id: stanza.attrs.id });
       for (const child of stanza.getChildElements()) {
-        // The room's own stanza-id and occupant data are the room's to set (XEP-0359, XEP-0313 §8.4).
-        if (child.is('x', MUC_USER)) continue;
+        // The room's own stanza-id and occupant data are the room's to set (XEP-0359, XEP-0313 §8.4, XEP-0421 §4).
+        if (child.is('x', MUC_USER) || child.is('occupant-id', OCCUPANT_ID)) continue;
         out.append(cloneElement(child));
       }
       stripStanzaIds(out, room.jid);
     }
+    if (sender.occupantId) out.append(x('occupant-id', { xmlns: OCCUPANT_ID, id: sender.occupantId }));
     if (!body && !subject) return this.broadcast(room.jid, occupants, out);
     // Archived before it goes out, so every copy carries the same stanza-id; and the occupants are
     // read again after that write, so a session joining meanwhile finds the message in the
@@ -744,7 +756,7 @@ export class MucService {
     const room = await this.store.getRoom(to.bare);
     if (!room || (room.locked && (await this.store.getAffiliation(room.jid, from.bare)) !== 'owner')) throw new StanzaError('item-not-found', 'no such room');
     const occupants = await this.store.listOccupants(room.jid);
-    const features = [NS.DISCO_INFO, MUC, STABLE_ID, SELF_PING, MAM, SID, ...configFeatures(room.config)];
+    const features = [NS.DISCO_INFO, MUC, STABLE_ID, SELF_PING, MAM, SID, OCCUPANT_ID, ...configFeatures(room.config)];
     return x(
       'query',
       { xmlns: NS.DISCO_INFO },

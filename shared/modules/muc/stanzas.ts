@@ -3,6 +3,7 @@
  * muc#user presence a room sends, and frame templates that fan one stanza out to many recipients
  * without serializing it once per recipient.
  */
+import { OCCUPANT_ID } from './occupant-id.ts';
 import { escapeXML } from 'ltx';
 import { cloneElement } from '../../errors.ts';
 import type { Affiliation, Occupant, Role, RoomConfig } from '../../storage/muc-store.ts';
@@ -61,7 +62,7 @@ export function occupantPresence(room: string, occupant: Occupant, o: PresenceOp
   const payload = o.payload ?? (o.type ? undefined : occupant.presence);
   const base = payload ? parseStored(payload, 'occupant presence') : undefined;
   const el = x('presence', { xmlns: NS.CLIENT, from: `${room}/${occupant.nick}`, type: o.type, id: o.id });
-  for (const child of base?.getChildElements() ?? []) el.append(cloneElement(child));
+  for (const child of base?.getChildElements() ?? []) if (!child.is('occupant-id', OCCUPANT_ID)) el.append(cloneElement(child));
   const item = x(
     'item',
     { affiliation: o.affiliation ?? occupant.affiliation, role: o.role ?? occupant.role, jid: o.realJid, nick: o.nick },
@@ -69,6 +70,7 @@ export function occupantPresence(room: string, occupant: Occupant, o: PresenceOp
     o.reason ? x('reason', {}, o.reason) : undefined,
   );
   el.append(x('x', { xmlns: MUC_USER }, item, ...(o.codes ?? []).map((code) => x('status', { code })), o.destroy));
+  if (occupant.occupantId) el.append(x('occupant-id', { xmlns: OCCUPANT_ID, id: occupant.occupantId }));
   return el;
 }
 
