@@ -20,6 +20,7 @@ import { Element } from '../shared/xml/element.ts';
 import { DEFAULT_XML_LIMITS, XmlFrameError, exceedsLimits, parseFrame } from '../shared/xml/parse.ts';
 import { STORED_XML_LIMITS } from '../shared/xml/stored.ts';
 import type { ConnectionSender } from '../shared/transport/connections.ts';
+import { ClientHub } from './c2s/client-hub.ts';
 import { ComponentRegistry } from './component.ts';
 import { StreamConnection } from './connection.ts';
 import { DEFAULT_TIMING, type Logger, type S2sContext, type S2sTiming } from './context.ts';
@@ -58,6 +59,11 @@ export interface FederationOptions {
   queueUrl?: string;
   /** Open a loopback HTTP intake (local stack): its URL is `intakeUrl`. */
   httpIntake?: { port?: number };
+  /**
+   * Native client listeners (docs/native-clients.md): XMPP_C2S_PORT with STARTTLS and
+   * XMPP_C2S_TLS_PORT with direct TLS (0 = any free port; undefined = closed). Needs `tls`.
+   */
+  c2s?: { port?: number; tlsPort?: number; openTimeoutMs?: number };
   /** Use this core instead of creating one (tests). */
   server?: XmppServer;
   sender?: ConnectionSender;
@@ -70,6 +76,9 @@ export interface FederationService {
   componentPort?: number;
   /** The loopback intake (XMPP_S2S_ENDPOINT for the stream Lambda), when asked for. */
   intakeUrl?: string;
+  /** The native client ports, when open. */
+  c2sPort?: number;
+  c2sTlsPort?: number;
   /** The core this service routes through. */
   server: XmppServer;
   router: S2sRouter;
@@ -219,8 +228,10 @@ export async function startFederation(options: FederationOptions): Promise<Feder
   // Filled in below: the core and the router need each other.
   let router!: S2sRouter;
   const remote: RemoteRouter = { send: (stanza) => router.send(stanza) };
+  if (options.c2s && !options.tls) throw new Error('native client ports need a TLS certificate');
+  const hub = options.c2s ? await ClientHub.open(log) : undefined;
   if (options.server) server = options.server;
-  else server = createServer(config, { remote, sender: options.sender });
+  else server = createServer(config, { remote, sender: options.sender, ownTcp: hub && { address: hub.address, mailbox: hub } });
   const components = options.components ?? new Map<string, string>();
   const ctx: S2sContext = {
     domain: config.domain,
@@ -274,7 +285,11 @@ export async function startFederation(options: FederationOptions): Promise<Feder
     if (options.directTlsPort !== undefined) {
       let direct: net.Server;
       if (secureContext) {
-        direct = tls.createServer({ secureContext, requestCert: true, rejectUnauthorized: false, ALPNProtocols: ['xmpp-server'] }, serveInbound);
+        // A tls.Server builds its context from cert/key/ca (it does not take `secureContext`).
+        direct = tls.createServer(
+          { cert: options.tls!.cert, key: options.tls!.key, ca: trustedRoots(options.tls!), requestCert: true, rejectUnauthorized: false, ALPNProtocols: ['xmpp-server'] },
+          serveInbound,
+        );
         direct.on('tlsClientError', (err) => log.debug('s2s direct TLS: handshake failed', { error: err.message }));
       } else {
         // No certificate yet (the cloud secret is still empty): keep the port (load balancer health
@@ -322,8 +337,19 @@ export async function startFederation(options: FederationOptions): Promise<Feder
       intakeUrl = `http://127.0.0.1:${port}/${token}/stanzas`;
     }
 
+    if (hub) await hub.listen(server, { bind: options.bind, ...options.c2s, secureContext: secureContext!, credentials: options.tls!, limits: ctx.limits });
+
     sqs?.start();
-    log.info('federation service listening', { domain: config.domain, s2sPort, directTlsPort, componentPort, tls: Boolean(options.tls), components: [...components.keys()] });
+    log.info('federation service listening', {
+      domain: config.domain,
+      s2sPort,
+      directTlsPort,
+      componentPort,
+      c2sPort: hub?.port,
+      c2sTlsPort: hub?.tlsPort,
+      tls: Boolean(options.tls),
+      components: [...components.keys()],
+    });
 
     let stopping: Promise<void> | undefined;
     return {
@@ -331,10 +357,14 @@ export async function startFederation(options: FederationOptions): Promise<Feder
       directTlsPort,
       componentPort,
       intakeUrl,
+      c2sPort: hub?.port,
+      c2sTlsPort: hub?.tlsPort,
       server,
       router,
       stop: () =>
         (stopping ??= (async () => {
+          // Client sessions end (or hibernate) while the core can still tell their contacts.
+          await hub?.stop();
           await sqs?.stop();
           router.stop();
           await Promise.all(servers.map((s) => closeServer(s)));
@@ -342,6 +372,7 @@ export async function startFederation(options: FederationOptions): Promise<Feder
     };
   } catch (err) {
     router.stop();
+    await hub?.stop();
     await Promise.all(servers.map((s) => closeServer(s)));
     throw err;
   }

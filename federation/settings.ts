@@ -17,7 +17,12 @@ export interface FederationSettings {
   secureAuth?: boolean;
   insecureDomains?: string[];
   timing: Partial<S2sTiming>;
+  /** Native client ports (XMPP_C2S_PORT, XMPP_C2S_TLS_PORT): only those set are opened. */
+  c2s?: { port?: number; tlsPort?: number };
 }
+
+/** The default native client ports `npm start` opens (RFC 6120 §14.7, XEP-0368). */
+export const DEFAULT_C2S_PORTS = { port: 5222, tlsPort: 5223 };
 
 function port(value: string | undefined, name: string): number | undefined {
   if (value === undefined || value === '') return undefined;
@@ -54,5 +59,15 @@ export function federationSettingsFromEnv(env: NodeJS.ProcessEnv): FederationSet
     secureAuth: env.XMPP_S2S_SECURE_AUTH ? /^(1|true|yes|on)$/i.test(env.XMPP_S2S_SECURE_AUTH) : undefined,
     insecureDomains: env.XMPP_S2S_INSECURE_DOMAINS ? env.XMPP_S2S_INSECURE_DOMAINS.split(',').map((d) => d.trim()).filter(Boolean) : undefined,
     timing,
+    c2s: c2sPortsFromEnv(env),
   };
+}
+
+/** XMPP_C2S_PORT / XMPP_C2S_TLS_PORT as given (`defaults` for those unset); undefined when neither is. */
+export function c2sPortsFromEnv(env: NodeJS.ProcessEnv, defaults?: { port?: number; tlsPort?: number }): { port?: number; tlsPort?: number } | undefined {
+  const c2s = {
+    port: port(env.XMPP_C2S_PORT, 'XMPP_C2S_PORT') ?? defaults?.port,
+    tlsPort: port(env.XMPP_C2S_TLS_PORT, 'XMPP_C2S_TLS_PORT') ?? defaults?.tlsPort,
+  };
+  return c2s.port === undefined && c2s.tlsPort === undefined ? undefined : c2s;
 }

@@ -362,7 +362,7 @@ async function startLocalFederation(
     });
   } catch (err) {
     if ((err as { code?: string }).code === 'EADDRINUSE') {
-      throw new LocalStackError('PORT_IN_USE', `federation (XMPP_S2S_PORT): ${(err as Error).message}. Stop the other process, choose another port, or set XMPP_FEDERATION=false.`);
+      throw new LocalStackError('PORT_IN_USE', `federation or native client port (XMPP_S2S_PORT, XMPP_C2S_PORT, XMPP_C2S_TLS_PORT): ${(err as Error).message}. Stop the other process, choose other ports, or set XMPP_C2S=false / XMPP_FEDERATION=false.`);
     }
     throw err;
   }

@@ -7,8 +7,10 @@
  * Settings come from the environment: XMPP_DOMAIN, XMPP_WS_PORT, XMPP_BIND, XMPP_DATA_DIR,
  * XMPP_TABLE, XMPP_REGISTRATION, XMPP_IDLE_SECONDS, XMPP_MAX_LIFETIME_SECONDS, XMPP_DYNAMODB_PORT;
  * federation (on unless XMPP_FEDERATION=false): XMPP_S2S_PORT, XMPP_S2S_ROUTES, XMPP_COMPONENT_PORT,
- * XMPP_COMPONENTS, … (see docs/federation.md).
+ * XMPP_COMPONENTS, … (see docs/federation.md); native clients (off with XMPP_C2S=false):
+ * XMPP_C2S_PORT (default 5222), XMPP_C2S_TLS_PORT (default 5223) (see docs/native-clients.md).
  */
+import { DEFAULT_C2S_PORTS, c2sPortsFromEnv } from '../federation/settings.ts';
 import { LocalStackError } from './errors.ts';
 import { startLocalStack, type LocalStack } from './stack.ts';
 import { webClientHandler } from './web-http.ts';
@@ -33,13 +35,18 @@ async function main(): Promise<void> {
     process.exit(2);
   }
   const inMemory = args.includes('--in-memory');
+  const off = (value: string | undefined) => /^(0|false|no|off)$/i.test(value ?? '');
+  const federationOn = !off(process.env.XMPP_FEDERATION);
 
   let stack: LocalStack;
   try {
     stack = await startLocalStack({
       inMemory,
       writeInfoFile: true,
-      federation: !/^(0|false|no|off)$/i.test(process.env.XMPP_FEDERATION ?? ''),
+      federation: federationOn && {
+        // Native clients on 5222 (STARTTLS) and 5223 (direct TLS) unless XMPP_C2S=false.
+        c2s: off(process.env.XMPP_C2S) ? undefined : c2sPortsFromEnv(process.env, DEFAULT_C2S_PORTS),
+      },
       // Plain HTTP on the WebSocket port, tried in order.
       httpHandlers: [webClientHandler()],
       logger: {
@@ -72,8 +79,16 @@ async function main(): Promise<void> {
         (fed.componentPort !== undefined ? `, components on ${fed.componentPort}` : '') +
         ` (self-signed certificate${inMemory ? ' in memory' : ` in ${stack.dataDir}/federation`})`,
     );
+    if (fed.c2sPort !== undefined || fed.c2sTlsPort !== undefined) {
+      console.log(
+        `Native XMPP clients: ${process.env.XMPP_BIND || '127.0.0.1'}` +
+          (fed.c2sPort !== undefined ? `:${fed.c2sPort} (STARTTLS)` : '') +
+          (fed.c2sTlsPort !== undefined ? `${fed.c2sPort !== undefined ? ', ' : ':'}${fed.c2sTlsPort} (direct TLS)` : '') +
+          ' with the same certificate',
+      );
+    }
   } else {
-    console.log('Federation: off (XMPP_FEDERATION=false)');
+    console.log('Federation and native clients: off (XMPP_FEDERATION=false)');
   }
   console.log(`In-band registration: ${process.env.XMPP_REGISTRATION === 'true' ? 'on' : 'off'}. Press Ctrl+C to stop.`);
 

@@ -18,6 +18,7 @@
  */
 import { AsyncLocalStorage } from 'node:async_hooks';
 import { createHash, randomBytes } from 'node:crypto';
+import type { ChannelBindings } from '../sasl/channel-binding.ts';
 
 export interface FrameInput {
   /** The queue message id: the same on every delivery of this frame. */
@@ -26,6 +27,8 @@ export interface FrameInput {
   receivedAt?: number;
   /** The client's address (brute-force limits count failures per source). */
   sourceIp?: string;
+  /** SASL channel binding data of the client's TLS connection (native clients only). */
+  channelBindings?: ChannelBindings;
   /** What an earlier run of this frame recorded before it failed (its journal). */
   before?: FrameJournal;
 }
@@ -43,6 +46,7 @@ export interface Frame {
   readonly id?: string;
   readonly receivedAt?: number;
   readonly sourceIp?: string;
+  readonly channelBindings?: ChannelBindings;
   routes: Map<string, Promise<unknown>>;
   /** Writes that may run alongside delivery but must finish before the frame is done. */
   tasks: Promise<unknown>[];
@@ -64,6 +68,7 @@ export function newFrame(input: FrameInput = {}): Frame {
     id: input.id,
     receivedAt: input.receivedAt,
     sourceIp: input.sourceIp,
+    channelBindings: input.channelBindings,
     routes: new Map(),
     tasks: [],
     posted: [],
@@ -203,6 +208,11 @@ export function frameSlot(label: string): { value?: string; set(value: string): 
 /** The address the frame came from, when the adapter knows it. */
 export function frameSourceIp(): string | undefined {
   return frames.getStore()?.sourceIp;
+}
+
+/** The channel binding data of the connection the current frame came on (none for WebSocket clients). */
+export function frameChannelBindings(): ChannelBindings | undefined {
+  return frames.getStore()?.channelBindings;
 }
 
 /** The frame's arrival time (stable across redelivery), or now outside a frame. */

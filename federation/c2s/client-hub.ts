@@ -1,0 +1,169 @@
+/**
+ * The native client listeners of one stream-service instance (XMPP_C2S_PORT with STARTTLS,
+ * XMPP_C2S_TLS_PORT with direct TLS) and its mailbox: the one place frames for its TCP sessions
+ * arrive, from its own core (directly) and from everyone else (the stream Lambdas, other instances)
+ * over a loopback HTTP intake whose address is part of each connection id
+ * (shared/transport/tcp-sessions.ts).
+ *
+ * When the instance stops, every stream gets `system-shutdown` and its session ends or, with
+ * XEP-0198, hibernates, so its client resumes on another instance and loses nothing.
+ */
+import { createServer as createHttpServer, type IncomingMessage, type Server as HttpServer } from 'node:http';
+import { randomBytes } from 'node:crypto';
+import * as net from 'node:net';
+import * as tls from 'node:tls';
+import type { AddressInfo } from 'node:net';
+import type { XmppServer } from '../../shared/core/server.ts';
+import { StreamError } from '../../shared/errors.ts';
+import { httpMailboxAddress, tcpConnectionId, type Mailbox } from '../../shared/transport/tcp-sessions.ts';
+import type { XmlLimits } from '../../shared/xml/parse.ts';
+import { StreamConnection } from '../connection.ts';
+import type { Logger } from '../context.ts';
+import { ClientStream } from './client-stream.ts';
+
+export interface ClientListenOptions {
+  bind: string;
+  /** STARTTLS port (0 = any free port); undefined = not opened. */
+  port?: number;
+  /** XEP-0368 direct TLS port (0 = any free port); undefined = not opened. */
+  tlsPort?: number;
+  secureContext: tls.SecureContext;
+  /** The same certificate as PEM: a tls.Server builds its context from these (it ignores `secureContext`). */
+  credentials: { cert: string; key: string };
+  limits: XmlLimits;
+  /** How long a new connection may take to open its stream and start TLS (default 30 s). */
+  openTimeoutMs?: number;
+}
+
+/** Largest body the intake reads: one frame (the core's limits) with JSON around it. */
+const MAX_INTAKE_BYTES = 1024 * 1024;
+
+function listen(server: net.Server, port: number, host: string): Promise<number> {
+  return new Promise((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(port, host, () => {
+      server.off('error', reject);
+      resolve((server.address() as AddressInfo).port);
+    });
+  });
+}
+
+function readBody(req: IncomingMessage): Promise<string | undefined> {
+  return new Promise((resolve) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    req.on('data', (c: Buffer) => {
+      size += c.length;
+      if (size > MAX_INTAKE_BYTES) {
+        req.destroy();
+        resolve(undefined);
+      } else chunks.push(c);
+    });
+    req.on('end', () => resolve(Buffer.concat(chunks).toString('utf8')));
+    req.on('error', () => resolve(undefined));
+  });
+}
+
+export class ClientHub implements Mailbox {
+  readonly streams = new Map<string, ClientStream>();
+  private readonly running = new Set<Promise<void>>();
+  private readonly servers: net.Server[] = [];
+  port?: number;
+  tlsPort?: number;
+
+  private constructor(
+    /** This instance's mailbox address (the middle of its connection ids). */
+    readonly address: string,
+    private readonly intake: HttpServer,
+    private readonly log: Logger,
+  ) {}
+
+  /** Opens the mailbox (before the core exists: the core's sender needs its address). */
+  static async open(log: Logger): Promise<ClientHub> {
+    const token = randomBytes(18).toString('base64url');
+    let hub!: ClientHub;
+    const intake = createHttpServer((req, res) => {
+      const action = req.method === 'POST' ? /^\/([^/]+)\/(deliver|close)$/.exec(req.url ?? '') : null;
+      if (!action || action[1] !== token) {
+        res.writeHead(404).end();
+        return;
+      }
+      void readBody(req).then(async (body) => {
+        let request: { connection?: unknown; frame?: unknown };
+        try {
+          request = JSON.parse(body ?? '');
+        } catch {
+          res.writeHead(400).end();
+          return;
+        }
+        if (typeof request.connection !== 'string' || (action[2] === 'deliver' && typeof request.frame !== 'string')) {
+          res.writeHead(400).end();
+          return;
+        }
+        if (action[2] === 'close') {
+          await hub.close(request.connection);
+          res.writeHead(204).end();
+          return;
+        }
+        res.writeHead((await hub.post(request.connection, request.frame as string)) ? 204 : 410).end();
+      });
+    });
+    const port = await listen(intake as unknown as net.Server, 0, '127.0.0.1');
+    hub = new ClientHub(httpMailboxAddress(port, token), intake, log);
+    return hub;
+  }
+
+  // Mailbox
+
+  async post(connectionId: string, frame: string): Promise<boolean> {
+    const stream = this.streams.get(connectionId);
+    return stream ? stream.deliver(frame) : false;
+  }
+
+  async close(connectionId: string): Promise<void> {
+    this.streams.get(connectionId)?.close();
+  }
+
+  /** Opens the client ports; frames go to `server`. */
+  async listen(server: XmppServer, options: ClientListenOptions): Promise<void> {
+    const ctx = {
+      server,
+      domain: server.config.domain,
+      tlsOptions: { secureContext: options.secureContext },
+      log: this.log,
+      openTimeoutMs: options.openTimeoutMs ?? 30_000,
+    };
+    const serve = (socket: net.Socket) => {
+      socket.setKeepAlive(true, 60_000);
+      const id = tcpConnectionId(this.address, randomBytes(12).toString('base64url'));
+      const stream = new ClientStream(id, new StreamConnection(socket, options.limits), ctx);
+      this.streams.set(id, stream);
+      const done = stream.run().finally(() => {
+        this.streams.delete(id);
+        this.running.delete(done);
+      });
+      this.running.add(done);
+    };
+    if (options.port !== undefined) {
+      const plain = net.createServer(serve);
+      this.servers.push(plain);
+      this.port = await listen(plain, options.port, options.bind);
+    }
+    if (options.tlsPort !== undefined) {
+      const direct = tls.createServer({ cert: options.credentials.cert, key: options.credentials.key, ALPNProtocols: ['xmpp-client'] }, serve);
+      direct.on('tlsClientError', (err) => this.log.debug('c2s direct TLS: handshake failed', { error: err.message }));
+      this.servers.push(direct);
+      this.tlsPort = await listen(direct, options.tlsPort, options.bind);
+    }
+  }
+
+  /** Ends every stream (`system-shutdown`), waits for their sessions to end or hibernate, closes the ports. */
+  async stop(): Promise<void> {
+    // No new connections; a server's close callback waits for the open ones, which end below.
+    const closed = this.servers.map((s) => new Promise<void>((resolve) => s.close(() => resolve())));
+    for (const stream of this.streams.values()) stream.fail(new StreamError('system-shutdown'));
+    await Promise.all([...this.running]);
+    await Promise.all(closed);
+    await new Promise<void>((resolve) => this.intake.close(() => resolve()));
+  }
+}
