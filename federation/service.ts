@@ -82,6 +82,8 @@ export interface FederationService {
   /** The core this service routes through. */
   server: XmppServer;
   router: S2sRouter;
+  /** Ends the native client streams only (their sessions end or hibernate); `stop` does it too. */
+  stopClients(): Promise<void>;
   stop(): Promise<void>;
 }
 
@@ -361,6 +363,7 @@ export async function startFederation(options: FederationOptions): Promise<Feder
       c2sTlsPort: hub?.tlsPort,
       server,
       router,
+      stopClients: async () => hub?.stop(),
       stop: () =>
         (stopping ??= (async () => {
           // Client sessions end (or hibernate) while the core can still tell their contacts.

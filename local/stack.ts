@@ -316,7 +316,9 @@ async function start(
   const stop = () =>
     (stopping ??= (async () => {
       try {
-        // Clients first: their unavailable presence still reaches remote contacts.
+        // Clients first: their unavailable presence still reaches remote contacts (and native
+        // clients' sessions reach WebSocket contacts and the gateway's timers).
+        await runningFederation?.stopClients();
         await runningGateway.close();
         await runningFederation?.stop();
       } finally {

@@ -157,8 +157,14 @@ export class ClientHub implements Mailbox {
     }
   }
 
-  /** Ends every stream (`system-shutdown`), waits for their sessions to end or hibernate, closes the ports. */
-  async stop(): Promise<void> {
+  /** Ends every stream (`system-shutdown`), waits for their sessions to end or hibernate, closes the ports. Idempotent. */
+  private stopping: Promise<void> | undefined;
+
+  stop(): Promise<void> {
+    return (this.stopping ??= this.shutDown());
+  }
+
+  private async shutDown(): Promise<void> {
     // No new connections; a server's close callback waits for the open ones, which end below.
     const closed = this.servers.map((s) => new Promise<void>((resolve) => s.close(() => resolve())));
     for (const stream of this.streams.values()) stream.fail(new StreamError('system-shutdown'));

@@ -4,8 +4,8 @@
  */
 import { StanzaError, StreamError, errorReply } from '../errors.ts';
 import { JidError, normalizeResource, parseJid } from '../jid.ts';
-import { MECHANISMS, continueMechanism, decodeSaslPayload, startMechanism, type SaslStep } from '../sasl/mechanisms.ts';
-import { frameUnique } from '../storage/frame-context.ts';
+import { bindingTypes, continueMechanism, decodeSaslPayload, offeredMechanisms, startMechanism, type SaslStep } from '../sasl/mechanisms.ts';
+import { frameChannelBindings, frameUnique } from '../storage/frame-context.ts';
 import { DEFAULT_XML_LIMITS, XmlFrameError, exceedsLimits, parseFrame, type XmlLimits } from '../xml/parse.ts';
 import { Element, NS, x } from '../xml/element.ts';
 import { ClientSession } from './session.ts';
@@ -66,7 +66,11 @@ async function handleOpen(session: ClientSession, open: Element): Promise<void> 
     features.append(x('session', { xmlns: NS.SESSION }, x('optional')));
     if (server.config.streamManagement) features.append(streamManagementFeature());
   } else {
-    features.append(x('mechanisms', { xmlns: NS.SASL }, ...MECHANISMS.map((m) => x('mechanism', {}, m))));
+    const bindings = frameChannelBindings();
+    features.append(x('mechanisms', { xmlns: NS.SASL }, ...offeredMechanisms(bindings).map((m) => x('mechanism', {}, m))));
+    // XEP-0440: which channel binding types the -PLUS mechanisms can use here.
+    const types = bindingTypes(bindings);
+    if (types.length) features.append(x('sasl-channel-binding', { xmlns: NS.SASL_CB }, ...types.map((type) => x('channel-binding', { type }))));
   }
   for (const build of server.streamFeatures[authenticated ? 'post-auth' : 'pre-auth']) {
     const feature = build(server);
@@ -119,7 +123,13 @@ async function preAuth(session: ClientSession, el: Element): Promise<void> {
 
 async function sasl(session: ClientSession, el: Element): Promise<void> {
   const { server, state } = session;
-  const ctx = { store: server.store, domain: server.config.domain, iterations: server.config.scramIterations, limits: server.config.authLimits };
+  const ctx = {
+    store: server.store,
+    domain: server.config.domain,
+    iterations: server.config.scramIterations,
+    limits: server.config.authLimits,
+    bindings: frameChannelBindings(),
+  };
   let step: SaslStep;
   if (el.name === 'abort') {
     session.update({ sasl: undefined });
@@ -128,7 +138,7 @@ async function sasl(session: ClientSession, el: Element): Promise<void> {
   const data = decodeSaslPayload(el.getText());
   if (el.name === 'auth') {
     const mechanism = el.attrs.mechanism ?? '';
-    if (!(MECHANISMS as readonly string[]).includes(mechanism)) return saslFailure(session, 'invalid-mechanism');
+    if (!offeredMechanisms(ctx.bindings).includes(mechanism)) return saslFailure(session, 'invalid-mechanism');
     if (!data) return saslFailure(session, 'incorrect-encoding');
     step = await startMechanism(ctx, mechanism, data);
     if (step.kind === 'challenge') {

@@ -8,6 +8,7 @@ import { createHmac } from 'node:crypto';
 import { normalizeLocal, JidError } from '../jid.ts';
 import type { Store } from '../storage/store.ts';
 import type { Account } from '../core/types.ts';
+import { CHANNEL_BINDING_TYPES, type ChannelBindingType, type ChannelBindings } from './channel-binding.ts';
 import { parsePlain } from './plain.ts';
 import { frameTask, frameUnique } from '../storage/frame-context.ts';
 import { serverSecret } from '../storage/server-secret.ts';
@@ -33,6 +34,17 @@ export type SaslStep =
   | { kind: 'failure'; condition: SaslFailure; text?: string };
 
 export const MECHANISMS = ['SCRAM-SHA-256', 'SCRAM-SHA-1', 'PLAIN'] as const;
+const PLUS_MECHANISMS = ['SCRAM-SHA-256-PLUS', 'SCRAM-SHA-1-PLUS'] as const;
+
+/** The mechanisms a connection is offered, strongest first: -PLUS ones where it has channel binding data. */
+export function offeredMechanisms(bindings: ChannelBindings | undefined): string[] {
+  return bindingTypes(bindings).length ? [...PLUS_MECHANISMS, ...MECHANISMS] : [...MECHANISMS];
+}
+
+/** Channel binding types with data on this connection. */
+export function bindingTypes(bindings: ChannelBindings | undefined): ChannelBindingType[] {
+  return CHANNEL_BINDING_TYPES.filter((t) => bindings?.[t] !== undefined);
+}
 
 export interface SaslContext {
   store: Store;
@@ -41,6 +53,8 @@ export interface SaslContext {
   iterations: number;
   /** Brute-force limits; absent = none (tools that check a password outside a stream). */
   limits?: AuthLimits;
+  /** Channel binding data of the client's TLS connection (native clients; none for WebSocket). */
+  bindings?: ChannelBindings;
 }
 
 /**
@@ -110,10 +124,11 @@ export async function startMechanism(ctx: SaslContext, mechanism: string, messag
     if (plain.authzid && plain.authzid !== account.bare) return { kind: 'failure', condition: 'invalid-authzid' };
     return { kind: 'success', user: account.bare };
   }
-  const hash = SCRAM_MECHANISMS[mechanism];
-  if (!hash) return { kind: 'failure', condition: 'invalid-mechanism' };
+  const plus = mechanism.endsWith('-PLUS');
+  const hash = SCRAM_MECHANISMS[plus ? mechanism.slice(0, -'-PLUS'.length) : mechanism];
+  if (!hash || !offeredMechanisms(ctx.bindings).includes(mechanism)) return { kind: 'failure', condition: 'invalid-mechanism' };
   try {
-    const parsed = parseClientFirst(message.toString('utf8'));
+    const parsed = parseClientFirst(message.toString('utf8'), { plus, available: bindingTypes(ctx.bindings) });
     // An early refusal when a limit is already reached; the attempt is counted at the proof.
     const [account, refusal] = await Promise.all([
       loadAccount(ctx, parsed.username),
@@ -137,7 +152,8 @@ export async function continueMechanism(ctx: SaslContext, state: ScramState, mes
     if (attempt?.refusal) return temporaryFailure(attempt.refusal);
     const creds = account?.credentials[state.hash];
     if (!account || !creds) return { kind: 'failure', condition: 'not-authorized' };
-    const data = verifyClientFinal(state, message.toString('utf8'), creds);
+    const bindingData = state.channelBinding ? ctx.bindings?.[state.channelBinding as ChannelBindingType] : undefined;
+    const data = verifyClientFinal(state, message.toString('utf8'), creds, bindingData);
     succeeded(attempt);
     return { kind: 'success', user: account.bare, data };
   } catch (err) {

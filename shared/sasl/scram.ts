@@ -4,8 +4,9 @@
  * Hand-written on node:crypto because npm's SCRAM packages (sasl-scram-sha-1 and kin) are
  * client-side only. The server keeps only salt, iteration count, StoredKey and ServerKey; the
  * exchange state is a plain serializable object so it can live in the connection item between frames.
- * Channel binding is not offered (WebSocket through API Gateway terminates TLS elsewhere), so
- * gs2 flags "n" and "y" are accepted and "p" is refused.
+ * Channel binding (the -PLUS mechanisms, RFC 5802 §6) only where the server has the TLS connection:
+ * native clients (channel-binding.ts). A WebSocket client's TLS ends at API Gateway, so there "p" is
+ * refused; "y" (the client could bind but thinks we cannot) fails where we offer binding (a downgrade).
  */
 import { createHash, createHmac, pbkdf2Sync, randomBytes, timingSafeEqual } from 'node:crypto';
 import saslprep from '@mongodb-js/saslprep';
@@ -94,6 +95,8 @@ export class ScramError extends Error {
 /** State kept between the two SCRAM round trips. */
 export interface ScramState {
   hash: ScramHash;
+  /** The channel binding type the client chose (gs2 flag "p"); its data is checked at the proof. */
+  channelBinding?: string;
   username: string;
   clientFirstBare: string;
   serverFirst: string;
@@ -116,11 +119,36 @@ function decodeSaslName(name: string): string {
   return name.replace(/=2C/g, ',').replace(/=3D/g, '=');
 }
 
+/** What the server can bind to on this connection, for the gs2 header check. */
+export interface BindingOffer {
+  /** The client asked for a -PLUS mechanism. */
+  plus: boolean;
+  /** Channel binding types this connection has (none: WebSocket). */
+  available: readonly string[];
+}
+
+export interface ClientFirst {
+  gs2Header: string;
+  clientFirstBare: string;
+  username: string;
+  clientNonce: string;
+  /** The binding type of a "p=" header. */
+  channelBinding?: string;
+}
+
 /** Parses client-first-message and returns the username (the caller then loads credentials). */
-export function parseClientFirst(message: string): { gs2Header: string; clientFirstBare: string; username: string; clientNonce: string } {
+export function parseClientFirst(message: string, offer: BindingOffer = { plus: false, available: [] }): ClientFirst {
   const m = /^([nyp])(=[^,]*)?,(a=[^,]*)?,(.*)$/s.exec(message);
   if (!m) throw new ScramError('malformed-request', 'bad gs2 header');
-  if (m[1] === 'p') throw new ScramError('malformed-request', 'channel binding is not supported');
+  const flag = m[1]!;
+  const binding = flag === 'p' ? m[2]?.slice(1) : undefined;
+  if (flag === 'p' && !binding) throw new ScramError('malformed-request', 'bad gs2 header');
+  if (flag !== 'p' && m[2]) throw new ScramError('malformed-request', 'bad gs2 header');
+  if (offer.plus && flag !== 'p') throw new ScramError('malformed-request', 'a -PLUS mechanism needs channel binding');
+  if (!offer.plus && flag === 'p') throw new ScramError('malformed-request', 'channel binding needs a -PLUS mechanism');
+  if (binding && !offer.available.includes(binding)) throw new ScramError('malformed-request', `channel binding type ${binding} is not supported here`);
+  // RFC 5802 §6: "y" says the client supports binding but believes the server does not.
+  if (flag === 'y' && offer.available.length > 0) throw new ScramError('not-authorized', 'channel binding is supported here (downgrade refused)');
   if (m[3]) throw new ScramError('malformed-request', 'authzid is not supported');
   const clientFirstBare = m[4]!;
   if (clientFirstBare.startsWith('m=')) throw new ScramError('malformed-request', 'mandatory extension not supported');
@@ -128,12 +156,12 @@ export function parseClientFirst(message: string): { gs2Header: string; clientFi
   const username = attrs.get('n');
   const clientNonce = attrs.get('r');
   if (!username || !clientNonce) throw new ScramError('malformed-request', 'username and nonce required');
-  return { gs2Header: `${m[1]}${m[2] ?? ''},,`, clientFirstBare, username: decodeSaslName(username), clientNonce };
+  return { gs2Header: `${flag}${m[2] ?? ''},,`, clientFirstBare, username: decodeSaslName(username), clientNonce, channelBinding: binding };
 }
 
 export function serverFirst(
   hash: ScramHash,
-  parsed: ReturnType<typeof parseClientFirst>,
+  parsed: ClientFirst,
   creds: Pick<ScramCredentials, 'salt' | 'iterations'>,
   serverNonce = randomBytes(18).toString('base64'),
 ): { message: string; state: ScramState } {
@@ -141,18 +169,31 @@ export function serverFirst(
   const message = `r=${nonce},s=${creds.salt},i=${creds.iterations}`;
   return {
     message,
-    state: { hash, username: parsed.username, clientFirstBare: parsed.clientFirstBare, serverFirst: message, nonce, gs2Header: parsed.gs2Header },
+    state: {
+      hash,
+      username: parsed.username,
+      clientFirstBare: parsed.clientFirstBare,
+      serverFirst: message,
+      nonce,
+      gs2Header: parsed.gs2Header,
+      ...(parsed.channelBinding ? { channelBinding: parsed.channelBinding } : {}),
+    },
   };
 }
 
-/** Checks client-final-message; returns server-final-message ("v=...") or throws not-authorized. */
-export function verifyClientFinal(state: ScramState, message: string, creds: ScramCredentials): string {
+/**
+ * Checks client-final-message; returns server-final-message ("v=...") or throws not-authorized.
+ * `bindingData` is this connection's data for the type the client chose (absent: none here).
+ */
+export function verifyClientFinal(state: ScramState, message: string, creds: ScramCredentials, bindingData?: Buffer): string {
   const proofAt = message.lastIndexOf(',p=');
   if (proofAt === -1) throw new ScramError('malformed-request', 'missing proof');
   const withoutProof = message.slice(0, proofAt);
   const attrs = parseAttributes(withoutProof);
   const proof = Buffer.from(message.slice(proofAt + 3), 'base64');
-  if (attrs.get('c') !== Buffer.from(state.gs2Header).toString('base64')) {
+  if (state.channelBinding && !bindingData) throw new ScramError('not-authorized', 'no channel binding data on this connection');
+  const expected = Buffer.concat([Buffer.from(state.gs2Header), state.channelBinding ? bindingData! : Buffer.alloc(0)]);
+  if (attrs.get('c') !== expected.toString('base64')) {
     throw new ScramError('not-authorized', 'channel binding mismatch');
   }
   if (attrs.get('r') !== state.nonce) throw new ScramError('not-authorized', 'nonce mismatch');

@@ -1,3 +1,4 @@
+import { createHash, createHmac, pbkdf2Sync } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
 import { makeCredentials } from '../../shared/accounts.ts';
 import {
@@ -48,7 +49,7 @@ describe('SCRAM message parsing', () => {
   });
 
   it.each([
-    ['p=tls-unique,,n=user,r=abc', /channel binding/],
+    ['p=tls-unique,,n=user,r=abc', /channel binding needs a -PLUS mechanism/],
     ['n,a=admin,n=user,r=abc', /authzid/],
     ['x,,n=user,r=abc', /gs2/],
     ['n,,r=abc', /username/],
@@ -91,5 +92,40 @@ describe('SASLprep of passwords (RFC 4013 §3 examples, as RFC 5802 requires)', 
     }
     const creds = makeCredentials('fine', 4096).sha256;
     expect(verifyPassword('sha256', '\u0007bell', creds)).toBe(false);
+  });
+});
+
+describe('SCRAM-*-PLUS channel binding (RFC 5802 §6, RFC 9266)', () => {
+  const creds = deriveCredentials('sha256', 'pencil', 4096, Buffer.from('W22ZaJ0SNY7soEsUEjb6gQ==', 'base64'));
+  const exporter = Buffer.alloc(32, 7);
+  const offer = { plus: true, available: ['tls-exporter', 'tls-server-end-point'] };
+
+  /** The client's side of the proof (RFC 5802 §3), computed here to check the server's. */
+  function clientFinal(gs2: string, cbData: Buffer, first: ReturnType<typeof serverFirst>, clientFirstBare: string): string {
+    const salted = pbkdf2Sync('pencil', Buffer.from('W22ZaJ0SNY7soEsUEjb6gQ==', 'base64'), 4096, 32, 'sha256');
+    const clientKey = createHmac('sha256', salted).update('Client Key').digest();
+    const storedKey = createHash('sha256').update(clientKey).digest();
+    const withoutProof = `c=${Buffer.concat([Buffer.from(gs2), cbData]).toString('base64')},r=${first.state.nonce}`;
+    const signature = createHmac('sha256', storedKey).update(`${clientFirstBare},${first.message},${withoutProof}`).digest();
+    return `${withoutProof},p=${Buffer.from(clientKey.map((b, i) => b ^ signature[i]!)).toString('base64')}`;
+  }
+
+  it('accepts a proof bound to this connection and refuses one bound to another', () => {
+    const parsed = parseClientFirst('p=tls-exporter,,n=user,r=abc', offer);
+    expect(parsed.channelBinding).toBe('tls-exporter');
+    const first = serverFirst('sha256', parsed, creds, 'xyz');
+    const final = clientFinal('p=tls-exporter,,', exporter, first, 'n=user,r=abc');
+    expect(verifyClientFinal(first.state, final, creds, exporter)).toMatch(/^v=/);
+    // A man in the middle terminates TLS itself: its connection's data differs from the client's.
+    expect(() => verifyClientFinal(first.state, final, creds, Buffer.alloc(32, 8))).toThrow(/channel binding mismatch/);
+    expect(() => verifyClientFinal(first.state, final, creds, undefined)).toThrow(/no channel binding data/);
+  });
+
+  it('refuses a downgrade ("y" where binding is offered), -PLUS without binding, binding without -PLUS, unknown types', () => {
+    expect(() => parseClientFirst('y,,n=user,r=abc', { plus: false, available: ['tls-exporter'] })).toThrow(/downgrade/);
+    expect(parseClientFirst('y,,n=user,r=abc', { plus: false, available: [] }).gs2Header).toBe('y,,');
+    expect(() => parseClientFirst('n,,n=user,r=abc', offer)).toThrow(/needs channel binding/);
+    expect(() => parseClientFirst('p=tls-exporter,,n=user,r=abc', { plus: false, available: ['tls-exporter'] })).toThrow(/-PLUS/);
+    expect(() => parseClientFirst('p=tls-unique,,n=user,r=abc', offer)).toThrow(/tls-unique is not supported/);
   });
 });
