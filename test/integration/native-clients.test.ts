@@ -158,3 +158,70 @@ describe('the whole protocol for a TCP user, with WebSocket users around', () =>
     await tcp.client.stop();
   });
 });
+
+describe('hostile input over TCP', () => {
+  /** Logs in over STARTTLS with PLAIN and returns the raw stream, ready for stanzas. */
+  async function loggedIn(user: string): Promise<RawTcp> {
+    const raw = await RawTcp.open(stack.federation!.c2sPort!);
+    await raw.login(user, `${user}-pass`, `hostile-${Math.random().toString(36).slice(2)}`);
+    return raw;
+  }
+
+  it.each([
+    // Inside a document a DTD is not even well-formed XML; before the header see the next test.
+    ['a DTD inside the stream', 'not-well-formed', '<!DOCTYPE x [<!ENTITY a "aaaa"><!ENTITY b "&a;&a;&a;&a;">]><message>&b;</message>'],
+    ['a comment', 'restricted-xml', '<message><!-- x --></message>'],
+    ['a processing instruction', 'restricted-xml', '<?xml-stylesheet href="x"?><message/>'],
+    ['broken XML', 'not-well-formed', '<message><body></message>'],
+    ['deep nesting', 'policy-violation', `<message>${'<a>'.repeat(100)}${'</a>'.repeat(100)}</message>`],
+    ['an oversized stanza', 'policy-violation', `<message to="bob@localhost"><body>${'x'.repeat(300_000)}</body></message>`],
+  ])('ends the stream on %s with %s', async (_what, condition, input) => {
+    const raw = await loggedIn('alice');
+    raw.send(input);
+    const end = await raw.until('</stream:stream>');
+    expect(end, end.slice(-300)).toContain(`<${condition} xmlns="urn:ietf:params:xml:ns:xmpp-streams"/>`);
+    await raw.ended;
+  });
+
+  it('ends a stream that opens with a DTD (an XML bomb) before TLS and after it, with restricted-xml', async () => {
+    const bomb = `<?xml version='1.0'?><!DOCTYPE stream:stream [<!ENTITY a "aaaaaaaaaa"><!ENTITY b "&a;&a;&a;&a;&a;&a;&a;&a;&a;&a;">]>`;
+    const header = `<stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' to='localhost' version='1.0'>&b;`;
+    const plain = await RawTcp.open(stack.federation!.c2sPort!);
+    plain.send(bomb + header);
+    expect(await plain.until('</stream:stream>')).toContain('<restricted-xml');
+    const secure = await RawTcp.open(stack.federation!.c2sTlsPort!, true);
+    secure.send(bomb + header);
+    expect(await secure.until('</stream:stream>')).toContain('<restricted-xml');
+  });
+
+  it('ends a stream that sends garbage before its header, and one that is not jabber:client', async () => {
+    const garbage = await RawTcp.open(stack.federation!.c2sPort!);
+    garbage.send('GET / HTTP/1.1\r\nHost: localhost\r\n\r\n');
+    expect(await garbage.until('</stream:stream>')).toContain('<not-well-formed');
+    await garbage.ended;
+    const server = await RawTcp.open(stack.federation!.c2sTlsPort!, true);
+    server.send(`<?xml version='1.0'?><stream:stream xmlns='jabber:server' xmlns:stream='http://etherx.jabber.org/streams' to='localhost' version='1.0'>`);
+    expect(await server.until('</stream:stream>')).toContain('<invalid-namespace');
+    await server.ended;
+  });
+
+  it('refuses to start TLS twice and a stream for another domain', async () => {
+    const other = await RawTcp.open(stack.federation!.c2sTlsPort!, true);
+    other.header('example.org');
+    expect(await other.until('</stream:stream>')).toContain('<host-unknown');
+    const twice = await RawTcp.open(stack.federation!.c2sTlsPort!, true);
+    twice.header();
+    await twice.until('</stream:features>');
+    twice.send(`<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>`);
+    expect(await twice.until('</stream:stream>')).toMatch(/<(policy-violation|unsupported-stanza-type|not-authorized)/);
+  });
+
+  it('keeps serving: after all of that a TCP user and a WebSocket user still chat', async () => {
+    const tcp = await connectNative(starttls, 'bob', 'bob-pass', 'after');
+    const ws = await connectXmppJs(stack.wsUrl, 'alice', 'alice-pass', 'after');
+    await ws.client.send(xml('message', { to: 'bob@localhost/after', type: 'chat' }, xml('body', {}, 'still here')));
+    await tcp.inbox.wait((s) => s.getChildText('body') === 'still here', 'a message after the hostile input');
+    await tcp.client.stop();
+    await ws.client.stop();
+  });
+});

@@ -125,6 +125,14 @@ export class RawTcp {
 
   /** STARTTLS (when not already secure), then PLAIN, restart and bind. */
   async login(user: string, password: string, resource = 'raw'): Promise<string> {
+    await this.authenticate(user, password);
+    this.send(`<iq type="set" id="bind1"><bind xmlns="urn:ietf:params:xml:ns:xmpp-bind"><resource>${resource}</resource></bind></iq>`);
+    const bound = await this.until(/<jid>[^<]+<\/jid>/);
+    return /<jid>([^<]+)<\/jid>/.exec(bound)![1]!;
+  }
+
+  /** STARTTLS (when not already secure), then PLAIN and the restart: ready to bind or resume. */
+  async authenticate(user: string, password: string): Promise<void> {
     if (!(this.socket instanceof tls.TLSSocket)) {
       this.header();
       await this.until('</stream:features>');
@@ -138,9 +146,6 @@ export class RawTcp {
     await this.until('<success');
     this.header();
     await this.until('</stream:features>');
-    this.send(`<iq type="set" id="bind1"><bind xmlns="urn:ietf:params:xml:ns:xmpp-bind"><resource>${resource}</resource></bind></iq>`);
-    const bound = await this.until(/<jid>[^<]+<\/jid>/);
-    return /<jid>([^<]+)<\/jid>/.exec(bound)![1]!;
   }
 
   close(): void {

@@ -1,0 +1,115 @@
+/**
+ * Native client sessions on two stream-service instances sharing one table, as two Fargate tasks
+ * behind the load balancer would: stanzas for a session find the instance that holds its socket
+ * (its mailbox, named in the connection id), in order per sender, from the other instance and from
+ * the stream Lambda at once; and an instance that stops loses nothing: the session hibernates
+ * (XEP-0198) and resumes on the other instance, where the messages sent meanwhile arrive, and its
+ * contacts never see it go offline.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { addUser, connectXmppJs, startTestStack, type LocalStack } from './helpers.ts';
+import { RawTcp, connectNative, trustCertificate, xml } from './native-helpers.ts';
+import type { DynamoStore } from '../../shared/storage/dynamo-store.ts';
+import { loadConfig } from '../../shared/config.ts';
+import { generateCertificate, type TlsCredentials } from '../../federation/tls.ts';
+import { startFederation, type FederationService } from '../../federation/service.ts';
+
+let stack: LocalStack & { store: DynamoStore };
+let tls: TlsCredentials;
+const instances: FederationService[] = [];
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** One more stream-service instance on the stack's table and gateway, with native client ports only. */
+async function startInstance(): Promise<FederationService> {
+  const instance = await startFederation({
+    config: loadConfig(process.env),
+    bind: '127.0.0.1',
+    s2sPort: 0,
+    dialbackSecret: 'test',
+    tls,
+    c2s: { port: 0 },
+  });
+  instances.push(instance);
+  return instance;
+}
+
+beforeAll(async () => {
+  tls = await generateCertificate('localhost');
+  trustCertificate(tls.cert);
+  stack = await startTestStack();
+  for (const user of ['carol', 'dave', 'erin']) await addUser(stack.store, `${user}@localhost`, `${user}-pass`);
+  await stack.store.putRosterItem('carol@localhost', { jid: 'erin@localhost', groups: [], subscription: 'both' });
+  await stack.store.putRosterItem('erin@localhost', { jid: 'carol@localhost', groups: [], subscription: 'both' });
+});
+
+afterAll(async () => {
+  for (const instance of instances) await instance.stopClients().catch(() => {});
+  await stack?.stop();
+  for (const instance of instances) await instance.stop().catch(() => {});
+});
+
+describe('two stream-service instances', () => {
+  it('delivers to a session on the other instance, in order per sender, from that instance and from the Lambda at once', async () => {
+    const a = await startInstance();
+    const b = await startInstance();
+    const carol = await connectNative(`xmpp://127.0.0.1:${a.c2sPort}`, 'carol', 'carol-pass', 'on-a');
+    const dave = await connectNative(`xmpp://127.0.0.1:${b.c2sPort}`, 'dave', 'dave-pass', 'on-b');
+    const erin = await connectXmppJs(stack.wsUrl, 'erin', 'erin-pass', 'web');
+    const arrived: string[] = [];
+    carol.client.on('stanza', (s: ReturnType<typeof xml>) => {
+      const body = s.getChildText('body');
+      if (body) arrived.push(body);
+    });
+    const N = 25;
+    await Promise.all([
+      (async () => {
+        for (let i = 1; i <= N; i++) await dave.client.send(xml('message', { to: carol.jid, type: 'chat' }, xml('body', {}, `d${i}`)));
+      })(),
+      (async () => {
+        for (let i = 1; i <= N; i++) await erin.client.send(xml('message', { to: carol.jid, type: 'chat' }, xml('body', {}, `e${i}`)));
+      })(),
+    ]);
+    for (let i = 1; i <= N; i++) {
+      await carol.inbox.wait((s) => s.getChildText('body') === `d${i}`, `d${i}`);
+      await carol.inbox.wait((s) => s.getChildText('body') === `e${i}`, `e${i}`);
+    }
+    await sleep(300);
+    const sent = (p: string) => Array.from({ length: N }, (_, i) => `${p}${i + 1}`);
+    // Each sender's messages in the order sent, each once.
+    expect(arrived.filter((b) => b.startsWith('d'))).toEqual(sent('d'));
+    expect(arrived.filter((b) => b.startsWith('e'))).toEqual(sent('e'));
+    for (const c of [carol.client, dave.client, erin.client]) await c.stop();
+  });
+
+  it('an instance that stops: the session resumes on the other one with what was sent meanwhile, and no contact sees it leave', async () => {
+    const a = await startInstance();
+    const b = await startInstance();
+    const erin = await connectXmppJs(stack.wsUrl, 'erin', 'erin-pass', 'watcher');
+    await erin.client.send(xml('presence'));
+    const raw = await RawTcp.open(a.c2sPort!);
+    const jid = await raw.login('carol', 'carol-pass', 'phone');
+    raw.send(`<enable xmlns="urn:xmpp:sm:3" resume="true"/>`);
+    const smId = /id="([^"]+)"/.exec(await raw.until(/<enabled[^>]*>/))![1]!;
+    raw.send('<presence/>');
+    await erin.inbox.wait((s) => s.is('presence') && s.attrs.from === jid && s.attrs.type === undefined, "carol's presence");
+
+    await a.stopClients(); // the task is replaced: system-shutdown, the session hibernates
+    expect(await raw.until('</stream:stream>')).toContain('<system-shutdown');
+    for (let i = 1; i <= 5; i++) await erin.client.send(xml('message', { to: jid, type: 'chat' }, xml('body', {}, `while away ${i}`)));
+
+    const back = await RawTcp.open(b.c2sPort!);
+    await back.authenticate('carol', 'carol-pass');
+    back.send(`<resume xmlns="urn:xmpp:sm:3" previd="${smId}" h="0"/>`);
+    await back.until('<resumed');
+    await back.until('while away 5</body>');
+    await sleep(300);
+    const all = back.received();
+    for (let i = 1; i <= 5; i++) expect(all.split(`while away ${i}</body>`).length - 1, `while away ${i} once`).toBe(1);
+    // Posts to the session now reach instance b.
+    await erin.client.send(xml('message', { to: jid, type: 'chat' }, xml('body', {}, 'after the move')));
+    await back.until('after the move');
+    expect(erin.inbox.seen((s) => s.is('presence') && s.attrs.from === jid && s.attrs.type === 'unavailable')).toEqual([]);
+    back.close();
+    await erin.client.stop();
+  });
+});
