@@ -35,8 +35,13 @@ export interface ClientStreamContext {
   openTimeoutMs: number;
 }
 
-/** A failed frame is run again this many times (fresh state each time) before the stream is closed. */
-const FRAME_ATTEMPTS = 4;
+/**
+ * A failed frame runs again (fresh state, same frame id) up to this many times in all before the
+ * stream is closed, with a growing pause (50 ms doubling, at most 2 s): about what SQS's redelivery
+ * gives a WebSocket frame.
+ */
+const FRAME_ATTEMPTS = 6;
+const retryPause = (attempt: number) => new Promise((r) => setTimeout(r, Math.min(2000, 50 * 2 ** (attempt - 1))));
 const SASL_SUCCESS = `<success xmlns="${NS.SASL}"`;
 
 export class ClientStream {
@@ -191,7 +196,7 @@ export class ClientStream {
         this.state = undefined;
         if (attempt >= FRAME_ATTEMPTS) throw err;
         this.ctx.log.warn('c2s: frame failed, running it again', { connection: this.id, attempt, error: String(err) });
-        await new Promise((r) => setTimeout(r, 50 * 4 ** (attempt - 1)));
+        await retryPause(attempt);
       }
     }
   }
@@ -207,7 +212,7 @@ export class ClientStream {
           this.ctx.log.error('c2s: ending the session failed', { connection: this.id, error: String(err) });
           return;
         }
-        await new Promise((r) => setTimeout(r, 50 * 4 ** (attempt - 1)));
+        await retryPause(attempt);
       }
     }
   }

@@ -20,8 +20,10 @@ const instances: FederationService[] = [];
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /** One more stream-service instance on the stack's table and gateway, with native client ports only. */
-async function startInstance(): Promise<FederationService> {
-  const instance = await startFederation({
+async function startInstance(faults?: string): Promise<FederationService> {
+  // Read once, when the instance's core and store are made: only this instance gets the faults.
+  if (faults) process.env.XMPP_FAULTS = faults;
+  const started = startFederation({
     config: loadConfig(process.env),
     bind: '127.0.0.1',
     s2sPort: 0,
@@ -29,6 +31,7 @@ async function startInstance(): Promise<FederationService> {
     tls,
     c2s: { port: 0 },
   });
+  const instance = await started.finally(() => delete process.env.XMPP_FAULTS);
   instances.push(instance);
   return instance;
 }
@@ -49,6 +52,26 @@ afterAll(async () => {
 });
 
 describe('two stream-service instances', () => {
+  it('frames that crash half-way and DynamoDB throttling: each message once, in order', async () => {
+    const a = await startInstance();
+    // Every frame of dave's may crash after any step (a DynamoDB call, a post that went out), and
+    // DynamoDB throttles; the instance runs the frame again under the same id.
+    const b = await startInstance('crash=0.03,throttle=0.05');
+    const carol = await connectNative(`xmpp://127.0.0.1:${a.c2sPort}`, 'carol', 'carol-pass', 'steady');
+    const arrived: string[] = [];
+    carol.client.on('stanza', (s: ReturnType<typeof xml>) => {
+      const body = s.getChildText('body');
+      if (body?.startsWith('f')) arrived.push(body);
+    });
+    const dave = await connectNative(`xmpp://127.0.0.1:${b.c2sPort}`, 'dave', 'dave-pass', 'flaky');
+    const N = 40;
+    for (let i = 1; i <= N; i++) await dave.client.send(xml('message', { to: carol.jid, type: 'chat' }, xml('body', {}, `f${i}`)));
+    await carol.inbox.wait((s) => s.getChildText('body') === `f${N}`, `f${N}`, 30_000);
+    await sleep(500);
+    expect(arrived).toEqual(Array.from({ length: N }, (_, i) => `f${i + 1}`));
+    for (const c of [carol.client, dave.client]) await c.stop();
+  });
+
   it('delivers to a session on the other instance, in order per sender, from that instance and from the Lambda at once', async () => {
     const a = await startInstance();
     const b = await startInstance();
