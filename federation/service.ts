@@ -63,7 +63,7 @@ export interface FederationOptions {
    * Native client listeners (docs/native-clients.md): XMPP_C2S_PORT with STARTTLS and
    * XMPP_C2S_TLS_PORT with direct TLS (0 = any free port; undefined = closed). Needs `tls`.
    */
-  c2s?: { port?: number; tlsPort?: number; openTimeoutMs?: number };
+  c2s?: { port?: number; tlsPort?: number; openTimeoutMs?: number; leaseMs?: number };
   /** Use this core instead of creating one (tests). */
   server?: XmppServer;
   sender?: ConnectionSender;
@@ -76,7 +76,8 @@ export interface FederationService {
   componentPort?: number;
   /** The loopback intake (XMPP_S2S_ENDPOINT for the stream Lambda), when asked for. */
   intakeUrl?: string;
-  /** The native client ports, when open. */
+  /** The native client listeners and mailbox, when open. */
+  c2s?: ClientHub;
   c2sPort?: number;
   c2sTlsPort?: number;
   /** The core this service routes through. */
@@ -359,6 +360,7 @@ export async function startFederation(options: FederationOptions): Promise<Feder
       directTlsPort,
       componentPort,
       intakeUrl,
+      c2s: hub,
       c2sPort: hub?.port,
       c2sTlsPort: hub?.tlsPort,
       server,

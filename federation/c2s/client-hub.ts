@@ -15,6 +15,7 @@ import * as tls from 'node:tls';
 import type { AddressInfo } from 'node:net';
 import type { XmppServer } from '../../shared/core/server.ts';
 import { StreamError } from '../../shared/errors.ts';
+import { InstanceStore } from '../../shared/storage/instance-store.ts';
 import { httpMailboxAddress, tcpConnectionId, type Mailbox } from '../../shared/transport/tcp-sessions.ts';
 import type { XmlLimits } from '../../shared/xml/parse.ts';
 import { StreamConnection } from '../connection.ts';
@@ -33,7 +34,14 @@ export interface ClientListenOptions {
   limits: XmlLimits;
   /** How long a new connection may take to open its stream and start TLS (default 30 s). */
   openTimeoutMs?: number;
+  /**
+   * The instance's lease (default 60 s), renewed every quarter of it; an instance whose lease ran
+   * out is swept by the others: its connections get the $disconnect it could not give them.
+   */
+  leaseMs?: number;
 }
+
+const DEFAULT_LEASE_MS = 60_000;
 
 /** Largest body the intake reads: one frame (the core's limits) with JSON around it. */
 const MAX_INTAKE_BYTES = 1024 * 1024;
@@ -68,6 +76,11 @@ export class ClientHub implements Mailbox {
   readonly streams = new Map<string, ClientStream>();
   private readonly running = new Set<Promise<void>>();
   private readonly servers: net.Server[] = [];
+  private readonly timers: NodeJS.Timeout[] = [];
+  private instances?: InstanceStore;
+  private server?: XmppServer;
+  private leaseMs = DEFAULT_LEASE_MS;
+  private vanished = false;
   port?: number;
   tlsPort?: number;
 
@@ -126,6 +139,13 @@ export class ClientHub implements Mailbox {
 
   /** Opens the client ports; frames go to `server`. */
   async listen(server: XmppServer, options: ClientListenOptions): Promise<void> {
+    this.server = server;
+    this.leaseMs = options.leaseMs ?? DEFAULT_LEASE_MS;
+    this.instances = new InstanceStore(server.store.db);
+    await this.instances.register(this.address, this.leaseMs);
+    this.timers.push(setInterval(() => void this.renew(), this.leaseMs / 4), setInterval(() => void this.sweep(), this.leaseMs / 2));
+    for (const t of this.timers) t.unref();
+    void this.sweep();
     const ctx = {
       server,
       domain: server.config.domain,
@@ -138,10 +158,20 @@ export class ClientHub implements Mailbox {
       const id = tcpConnectionId(this.address, randomBytes(12).toString('base64url'));
       const stream = new ClientStream(id, new StreamConnection(socket, options.limits), ctx);
       this.streams.set(id, stream);
-      const done = stream.run().finally(() => {
-        this.streams.delete(id);
-        this.running.delete(done);
-      });
+      const done = (async () => {
+        // Listed before anything of it is stored, so a sweep after our death finds it.
+        await this.instances!.addConnection(this.address, id);
+        await stream.run();
+        if (!this.vanished) await this.instances!.removeConnection(this.address, id);
+      })()
+        .catch((err) => {
+          this.log.error('c2s: connection bookkeeping failed', { connection: id, error: String(err) });
+          stream.fail(new StreamError('internal-server-error'));
+        })
+        .finally(() => {
+          this.streams.delete(id);
+          this.running.delete(done);
+        });
       this.running.add(done);
     };
     if (options.port !== undefined) {
@@ -165,11 +195,68 @@ export class ClientHub implements Mailbox {
   }
 
   private async shutDown(): Promise<void> {
+    for (const t of this.timers) clearInterval(t);
     // No new connections; a server's close callback waits for the open ones, which end below.
     const closed = this.servers.map((s) => new Promise<void>((resolve) => s.close(() => resolve())));
     for (const stream of this.streams.values()) stream.fail(new StreamError('system-shutdown'));
     await Promise.all([...this.running]);
     await Promise.all(closed);
+    await this.instances?.remove(this.address).catch((err) => this.log.warn('c2s: could not remove the instance item', { error: String(err) }));
     await new Promise<void>((resolve) => this.intake.close(() => resolve()));
+  }
+
+  /**
+   * Tests: the instance dies as a killed task does: sockets cut, no stream error, no $disconnect,
+   * no more lease renewals. The other instances' sweep ends its sessions.
+   */
+  async vanish(): Promise<void> {
+    this.vanished = true;
+    this.stopping ??= Promise.resolve();
+    for (const t of this.timers) clearInterval(t);
+    for (const s of this.servers) s.close();
+    for (const stream of this.streams.values()) stream.vanish();
+    await Promise.all([...this.running]);
+    this.intake.closeAllConnections();
+    await new Promise<void>((resolve) => this.intake.close(() => resolve()));
+  }
+
+  private async renew(): Promise<void> {
+    try {
+      if (await this.instances!.renew(this.address, this.leaseMs)) return;
+      // Swept: another instance ended our sessions (we looked dead for a whole lease). Our sockets
+      // carry sessions that no longer exist: close them; their clients log in or resume anew.
+      this.log.error('c2s: this instance lost its lease; closing its client streams', { address: this.address });
+      for (const stream of this.streams.values()) stream.fail(new StreamError('reset', 'the server lost track of this stream'));
+      await this.instances!.register(this.address, this.leaseMs);
+    } catch (err) {
+      this.log.warn('c2s: lease renewal failed', { error: String(err) });
+    }
+  }
+
+  /** Ends the sessions of instances whose lease ran out (their tasks died without a goodbye). */
+  private async sweep(): Promise<void> {
+    try {
+      const now = Date.now();
+      for (const dead of await this.instances!.list()) {
+        if (dead.address === this.address || dead.expiresAt >= now) continue;
+        const connections = await this.instances!.claimExpired(dead.address, this.address, 2 * this.leaseMs);
+        if (!connections) continue;
+        this.log.warn('c2s: ending the sessions of an instance that died', { instance: dead.address, connections: connections.length });
+        let failed = 0;
+        for (const id of connections) {
+          try {
+            await this.server!.handleDisconnect(id, { id: `${id}:disconnect`, receivedAt: now });
+            await this.instances!.removeConnection(dead.address, id);
+          } catch (err) {
+            failed++;
+            this.log.error('c2s: ending a session of a dead instance failed', { connection: id, error: String(err) });
+          }
+        }
+        // What failed stays listed: the claim goes stale after two leases and a sweep tries again.
+        if (!failed) await this.instances!.remove(dead.address);
+      }
+    } catch (err) {
+      this.log.warn('c2s: sweep failed', { error: String(err) });
+    }
   }
 }

@@ -50,6 +50,8 @@ export class ClientStream {
   private serial = 0;
   /** Our stream header went out on the current (possibly restarted) stream. */
   private headerSent = false;
+  /** The instance vanished (tests of a killed task): nothing more is done for this connection. */
+  private vanished = false;
 
   constructor(
     readonly id: string,
@@ -72,8 +74,14 @@ export class ClientStream {
       this.ctx.log.error('c2s: stream failed', { connection: this.id, error: (err as Error).stack ?? String(err) });
       this.fail(new StreamError('internal-server-error'));
     } finally {
-      if (opened) await this.disconnected();
+      if (opened && !this.vanished) await this.disconnected();
     }
+  }
+
+  /** Tests: the socket dies with its instance; nobody here tells the core (another instance's sweep does). */
+  vanish(): void {
+    this.vanished = true;
+    this.conn.destroy('instance gone');
   }
 
   /**

@@ -20,7 +20,7 @@ const instances: FederationService[] = [];
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /** One more stream-service instance on the stack's table and gateway, with native client ports only. */
-async function startInstance(faults?: string): Promise<FederationService> {
+async function startInstance(faults?: string, leaseMs?: number): Promise<FederationService> {
   // Read once, when the instance's core and store are made: only this instance gets the faults.
   if (faults) process.env.XMPP_FAULTS = faults;
   const started = startFederation({
@@ -29,7 +29,7 @@ async function startInstance(faults?: string): Promise<FederationService> {
     s2sPort: 0,
     dialbackSecret: 'test',
     tls,
-    c2s: { port: 0 },
+    c2s: { port: 0, leaseMs },
   });
   const instance = await started.finally(() => delete process.env.XMPP_FAULTS);
   instances.push(instance);
@@ -40,9 +40,11 @@ beforeAll(async () => {
   tls = await generateCertificate('localhost');
   trustCertificate(tls.cert);
   stack = await startTestStack();
-  for (const user of ['carol', 'dave', 'erin']) await addUser(stack.store, `${user}@localhost`, `${user}-pass`);
+  for (const user of ['carol', 'dave', 'erin', 'hugo', 'ivy']) await addUser(stack.store, `${user}@localhost`, `${user}-pass`);
   await stack.store.putRosterItem('carol@localhost', { jid: 'erin@localhost', groups: [], subscription: 'both' });
   await stack.store.putRosterItem('erin@localhost', { jid: 'carol@localhost', groups: [], subscription: 'both' });
+  await stack.store.putRosterItem('ivy@localhost', { jid: 'erin@localhost', groups: [], subscription: 'both' });
+  await stack.store.putRosterItem('erin@localhost', { jid: 'ivy@localhost', groups: [], subscription: 'both' });
 });
 
 afterAll(async () => {
@@ -134,5 +136,52 @@ describe('two stream-service instances', () => {
     expect(erin.inbox.seen((s) => s.is('presence') && s.attrs.from === jid && s.attrs.type === 'unavailable')).toEqual([]);
     back.close();
     await erin.client.stop();
+  });
+});
+
+describe('an instance that dies without a goodbye (a killed task)', () => {
+  const LEASE = 1500;
+
+  it('its sessions end by the sweep of another instance: contacts see them leave, and messages go offline, not nowhere', async () => {
+    const a = await startInstance(undefined, LEASE);
+    const b = await startInstance(undefined, LEASE);
+    const erin = await connectXmppJs(stack.wsUrl, 'erin', 'erin-pass', 'watch-crash');
+    await erin.client.send(xml('presence'));
+    const raw = await RawTcp.open(a.c2sPort!);
+    const jid = await raw.login('ivy', 'ivy-pass', 'crashing');
+    raw.send('<presence/>');
+    await erin.inbox.wait((s) => s.is('presence') && s.attrs.from === jid && s.attrs.type === undefined, "ivy's presence");
+    await a.c2s!.vanish();
+    // Nobody told the core; b's sweep does once a's lease has run out.
+    await erin.inbox.wait((s) => s.is('presence') && s.attrs.from === jid && s.attrs.type === 'unavailable', "ivy's unavailable", 15_000);
+    await erin.client.send(xml('message', { to: 'ivy@localhost', type: 'chat' }, xml('body', {}, 'kept for later')));
+    const back = await connectNative(`xmpp://127.0.0.1:${b.c2sPort}`, 'ivy', 'ivy-pass', 'later');
+    await back.client.send(xml('presence'));
+    await back.inbox.wait((s) => s.getChildText('body') === 'kept for later', 'the offline message');
+    await back.client.stop();
+    await erin.client.stop();
+  });
+
+  it('a session with stream management hibernates instead and resumes on another instance with every message once', async () => {
+    const a = await startInstance(undefined, LEASE);
+    const b = await startInstance(undefined, LEASE);
+    const hugo = await connectXmppJs(stack.wsUrl, 'hugo', 'hugo-pass', 'sender');
+    const raw = await RawTcp.open(a.c2sPort!);
+    const jid = await raw.login('dave', 'dave-pass', 'resumable');
+    raw.send(`<enable xmlns="urn:xmpp:sm:3" resume="true"/>`);
+    const smId = /id="([^"]+)"/.exec(await raw.until(/<enabled[^>]*>/))![1]!;
+    await a.c2s!.vanish();
+    // Sent while nobody knows the socket is gone: posts to a's mailbox fail, the stanzas stay in the session's log.
+    for (let i = 1; i <= 5; i++) await hugo.client.send(xml('message', { to: jid, type: 'chat' }, xml('body', {}, `lost socket ${i}`)));
+    await sleep(2 * LEASE); // b's sweep hibernates the session
+    const back = await RawTcp.open(b.c2sPort!);
+    await back.authenticate('dave', 'dave-pass');
+    back.send(`<resume xmlns="urn:xmpp:sm:3" previd="${smId}" h="0"/>`);
+    await back.until('<resumed');
+    await back.until('lost socket 5</body>');
+    await sleep(300);
+    for (let i = 1; i <= 5; i++) expect(back.received().split(`lost socket ${i}</body>`).length - 1, `lost socket ${i} once`).toBe(1);
+    back.close();
+    await hugo.client.stop();
   });
 });
