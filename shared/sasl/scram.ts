@@ -6,7 +6,7 @@
  * exchange state is a plain serializable object so it can live in the connection item between frames.
  * Channel binding (the -PLUS mechanisms, RFC 5802 §6) only where the server has the TLS connection:
  * native clients (channel-binding.ts). A WebSocket client's TLS ends at API Gateway, so there "p" is
- * refused; "y" (the client could bind but thinks we cannot) fails where we offer binding (a downgrade).
+ * refused.
  */
 import { createHash, createHmac, pbkdf2Sync, randomBytes, timingSafeEqual } from 'node:crypto';
 import saslprep from '@mongodb-js/saslprep';
@@ -147,8 +147,11 @@ export function parseClientFirst(message: string, offer: BindingOffer = { plus: 
   if (offer.plus && flag !== 'p') throw new ScramError('malformed-request', 'a -PLUS mechanism needs channel binding');
   if (!offer.plus && flag === 'p') throw new ScramError('malformed-request', 'channel binding needs a -PLUS mechanism');
   if (binding && !offer.available.includes(binding)) throw new ScramError('malformed-request', `channel binding type ${binding} is not supported here`);
-  // RFC 5802 §6: "y" says the client supports binding but believes the server does not.
-  if (flag === 'y' && offer.available.length > 0) throw new ScramError('not-authorized', 'channel binding is supported here (downgrade refused)');
+  // RFC 5802 §6 would refuse "y" (the client can bind but thinks we cannot) where -PLUS is offered,
+  // as a sign of a stripped mechanism list. Clients that know only tls-unique (undefined on TLS
+  // 1.3, so never offered here) send it against every server that offers other types: stock
+  // slixmpp 1.8 locked itself out that way. "y" is accepted; the attack it would reveal needs a
+  // certificate the client trusts (docs/native-clients.md).
   if (m[3]) throw new ScramError('malformed-request', 'authzid is not supported');
   const clientFirstBare = m[4]!;
   if (clientFirstBare.startsWith('m=')) throw new ScramError('malformed-request', 'mandatory extension not supported');

@@ -1,4 +1,3 @@
-import { createHash, createHmac, pbkdf2Sync } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
 import { makeCredentials } from '../../shared/accounts.ts';
 import {
@@ -12,6 +11,7 @@ import {
   verifyPassword,
 } from '../../shared/sasl/scram.ts';
 import { parsePlain } from '../../shared/sasl/plain.ts';
+import { scramClientFinal } from '../scram-client.ts';
 
 describe('SCRAM-SHA-1 (RFC 5802 §5 test vector)', () => {
   const creds = deriveCredentials('sha1', 'pencil', 4096, Buffer.from('QSXCR+Q6sek8bf92', 'base64'));
@@ -100,29 +100,19 @@ describe('SCRAM-*-PLUS channel binding (RFC 5802 §6, RFC 9266)', () => {
   const exporter = Buffer.alloc(32, 7);
   const offer = { plus: true, available: ['tls-exporter', 'tls-server-end-point'] };
 
-  /** The client's side of the proof (RFC 5802 §3), computed here to check the server's. */
-  function clientFinal(gs2: string, cbData: Buffer, first: ReturnType<typeof serverFirst>, clientFirstBare: string): string {
-    const salted = pbkdf2Sync('pencil', Buffer.from('W22ZaJ0SNY7soEsUEjb6gQ==', 'base64'), 4096, 32, 'sha256');
-    const clientKey = createHmac('sha256', salted).update('Client Key').digest();
-    const storedKey = createHash('sha256').update(clientKey).digest();
-    const withoutProof = `c=${Buffer.concat([Buffer.from(gs2), cbData]).toString('base64')},r=${first.state.nonce}`;
-    const signature = createHmac('sha256', storedKey).update(`${clientFirstBare},${first.message},${withoutProof}`).digest();
-    return `${withoutProof},p=${Buffer.from(clientKey.map((b, i) => b ^ signature[i]!)).toString('base64')}`;
-  }
-
   it('accepts a proof bound to this connection and refuses one bound to another', () => {
     const parsed = parseClientFirst('p=tls-exporter,,n=user,r=abc', offer);
     expect(parsed.channelBinding).toBe('tls-exporter');
     const first = serverFirst('sha256', parsed, creds, 'xyz');
-    const final = clientFinal('p=tls-exporter,,', exporter, first, 'n=user,r=abc');
+    const final = scramClientFinal('pencil', first.message, 'n=user,r=abc', 'p=tls-exporter,,', exporter);
     expect(verifyClientFinal(first.state, final, creds, exporter)).toMatch(/^v=/);
     // A man in the middle terminates TLS itself: its connection's data differs from the client's.
     expect(() => verifyClientFinal(first.state, final, creds, Buffer.alloc(32, 8))).toThrow(/channel binding mismatch/);
     expect(() => verifyClientFinal(first.state, final, creds, undefined)).toThrow(/no channel binding data/);
   });
 
-  it('refuses a downgrade ("y" where binding is offered), -PLUS without binding, binding without -PLUS, unknown types', () => {
-    expect(() => parseClientFirst('y,,n=user,r=abc', { plus: false, available: ['tls-exporter'] })).toThrow(/downgrade/);
+  it('refuses -PLUS without binding, binding without -PLUS and unknown types; takes "y" (tls-unique-only clients send it)', () => {
+    expect(parseClientFirst('y,,n=user,r=abc', { plus: false, available: ['tls-exporter'] }).gs2Header).toBe('y,,');
     expect(parseClientFirst('y,,n=user,r=abc', { plus: false, available: [] }).gs2Header).toBe('y,,');
     expect(() => parseClientFirst('n,,n=user,r=abc', offer)).toThrow(/needs channel binding/);
     expect(() => parseClientFirst('p=tls-exporter,,n=user,r=abc', { plus: false, available: ['tls-exporter'] })).toThrow(/-PLUS/);
