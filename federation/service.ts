@@ -232,7 +232,7 @@ export async function startFederation(options: FederationOptions): Promise<Feder
   let router!: S2sRouter;
   const remote: RemoteRouter = { send: (stanza) => router.send(stanza) };
   if (options.c2s && !options.tls) throw new Error('native client ports need a TLS certificate');
-  const hub = options.c2s ? await ClientHub.open(log) : undefined;
+  const hub = options.c2s ? await ClientHub.open(log, { queueUrlPrefix: config.c2sQueueUrlPrefix }) : undefined;
   if (options.server) server = options.server;
   else server = createServer(config, { remote, sender: options.sender, ownTcp: hub && { address: hub.address, mailbox: hub } });
   const components = options.components ?? new Map<string, string>();

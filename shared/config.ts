@@ -28,6 +28,11 @@ export interface ServerConfig {
   /** Loopback HTTP intake of a local federation service (XMPP_S2S_ENDPOINT), used when there is no queue. */
   s2sEndpoint?: string;
   /**
+   * Native clients in the cloud: each stream-service task's mailbox queue is
+   * `<XMPP_C2S_QUEUE_URL_PREFIX><task id>.fifo` (shared/transport/tcp-sessions.ts); unset = local mailboxes only.
+   */
+  c2sQueueUrlPrefix?: string;
+  /**
    * How long an @connections post may wait for its connection, then for its answer, before it is
    * given up and retried (XMPP_POST_TIMEOUT_MS, default 3000); posts take milliseconds when all is well.
    */
@@ -91,6 +96,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): ServerConfig {
     scramIterations: iterations,
     s2sQueueUrl: env.XMPP_S2S_QUEUE_URL || undefined,
     s2sEndpoint: env.XMPP_S2S_ENDPOINT || undefined,
+    c2sQueueUrlPrefix: env.XMPP_C2S_QUEUE_URL_PREFIX || undefined,
     postTimeoutMs: integer(env.XMPP_POST_TIMEOUT_MS, 3000, 'XMPP_POST_TIMEOUT_MS'),
     mucDomain: (env.XMPP_MUC_DOMAIN || `conference.${domain}`).toLowerCase(),
     authLimits: {

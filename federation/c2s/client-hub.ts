@@ -2,13 +2,13 @@
  * The native client listeners of one stream-service instance (XMPP_C2S_PORT with STARTTLS,
  * XMPP_C2S_TLS_PORT with direct TLS) and its mailbox: the one place frames for its TCP sessions
  * arrive, from its own core (directly) and from everyone else (the stream Lambdas, other instances)
- * over a loopback HTTP intake whose address is part of each connection id
- * (shared/transport/tcp-sessions.ts).
+ * through an intake whose address is part of each connection id (shared/transport/tcp-sessions.ts):
+ * a loopback HTTP intake locally (http-intake.ts), the task's own SQS FIFO queue in the cloud
+ * (queue-intake.ts). Instances hold leases; one whose lease runs out is swept by another.
  *
  * When the instance stops, every stream gets `system-shutdown` and its session ends or, with
  * XEP-0198, hibernates, so its client resumes on another instance and loses nothing.
  */
-import { createServer as createHttpServer, type IncomingMessage, type Server as HttpServer } from 'node:http';
 import { randomBytes } from 'node:crypto';
 import * as net from 'node:net';
 import * as tls from 'node:tls';
@@ -16,11 +16,14 @@ import type { AddressInfo } from 'node:net';
 import type { XmppServer } from '../../shared/core/server.ts';
 import { StreamError } from '../../shared/errors.ts';
 import { InstanceStore } from '../../shared/storage/instance-store.ts';
-import { httpMailboxAddress, tcpConnectionId, type Mailbox } from '../../shared/transport/tcp-sessions.ts';
+import { mailboxQueueUrl, queueMailboxAddress, tcpConnectionId, type Mailbox } from '../../shared/transport/tcp-sessions.ts';
+import { SQSClient } from '@aws-sdk/client-sqs';
 import type { XmlLimits } from '../../shared/xml/parse.ts';
 import { StreamConnection } from '../connection.ts';
 import type { Logger } from '../context.ts';
 import { ClientStream } from './client-stream.ts';
+import { openHttpIntake } from './http-intake.ts';
+import { QueueIntake, deleteQueue } from './queue-intake.ts';
 
 export interface ClientListenOptions {
   bind: string;
@@ -43,9 +46,6 @@ export interface ClientListenOptions {
 
 const DEFAULT_LEASE_MS = 60_000;
 
-/** Largest body the intake reads: one frame (the core's limits) with JSON around it. */
-const MAX_INTAKE_BYTES = 1024 * 1024;
-
 function listen(server: net.Server, port: number, host: string): Promise<number> {
   return new Promise((resolve, reject) => {
     server.once('error', reject);
@@ -56,20 +56,10 @@ function listen(server: net.Server, port: number, host: string): Promise<number>
   });
 }
 
-function readBody(req: IncomingMessage): Promise<string | undefined> {
-  return new Promise((resolve) => {
-    const chunks: Buffer[] = [];
-    let size = 0;
-    req.on('data', (c: Buffer) => {
-      size += c.length;
-      if (size > MAX_INTAKE_BYTES) {
-        req.destroy();
-        resolve(undefined);
-      } else chunks.push(c);
-    });
-    req.on('end', () => resolve(Buffer.concat(chunks).toString('utf8')));
-    req.on('error', () => resolve(undefined));
-  });
+/** Where an instance's mailbox receives frames from other processes. */
+interface Intake {
+  readonly address: string;
+  stop(): Promise<void>;
 }
 
 export class ClientHub implements Mailbox {
@@ -84,45 +74,29 @@ export class ClientHub implements Mailbox {
   port?: number;
   tlsPort?: number;
 
-  private constructor(
-    /** This instance's mailbox address (the middle of its connection ids). */
-    readonly address: string,
-    private readonly intake: HttpServer,
-    private readonly log: Logger,
-  ) {}
+  /** This instance's mailbox address (the middle of its connection ids). */
+  address = '';
+  private intake!: Intake;
+  private sqs?: SQSClient;
+  private queueUrlPrefix?: string;
 
-  /** Opens the mailbox (before the core exists: the core's sender needs its address). */
-  static async open(log: Logger): Promise<ClientHub> {
-    const token = randomBytes(18).toString('base64url');
-    let hub!: ClientHub;
-    const intake = createHttpServer((req, res) => {
-      const action = req.method === 'POST' ? /^\/([^/]+)\/(deliver|close)$/.exec(req.url ?? '') : null;
-      if (!action || action[1] !== token) {
-        res.writeHead(404).end();
-        return;
-      }
-      void readBody(req).then(async (body) => {
-        let request: { connection?: unknown; frame?: unknown };
-        try {
-          request = JSON.parse(body ?? '');
-        } catch {
-          res.writeHead(400).end();
-          return;
-        }
-        if (typeof request.connection !== 'string' || (action[2] === 'deliver' && typeof request.frame !== 'string')) {
-          res.writeHead(400).end();
-          return;
-        }
-        if (action[2] === 'close') {
-          await hub.close(request.connection);
-          res.writeHead(204).end();
-          return;
-        }
-        res.writeHead((await hub.post(request.connection, request.frame as string)) ? 204 : 410).end();
-      });
-    });
-    const port = await listen(intake as unknown as net.Server, 0, '127.0.0.1');
-    hub = new ClientHub(httpMailboxAddress(port, token), intake, log);
+  private constructor(private readonly log: Logger) {}
+
+  /**
+   * Opens the mailbox (before the core exists: the core's sender needs its address): the task's
+   * own SQS queue when `queueUrlPrefix` is given (cloud), else a loopback HTTP intake (local).
+   */
+  static async open(log: Logger, options: { queueUrlPrefix?: string; sqs?: SQSClient } = {}): Promise<ClientHub> {
+    const hub = new ClientHub(log);
+    if (options.queueUrlPrefix) {
+      const taskId = randomBytes(8).toString('hex');
+      hub.sqs = options.sqs ?? new SQSClient({ maxAttempts: 4 });
+      hub.queueUrlPrefix = options.queueUrlPrefix;
+      hub.intake = await QueueIntake.create(options.queueUrlPrefix, taskId, hub, log, hub.sqs).then((q) => ({ address: queueMailboxAddress(taskId), stop: () => q.stop() }));
+    } else {
+      hub.intake = await openHttpIntake(hub);
+    }
+    hub.address = hub.intake.address;
     return hub;
   }
 
@@ -202,7 +176,7 @@ export class ClientHub implements Mailbox {
     await Promise.all([...this.running]);
     await Promise.all(closed);
     await this.instances?.remove(this.address).catch((err) => this.log.warn('c2s: could not remove the instance item', { error: String(err) }));
-    await new Promise<void>((resolve) => this.intake.close(() => resolve()));
+    await this.intake.stop();
   }
 
   /**
@@ -216,8 +190,7 @@ export class ClientHub implements Mailbox {
     for (const s of this.servers) s.close();
     for (const stream of this.streams.values()) stream.vanish();
     await Promise.all([...this.running]);
-    this.intake.closeAllConnections();
-    await new Promise<void>((resolve) => this.intake.close(() => resolve()));
+    await this.intake.stop();
   }
 
   private async renew(): Promise<void> {
@@ -253,7 +226,11 @@ export class ClientHub implements Mailbox {
           }
         }
         // What failed stays listed: the claim goes stale after two leases and a sweep tries again.
-        if (!failed) await this.instances!.remove(dead.address);
+        if (failed) continue;
+        await this.instances!.remove(dead.address);
+        // The dead task's queue (cloud): whatever is in it was for sockets that died with it.
+        const queueUrl = this.queueUrlPrefix ? mailboxQueueUrl(this.queueUrlPrefix, dead.address) : undefined;
+        if (queueUrl) await deleteQueue(this.sqs!, queueUrl, this.log);
       }
     } catch (err) {
       this.log.warn('c2s: sweep failed', { error: String(err) });

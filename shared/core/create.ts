@@ -26,7 +26,7 @@ export function createServer(config: ServerConfig, overrides: ServerOverrides = 
   return new XmppServer({
     config,
     store: new DynamoStore({ tableName: config.tableName, endpoint: config.dynamoEndpoint }),
-    sender: new ClientConnectionSender(websocket, overrides.ownTcp),
+    sender: new ClientConnectionSender(websocket, overrides.ownTcp, { queueUrlPrefix: config.c2sQueueUrlPrefix }),
     remote: overrides.remote ?? remoteRouterFromConfig(config),
     timers: timerSchedulerFromConfig(config),
     modules: defaultModules,

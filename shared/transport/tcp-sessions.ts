@@ -4,11 +4,15 @@
  * task through the task's *mailbox*, whose address is part of the connection id:
  *
  *   tcp~<mailbox>~<serial>      mailbox  h.<port>.<token>   loopback HTTP of a local instance
+ *                                        q.<task id>         the task's SQS FIFO queue in the cloud
+ *                                                            (<XMPP_C2S_QUEUE_URL_PREFIX><task id>.fifo)
  *
  * so a connection id read from a session item is all a sender needs, exactly as with API Gateway's
  * ids, and modules never know which kind of client they talk to (docs/native-clients.md).
  * The task that owns the socket writes to it directly.
  */
+import { SQSClient, SendMessageCommand } from '@aws-sdk/client-sqs';
+import { randomBytes } from 'node:crypto';
 import { log } from '../log.ts';
 import type { ConnectionSender, SendHint } from './connections.ts';
 
@@ -73,10 +77,81 @@ class HttpMailbox implements Mailbox {
   }
 }
 
+/** A task's queue address: `q.<task id>`. */
+export function queueMailboxAddress(taskId: string): string {
+  return `q.${taskId}`;
+}
+
+/** The URL of a task's mailbox queue. */
+export function mailboxQueueUrl(prefixUrl: string, address: string): string | undefined {
+  const queue = /^q\.([a-z0-9]{8,40})$/.exec(address);
+  return queue ? `${prefixUrl}${queue[1]}.fifo` : undefined;
+}
+
+/** What the queue carries: one frame, or a close, for one connection. */
+export interface MailboxMessage {
+  connection: string;
+  frame?: string;
+  close?: true;
+}
+
+function queueGone(err: unknown): boolean {
+  const name = (err as { name?: string }).name ?? '';
+  return name === 'QueueDoesNotExist' || name === 'AWS.SimpleQueueService.NonExistentQueue';
+}
+
+/**
+ * A task's FIFO queue (cloud): one message group per connection keeps each connection's frames in
+ * the order posted. The queue cannot say whether the socket is still there; a queue that no
+ * longer exists (its task was stopped or swept) means every socket behind it is gone.
+ */
+export class SqsMailbox implements Mailbox {
+  constructor(
+    private readonly queueUrl: string,
+    private readonly client: SQSClient,
+  ) {}
+
+  private async put(message: MailboxMessage): Promise<boolean> {
+    try {
+      await this.client.send(
+        new SendMessageCommand({
+          QueueUrl: this.queueUrl,
+          MessageBody: JSON.stringify(message),
+          MessageGroupId: message.connection,
+          // Each post is its own message (a repeated <r/> is not a duplicate); the frame journal
+          // already keeps a retried frame from posting twice.
+          MessageDeduplicationId: randomBytes(16).toString('hex'),
+        }),
+      );
+      return true;
+    } catch (err) {
+      if (queueGone(err)) return false;
+      throw err;
+    }
+  }
+
+  post(connectionId: string, frame: string): Promise<boolean> {
+    return this.put({ connection: connectionId, frame });
+  }
+
+  async close(connectionId: string): Promise<void> {
+    await this.put({ connection: connectionId, close: true });
+  }
+}
+
+/** How this process reaches other tasks' mailboxes. */
+export interface MailboxRoutes {
+  /** XMPP_C2S_QUEUE_URL_PREFIX: task queues are `<prefix><task id>.fifo` (cloud). */
+  queueUrlPrefix?: string;
+  sqs?: SQSClient;
+}
+
 /** The mailbox behind an address read from a connection id. */
-export function mailboxAt(address: string): Mailbox | undefined {
+export function mailboxAt(address: string, routes: MailboxRoutes = {}): Mailbox | undefined {
   const http = /^h\.(\d{1,5})\.([A-Za-z0-9_-]{16,64})$/.exec(address);
   if (http) return new HttpMailbox(`http://127.0.0.1:${http[1]}/${http[2]}`);
+  const queueUrl = routes.queueUrlPrefix ? mailboxQueueUrl(routes.queueUrlPrefix, address) : undefined;
+  if (queueUrl) return new SqsMailbox(queueUrl, (routes.sqs ??= new SQSClient({ maxAttempts: 4 })));
   return undefined;
 }
 
@@ -91,13 +166,14 @@ export class ClientConnectionSender implements ConnectionSender {
     private readonly websocket: ConnectionSender | undefined,
     /** This process's own TCP sessions, when it has a listener. */
     private readonly own?: { address: string; mailbox: Mailbox },
+    private readonly routes: MailboxRoutes = {},
   ) {}
 
   private mailbox(connectionId: string): Mailbox | undefined {
     const address = mailboxOf(connectionId);
     if (address === undefined) return undefined;
     if (address === this.own?.address) return this.own.mailbox;
-    if (!this.mailboxes.has(address)) this.mailboxes.set(address, mailboxAt(address));
+    if (!this.mailboxes.has(address)) this.mailboxes.set(address, mailboxAt(address, this.routes));
     return this.mailboxes.get(address);
   }
 
