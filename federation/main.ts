@@ -10,6 +10,8 @@
  *   XMPP_S2S_QUEUE_URL      the outbound queue the stream Lambda fills
  *   XMPP_S2S_ROUTES         "domain=host:port,…" overrides DNS
  *   XMPP_S2S_TIMEOUT_SECONDS, XMPP_S2S_PING_SECONDS, XMPP_S2S_IDLE_SECONDS   see docs/federation.md
+ *   XMPP_C2S_PORT, XMPP_C2S_TLS_PORT        native clients (STARTTLS, direct TLS); off when unset
+ *   XMPP_C2S_QUEUE_URL_PREFIX               the task's mailbox queue is <prefix><task id>.fifo (docs/native-clients.md)
  */
 import { randomBytes } from 'node:crypto';
 import { loadConfig } from '../shared/config.ts';

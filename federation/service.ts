@@ -231,8 +231,11 @@ export async function startFederation(options: FederationOptions): Promise<Feder
   // Filled in below: the core and the router need each other.
   let router!: S2sRouter;
   const remote: RemoteRouter = { send: (stanza) => router.send(stanza) };
-  if (options.c2s && !options.tls) throw new Error('native client ports need a TLS certificate');
-  const hub = options.c2s ? await ClientHub.open(log, { queueUrlPrefix: config.c2sQueueUrlPrefix }) : undefined;
+  // No certificate yet (the cloud secret is still empty): the client ports stay open for the load
+  // balancer's health checks but refuse streams; nothing goes over TCP in plaintext.
+  const clientsWithoutTls = options.c2s && !options.tls ? options.c2s : undefined;
+  if (clientsWithoutTls) log.warn('no TLS certificate: the native client ports refuse connections until one is configured');
+  const hub = options.c2s && options.tls ? await ClientHub.open(log, { queueUrlPrefix: config.c2sQueueUrlPrefix }) : undefined;
   if (options.server) server = options.server;
   else server = createServer(config, { remote, sender: options.sender, ownTcp: hub && { address: hub.address, mailbox: hub } });
   const components = options.components ?? new Map<string, string>();
@@ -341,6 +344,12 @@ export async function startFederation(options: FederationOptions): Promise<Feder
     }
 
     if (hub) await hub.listen(server, { bind: options.bind, ...options.c2s, secureContext: secureContext!, credentials: options.tls!, limits: ctx.limits });
+    for (const port of [clientsWithoutTls?.port, clientsWithoutTls?.tlsPort]) {
+      if (port === undefined) continue;
+      const refuse = net.createServer((socket) => socket.destroy());
+      servers.push(refuse);
+      await listen(refuse, port, options.bind);
+    }
 
     sqs?.start();
     log.info('federation service listening', {

@@ -36,6 +36,7 @@ export const CONTEXT_KEYS = [
   'turnHost',
   'turnSecretArn',
   'admins',
+  'tcpClients',
 ] as const;
 
 export const DEFAULT_STACK_NAME = 'Xmpp';
@@ -141,6 +142,7 @@ export function servicePropsFromContext(read: ContextReader): XmppServiceProps {
     domain,
     federation: bool(read, 'federation'),
     componentListener: bool(read, 'components'),
+    tcpClients: bool(read, 'tcpClients'),
     componentSources: str(read, 'componentSources')?.split(',').map((d) => d.trim()).filter(Boolean),
     s2sInsecureDomains: str(read, 's2sInsecureDomains')?.split(',').map((d) => d.trim()).filter(Boolean),
     federationAzs: int(read, 'federationAzs'),

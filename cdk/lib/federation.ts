@@ -1,6 +1,6 @@
 import { existsSync } from 'node:fs';
 import * as path from 'node:path';
-import { Annotations, Duration, IgnoreMode, RemovalPolicy, SecretValue } from 'aws-cdk-lib';
+import { Annotations, Duration, IgnoreMode, Names, RemovalPolicy, SecretValue, Stack } from 'aws-cdk-lib';
 import * as ec2 from 'aws-cdk-lib/aws-ec2';
 import * as ecs from 'aws-cdk-lib/aws-ecs';
 import * as elbv2 from 'aws-cdk-lib/aws-elasticloadbalancingv2';
@@ -21,6 +21,10 @@ export const FEDERATION_PORTS = {
   s2sDirectTls: 5270,
   /** XEP-0114 external components. */
   component: 5347,
+  /** RFC 6120 client-to-server, STARTTLS (`_xmpp-client._tcp`). */
+  c2s: 5222,
+  /** XEP-0368 direct TLS client-to-server (`_xmpps-client._tcp`). */
+  c2sDirectTls: 5223,
 } as const;
 
 /** The container's name in the task definition. */
@@ -53,6 +57,8 @@ export interface XmppFederationProps {
   readonly insecureDomains: string[];
   /** Availability zones for the VPC and the NLB (each AZ adds one NLB public IPv4 address). */
   readonly maxAzs: number;
+  /** Native clients on 5222/5223 through the same load balancer and task (docs/native-clients.md). */
+  readonly tcpClients?: boolean;
   readonly logRetention: logs.RetentionDays;
   readonly removalPolicy: RemovalPolicy;
   /** The container image; by default built from cdk/federation.Dockerfile with the repository root as context. */
@@ -89,12 +95,28 @@ export class XmppFederation extends Construct {
   readonly tlsSecret: secretsmanager.Secret;
   readonly logGroup: logs.LogGroup;
   readonly ports: number[];
+  /**
+   * With tcpClients: the tasks' own mailbox queues, `<urlPrefix><task id>.fifo`, created and deleted
+   * by the tasks themselves (federation/c2s/queue-intake.ts); the stream Lambda may send to them.
+   */
+  readonly clientMailboxes?: { urlPrefix: string; arnPattern: string; nagFinding: string };
 
   constructor(scope: Construct, id: string, props: XmppFederationProps) {
     super(scope, id);
     const { removalPolicy } = props;
     this.ports = [FEDERATION_PORTS.s2s, FEDERATION_PORTS.s2sDirectTls];
     if (props.componentListener) this.ports.push(FEDERATION_PORTS.component);
+    if (props.tcpClients) {
+      this.ports.push(FEDERATION_PORTS.c2s, FEDERATION_PORTS.c2sDirectTls);
+      const stack = Stack.of(this);
+      // Unique per stack and region; short enough for SQS's 80 characters with a task id and ".fifo".
+      const namePrefix = `xmpp-c2s-${Names.uniqueResourceName(this, { maxLength: 40, separator: '-' }).toLowerCase()}-`;
+      this.clientMailboxes = {
+        urlPrefix: `https://sqs.${stack.region}.${stack.urlSuffix}/${stack.account}/${namePrefix}`,
+        arnPattern: stack.formatArn({ service: 'sqs', resource: `${namePrefix}*` }),
+        nagFinding: `AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:sqs:<AWS::Region>:<AWS::AccountId>:${namePrefix}*]`,
+      };
+    }
 
     // Outbound stanzas. Standard queue: per-remote-domain order is kept by the task's one stream per
     // domain; a stanza that cannot be handled after five receives goes to the DLQ (alarmed), never
@@ -196,6 +218,13 @@ export class XmppFederation extends Construct {
         XMPP_S2S_SECURE_AUTH: 'true',
         ...(props.insecureDomains.length ? { XMPP_S2S_INSECURE_DOMAINS: props.insecureDomains.join(',') } : {}),
         ...(props.componentListener ? { XMPP_COMPONENT_PORT: String(FEDERATION_PORTS.component) } : {}),
+        ...(this.clientMailboxes
+          ? {
+              XMPP_C2S_PORT: String(FEDERATION_PORTS.c2s),
+              XMPP_C2S_TLS_PORT: String(FEDERATION_PORTS.c2sDirectTls),
+              XMPP_C2S_QUEUE_URL_PREFIX: this.clientMailboxes.urlPrefix,
+            }
+          : {}),
       },
       secrets: {
         XMPP_DIALBACK_SECRET: ecs.Secret.fromSecretsManager(this.dialbackSecret),
@@ -215,6 +244,17 @@ export class XmppFederation extends Construct {
         resources: [this.s2sQueue.queueArn],
       }),
     );
+
+    if (this.clientMailboxes) {
+      // Its own mailbox queue: created at start, drained, deleted at stop; and the queues of tasks
+      // that died, deleted by the sweep (federation/c2s/client-hub.ts). Nothing outside the prefix.
+      taskRole.addToPrincipalPolicy(
+        new iam.PolicyStatement({
+          actions: ['sqs:CreateQueue', 'sqs:DeleteQueue', 'sqs:ReceiveMessage', 'sqs:DeleteMessage', 'sqs:SendMessage', 'sqs:GetQueueAttributes', 'sqs:SetQueueAttributes'],
+          resources: [this.clientMailboxes.arnPattern],
+        }),
+      );
+    }
 
     const securityGroup = new ec2.SecurityGroup(this, 'TaskSecurityGroup', {
       vpc: this.vpc,
@@ -249,6 +289,11 @@ export class XmppFederation extends Construct {
     for (const port of [FEDERATION_PORTS.s2s, FEDERATION_PORTS.s2sDirectTls]) {
       nlbSecurityGroup.addIngressRule(ec2.Peer.anyIpv4(), ec2.Port.tcp(port), `XMPP server-to-server ${port}`);
     }
+    if (props.tcpClients) {
+      for (const port of [FEDERATION_PORTS.c2s, FEDERATION_PORTS.c2sDirectTls]) {
+        nlbSecurityGroup.addIngressRule(ec2.Peer.anyIpv4(), ec2.Port.tcp(port), `XMPP clients ${port}`);
+      }
+    }
     if (props.componentListener) {
       for (const cidr of props.componentSources) {
         nlbSecurityGroup.addIngressRule(ec2.Peer.ipv4(cidr), ec2.Port.tcp(FEDERATION_PORTS.component), `XEP-0114 components from ${cidr}`);
@@ -265,8 +310,8 @@ export class XmppFederation extends Construct {
       const listener = this.loadBalancer.addListener(`Tcp${port}`, {
         port,
         protocol: elbv2.Protocol.TCP,
-        // Server-to-server streams are long-lived and may be quiet for a long time; the default
-        // (350 s) would cut them silently.
+        // Server-to-server and client streams are long-lived and may be quiet for a long time; the
+        // default (350 s) would cut them silently (clients ping well within 6000 s).
         tcpIdleTimeout: Duration.seconds(6000),
       });
       this.targetGroups[port] = listener.addTargets(`Tcp${port}`, {
@@ -288,7 +333,7 @@ export class XmppFederation extends Construct {
 
   /** cdk-nag findings kept on purpose (see cdk/lib/nag.ts), with the reasons. */
   private acknowledgeNagFindings(nlbSecurityGroup: ec2.SecurityGroup, taskSecurityGroup: ec2.SecurityGroup): void {
-    acknowledge(nlbSecurityGroup, 'Server-to-server ports 5269/5270 must accept the whole public XMPP network (peers authenticate by TLS and dialback); the component port is limited to componentSources', 'AwsSolutions-EC23');
+    acknowledge(nlbSecurityGroup, 'Server-to-server ports 5269/5270 (and with tcpClients the client ports 5222/5223) must accept the whole public network (servers authenticate by TLS and dialback, clients by TLS and SCRAM); the component port is limited to componentSources', 'AwsSolutions-EC23');
     acknowledge(taskSecurityGroup, 'Ingress is from the VPC\'s own CIDR block (the NLB) only; cdk-nag cannot read that CIDR, which is a CloudFormation reference', 'AwsSolutions-EC23');
     acknowledge(this.taskDefinition, 'The environment holds configuration only; the dialback secret and the TLS key come from Secrets Manager (container secrets)', 'AwsSolutions-ECS2');
     acknowledge(this.taskDefinition.obtainExecutionRole(), 'ecr:GetAuthorizationToken has no resource-level permissions (granted by CDK to pull the image)', 'AwsSolutions-IAM5[Resource::*]');
@@ -296,6 +341,9 @@ export class XmppFederation extends Construct {
     acknowledge(this.loadBalancer, 'Network Load Balancer access logs cover TLS listeners only; these listeners are TCP (TLS ends in the task, for STARTTLS and dialback), so there is nothing to log', 'AwsSolutions-ELB2');
     acknowledge(this.dialbackSecret, 'Rotation means replacing the value and restarting the task (the description says so); an automatic rotation Lambda would cut dialback keys of live streams', 'AwsSolutions-SMG4');
     acknowledge(this.tlsSecret, 'Holds the operator\'s certificate and key; it is renewed by putting the new pair (docs/deploy.md), not by a rotation Lambda', 'AwsSolutions-SMG4');
+    if (this.clientMailboxes) {
+      acknowledge(this.taskDefinition.taskRole, 'Each task creates its own mailbox queue at start (its name has the task id, unknown at deploy time) and deletes dead tasks\' queues; the wildcard covers only this stack\'s prefix', this.clientMailboxes.nagFinding);
+    }
     acknowledge(this.s2sDeadLetterQueue, 'This is the dead-letter queue of the s2s queue; it has no dead-letter queue of its own', 'Serverless-SQSRedrivePolicy');
   }
 }

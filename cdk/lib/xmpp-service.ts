@@ -55,6 +55,15 @@ export interface XmppServiceProps {
    */
   readonly componentListener?: boolean;
   /**
+   * With federation on, native clients (Conversations, Gajim, Dino, Monal…) on TCP 5222 (STARTTLS)
+   * and 5223 (direct TLS) at the same load balancer, served by the same task with the same
+   * certificate (docs/native-clients.md). Each task gets an SQS FIFO queue of its own at start,
+   * through which the stream Lambda reaches its sessions. About $0.07 a month idle on top of
+   * federation (its long polls).
+   * @default false
+   */
+  readonly tcpClients?: boolean;
+  /**
    * With componentListener: the IPv4 CIDR blocks that may reach port 5347 through the load balancer
    * (required: the XEP-0114 protocol is plaintext, so it must not be open to the Internet).
    */
@@ -258,6 +267,9 @@ export class XmppService extends Construct {
     if (props.componentListener && !federation) {
       throw new Error('XmppService: componentListener needs federation: true (the component listener runs in the federation service)');
     }
+    if (props.tcpClients && !federation) {
+      throw new Error('XmppService: tcpClients needs federation: true (native clients are served by the federation service, which holds the TCP sockets)');
+    }
     const componentSources = props.componentSources ?? [];
     if (props.componentListener && componentSources.length === 0) {
       throw new Error('XmppService: componentListener needs componentSources (context componentSources=203.0.113.7/32,...): XEP-0114 is plaintext, so say which addresses may reach port 5347');
@@ -459,6 +471,7 @@ export class XmppService extends Construct {
         componentSources,
         insecureDomains: props.s2sInsecureDomains ?? [],
         maxAzs: federationAzs,
+        tcpClients: props.tcpClients ?? false,
         logRetention,
         removalPolicy,
         image: props.federationImage,
@@ -494,6 +507,13 @@ export class XmppService extends Construct {
       this.streamFunction.addToRolePolicy(
         new iam.PolicyStatement({ actions: ['sqs:SendMessage'], resources: [this.federation.s2sQueue.queueArn] }),
       );
+    }
+    const mailboxes = this.federation?.clientMailboxes;
+    if (mailboxes) {
+      // Native client sessions: post to the queue of the task that holds the socket (named in the connection id).
+      this.streamFunction.addEnvironment('XMPP_C2S_QUEUE_URL_PREFIX', mailboxes.urlPrefix);
+      this.streamFunction.addToRolePolicy(new iam.PolicyStatement({ actions: ['sqs:SendMessage'], resources: [mailboxes.arnPattern] }));
+      acknowledge(this.streamFunction.role!, 'Sends to the mailbox queues the federation tasks create for themselves (named by task id at run time); only this stack\'s prefix', mailboxes.nagFinding);
     }
     this.streamFunction.addEventSource(
       new SqsEventSource(this.inboundQueue, { batchSize: 10, reportBatchItemFailures: true }),

@@ -45,10 +45,11 @@ describe('cdk-nag (AwsSolutions and Serverless packs)', () => {
     expect(nagFindings({})).toEqual([]);
   });
 
-  it('finds nothing unacknowledged with every option on (federation, components, uploads, web client, tracing, custom domain)', () => {
+  it('finds nothing unacknowledged with every option on (federation, components, native clients, uploads, web client, tracing, custom domain)', () => {
     const findings = nagFindings({
       federation: true,
       componentListener: true,
+      tcpClients: true,
       componentSources: ['10.0.0.0/8'],
       uploads: { publicRead: true },
       webClient: true,
