@@ -51,7 +51,7 @@ function slixmpp(mode: string): Promise<{ code: number; output: string }> {
 
 describe('slixmpp over STARTTLS', () => {
   it.each([
-    ['stock', /^mechanism: SCRAM-SHA-(256|1)$/m],
+    ['stock', /^mechanism: SCRAM-SHA-256$/m],
     ['end-point', /^mechanism: SCRAM-SHA-256-PLUS$/m],
     ['sha1-end-point', /^mechanism: SCRAM-SHA-1-PLUS$/m],
   ])('logs in (%s) and its message arrives', async (mode, mechanism) => {
