@@ -63,7 +63,7 @@ export interface FederationOptions {
    * Native client listeners (docs/native-clients.md): XMPP_C2S_PORT with STARTTLS and
    * XMPP_C2S_TLS_PORT with direct TLS (0 = any free port; undefined = closed). Needs `tls`.
    */
-  c2s?: { port?: number; tlsPort?: number; openTimeoutMs?: number; leaseMs?: number };
+  c2s?: { port?: number; tlsPort?: number; openTimeoutMs?: number; leaseMs?: number; proxyProtocol?: boolean };
   /** Use this core instead of creating one (tests). */
   server?: XmppServer;
   sender?: ConnectionSender;
@@ -343,7 +343,7 @@ export async function startFederation(options: FederationOptions): Promise<Feder
       intakeUrl = `http://127.0.0.1:${port}/${token}/stanzas`;
     }
 
-    if (hub) await hub.listen(server, { bind: options.bind, ...options.c2s, secureContext: secureContext!, credentials: options.tls!, limits: ctx.limits });
+    if (hub) await hub.listen(server, { bind: options.bind, ...options.c2s, secureContext: secureContext!, limits: ctx.limits });
     for (const port of [clientsWithoutTls?.port, clientsWithoutTls?.tlsPort]) {
       if (port === undefined) continue;
       const refuse = net.createServer((socket) => socket.destroy());

@@ -18,7 +18,7 @@ export interface FederationSettings {
   insecureDomains?: string[];
   timing: Partial<S2sTiming>;
   /** Native client ports (XMPP_C2S_PORT, XMPP_C2S_TLS_PORT): only those set are opened. */
-  c2s?: { port?: number; tlsPort?: number };
+  c2s?: { port?: number; tlsPort?: number; proxyProtocol?: boolean };
 }
 
 /** The default native client ports `npm start` opens (RFC 6120 §14.7, XEP-0368). */
@@ -64,10 +64,15 @@ export function federationSettingsFromEnv(env: NodeJS.ProcessEnv): FederationSet
 }
 
 /** XMPP_C2S_PORT / XMPP_C2S_TLS_PORT as given (`defaults` for those unset); undefined when neither is. */
-export function c2sPortsFromEnv(env: NodeJS.ProcessEnv, defaults?: { port?: number; tlsPort?: number }): { port?: number; tlsPort?: number } | undefined {
+export function c2sPortsFromEnv(
+  env: NodeJS.ProcessEnv,
+  defaults?: { port?: number; tlsPort?: number },
+): { port?: number; tlsPort?: number; proxyProtocol?: boolean } | undefined {
   const c2s = {
     port: port(env.XMPP_C2S_PORT, 'XMPP_C2S_PORT') ?? defaults?.port,
     tlsPort: port(env.XMPP_C2S_TLS_PORT, 'XMPP_C2S_TLS_PORT') ?? defaults?.tlsPort,
+    // Behind the NLB (CDK sets it): each connection starts with a PROXY v2 header (proxy-header.ts).
+    ...(/^(1|true|yes|on)$/i.test(env.XMPP_C2S_PROXY_PROTOCOL ?? '') ? { proxyProtocol: true } : {}),
   };
   return c2s.port === undefined && c2s.tlsPort === undefined ? undefined : c2s;
 }

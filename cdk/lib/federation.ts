@@ -223,6 +223,7 @@ export class XmppFederation extends Construct {
               XMPP_C2S_PORT: String(FEDERATION_PORTS.c2s),
               XMPP_C2S_TLS_PORT: String(FEDERATION_PORTS.c2sDirectTls),
               XMPP_C2S_QUEUE_URL_PREFIX: this.clientMailboxes.urlPrefix,
+              XMPP_C2S_PROXY_PROTOCOL: 'true',
             }
           : {}),
       },
@@ -326,6 +327,12 @@ export class XmppFederation extends Construct {
           unhealthyThresholdCount: 2,
         },
       });
+    }
+
+    if (props.tcpClients) {
+      // The task sees the NLB's address, not the client's (IP targets): a PROXY v2 header carries the
+      // client's, which the brute-force limits count by (federation/c2s/proxy-header.ts).
+      for (const port of [FEDERATION_PORTS.c2s, FEDERATION_PORTS.c2sDirectTls]) this.targetGroups[port]!.setAttribute('proxy_protocol_v2.enabled', 'true');
     }
 
     this.acknowledgeNagFindings(nlbSecurityGroup, securityGroup);

@@ -23,6 +23,7 @@ import { StreamConnection } from '../connection.ts';
 import type { Logger } from '../context.ts';
 import { ClientStream } from './client-stream.ts';
 import { openHttpIntake } from './http-intake.ts';
+import { readProxyHeader } from './proxy-header.ts';
 import { QueueIntake, deleteQueue } from './queue-intake.ts';
 
 export interface ClientListenOptions {
@@ -32,8 +33,8 @@ export interface ClientListenOptions {
   /** XEP-0368 direct TLS port (0 = any free port); undefined = not opened. */
   tlsPort?: number;
   secureContext: tls.SecureContext;
-  /** The same certificate as PEM: a tls.Server builds its context from these (it ignores `secureContext`). */
-  credentials: { cert: string; key: string };
+  /** Each connection starts with a PROXY protocol v2 header from the load balancer (proxy-header.ts). */
+  proxyProtocol?: boolean;
   limits: XmlLimits;
   /** How long a new connection may take to open its stream and start TLS (default 30 s). */
   openTimeoutMs?: number;
@@ -127,10 +128,9 @@ export class ClientHub implements Mailbox {
       log: this.log,
       openTimeoutMs: options.openTimeoutMs ?? 30_000,
     };
-    const serve = (socket: net.Socket) => {
-      socket.setKeepAlive(true, 60_000);
+    const serve = (socket: net.Socket, sourceIp: string | undefined) => {
       const id = tcpConnectionId(this.address, randomBytes(12).toString('base64url'));
-      const stream = new ClientStream(id, new StreamConnection(socket, options.limits), ctx);
+      const stream = new ClientStream(id, new StreamConnection(socket, options.limits), { ...ctx, sourceIp });
       this.streams.set(id, stream);
       const done = (async () => {
         // Listed before anything of it is stored, so a sweep after our death finds it.
@@ -148,14 +148,53 @@ export class ClientHub implements Mailbox {
         });
       this.running.add(done);
     };
+    /** A new TCP connection: the PROXY header if the load balancer sends one, TLS on the direct port, then the stream. */
+    const accept = async (raw: net.Socket, directTls: boolean) => {
+      raw.setKeepAlive(true, 60_000);
+      raw.on('error', () => {});
+      let sourceIp = raw.remoteAddress;
+      if (options.proxyProtocol) {
+        const header = await readProxyHeader(raw, ctx.openTimeoutMs);
+        if ('error' in header) {
+          this.log.info('c2s: connection refused', { reason: header.error });
+          raw.destroy();
+          return;
+        }
+        sourceIp = header.source ?? sourceIp;
+      }
+      // The header reader paused the socket (what followed the header was put back): its next
+      // reader is attached first, then the socket flows again.
+      if (!directTls) {
+        serve(raw, sourceIp);
+        raw.resume();
+        return;
+      }
+      const secure = new tls.TLSSocket(raw, { isServer: true, secureContext: options.secureContext, ALPNProtocols: ['xmpp-client'] });
+      raw.resume();
+      const ok = await new Promise<boolean>((resolve) => {
+        const timer = setTimeout(() => resolve(false), ctx.openTimeoutMs);
+        secure.once('secure', () => (clearTimeout(timer), resolve(true)));
+        secure.once('error', (err) => {
+          this.log.debug('c2s direct TLS: handshake failed', { error: err.message });
+          clearTimeout(timer);
+          resolve(false);
+        });
+        secure.once('close', () => (clearTimeout(timer), resolve(false)));
+      });
+      if (!ok) {
+        secure.destroy();
+        return;
+      }
+      serve(secure, sourceIp);
+    };
     if (options.port !== undefined) {
-      const plain = net.createServer(serve);
+      const plain = net.createServer((socket) => void accept(socket, false));
       this.servers.push(plain);
       this.port = await listen(plain, options.port, options.bind);
     }
     if (options.tlsPort !== undefined) {
-      const direct = tls.createServer({ cert: options.credentials.cert, key: options.credentials.key, ALPNProtocols: ['xmpp-client'] }, serve);
-      direct.on('tlsClientError', (err) => this.log.debug('c2s direct TLS: handshake failed', { error: err.message }));
+      // TLS is started on the accepted socket (after a PROXY header, when there is one).
+      const direct = net.createServer((socket) => void accept(socket, true));
       this.servers.push(direct);
       this.tlsPort = await listen(direct, options.tlsPort, options.bind);
     }

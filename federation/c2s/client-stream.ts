@@ -33,6 +33,8 @@ export interface ClientStreamContext {
   log: Logger;
   /** How long a client may take to open its stream or start TLS. */
   openTimeoutMs: number;
+  /** The client's address (from the PROXY header behind the load balancer), for the brute-force limits. */
+  sourceIp?: string;
 }
 
 /**
@@ -195,7 +197,7 @@ export class ClientStream {
         this.state = await this.ctx.server.handleFrame(this.id, frame, {
           id,
           receivedAt,
-          sourceIp: socket.remoteAddress,
+          sourceIp: this.ctx.sourceIp,
           channelBindings: channelBindings(socket),
           state: this.state,
         });

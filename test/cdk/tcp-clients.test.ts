@@ -48,6 +48,14 @@ describe('native clients (tcpClients)', () => {
     ]);
   });
 
+  it('passes the client address to the task with PROXY protocol v2 on the client ports only', () => {
+    const groups = resourcesOfType(withClients, 'AWS::ElasticLoadBalancingV2::TargetGroup').map(([, g]) => g.Properties!);
+    const proxied = (g: Record<string, any>) =>
+      (g.TargetGroupAttributes ?? []).some((a: { Key: string; Value: string }) => a.Key === 'proxy_protocol_v2.enabled' && a.Value === 'true');
+    expect(groups.filter(proxied).map((g) => g.Port).sort()).toEqual([5222, 5223]);
+    expect(containerEnv().XMPP_C2S_PROXY_PROTOCOL).toBe('true');
+  });
+
   it('tells the task its ports and where its mailbox queue goes, and the stream Lambda the same prefix', () => {
     const env = containerEnv();
     expect(env).toMatchObject({ XMPP_C2S_PORT: '5222', XMPP_C2S_TLS_PORT: '5223' });

@@ -62,15 +62,37 @@ export class RawTcp {
     socket.on('error', () => {});
   }
 
-  static async open(port: number, secure = false): Promise<RawTcp> {
-    const socket = secure
-      ? tls.connect({ port, host: '127.0.0.1', servername: 'localhost', ca: trusted })
-      : net.connect(port, '127.0.0.1');
+  /** Connects; `prefix` is written first, before TLS on a direct TLS port (a load balancer's PROXY header). */
+  static async open(port: number, secure = false, prefix?: Uint8Array): Promise<RawTcp> {
+    let socket: net.Socket = net.connect(port, '127.0.0.1');
     await new Promise<void>((resolve, reject) => {
-      socket.once(secure ? 'secureConnect' : 'connect', () => resolve());
+      socket.once('connect', () => resolve());
       socket.once('error', reject);
     });
+    if (prefix) socket.write(prefix);
+    if (secure) {
+      socket = tls.connect({ socket, servername: 'localhost', ca: trusted });
+      await new Promise<void>((resolve, reject) => {
+        socket.once('secureConnect', () => resolve());
+        socket.once('error', reject);
+      });
+    }
     return new RawTcp(socket);
+  }
+
+  /** Opens the stream (STARTTLS first when not secure) and tries PLAIN; resolves with the <success/> or <failure/>. */
+  async plain(user: string, password: string): Promise<string> {
+    if (!(this.socket instanceof tls.TLSSocket)) {
+      this.header();
+      await this.until('</stream:features>');
+      this.send(`<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>`);
+      await this.until('<proceed');
+      await this.startTls();
+    }
+    this.header();
+    await this.until('</stream:features>');
+    this.send(`<auth xmlns="urn:ietf:params:xml:ns:xmpp-sasl" mechanism="PLAIN">${Buffer.from(`\0${user}\0${password}`).toString('base64')}</auth>`);
+    return this.until(/<success[^>]*\/>|<success[\s\S]*?<\/success>|<failure[\s\S]*?<\/failure>/);
   }
 
   send(text: string): void {

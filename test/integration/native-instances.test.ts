@@ -10,7 +10,9 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { addUser, connectXmppJs, startTestStack, type LocalStack } from './helpers.ts';
 import { RawTcp, connectNative, trustCertificate, xml } from './native-helpers.ts';
 import type { DynamoStore } from '../../shared/storage/dynamo-store.ts';
+import { Command, IPv4Address, IPv4ProxyAddress, TransportProtocol, V2ProxyProtocol } from 'proxy-protocol-js';
 import { loadConfig } from '../../shared/config.ts';
+import { DEFAULT_AUTH_LIMITS } from '../../shared/sasl/auth-limits.ts';
 import { generateCertificate, type TlsCredentials } from '../../federation/tls.ts';
 import { startFederation, type FederationService } from '../../federation/service.ts';
 
@@ -20,7 +22,7 @@ const instances: FederationService[] = [];
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /** One more stream-service instance on the stack's table and gateway, with native client ports only. */
-async function startInstance(faults?: string, leaseMs?: number): Promise<FederationService> {
+async function startInstance(faults?: string, leaseMs?: number, more: Partial<Parameters<typeof startFederation>[0]> = {}): Promise<FederationService> {
   // Read once, when the instance's core and store are made: only this instance gets the faults.
   if (faults) process.env.XMPP_FAULTS = faults;
   const started = startFederation({
@@ -30,6 +32,7 @@ async function startInstance(faults?: string, leaseMs?: number): Promise<Federat
     dialbackSecret: 'test',
     tls,
     c2s: { port: 0, leaseMs },
+    ...more,
   });
   const instance = await started.finally(() => delete process.env.XMPP_FAULTS);
   instances.push(instance);
@@ -183,5 +186,35 @@ describe('an instance that dies without a goodbye (a killed task)', () => {
     for (let i = 1; i <= 5; i++) expect(back.received().split(`lost socket ${i}</body>`).length - 1, `lost socket ${i} once`).toBe(1);
     back.close();
     await hugo.client.stop();
+  });
+});
+
+describe('behind the load balancer (PROXY protocol v2)', () => {
+  /** The header an NLB sends before the client's first byte, saying where the client really is. */
+  const proxyHeader = (source: [number, number, number, number]) =>
+    new V2ProxyProtocol(Command.PROXY, TransportProtocol.STREAM, new IPv4ProxyAddress(IPv4Address.createFrom(source), 40_000, IPv4Address.createFrom([10, 0, 0, 1]), 5222)).build();
+
+  it('counts failed logins by the client address in the header, on both ports, and refuses connections without one', async () => {
+    const config = { ...loadConfig(process.env), authLimits: { ...DEFAULT_AUTH_LIMITS, failuresPerSource: 2 } };
+    const lb = await startInstance(undefined, undefined, { config, c2s: { port: 0, tlsPort: 0, proxyProtocol: true } });
+    const attacker = proxyHeader([203, 0, 113, 9]);
+    for (let i = 0; i < 2; i++) {
+      const raw = await RawTcp.open(lb.c2sPort!, false, attacker);
+      expect(await raw.plain('carol', 'wrong')).toContain('<not-authorized/>');
+      raw.close();
+    }
+    // Over the limit for that address: even the right password is refused there…
+    const blocked = await RawTcp.open(lb.c2sTlsPort!, true, attacker);
+    expect(await blocked.plain('carol', 'carol-pass')).toContain('<temporary-auth-failure/>');
+    blocked.close();
+    // …while the same account from another address (the same load balancer address!) logs in.
+    const user = await RawTcp.open(lb.c2sTlsPort!, true, proxyHeader([198, 51, 100, 7]));
+    expect(await user.plain('carol', 'carol-pass')).toContain('<success');
+    user.close();
+    // A connection without the header is not from the load balancer: closed before any XML.
+    const direct = await RawTcp.open(lb.c2sPort!);
+    direct.header();
+    await direct.ended;
+    expect(direct.received()).toBe('');
   });
 });
