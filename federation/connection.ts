@@ -3,7 +3,7 @@
  * order through `next()`, writes serialized elements, and upgrades the socket with STARTTLS. Both
  * directions of server-to-server and XEP-0114 components use it.
  */
-import type { Socket } from 'node:net';
+import type { AddressInfo, Server, Socket } from 'node:net';
 import * as tls from 'node:tls';
 import { StringDecoder } from 'node:string_decoder';
 import { StreamError } from '../shared/errors.ts';
@@ -200,6 +200,17 @@ export class StreamConnection {
     this.push({ kind: 'end', reason });
     this.ended = true;
   }
+}
+
+/** Listens on host:port (0 = any free port); resolves with the port. */
+export function listen(server: Server, port: number, host: string): Promise<number> {
+  return new Promise((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(port, host, () => {
+      server.off('error', reject);
+      resolve((server.address() as AddressInfo).port);
+    });
+  });
 }
 
 /** The stream error a parser failure calls for. */

@@ -9,7 +9,6 @@ import { createServer as createHttpServer, type Server as HttpServer } from 'nod
 import { randomBytes } from 'node:crypto';
 import * as net from 'node:net';
 import * as tls from 'node:tls';
-import type { AddressInfo } from 'node:net';
 import type { ServerConfig } from '../shared/config.ts';
 import { createServer } from '../shared/core/create.ts';
 import type { RemoteRouter, XmppServer } from '../shared/core/server.ts';
@@ -22,7 +21,7 @@ import { STORED_XML_LIMITS } from '../shared/xml/stored.ts';
 import type { ConnectionSender } from '../shared/transport/connections.ts';
 import { ClientHub } from './c2s/client-hub.ts';
 import { ComponentRegistry } from './component.ts';
-import { StreamConnection } from './connection.ts';
+import { StreamConnection, listen } from './connection.ts';
 import { DEFAULT_TIMING, type Logger, type S2sContext, type S2sTiming } from './context.ts';
 import { InboundStream } from './inbound.ts';
 import { OutgoingLink, type Delivery, type VerifyResult } from './outbound.ts';
@@ -207,16 +206,6 @@ export function inboundHandler(
     router.inbound.add(stream);
     void stream.run().finally(() => router.inbound.delete(stream));
   };
-}
-
-function listen(server: net.Server, port: number, host: string): Promise<number> {
-  return new Promise((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(port, host, () => {
-      server.off('error', reject);
-      resolve((server.address() as AddressInfo).port);
-    });
-  });
 }
 
 function closeServer(server: net.Server | HttpServer | undefined): Promise<void> {

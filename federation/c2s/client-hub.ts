@@ -12,14 +12,13 @@
 import { randomBytes } from 'node:crypto';
 import * as net from 'node:net';
 import * as tls from 'node:tls';
-import type { AddressInfo } from 'node:net';
 import type { XmppServer } from '../../shared/core/server.ts';
 import { StreamError } from '../../shared/errors.ts';
 import { InstanceStore } from '../../shared/storage/instance-store.ts';
 import { mailboxQueueUrl, queueMailboxAddress, tcpConnectionId, type Mailbox } from '../../shared/transport/tcp-sessions.ts';
 import { SQSClient } from '@aws-sdk/client-sqs';
 import type { XmlLimits } from '../../shared/xml/parse.ts';
-import { StreamConnection } from '../connection.ts';
+import { StreamConnection, listen } from '../connection.ts';
 import type { Logger } from '../context.ts';
 import { ClientStream } from './client-stream.ts';
 import { openHttpIntake } from './http-intake.ts';
@@ -46,16 +45,6 @@ export interface ClientListenOptions {
 }
 
 const DEFAULT_LEASE_MS = 60_000;
-
-function listen(server: net.Server, port: number, host: string): Promise<number> {
-  return new Promise((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(port, host, () => {
-      server.off('error', reject);
-      resolve((server.address() as AddressInfo).port);
-    });
-  });
-}
 
 /** Where an instance's mailbox receives frames from other processes. */
 interface Intake {

@@ -80,8 +80,8 @@ export class RawTcp {
     return new RawTcp(socket);
   }
 
-  /** Opens the stream (STARTTLS first when not secure) and tries PLAIN; resolves with the <success/> or <failure/>. */
-  async plain(user: string, password: string): Promise<string> {
+  /** On a plain connection: header, STARTTLS, TLS. Then (always) the header of the secure stream; resolves with its features. */
+  async secureStream(): Promise<string> {
     if (!(this.socket instanceof tls.TLSSocket)) {
       this.header();
       await this.until('</stream:features>');
@@ -90,7 +90,12 @@ export class RawTcp {
       await this.startTls();
     }
     this.header();
-    await this.until('</stream:features>');
+    return this.until('</stream:features>');
+  }
+
+  /** Opens the stream (STARTTLS first when not secure) and tries PLAIN; resolves with the <success/> or <failure/>. */
+  async plain(user: string, password: string): Promise<string> {
+    await this.secureStream();
     this.send(`<auth xmlns="urn:ietf:params:xml:ns:xmpp-sasl" mechanism="PLAIN">${Buffer.from(`\0${user}\0${password}`).toString('base64')}</auth>`);
     return this.until(/<success[^>]*\/>|<success[\s\S]*?<\/success>|<failure[\s\S]*?<\/failure>/);
   }
@@ -155,15 +160,7 @@ export class RawTcp {
 
   /** STARTTLS (when not already secure), then PLAIN and the restart: ready to bind or resume. */
   async authenticate(user: string, password: string): Promise<void> {
-    if (!(this.socket instanceof tls.TLSSocket)) {
-      this.header();
-      await this.until('</stream:features>');
-      this.send(`<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>`);
-      await this.until('<proceed');
-      await this.startTls();
-    }
-    this.header();
-    await this.until('</stream:features>');
+    await this.secureStream();
     this.send(`<auth xmlns="urn:ietf:params:xml:ns:xmpp-sasl" mechanism="PLAIN">${Buffer.from(`\0${user}\0${password}`).toString('base64')}</auth>`);
     await this.until('<success');
     this.header();

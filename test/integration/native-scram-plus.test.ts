@@ -74,13 +74,7 @@ describe('slixmpp over STARTTLS', () => {
 describe('tls-exporter (RFC 9266) from a raw TLS 1.3 client', () => {
   async function plusLogin(cbData: (socket: TLSSocket) => Buffer): Promise<string> {
     const raw = await RawTcp.open(stack.federation!.c2sPort!);
-    raw.header();
-    await raw.until('</stream:features>');
-    raw.send(`<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>`);
-    await raw.until('<proceed');
-    await raw.startTls();
-    raw.header();
-    const features = await raw.until('</stream:features>');
+    const features = await raw.secureStream();
     expect(features).toContain('<mechanism>SCRAM-SHA-256-PLUS</mechanism>');
     expect(features).toContain('<sasl-channel-binding xmlns="urn:xmpp:sasl-cb:0"><channel-binding type="tls-exporter"/><channel-binding type="tls-server-end-point"/></sasl-channel-binding>');
     const gs2 = 'p=tls-exporter,,';
