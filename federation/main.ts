@@ -15,13 +15,15 @@
  */
 import { randomBytes } from 'node:crypto';
 import { loadConfig } from '../shared/config.ts';
+import { withTurnSecret } from '../shared/turn-secret.ts';
 import { log } from '../shared/log.ts';
 import { federationSettingsFromEnv } from './settings.ts';
 import { startFederation } from './service.ts';
 
 async function main(): Promise<void> {
   process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
-  const config = loadConfig();
+  // Native clients get the same features as WebSocket ones: the TURN secret is read as the stream Lambda reads it.
+  const config = loadConfig(await withTurnSecret(process.env));
   const settings = federationSettingsFromEnv(process.env);
   if (!process.env.XMPP_DIALBACK_SECRET) log.warn('XMPP_DIALBACK_SECRET is not set: using a random secret for this process');
   const service = await startFederation({

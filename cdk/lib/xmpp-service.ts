@@ -13,7 +13,7 @@ import * as sqs from 'aws-cdk-lib/aws-sqs';
 import { Construct } from 'constructs';
 import { TABLE_KEYS, TTL_ATTRIBUTE } from '../../shared/storage/table.ts';
 import { REPO_ROOT, bundledCode } from './bundle.ts';
-import { XmppFederation } from './federation.ts';
+import { FEDERATION_CONTAINER, XmppFederation } from './federation.ts';
 import { XmppMonitoring } from './monitoring.ts';
 import { sqsIntegrationProps } from './sqs-integration.ts';
 import { XmppUploads, type XmppUploadOptions } from './uploads.ts';
@@ -524,6 +524,7 @@ export class XmppService extends Construct {
       this.uploads.grantSigning(this.streamFunction);
       for (const [name, value] of Object.entries(this.uploads.environment)) this.streamFunction.addEnvironment(name, value);
     }
+    if (this.federation?.clientMailboxes) this.serveClientFeaturesInTask(this.federation, smResumeSeconds, props.turn);
 
     // ---- Operations --------------------------------------------------------------------------------
     this.monitoring = new XmppMonitoring(this, 'Monitoring', {
@@ -595,5 +596,28 @@ export class XmppService extends Construct {
     );
     acknowledge(this.deadLetterQueue, 'This is the dead-letter queue of the inbound queue; it has no dead-letter queue of its own', 'Serverless-SQSRedrivePolicy');
     acknowledge(this.timerDeadLetterQueue, 'This is the dead-letter queue of the timer queue; it has no dead-letter queue of its own', 'Serverless-SQSRedrivePolicy');
+  }
+
+  /**
+   * Native clients are served by the federation task's core: it needs what the stream Lambda has
+   * for the client-facing features (the resumption timers of XEP-0198, TURN credentials, upload
+   * slots), with the same grants and nothing more.
+   */
+  private serveClientFeaturesInTask(federation: XmppFederation, smResumeSeconds: number, turn: XmppServiceProps['turn']): void {
+    const container = federation.taskDefinition.findContainer(FEDERATION_CONTAINER)!;
+    const env: Record<string, string | undefined> = {
+      XMPP_TIMER_QUEUE_URL: this.timerQueue.queueUrl,
+      XMPP_SM_RESUME_SECONDS: String(smResumeSeconds),
+      XMPP_TURN_HOST: turn?.host,
+      XMPP_TURN_SECRET_ARN: turn?.secretArn,
+      XMPP_TURN_PORT: turn?.port ? String(turn.port) : undefined,
+      XMPP_TURN_TLS_PORT: turn?.tlsPort ? String(turn.tlsPort) : undefined,
+      ...this.uploads?.environment,
+    };
+    for (const [name, value] of Object.entries(env)) if (value !== undefined) container.addEnvironment(name, value);
+    const taskRole = federation.taskDefinition.taskRole;
+    taskRole.addToPrincipalPolicy(new iam.PolicyStatement({ actions: ['sqs:SendMessage'], resources: [this.timerQueue.queueArn] }));
+    if (turn) taskRole.addToPrincipalPolicy(new iam.PolicyStatement({ actions: ['secretsmanager:GetSecretValue'], resources: [turn.secretArn] }));
+    this.uploads?.grantSigning(taskRole);
   }
 }

@@ -24,7 +24,12 @@ import {
 let withClients: Synthesized;
 
 beforeAll(() => {
-  withClients = synth({ federation: true, tcpClients: true });
+  withClients = synth({
+    federation: true,
+    tcpClients: true,
+    uploads: true,
+    turn: { host: 'turn.example.com', secretArn: 'arn:aws:secretsmanager:eu-west-1:123456789012:secret:turn-AbCdEf' },
+  });
 }, 60_000);
 
 const taskDefinition = () => onlyResource(withClients, 'AWS::ECS::TaskDefinition')[1];
@@ -77,6 +82,20 @@ describe('native clients (tcpClients)', () => {
     const lambdaRole = roleOfFunction(withClients, logicalId(withClients, 'AWS::Lambda::Function', 'XmppStreamFunction'));
     const sends = statementsOfRole(withClients, lambdaRole).filter((st) => resources(st).map(text).some((r) => r === pattern[0]));
     expect(sends.flatMap(actions)).toEqual(['sqs:SendMessage']);
+  });
+
+  it('gives the task what client features need, as the stream Lambda has it: resumption timers, TURN, upload slots', () => {
+    const env = containerEnv();
+    expect(env.XMPP_TIMER_QUEUE_URL).toEqual({ Ref: logicalId(withClients, 'AWS::SQS::Queue', 'XmppTimerQueue') });
+    expect(env).toMatchObject({ XMPP_SM_RESUME_SECONDS: '300', XMPP_TURN_HOST: 'turn.example.com', XMPP_TURN_SECRET_ARN: 'arn:aws:secretsmanager:eu-west-1:123456789012:secret:turn-AbCdEf' });
+    expect(Object.keys(env).some((k) => k.startsWith('XMPP_UPLOAD_'))).toBe(true);
+    const taskRole = taskDefinition().Properties!.TaskRoleArn['Fn::GetAtt'][0] as string;
+    const statements = statementsOfRole(withClients, taskRole);
+    const timer = statements.find((st) => resources(st).map(text).includes(text({ 'Fn::GetAtt': [logicalId(withClients, 'AWS::SQS::Queue', 'XmppTimerQueue'), 'Arn'] })))!;
+    expect(actions(timer)).toEqual(['sqs:SendMessage']);
+    const turnRead = statements.find((st) => actions(st).includes('secretsmanager:GetSecretValue'))!;
+    expect(resources(turnRead)).toEqual(['arn:aws:secretsmanager:eu-west-1:123456789012:secret:turn-AbCdEf']);
+    expect(statements.flatMap(actions)).toEqual(expect.arrayContaining(['s3:PutObject', 's3:GetObject']));
   });
 
   it('is off by default and refused without federation, with a clear error', () => {

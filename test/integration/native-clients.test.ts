@@ -142,6 +142,18 @@ describe('the whole protocol for a TCP user, with WebSocket users around', () =>
     for (const c of [tcp.client, ws.client, bob.client]) await c.stop();
   });
 
+  it('gets an HTTP upload slot (XEP-0363) and the file can be put and fetched', async () => {
+    const tcp = await connectNative(direct, 'gus', 'gus-pass', 'uploader');
+    const slot = await tcp.client.iqCaller.request(
+      xml('iq', { type: 'get', to: 'upload.localhost' }, xml('request', { xmlns: 'urn:xmpp:http:upload:0', filename: 'note.txt', size: '5', 'content-type': 'text/plain' })),
+    );
+    const put = slot.getChild('slot', 'urn:xmpp:http:upload:0')!.getChild('put')!.attrs.url as string;
+    const get = slot.getChild('slot', 'urn:xmpp:http:upload:0')!.getChild('get')!.attrs.url as string;
+    expect((await fetch(put, { method: 'PUT', body: 'hello', headers: { 'content-type': 'text/plain' } })).ok).toBe(true);
+    expect(await (await fetch(get)).text()).toBe('hello');
+    await tcp.client.stop();
+  });
+
   it('resumes a TCP session whose socket died (XEP-0198), with every message once', async () => {
     const tcp = await connectNative(starttls, 'dave', 'dave-pass', 'siskin');
     const sm = (tcp.client as unknown as { streamManagement: { enabled: boolean; on(e: string, f: () => void): void } }).streamManagement;
