@@ -4,9 +4,9 @@
  * by `mam#<id>`, where the id starts with a fixed-width time-and-sequence part: a Query over a sort
  * key range is a time range, in the order the messages were archived.
  */
-import { GetCommand, PutCommand, QueryCommand, type QueryCommandInput } from '@aws-sdk/lib-dynamodb';
+import { GetCommand, PutCommand, QueryCommand, UpdateCommand, type QueryCommandInput } from '@aws-sdk/lib-dynamodb';
 import { frameNow, frameUnique, frameValue, invalidateRoute } from './frame-context.ts';
-import { putItems } from './table-ops.ts';
+import { conditionally, putItems } from './table-ops.ts';
 import type { Store, TableAccess } from './store.ts';
 
 const PREFIX = 'mam#';
@@ -123,6 +123,34 @@ export class ArchiveStore {
       return;
     }
     await putItems(this.db, items);
+  }
+
+  /** One archived message by its id (strongly consistent), or undefined. */
+  async get(pk: string, id: string): Promise<ArchivedMessage | undefined> {
+    if (!isArchiveId(id)) return undefined;
+    const out = await this.db.doc.send(new GetCommand({ TableName: this.db.table, Key: { pk, sk: PREFIX + id }, ConsistentRead: true }));
+    if (!out.Item) return undefined;
+    const { pk: _pk, sk: _sk, ...item } = out.Item;
+    return item as ArchivedMessage;
+  }
+
+  /**
+   * Replaces an archived message's XML only if it is still `expected` (compare and set): of two
+   * handlers rewriting one message at once, exactly one succeeds; false for the other.
+   */
+  replaceXml(pk: string, id: string, expected: string, xml: string): Promise<boolean> {
+    return conditionally(
+      this.db.doc.send(
+        new UpdateCommand({
+          TableName: this.db.table,
+          Key: { pk, sk: PREFIX + id },
+          UpdateExpression: 'SET #x = :x',
+          ConditionExpression: '#x = :expected',
+          ExpressionAttributeNames: { '#x': 'xml' },
+          ExpressionAttributeValues: { ':x': xml, ':expected': expected },
+        }),
+      ),
+    );
   }
 
   async exists(pk: string, id: string): Promise<boolean> {

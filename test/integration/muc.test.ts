@@ -117,6 +117,7 @@ describe('a team room with three users', () => {
         'muc_unmoderated',
         'muc_unsecured',
         'urn:xmpp:mam:2',
+        'urn:xmpp:message-moderate:1',
         'urn:xmpp:occupant-id:0',
         'urn:xmpp:sid:0',
       ].sort(),

@@ -15,7 +15,7 @@ import { log } from '../../log.ts';
 import type { IqRequest, StanzaEvent } from '../../core/registry.ts';
 import { forEachBounded, type XmppServer } from '../../core/server.ts';
 import type { ClientSession } from '../../core/session.ts';
-import { frameNow } from '../../storage/frame-context.ts';
+import { frameNow, frameUnique } from '../../storage/frame-context.ts';
 import { claimOwner } from '../../storage/table-ops.ts';
 import { ReferenceStore } from '../../storage/reference-store.ts';
 import { MucStore, type Affiliation, type Occupant, type OccupantSession, type Role, type Room } from '../../storage/muc-store.ts';
@@ -25,6 +25,7 @@ import { Element, NS, x } from '../../xml/element.ts';
 import { parseStored, tooLargeToPost } from '../../xml/stored.ts';
 import { MAM, SID, answerMamQuery, archiveStore, mamQueryForm, parseMamQuery, stripStanzaIds } from '../mam.ts';
 import { ROOMCONFIG, applyConfigForm, configFeatures, configForm, defaultConfig } from './config.ts';
+import { MODERATE, announcement, isRetracted, parseModeration, tombstone } from './moderation.ts';
 import {
   AFFILIATIONS,
   AFFILIATION_RANK,
@@ -739,6 +740,7 @@ export class MucService {
       if (ns === MUC_OWNER) return this.owner(request);
       if (ns === MUC_ADMIN) return this.admin(request);
       if (ns === MAM) return this.roomArchiveQuery(request, event);
+      if (ns === MODERATE) return this.moderate(request, event);
       throw new StanzaError('service-unavailable');
     });
   }
@@ -756,7 +758,7 @@ export class MucService {
     const room = await this.store.getRoom(to.bare);
     if (!room || (room.locked && (await this.store.getAffiliation(room.jid, from.bare)) !== 'owner')) throw new StanzaError('item-not-found', 'no such room');
     const occupants = await this.store.listOccupants(room.jid);
-    const features = [NS.DISCO_INFO, MUC, STABLE_ID, SELF_PING, MAM, SID, OCCUPANT_ID, ...configFeatures(room.config)];
+    const features = [NS.DISCO_INFO, MUC, STABLE_ID, SELF_PING, MAM, SID, OCCUPANT_ID, MODERATE, ...configFeatures(room.config)];
     return x(
       'query',
       { xmlns: NS.DISCO_INFO },
@@ -841,6 +843,37 @@ export class MucService {
       if (seesJids) el.append(x('x', { xmlns: MUC_USER }, x('item', { jid: item.with })));
       return el;
     });
+  }
+
+  // XEP-0425: a moderator retracts a message for everyone, in the archive too
+
+  private async moderate(request: IqRequest, event: HostEvent): Promise<undefined> {
+    if (request.type !== 'set' || request.payload.name !== 'moderate') throw new StanzaError('bad-request');
+    const room = await this.existingRoom(request);
+    const occupants = await this.store.listOccupants(room.jid);
+    const requester = occupants.find((o) => o.sessions.some((s) => s.jid === request.from.toString()));
+    if (requester?.role !== 'moderator') throw new StanzaError('forbidden', "only moderators may retract other occupants' messages");
+    const { id, reason } = parseModeration(request.payload);
+    const archive = archiveStore(this.server);
+    const pk = roomArchive(room.jid);
+    const item = await archive.get(pk, id);
+    const original = item && item.kind !== 'subject' ? parseStored(item.xml, 'archived room message', { room: room.jid, id }) : undefined;
+    if (!item || !original) throw new StanzaError('item-not-found', 'no such message in this room');
+    const moderator = { by: `${room.jid}/${requester.nick}`, occupantId: requester.occupantId };
+    // Deterministic for this frame (its time, its moderator; a tombstone of the tombstone is the
+    // same), so a rerun of this frame recognises its own earlier write and still announces.
+    const replacement = tombstone(original, moderator, reason, new Date(frameNow()).toISOString()).toString();
+    if (item.xml !== replacement) {
+      // Retracted by someone else already (they announce), or they get there first now.
+      if (isRetracted(original)) return undefined;
+      if (!(await archive.replaceXml(pk, id, item.xml, replacement)) && (await archive.get(pk, id))?.xml !== replacement) return undefined;
+    }
+    const out = announcement(room.jid, id, frameUnique('moderation'), moderator, reason);
+    // Archived like a message, so clients catching up through MAM learn of it too.
+    const entry = await archive.append(pk, { xml: out.toString(), with: requester.bare, withFull: moderator.by });
+    out.append(x('stanza-id', { xmlns: SID, by: room.jid, id: entry.id }));
+    await this.broadcast(room.jid, await this.store.listOccupants(room.jid), out);
+    return undefined;
   }
 
   // owner: configuration and destruction (§10)

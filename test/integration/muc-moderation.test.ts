@@ -1,0 +1,123 @@
+/**
+ * XEP-0425 moderated message retraction with @xmpp/client, through two stream handler instances:
+ * a moderator retracts an occupant's message for everyone; the archive keeps a tombstone (no body)
+ * and the announcement; others may not; two moderators retracting one message at the same moment
+ * announce it once.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { addUser, connectXmppJs, startTestStack, xml, type LocalStack } from './helpers.ts';
+import type { DynamoStore } from '../../shared/storage/dynamo-store.ts';
+
+const MUC = 'http://jabber.org/protocol/muc';
+const MODERATE = 'urn:xmpp:message-moderate:1';
+const RETRACT = 'urn:xmpp:message-retract:1';
+const MAM = 'urn:xmpp:mam:2';
+let stack: LocalStack & { store: DynamoStore };
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+beforeAll(async () => {
+  stack = await startTestStack({ handlerInstances: 2 });
+  for (const user of ['alice', 'bob', 'carol', 'dave']) await addUser(stack.store, `${user}@localhost`, `${user}-pass`);
+});
+
+afterAll(async () => {
+  await stack?.stop();
+});
+
+type Client = Awaited<ReturnType<typeof connectXmppJs>>;
+
+async function join(c: Client, room: string, nick: string): Promise<void> {
+  await c.client.send(xml('presence', { to: `${room}/${nick}` }, xml('x', { xmlns: MUC })));
+  await c.inbox.wait((s) => s.is('presence') && s.attrs.from === `${room}/${nick}`, `${nick}'s self-presence`);
+}
+
+/** alice creates and opens the room; dave is made admin (a moderator too); bob and carol join. */
+async function roomWithEveryone(room: string): Promise<Record<'alice' | 'bob' | 'carol' | 'dave', Client>> {
+  const alice = await connectXmppJs(stack.wsUrl, 'alice', 'alice-pass', `mod-${room}`);
+  await join(alice, room, 'alice');
+  await alice.client.iqCaller.request(
+    xml('iq', { type: 'set', to: room }, xml('query', { xmlns: `${MUC}#owner` }, xml('x', { xmlns: 'jabber:x:data', type: 'submit' }))),
+  );
+  await alice.client.iqCaller.request(
+    xml('iq', { type: 'set', to: room }, xml('query', { xmlns: `${MUC}#admin` }, xml('item', { jid: 'dave@localhost', affiliation: 'admin' }))),
+  );
+  const others = {} as Record<'bob' | 'carol' | 'dave', Client>;
+  for (const name of ['bob', 'carol', 'dave'] as const) {
+    others[name] = await connectXmppJs(stack.wsUrl, name, `${name}-pass`, `m-${room}`);
+    await join(others[name], room, name);
+  }
+  return { alice, ...others };
+}
+
+/** bob says something; resolves with the stanza-id the room gave it. */
+async function bobSays(clients: Record<string, Client>, room: string, text: string): Promise<string> {
+  await clients.bob!.client.send(xml('message', { to: room, type: 'groupchat' }, xml('body', {}, text)));
+  const seen = await clients.carol!.inbox.wait((s) => s.getChildText('body') === text, text);
+  return seen.getChild('stanza-id', 'urn:xmpp:sid:0')!.attrs.id as string;
+}
+
+const moderate = (room: string, id: string, reason?: string) =>
+  xml('iq', { type: 'set', to: room }, xml('moderate', { xmlns: MODERATE, id }, xml('retract', { xmlns: RETRACT }), ...(reason ? [xml('reason', {}, reason)] : [])));
+
+const isAnnouncement = (room: string, id: string) => (s: ReturnType<typeof xml>) =>
+  s.is('message') && s.attrs.from === room && s.getChild('retract', RETRACT)?.attrs.id === id;
+
+describe('XEP-0425 moderated retraction', () => {
+  it('retracts for everyone, leaves a tombstone in the archive, and is advertised', async () => {
+    const room = 'moderated@conference.localhost';
+    const c = await roomWithEveryone(room);
+    const info = await c.carol.client.iqCaller.request(xml('iq', { type: 'get', to: room }, xml('query', { xmlns: 'http://jabber.org/protocol/disco#info' })));
+    expect(info.getChild('query')!.getChildren('feature').map((f: ReturnType<typeof xml>) => f.attrs.var)).toContain(MODERATE);
+    const id = await bobSays(c, room, 'buy cheap potions');
+
+    await c.alice.client.iqCaller.request(moderate(room, id, 'spam'));
+    for (const name of ['alice', 'bob', 'carol', 'dave'] as const) {
+      const got = await c[name].inbox.wait(isAnnouncement(room, id), `the announcement at ${name}`);
+      const retract = got.getChild('retract', RETRACT)!;
+      expect(retract.getChild('moderated', MODERATE)!.attrs.by).toBe(`${room}/alice`);
+      expect(retract.getChildText('reason')).toBe('spam');
+    }
+
+    // The archive: the message is a tombstone without its body, and the announcement follows it.
+    const results: ReturnType<typeof xml>[] = [];
+    c.carol.client.on('stanza', (s: ReturnType<typeof xml>) => {
+      const message = s.getChild('result', MAM)?.getChild('forwarded', 'urn:xmpp:forward:0')?.getChild('message');
+      if (message) results.push(message);
+    });
+    await c.carol.client.iqCaller.request(xml('iq', { type: 'set', to: room }, xml('query', { xmlns: MAM })));
+    const archived = results.map((m) => m.toString()).join('\n');
+    expect(archived).not.toContain('buy cheap potions');
+    const stone = results.find((m) => m.getChild('retracted', RETRACT));
+    expect(stone!.getChild('retracted', RETRACT)!.getChild('moderated', MODERATE)!.attrs.by).toBe(`${room}/alice`);
+    expect(results.some((m) => m.getChild('retract', RETRACT)?.attrs.id === id)).toBe(true);
+
+    // Someone joining later gets no trace of the text in the history either.
+    const late = await connectXmppJs(stack.wsUrl, 'carol', 'carol-pass', 'late');
+    await join(late, room, 'carol-late');
+    await sleep(300);
+    expect(late.inbox.seen((s) => s.getChildText('body') === 'buy cheap potions')).toEqual([]);
+    for (const client of [...Object.values(c), late]) await client.client.stop();
+  });
+
+  it('refuses a participant (forbidden) and an unknown message (item-not-found)', async () => {
+    const room = 'strict@conference.localhost';
+    const c = await roomWithEveryone(room);
+    const id = await bobSays(c, room, 'mine');
+    await expect(c.carol.client.iqCaller.request(moderate(room, id))).rejects.toMatchObject({ condition: 'forbidden' });
+    await expect(c.alice.client.iqCaller.request(moderate(room, '1999-not-a-message'))).rejects.toMatchObject({ condition: 'item-not-found' });
+    await sleep(300);
+    expect(c.bob.inbox.seen(isAnnouncement(room, id))).toEqual([]);
+    for (const client of Object.values(c)) await client.client.stop();
+  });
+
+  it('two moderators retracting one message at the same moment: one announcement, one tombstone', async () => {
+    const room = 'race@conference.localhost';
+    const c = await roomWithEveryone(room);
+    const id = await bobSays(c, room, 'contested');
+    await Promise.all([c.alice.client.iqCaller.request(moderate(room, id, 'by alice')), c.dave.client.iqCaller.request(moderate(room, id, 'by dave'))]);
+    await c.carol.inbox.wait(isAnnouncement(room, id), 'the announcement');
+    await sleep(800);
+    expect(c.carol.inbox.seen(isAnnouncement(room, id))).toEqual([]); // no second one
+    for (const client of Object.values(c)) await client.client.stop();
+  });
+});
