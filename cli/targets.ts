@@ -19,6 +19,8 @@ export interface Target {
   connectionsEndpoint?: string;
   /** The outbound federation queue (a deployed stack with federation): contacts elsewhere are told too. */
   s2sQueueUrl?: string;
+  /** The web client's address (invitation landing pages), when there is one. */
+  webUrl?: string;
   close(): Promise<void>;
 }
 
@@ -40,7 +42,16 @@ export async function openLocalTarget(): Promise<Target> {
   process.env.AWS_ACCESS_KEY_ID ??= 'local';
   process.env.AWS_SECRET_ACCESS_KEY ??= 'local';
   const running = readLocalStackInfo(dataDir);
-  if (running) return { domain: running.domain, tableName: running.tableName, endpoint: running.dynamoEndpoint, connectionsEndpoint: running.connectionsEndpoint, close: async () => {} };
+  if (running) {
+    return {
+      domain: running.domain,
+      tableName: running.tableName,
+      endpoint: running.dynamoEndpoint,
+      connectionsEndpoint: running.connectionsEndpoint,
+      webUrl: new URL('/', running.wsUrl.replace(/^ws/, 'http')).href,
+      close: async () => {},
+    };
+  }
   const tableName = process.env.XMPP_TABLE || 'xmpp';
   const db = await startDynamoDbLocal({ dataDir });
   await ensureTable(localDynamoClient(db.endpoint), tableName);
@@ -55,5 +66,12 @@ export async function openStackTarget(stackName: string, region?: string): Promi
   const domain = outputs.get('Domain');
   if (!tableName || !domain) throw new Error(`stack ${stackName} has no TableName/Domain outputs; is it an XMPP stack?`);
   if (region) process.env.AWS_REGION = region;
-  return { domain, tableName, connectionsEndpoint: outputs.get('ConnectionsEndpoint'), s2sQueueUrl: outputs.get('S2sQueueUrl'), close: async () => {} };
+  return {
+    domain,
+    tableName,
+    connectionsEndpoint: outputs.get('ConnectionsEndpoint'),
+    s2sQueueUrl: outputs.get('S2sQueueUrl'),
+    webUrl: outputs.get('WebClientUrl'),
+    close: async () => {},
+  };
 }

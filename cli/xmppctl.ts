@@ -5,12 +5,15 @@
  *   xmppctl user add <jid> <password>      xmppctl user delete <jid>
  *   xmppctl user passwd <jid> <password>   xmppctl user list [domain]
  *   xmppctl session list
+ *   xmppctl invite create [--from <jid>] [--user <name>]
  * A password of "-" is read from standard input (keeps it out of the process list).
  */
 import { parseArgs } from 'node:util';
 import { makeCredentials } from '../shared/accounts.ts';
 import { loadConfig } from '../shared/config.ts';
-import { JidError, parseJid } from '../shared/jid.ts';
+import { JidError, normalizeLocal, parseJid } from '../shared/jid.ts';
+import { inviteLinks } from '../shared/modules/invites.ts';
+import { InviteStore } from '../shared/storage/invite-store.ts';
 import { DynamoStore } from '../shared/storage/dynamo-store.ts';
 import { createServer } from '../shared/core/create.ts';
 import { removeAccount } from '../shared/core/account-removal.ts';
@@ -22,6 +25,10 @@ const USAGE = `usage: xmppctl [--stack NAME] [--region REGION] <command>
   user passwd <jid> <password>  set a new password
   user list [domain]            list accounts
   session list                  list bound sessions
+  invite create [--from <jid>] [--user <name>]
+                                an invitation link (XEP-0401) that registers one account even with
+                                registration off; --from makes the new user that account's contact,
+                                --user reserves the username
 Without --stack, works on the local stack (XMPP_DATA_DIR, default .data).`;
 
 /** Wrong command line: the message and the usage. */
@@ -55,14 +62,20 @@ async function run(argv: string[]): Promise<number> {
   const { values, positionals } = parseArgs({
     args: argv,
     allowPositionals: true,
-    options: { stack: { type: 'string' }, region: { type: 'string' }, help: { type: 'boolean', short: 'h' } },
+    options: {
+      stack: { type: 'string' },
+      region: { type: 'string' },
+      from: { type: 'string' },
+      user: { type: 'string' },
+      help: { type: 'boolean', short: 'h' },
+    },
   });
   if (values.help || positionals.length === 0) {
     console.log(USAGE);
     return values.help ? 0 : 2;
   }
   const [group, command, ...args] = positionals;
-  const known = ['user add', 'user delete', 'user passwd', 'user list', 'session list'];
+  const known = ['user add', 'user delete', 'user passwd', 'user list', 'session list', 'invite create'];
   if (!known.includes(`${group} ${command}`)) throw new UsageError(`unknown command "${positionals.join(' ')}"`);
 
   const target: Target = values.stack ? await openStackTarget(values.stack, values.region) : await openLocalTarget();
@@ -106,6 +119,26 @@ async function run(argv: string[]): Promise<number> {
       case 'user list':
         for (const bare of await store.listAccounts(args[0])) console.log(bare);
         return 0;
+      case 'invite create': {
+        const inviter = values.from === undefined ? undefined : accountJid(values.from, target.domain);
+        if (inviter && !(await store.getAccount(inviter))) throw new CommandError(`${inviter} does not exist`);
+        let username: string | undefined;
+        if (values.user !== undefined) {
+          try {
+            username = normalizeLocal(values.user);
+          } catch (err) {
+            if (err instanceof JidError) throw new UsageError(`invalid username "${values.user}": ${err.message}`);
+            throw err;
+          }
+        }
+        const config = loadConfig({ ...process.env, XMPP_DOMAIN: target.domain, XMPP_INVITE_URL: process.env.XMPP_INVITE_URL || target.webUrl || '' });
+        const invite = await new InviteStore(store.db).create({ inviter, username, createdBy: 'xmppctl' }, config.inviteTtlSeconds);
+        const links = inviteLinks({ config }, invite);
+        console.log(links.uri);
+        if (links.landing) console.log(links.landing);
+        console.log(`valid until ${new Date(invite.expires * 1000).toISOString()}, once`);
+        return 0;
+      }
       case 'session list': {
         const sessions = await store.listSessions();
         for (const s of sessions.sort((a, b) => a.bare.localeCompare(b.bare))) {

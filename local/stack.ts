@@ -281,6 +281,8 @@ async function start(
     // Slots point at this same port (shared/upload/local-storage.ts signs them with the secret).
     setEnv('XMPP_UPLOAD_URL', uploads ? new URL(UPLOAD_PATH, gateway.wsUrl.replace(/^ws/, 'http')).href.replace(/\/$/, '') : undefined);
     setEnv('XMPP_UPLOAD_SECRET', uploads ? uploadSecret : undefined);
+    // Invitation links open the web client's landing page on this same port (web/app.js).
+    if (!env.XMPP_INVITE_URL) setEnv('XMPP_INVITE_URL', new URL('/', gateway.wsUrl.replace(/^ws/, 'http')).href);
     if (options.federation) {
       federation = await startLocalFederation(options.federation === true ? {} : options.federation, { domain, dataDir, inMemory, bind });
       // The stream handler hands stanzas for other domains to the service's loopback intake.

@@ -54,6 +54,12 @@ export interface ServerConfig {
   pushSummary: boolean;
   /** Bare JIDs allowed to run the XEP-0133 admin commands (XMPP_ADMINS, comma-separated). */
   admins: string[];
+  /** Invitations (XEP-0401): any user may create them with the ad-hoc command, not only admins (XMPP_USER_INVITES, default false). */
+  userInvites: boolean;
+  /** The web client's address; invitation links open its landing page `<XMPP_INVITE_URL>#invite=<token>` (unset: xmpp: URIs only). */
+  inviteUrl?: string;
+  /** How long an invitation is valid (XMPP_INVITE_TTL_SECONDS, default 7 days). */
+  inviteTtlSeconds: number;
   /** XEP-0215: the STUN/TURN server clients use for calls, with its shared secret (XMPP_TURN_*); absent = not offered. */
   turn?: TurnSettings;
   /** XEP-0157 contact addresses in the server's disco#info (XMPP_CONTACT_ADDRESSES; contact-addresses.ts). */
@@ -111,6 +117,9 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): ServerConfig {
     contactAddresses: parseContactAddresses(env.XMPP_CONTACT_ADDRESSES),
     turn: turnSettings(env),
     admins: admins(env.XMPP_ADMINS),
+    userInvites: flag(env.XMPP_USER_INVITES, false),
+    inviteUrl: env.XMPP_INVITE_URL || undefined,
+    inviteTtlSeconds: integer(env.XMPP_INVITE_TTL_SECONDS, 7 * 86_400, 'XMPP_INVITE_TTL_SECONDS'),
     timerQueueUrl: env.XMPP_TIMER_QUEUE_URL || undefined,
     timerEndpoint: env.XMPP_TIMER_ENDPOINT || undefined,
   };

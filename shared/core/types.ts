@@ -85,6 +85,8 @@ export interface ConnectionState {
   user?: string;
   resource?: string;
   sasl?: ScramState & { mechanism: string };
+  /** XEP-0445: an invitation token this stream presented before registering (invites.ts). */
+  invite?: string;
   authFailures: number;
   /** Mirrors of the session record, so the hot path needs no read. */
   available?: boolean;

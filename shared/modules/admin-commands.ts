@@ -2,7 +2,8 @@
  * Administration over XMPP: XEP-0050 ad-hoc commands offering the XEP-0133 basics an admin client
  * (Gajim, Psi, Conversations' "execute command", Prosody's own tooling users) expects: add a user,
  * delete users, change a user's password, list online users, send an announcement. Admins are the
- * bare JIDs in XMPP_ADMINS; everyone else sees no commands and is refused them.
+ * bare JIDs in XMPP_ADMINS; everyone else sees no commands and is refused them, except the
+ * XEP-0401 invitation command, which any local user may run where XMPP_USER_INVITES allows.
  *
  * Each command is one form: `execute` answers with the form, `complete` (or `execute` with the
  * submitted form) runs it. The form carries everything, so no command state is kept between the
@@ -13,7 +14,8 @@ import type { IqRequest, XmppModule } from '../core/registry.ts';
 import type { XmppServer } from '../core/server.ts';
 import { removeAccount } from '../core/account-removal.ts';
 import { StanzaError, StreamError } from '../errors.ts';
-import { JidError, parseJid } from '../jid.ts';
+import { JidError, normalizeLocal, parseJid } from '../jid.ts';
+import { INVITE_NODE, createInvite, inviteLinks } from './invites.ts';
 import { frameUnique } from '../storage/frame-context.ts';
 import { Element, NS, x } from '../xml/element.ts';
 
@@ -30,9 +32,60 @@ interface FieldSpec {
 interface Command {
   name: string;
   fields: FieldSpec[];
+  /** Who may run it besides admins: every local user where the setting allows (invitations). */
+  forUsers?: (server: XmppServer) => boolean;
+  /** The FORM_TYPE of its form (default: the XEP-0133 admin namespace). */
+  formType?: string;
   /** Runs the submitted form; resolves to the note shown to the admin (and result fields, if any). */
-  run(server: XmppServer, fields: Fields): Promise<{ note: string; result?: Element }>;
+  run(server: XmppServer, fields: Fields, requester: string): Promise<{ note: string; result?: Element }>;
 }
+
+/** A result form (XEP-0004) of text fields. */
+function resultForm(formType: string, values: Record<string, string | undefined>): Element {
+  return x(
+    'x',
+    { xmlns: NS.DATA_FORMS, type: 'result' },
+    x('field', { var: 'FORM_TYPE', type: 'hidden' }, x('value', {}, formType)),
+    ...Object.entries(values)
+      .filter(([, v]) => v !== undefined)
+      .map(([name, v]) => x('field', { var: name, type: 'text-single' }, x('value', {}, v!))),
+  );
+}
+
+/** XEP-0401 invitations: the requester invites someone as a contact, or (admins) invites an account. */
+const INVITE_COMMANDS: Record<string, Command> = {
+  [INVITE_NODE]: {
+    name: 'Invite someone',
+    fields: [],
+    forUsers: (server) => server.config.userInvites,
+    formType: 'urn:xmpp:invite',
+    async run(server, _fields, requester) {
+      const invite = await createInvite(server, { inviter: requester, createdBy: requester });
+      const { uri, landing } = inviteLinks(server, invite);
+      return { note: 'Share this link with the person you invite: it works once', result: resultForm('urn:xmpp:invite', { uri, 'landing-url': landing, expire: new Date(invite.expires * 1000).toISOString() }) };
+    },
+  },
+  ['urn:xmpp:invite#create-account']: {
+    name: 'Create an account invitation',
+    fields: [{ var: 'username', type: 'text-single', label: 'Username to reserve (optional)' }],
+    formType: 'urn:xmpp:invite',
+    async run(server, fields, requester) {
+      const wanted = fields.get('username')?.[0]?.trim();
+      let username: string | undefined;
+      if (wanted) {
+        try {
+          username = normalizeLocal(wanted);
+        } catch (err) {
+          if (err instanceof JidError) throw new StanzaError('not-acceptable', `invalid username: ${err.message}`);
+          throw err;
+        }
+      }
+      const invite = await createInvite(server, { username, createdBy: requester });
+      const { uri, landing } = inviteLinks(server, invite);
+      return { note: 'An account invitation: it works once', result: resultForm('urn:xmpp:invite', { uri, 'landing-url': landing, expire: new Date(invite.expires * 1000).toISOString() }) };
+    },
+  },
+};
 
 function one(fields: Fields, name: string): string {
   const value = fields.get(name)?.[0]?.trim();
@@ -141,7 +194,7 @@ function formOf(node: string, command: Command): Element {
     'x',
     { xmlns: NS.DATA_FORMS, type: 'form' },
     x('title', {}, command.name),
-    x('field', { var: 'FORM_TYPE', type: 'hidden' }, x('value', {}, ADMIN)),
+    x('field', { var: 'FORM_TYPE', type: 'hidden' }, x('value', {}, command.formType ?? ADMIN)),
     ...command.fields.map((f) => x('field', { var: f.var, type: f.type, label: f.label }, f.required ? x('required') : undefined)),
   );
 }
@@ -155,21 +208,31 @@ function isAdmin({ server, from, session }: Pick<IqRequest, 'server' | 'from' | 
   return session !== undefined && server.config.admins.includes(from.bare);
 }
 
+/** Admins run every command; a logged-in local user those meant for users, where allowed. */
+function mayRun(request: Pick<IqRequest, 'server' | 'from' | 'session'>, command: Command): boolean {
+  if (isAdmin(request)) return true;
+  return request.session !== undefined && command.forUsers?.(request.server) === true && request.server.isLocalDomain(request.from.domain);
+}
+
+const ALL_COMMANDS: Record<string, Command> = { ...COMMANDS_BY_NODE, ...INVITE_COMMANDS };
+
 export const adminCommandsModule: XmppModule = {
   name: 'admin-commands',
   setup(reg) {
     reg.feature(COMMANDS);
     // The command list is a disco#items node of the server (XEP-0050 §2.2): admins see them all.
     reg.serverItems(COMMANDS, async (request) =>
-      isAdmin(request) ? Object.entries(COMMANDS_BY_NODE).map(([node, c]) => x('item', { jid: request.server.config.domain, node, name: c.name })) : [],
+      Object.entries(ALL_COMMANDS)
+        .filter(([, c]) => mayRun(request, c))
+        .map(([node, c]) => x('item', { jid: request.server.config.domain, node, name: c.name })),
     );
     reg.iq('server', COMMANDS, async (request) => {
       const { payload, type } = request;
       if (type !== 'set') throw new StanzaError('bad-request', 'commands are run with iq set');
       const node = payload.attrs.node ?? '';
-      const command = COMMANDS_BY_NODE[node];
+      const command = ALL_COMMANDS[node];
       if (!command) throw new StanzaError('item-not-found', `no command ${node}`);
-      if (!isAdmin(request)) throw new StanzaError('forbidden', 'only admins of this server run this command');
+      if (!mayRun(request, command)) throw new StanzaError('forbidden', 'only admins of this server run this command');
       const sessionid = payload.attrs.sessionid ?? frameUnique('adhoc');
       const action = payload.attrs.action ?? 'execute';
       const answer = (status: string, ...children: (Element | undefined)[]) => x('command', { xmlns: COMMANDS, node, sessionid, status }, ...children);
@@ -177,7 +240,7 @@ export const adminCommandsModule: XmppModule = {
       if (action !== 'execute' && action !== 'complete') throw new StanzaError('bad-request', `action ${action} is not offered`);
       const fields = submitted(payload.getChild('x', NS.DATA_FORMS));
       if (!fields && command.fields.length) return answer('executing', x('actions', { execute: 'complete' }, x('complete')), formOf(node, command));
-      const { note, result } = await command.run(request.server, fields ?? new Map());
+      const { note, result } = await command.run(request.server, fields ?? new Map(), request.from.bare);
       return answer('completed', x('note', { type: 'info' }, note), result);
     });
   },

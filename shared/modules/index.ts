@@ -9,6 +9,7 @@ import { offlineModule } from './offline.ts';
 import { pingModule } from './ping.ts';
 import { presenceModule } from './presence.ts';
 import { registerModule } from './register.ts';
+import { invitesModule } from './invites.ts';
 import { rosterModule } from './roster.ts';
 import { versionModule } from './version.ts';
 import { pepModule } from './pep/index.ts';
@@ -30,6 +31,7 @@ export const defaultModules: XmppModule[] = [
   pingModule,
   versionModule,
   registerModule,
+  invitesModule,
   mamModule,
   carbonsModule,
   mucModule,

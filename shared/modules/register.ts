@@ -1,6 +1,6 @@
 /**
- * XEP-0077 in-band registration: account creation before authentication (only when registration is
- * enabled), and password change (which logs the account's other sessions out) and account removal
+ * XEP-0077 in-band registration: account creation before authentication (when registration is
+ * enabled, or with an invitation: invites.ts), and password change (which logs the account's other sessions out) and account removal
  * for a logged-in user (always).
  */
 import { makeCredentials } from '../accounts.ts';
@@ -12,6 +12,10 @@ import { log } from '../log.ts';
 import { startRegistration } from '../sasl/auth-limits.ts';
 import { PasswordError, preparePassword } from '../sasl/scram.ts';
 import { removeAccount } from '../core/account-removal.ts';
+import type { XmppServer } from '../core/server.ts';
+import { doneByEarlierRun, frameSlot, recordDone } from '../storage/frame-context.ts';
+import { InviteStore, type Invite } from '../storage/invite-store.ts';
+import { saveRosterItem } from './roster.ts';
 
 const MAX_PASSWORD_LENGTH = 1024;
 
@@ -27,14 +31,33 @@ function checkPassword(password: string | null | undefined): string {
   return password;
 }
 
+/**
+ * Uses up the invitation this stream presented (a rerun of a frame that already took it gets the
+ * same one from the frame's journal). Refuses an invitation that is gone, or that was for another name.
+ */
+async function takeInvite(server: XmppServer, token: string, local: string): Promise<Invite> {
+  const slot = frameSlot(`invite:${token}`);
+  const invites = new InviteStore(server.store.db);
+  const invite = slot?.value ? (JSON.parse(slot.value) as Invite) : await invites.take(token);
+  if (!invite) throw new StanzaError('not-authorized', 'the invitation was used or has expired');
+  slot?.set(JSON.stringify(invite));
+  if (invite.username && invite.username !== local) {
+    await invites.restore(invite);
+    throw new StanzaError('not-acceptable', `this invitation is for the username ${invite.username}`);
+  }
+  return invite;
+}
+
 export const registerModule: XmppModule = {
   name: 'register',
   setup(reg) {
     reg.streamFeature('pre-auth', (server) => (server.config.registration ? x('register', { xmlns: NS.REGISTER_FEATURE }) : undefined));
     reg.feature(NS.REGISTER);
 
-    reg.preAuthIq(NS.REGISTER, async ({ server, type, payload }) => {
-      if (!server.config.registration) throw new StanzaError('service-unavailable', 'registration is disabled on this server');
+    reg.preAuthIq(NS.REGISTER, async ({ server, type, payload, session }) => {
+      // An invitation (invites.ts) opens registration for this stream even where it is off.
+      const token = session?.state.invite;
+      if (!server.config.registration && !token) throw new StanzaError('service-unavailable', 'registration is disabled on this server');
       if (type === 'get') {
         return x('query', { xmlns: NS.REGISTER }, x('instructions', {}, `Choose a username and password for ${server.config.domain}.`), x('username'), x('password'));
       }
@@ -49,16 +72,35 @@ export const registerModule: XmppModule = {
         throw err;
       }
       const credentials = makeCredentials(checkPassword(payload.getChildText('password')), server.config.scramIterations);
-      // Counted per source before the account is made (auth-limits.ts); a failed one is taken back.
-      const registration = await startRegistration(server.store.db, server.config.authLimits);
-      if (!registration.allowed) {
-        log.warn('registration refused: too many from one source');
-        throw new StanzaError('policy-violation', 'too many accounts were registered from your address; try again later', 'wait');
+      const bare = `${local}@${server.config.domain}`;
+      const invite = token ? await takeInvite(server, token, local) : undefined;
+      if (!invite) {
+        // Counted per source before the account is made (auth-limits.ts); a failed one is taken back.
+        const registration = await startRegistration(server.store.db, server.config.authLimits);
+        if (!registration.allowed) {
+          log.warn('registration refused: too many from one source');
+          throw new StanzaError('policy-violation', 'too many accounts were registered from your address; try again later', 'wait');
+        }
+        if (!(await server.store.createAccount(bare, credentials))) {
+          await registration.failed();
+          throw new StanzaError('conflict', 'that username is taken');
+        }
+        return undefined;
       }
-      if (!(await server.store.createAccount(`${local}@${server.config.domain}`, credentials))) {
-        await registration.failed();
+      // With an invitation: the token was taken (used up) first, so two registrations racing with
+      // one token make one account; it goes back if the name is taken.
+      if (!doneByEarlierRun('invited-account') && !(await server.store.createAccount(bare, credentials))) {
+        await new InviteStore(server.store.db).restore(invite);
         throw new StanzaError('conflict', 'that username is taken');
       }
+      recordDone('invited-account');
+      if (invite.inviter && (await server.store.getAccount(invite.inviter))) {
+        // XEP-0379: the inviter and the invitee are contacts, both ways, from the start.
+        await saveRosterItem(server, bare, { jid: invite.inviter, groups: [], subscription: 'both' });
+        await saveRosterItem(server, invite.inviter, { jid: bare, groups: [], subscription: 'both' });
+      }
+      session!.update({ invite: undefined });
+      return undefined;
     });
 
     // Once logged in, a client changes its password or removes its account with a request to its
