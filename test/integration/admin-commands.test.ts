@@ -54,9 +54,12 @@ describe('admin commands (XEP-0050, XEP-0133)', () => {
 
   it('lists the commands to admins only, and refuses them to others', async () => {
     const listed = await boss.getCommands('localhost');
-    expect(listed.items!.map((i) => i.node).sort()).toEqual(
-      ['add-user', 'announce', 'change-user-password', 'delete-user', 'get-online-users-list'].map((c) => `${ADMIN}#${c}`),
-    );
+    expect(listed.items!.map((i) => i.node).sort()).toEqual([
+      ...['add-user', 'announce', 'change-user-password', 'delete-user', 'get-online-users-list'].map((c) => `${ADMIN}#${c}`),
+      // XEP-0401 invitations (test/integration/invites.test.ts); users get the first only where XMPP_USER_INVITES allows.
+      'urn:xmpp:invite#create-account',
+      'urn:xmpp:invite#invite',
+    ]);
     expect((await user.getCommands('localhost')).items ?? []).toEqual([]);
     await expect(user.sendIQ({ type: 'set', to: 'localhost', command: { node: `${ADMIN}#add-user`, action: 'execute' } } as any)).rejects.toMatchObject({
       error: { condition: 'forbidden' },
