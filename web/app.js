@@ -60,11 +60,107 @@
     });
   }
 
-  function start(config) {
+  // ---- invitations (XEP-0401 / XEP-0445) ------------------------------------------------------
+  // An invitation link opens this page with #invite=<token>[&from=<inviter>]. Converse.js registers
+  // accounts (XEP-0077) but cannot present an invitation token first, so the page does those few
+  // frames itself over the same WebSocket endpoint (RFC 7395), then starts the chat logged in.
+
+  function inviteFromHash() {
+    var m = /^#invite=([A-Za-z0-9_-]+)(?:&from=([^&]*))?$/.exec(window.location.hash);
+    return m ? { token: m[1], from: m[2] ? decodeURIComponent(m[2]) : undefined } : undefined;
+  }
+
+  function xmlEscape(text) {
+    return String(text).replace(/[&<>"']/g, function (c) {
+      return { '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&apos;' }[c];
+    });
+  }
+
+  function errorText(el, fallback) {
+    var error = el.getElementsByTagName('error')[0];
+    if (!error) return fallback;
+    var text = error.getElementsByTagName('text')[0];
+    if (text && text.textContent) return text.textContent;
+    if (error.getElementsByTagName('conflict').length) return 'That username is taken: choose another.';
+    return fallback;
+  }
+
+  /** Opens a stream, presents the token, registers; resolves when the account exists. */
+  function registerWithInvite(config, token, username, password) {
+    return new Promise(function (resolve, reject) {
+      var ws = new WebSocket(webSocketUrl(config), 'xmpp');
+      var done = false;
+      var timer = setTimeout(function () { finish(new Error('The server did not answer.')); }, 20000);
+      function finish(err) {
+        if (done) return;
+        done = true;
+        clearTimeout(timer);
+        try {
+          ws.send('<close xmlns="urn:ietf:params:xml:ns:xmpp-framing"/>');
+          ws.close();
+        } catch (e) {
+          // already closed
+        }
+        if (err) reject(err);
+        else resolve();
+      }
+      ws.onopen = function () {
+        ws.send('<open xmlns="urn:ietf:params:xml:ns:xmpp-framing" to="' + xmlEscape(config.domain) + '" version="1.0"/>');
+      };
+      ws.onerror = function () { finish(new Error('The connection to the server failed.')); };
+      ws.onclose = function () { finish(new Error('The server closed the connection.')); };
+      ws.onmessage = function (event) {
+        var el = new DOMParser().parseFromString(event.data, 'application/xml').documentElement;
+        if (el.localName === 'features') {
+          ws.send('<iq xmlns="jabber:client" type="set" id="preauth"><preauth xmlns="urn:xmpp:pars:0" token="' + xmlEscape(token) + '"/></iq>');
+        } else if (el.localName === 'iq' && el.getAttribute('id') === 'preauth') {
+          if (el.getAttribute('type') !== 'result') return finish(new Error(errorText(el, 'The invitation is invalid or has expired.')));
+          ws.send('<iq xmlns="jabber:client" type="set" id="register"><query xmlns="jabber:iq:register"><username>' + xmlEscape(username) +
+            '</username><password>' + xmlEscape(password) + '</password></query></iq>');
+        } else if (el.localName === 'iq' && el.getAttribute('id') === 'register') {
+          if (el.getAttribute('type') !== 'result') return finish(new Error(errorText(el, 'The account could not be created.')));
+          finish();
+        } else if (el.localName === 'error') {
+          finish(new Error('The server ended the connection.'));
+        }
+      };
+    });
+  }
+
+  function showInvite(config, invite) {
+    var form = document.getElementById('invite-form');
+    var intro = document.getElementById('invite-intro');
+    var error = document.getElementById('invite-error');
+    intro.textContent = (invite.from ? invite.from + ' invited you' : 'You were invited') + ' to chat on ' + config.domain +
+      '. Choose your username and password' + (invite.from ? ': ' + invite.from + ' will be in your contacts.' : '.');
+    form.hidden = false;
+    form.addEventListener('submit', function (event) {
+      event.preventDefault();
+      var username = form.elements.username.value.trim();
+      var password = form.elements.password.value;
+      error.hidden = true;
+      form.querySelector('button').disabled = true;
+      registerWithInvite(config, invite.token, username, password).then(
+        function () {
+          form.hidden = true;
+          // The token is used up: drop it from the address, then log in as the new account.
+          window.history.replaceState(null, '', window.location.pathname);
+          start(config, { jid: username + '@' + config.domain, password: password });
+        },
+        function (err) {
+          error.textContent = err.message;
+          error.hidden = false;
+          form.querySelector('button').disabled = false;
+        },
+      );
+    });
+  }
+
+  function start(config, login) {
     if (!window.converse) throw new Error('Converse.js did not load (converse/converse.min.js)');
     addPagePlugin(window.converse);
     var assets = new URL('converse/', window.location.href).pathname;
-    window.converse.initialize({
+    var settings = {
       websocket_url: webSocketUrl(config),
       // The WebSocket is configured: no BOSH, no look-up of the XMPP domain's own host-meta.
       discover_connection_methods: false,
@@ -96,7 +192,10 @@
       blacklisted_plugins: ['converse-omemo'],
       whitelisted_plugins: [PAGE_PLUGIN],
       loglevel: config.loglevel || 'warn',
-    });
+    };
+    // Right after an invitation: log in as the account just made.
+    if (login) Object.assign(settings, { jid: login.jid, password: login.password, auto_login: true });
+    window.converse.initialize(settings);
   }
 
   fetch('config.json', { cache: 'no-store' })
@@ -104,7 +203,11 @@
       if (!response.ok) throw new Error('config.json: HTTP ' + response.status);
       return response.json();
     })
-    .then(start)
+    .then(function (config) {
+      var invite = inviteFromHash();
+      if (invite) showInvite(config, invite);
+      else start(config);
+    })
     .catch(function (err) {
       showStartupError('The chat could not start: ' + (err && err.message ? err.message : err));
     });
