@@ -37,6 +37,7 @@ export const CONTEXT_KEYS = [
   'turnSecretArn',
   'admins',
   'tcpClients',
+  'userInvites',
 ] as const;
 
 export const DEFAULT_STACK_NAME = 'Xmpp';
@@ -143,6 +144,7 @@ export function servicePropsFromContext(read: ContextReader): XmppServiceProps {
     federation: bool(read, 'federation'),
     componentListener: bool(read, 'components'),
     tcpClients: bool(read, 'tcpClients'),
+    userInvites: bool(read, 'userInvites'),
     componentSources: str(read, 'componentSources')?.split(',').map((d) => d.trim()).filter(Boolean),
     s2sInsecureDomains: str(read, 's2sInsecureDomains')?.split(',').map((d) => d.trim()).filter(Boolean),
     federationAzs: int(read, 'federationAzs'),

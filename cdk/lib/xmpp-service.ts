@@ -108,6 +108,11 @@ export interface XmppServiceProps {
   readonly contactAddresses?: string;
   /** Bare JIDs that may run the XEP-0133 admin commands (ad-hoc, XEP-0050). @default none */
   readonly admins?: string[];
+  /**
+   * Any user may create invitation links (XEP-0401 ad-hoc command), not only admins. With the web
+   * client on, links open its landing page, where the invitee creates the account. @default false
+   */
+  readonly userInvites?: boolean;
   /** @default logs.RetentionDays.ONE_MONTH */
   readonly logRetention?: logs.RetentionDays;
   /**
@@ -461,6 +466,7 @@ export class XmppService extends Construct {
       XMPP_PUSH_SUMMARY: String(props.pushSummary ?? false),
       ...(props.contactAddresses ? { XMPP_CONTACT_ADDRESSES: props.contactAddresses } : {}),
       ...(props.admins?.length ? { XMPP_ADMINS: props.admins.join(',') } : {}),
+      XMPP_USER_INVITES: String(props.userInvites ?? false),
     };
 
     if (federation) {
@@ -524,7 +530,6 @@ export class XmppService extends Construct {
       this.uploads.grantSigning(this.streamFunction);
       for (const [name, value] of Object.entries(this.uploads.environment)) this.streamFunction.addEnvironment(name, value);
     }
-    if (this.federation?.clientMailboxes) this.serveClientFeaturesInTask(this.federation, smResumeSeconds, props.turn);
 
     // ---- Operations --------------------------------------------------------------------------------
     this.monitoring = new XmppMonitoring(this, 'Monitoring', {
@@ -548,7 +553,10 @@ export class XmppService extends Construct {
         webSocketUrl: this.webSocketUrl,
         registration: props.registration ?? false,
       });
+      // Invitation links open the web client's landing page (web/app.js).
+      this.streamFunction.addEnvironment('XMPP_INVITE_URL', this.webClient.url);
     }
+    if (this.federation?.clientMailboxes) this.serveClientFeaturesInTask(this.federation, smResumeSeconds, props.turn);
 
     this.acknowledgeNagFindings(props.tracing ?? false);
   }
@@ -612,6 +620,7 @@ export class XmppService extends Construct {
       XMPP_TURN_SECRET_ARN: turn?.secretArn,
       XMPP_TURN_PORT: turn?.port ? String(turn.port) : undefined,
       XMPP_TURN_TLS_PORT: turn?.tlsPort ? String(turn.tlsPort) : undefined,
+      XMPP_INVITE_URL: this.webClient?.url,
       ...this.uploads?.environment,
     };
     for (const [name, value] of Object.entries(env)) if (value !== undefined) container.addEnvironment(name, value);

@@ -95,6 +95,13 @@ describe('web client site', () => {
     expect(all).toContain('application/xrd+xml');
   });
 
+  it('is where invitation links lead: the stream Lambda gets its address (XMPP_INVITE_URL) only when it exists', () => {
+    const envOf = (s: typeof on) => resourcesOfType(s, 'AWS::Lambda::Function').find(([id]) => id.includes('StreamFunction'))![1].Properties!.Environment.Variables;
+    expect(flat(envOf(on).XMPP_INVITE_URL)).toBe(flat(on.json.Outputs!.WebClientUrl!.Value));
+    expect(envOf(off).XMPP_INVITE_URL).toBeUndefined();
+    expect(envOf(off).XMPP_USER_INVITES).toBe('false');
+  });
+
   it('is switched on by the webClient context parameter', () => {
     const read = (values: Record<string, unknown>) => (key: string) => values[key];
     expect(servicePropsFromContext(read({ domain: 'example.com', webClient: 'true' })).webClient).toBe(true);
