@@ -80,14 +80,19 @@ export class RawTcp {
     return new RawTcp(socket);
   }
 
+  /** Sends <starttls/> (after the plain stream's features were read), waits for <proceed/>, starts TLS. */
+  async startTlsOnly(): Promise<void> {
+    this.send(`<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>`);
+    await this.until('<proceed');
+    await this.startTls();
+  }
+
   /** On a plain connection: header, STARTTLS, TLS. Then (always) the header of the secure stream; resolves with its features. */
   async secureStream(): Promise<string> {
     if (!(this.socket instanceof tls.TLSSocket)) {
       this.header();
       await this.until('</stream:features>');
-      this.send(`<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>`);
-      await this.until('<proceed');
-      await this.startTls();
+      await this.startTlsOnly();
     }
     this.header();
     return this.until('</stream:features>');
