@@ -121,3 +121,49 @@ describe('XEP-0425 moderated retraction', () => {
     for (const client of Object.values(c)) await client.client.stop();
   });
 });
+
+describe('voice requests (XEP-0045 §7.13, §8.6)', () => {
+  const REQUEST = 'http://jabber.org/protocol/muc#request';
+  const form = (type: string, fields: Record<string, string>) =>
+    xml(
+      'x',
+      { xmlns: 'jabber:x:data', type },
+      xml('field', { var: 'FORM_TYPE' }, xml('value', {}, REQUEST)),
+      ...Object.entries(fields).map(([name, value]) => xml('field', { var: name }, xml('value', {}, value))),
+    );
+  const roleOf = (p: ReturnType<typeof xml>) => p.getChild('x', `${MUC}#user`)?.getChild('item')?.attrs.role;
+
+  it('a visitor asks for voice, the moderators are asked, two approve at once, and the visitor speaks', async () => {
+    const room = 'quiet@conference.localhost';
+    const alice = await connectXmppJs(stack.wsUrl, 'alice', 'alice-pass', 'voice-owner');
+    await join(alice, room, 'alice');
+    await alice.client.iqCaller.request(
+      xml('iq', { type: 'set', to: room }, xml('query', { xmlns: `${MUC}#owner` }, xml('x', { xmlns: 'jabber:x:data', type: 'submit' }, xml('field', { var: 'muc#roomconfig_moderatedroom' }, xml('value', {}, '1'))))),
+    );
+    await alice.client.iqCaller.request(xml('iq', { type: 'set', to: room }, xml('query', { xmlns: `${MUC}#admin` }, xml('item', { jid: 'dave@localhost', affiliation: 'admin' }))));
+    const dave = await connectXmppJs(stack.wsUrl, 'dave', 'dave-pass', 'voice-admin');
+    await join(dave, room, 'dave');
+    const carol = await connectXmppJs(stack.wsUrl, 'carol', 'carol-pass', 'voice-visitor');
+    await carol.client.send(xml('presence', { to: `${room}/carol` }, xml('x', { xmlns: MUC })));
+    const entered = await carol.inbox.wait((s) => s.is('presence') && s.attrs.from === `${room}/carol`, 'self-presence');
+    expect(roleOf(entered)).toBe('visitor');
+
+    await carol.client.send(xml('message', { to: room }, form('submit', { 'muc#role': 'participant' })));
+    const asked = await Promise.all(
+      [alice, dave].map((m) => m.inbox.wait((s) => s.is('message') && s.attrs.from === room && s.getChild('x', 'jabber:x:data') !== undefined, 'the voice request')),
+    );
+    const fields = (m: ReturnType<typeof xml>) =>
+      Object.fromEntries(m.getChild('x', 'jabber:x:data')!.getChildren('field').map((f: ReturnType<typeof xml>) => [f.attrs.var, f.getChildText('value')]));
+    expect(fields(asked[0]!)).toMatchObject({ FORM_TYPE: REQUEST, 'muc#roomnick': 'carol', 'muc#jid': carol.jid, 'muc#request_allow': 'false' });
+
+    const approval = () => xml('message', { to: room }, form('submit', { 'muc#role': 'participant', 'muc#roomnick': 'carol', 'muc#request_allow': 'true' }));
+    await Promise.all([alice.client.send(approval()), dave.client.send(approval())]);
+    const voiced = await carol.inbox.wait((s) => s.is('presence') && s.attrs.from === `${room}/carol` && roleOf(s) === 'participant', 'voice');
+    expect(voiced).toBeDefined();
+    await sleep(500);
+    expect(carol.inbox.seen((s) => s.is('presence') && s.attrs.from === `${room}/carol` && roleOf(s) === 'participant')).toEqual([]); // once
+    await carol.client.send(xml('message', { to: room, type: 'groupchat' }, xml('body', {}, 'thank you')));
+    await alice.inbox.wait((s) => s.getChildText('body') === 'thank you', "carol's first words");
+    for (const c of [alice, dave, carol]) await c.client.stop();
+  });
+});

@@ -20,7 +20,7 @@ import { claimOwner } from '../../storage/table-ops.ts';
 import { ReferenceStore } from '../../storage/reference-store.ts';
 import { MucStore, type Affiliation, type Occupant, type OccupantSession, type Role, type Room } from '../../storage/muc-store.ts';
 import type { ArchivedMessage } from '../../storage/archive-store.ts';
-import { readForm, buildForm } from '../../xml/data-form.ts';
+import { readForm, buildForm, type SubmittedForm } from '../../xml/data-form.ts';
 import { Element, NS, x } from '../../xml/element.ts';
 import { parseStored, tooLargeToPost } from '../../xml/stored.ts';
 import { MAM, SID, answerMamQuery, archiveStore, mamQueryForm, parseMamQuery, stripStanzaIds } from '../mam.ts';
@@ -56,6 +56,8 @@ const DEFAULT_HISTORY = 20;
 const MAX_HISTORY = 100;
 const MAX_NICK_BYTES = 256;
 const PING = 'urn:xmpp:ping';
+/** XEP-0045 §7.13: the form of a voice request. */
+const MUC_REQUEST = 'http://jabber.org/protocol/muc#request';
 const FORWARDED_IQ = 'mucfwd';
 
 type HostEvent = StanzaEvent & { to: Jid };
@@ -581,8 +583,51 @@ export class MucService {
     if (type === 'groupchat') return this.groupchat(event, room, occupants);
     const mucUser = stanza.getChild('x', MUC_USER);
     if (mucUser?.getChild('invite')) return this.invite(event, room, occupants, mucUser);
+    const form = readForm(stanza);
+    if (form?.formType === MUC_REQUEST) return this.voiceRequest(event, room, occupants, form);
     if (mucUser?.getChild('decline')) return this.decline(event, room, mucUser.getChild('decline')!);
     throw new StanzaError('bad-request', 'send groupchat messages to the room, or chat messages to an occupant');
+  }
+
+  /**
+   * §7.13 / §8.6 voice requests: a visitor's submitted muc#request form goes to the moderators as a
+   * form to approve; a moderator's approval (muc#request_allow) makes that occupant a participant.
+   */
+  private async voiceRequest(event: HostEvent, room: Room, occupants: Occupant[], form: SubmittedForm): Promise<void> {
+    const sender = this.sender(occupants, event.from);
+    const one = (name: string) => form.fields.get(name)?.[0];
+    if (form.type === 'submit' && sender.role === 'moderator' && one('muc#roomnick') !== undefined) {
+      if (!/^(1|true)$/.test(one('muc#request_allow') ?? '')) return; // declined: nothing to do
+      const nick = one('muc#roomnick')!;
+      for (let attempt = 0; ; attempt++) {
+        const current = await this.store.listOccupants(room.jid);
+        const target = current.find((o) => o.nick === nick);
+        if (!target) throw new StanzaError('item-not-found', 'no occupant with that nickname');
+        if (target.role !== 'visitor') return; // another moderator approved already
+        try {
+          await this.applyRole(room, current, nick, 'participant', sender.nick);
+          return;
+        } catch (err) {
+          if (!(err instanceof LostRace) || attempt >= 3) throw err;
+        }
+      }
+    }
+    if (sender.role !== 'visitor') throw new StanzaError('not-acceptable', 'you have voice already');
+    if (one('muc#role') !== 'participant') throw new StanzaError('bad-request', 'only voice (muc#role participant) can be requested');
+    const request = buildForm(
+      'form',
+      MUC_REQUEST,
+      [
+        { var: 'muc#role', type: 'list-single', label: 'Requested role', values: ['participant'] },
+        { var: 'muc#jid', type: 'jid-single', label: 'User ID', values: [event.from.toString()] },
+        { var: 'muc#roomnick', type: 'text-single', label: 'Room Nickname', values: [sender.nick] },
+        { var: 'muc#request_allow', type: 'boolean', label: 'Grant voice to this person?', values: ['false'] },
+      ],
+      'Voice request',
+    );
+    const moderators = occupants.filter((o) => o.role === 'moderator');
+    const message = x('message', { xmlns: NS.CLIENT, from: room.jid, id: frameUnique('voice-request') }, request);
+    await this.broadcast(room.jid, moderators, message);
   }
 
   private sender(occupants: Occupant[], from: Jid): Occupant {
