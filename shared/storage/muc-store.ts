@@ -6,6 +6,8 @@
  *   room#<room>        occ#<nick>       an occupant: role, affiliation, presence, sessions (+ TTL)
  *   room#<room>        mam#<id>         the room's archive (archive-store.ts)
  *   mucdir#<service>   <room>           directory entry for disco#items (name, public)
+ *   room#<room>        nick#<nick>      a registered nickname (§7.10): whose it is
+ *   room#<room>        regnick#<bare>   the nickname a user registered
  *   room#<room>        dlv#<id>#<jid>#<joined>   who posts a message to a session that joined while it was sent (+ TTL)
  *   user#<bare>        mucjoin#<room>/<resource>#<connection>   which rooms a local session is in (+ TTL),
  *                                       so the session's end can take it out of them
@@ -14,7 +16,7 @@
  * leaves of one nick from concurrent Lambda invocations cannot overwrite each other.
  */
 import { DeleteCommand, GetCommand, PutCommand, QueryCommand } from '@aws-sdk/lib-dynamodb';
-import { claimOnce, deleteKeys, isLive as live, nowSeconds, queryAll } from './table-ops.ts';
+import { claimOnce, conditionally, deleteKeys, isLive as live, nowSeconds, queryAll } from './table-ops.ts';
 import type { TableAccess } from './store.ts';
 import { TTL_ATTRIBUTE } from './table.ts';
 
@@ -193,6 +195,61 @@ export class MucStore {
       return;
     }
     await this.db.doc.send(new PutCommand({ TableName: this.db.table, Item: { ...Key, jid: bare, affiliation, reason } }));
+  }
+
+  // registered nicknames (§7.10)
+
+  /** Whose registered nickname `nick` is, if anyone's. */
+  async nickOwner(room: string, nick: string): Promise<string | undefined> {
+    const out = await this.db.doc.send(new GetCommand({ TableName: this.db.table, Key: { pk: roomKey(room), sk: `nick#${nick}` }, ConsistentRead: true }));
+    return out.Item?.bare as string | undefined;
+  }
+
+  async registeredNick(room: string, bare: string): Promise<string | undefined> {
+    const out = await this.db.doc.send(new GetCommand({ TableName: this.db.table, Key: { pk: roomKey(room), sk: `regnick#${bare}` }, ConsistentRead: true }));
+    return out.Item?.nick as string | undefined;
+  }
+
+  /**
+   * Registers `nick` for `bare`: false when it is someone else's (a conditional put: of two users
+   * registering one nickname at once, one gets it). A previous nickname of the user is released.
+   */
+  async registerNick(room: string, bare: string, nick: string): Promise<boolean> {
+    const previous = await this.registeredNick(room, bare);
+    const taken = !(await conditionally(
+      this.db.doc.send(
+        new PutCommand({
+          TableName: this.db.table,
+          Item: { pk: roomKey(room), sk: `nick#${nick}`, bare, nick },
+          ConditionExpression: 'attribute_not_exists(pk) OR bare = :bare',
+          ExpressionAttributeValues: { ':bare': bare },
+        }),
+      ),
+    ));
+    if (taken) return false;
+    await this.db.doc.send(new PutCommand({ TableName: this.db.table, Item: { pk: roomKey(room), sk: `regnick#${bare}`, bare, nick } }));
+    if (previous && previous !== nick) await this.releaseNick(room, bare, previous);
+    return true;
+  }
+
+  /** Cancels a user's registration (§7.10.2): the nickname is free again. */
+  async unregisterNick(room: string, bare: string): Promise<void> {
+    const nick = await this.registeredNick(room, bare);
+    await this.db.doc.send(new DeleteCommand({ TableName: this.db.table, Key: { pk: roomKey(room), sk: `regnick#${bare}` } }));
+    if (nick) await this.releaseNick(room, bare, nick);
+  }
+
+  private async releaseNick(room: string, bare: string, nick: string): Promise<void> {
+    await conditionally(
+      this.db.doc.send(
+        new DeleteCommand({
+          TableName: this.db.table,
+          Key: { pk: roomKey(room), sk: `nick#${nick}` },
+          ConditionExpression: 'bare = :bare',
+          ExpressionAttributeValues: { ':bare': bare },
+        }),
+      ),
+    );
   }
 
   // occupants

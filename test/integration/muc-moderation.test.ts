@@ -167,3 +167,63 @@ describe('voice requests (XEP-0045 §7.13, §8.6)', () => {
     for (const c of [alice, dave, carol]) await c.client.stop();
   });
 });
+
+describe('registered nicknames (XEP-0045 §7.10, §7.12)', () => {
+  const REGISTER = 'jabber:iq:register';
+  const submit = (room: string, nick: string) =>
+    xml(
+      'iq',
+      { type: 'set', to: room },
+      xml(
+        'query',
+        { xmlns: REGISTER },
+        xml(
+          'x',
+          { xmlns: 'jabber:x:data', type: 'submit' },
+          xml('field', { var: 'FORM_TYPE' }, xml('value', {}, `${MUC}#register`)),
+          xml('field', { var: 'muc#register_roomnick' }, xml('value', {}, nick)),
+        ),
+      ),
+    );
+
+  it('registers a nickname nobody else may take (also when two register it at once), makes a member, and cancels', async () => {
+    const room = 'names@conference.localhost';
+    const alice = await connectXmppJs(stack.wsUrl, 'alice', 'alice-pass', 'names-owner');
+    await join(alice, room, 'alice');
+    await alice.client.iqCaller.request(xml('iq', { type: 'set', to: room }, xml('query', { xmlns: `${MUC}#owner` }, xml('x', { xmlns: 'jabber:x:data', type: 'submit' }))));
+    const bob = await connectXmppJs(stack.wsUrl, 'bob', 'bob-pass', 'names');
+    const carol = await connectXmppJs(stack.wsUrl, 'carol', 'carol-pass', 'names');
+
+    const form = await bob.client.iqCaller.request(xml('iq', { type: 'get', to: room }, xml('query', { xmlns: REGISTER })));
+    expect(form.getChild('query')!.getChild('x', 'jabber:x:data')!.getChildren('field').map((f: ReturnType<typeof xml>) => f.attrs.var)).toContain('muc#register_roomnick');
+
+    // Both want "bard" at the same moment: one gets it.
+    const outcomes = await Promise.allSettled([bob.client.iqCaller.request(submit(room, 'bard')), carol.client.iqCaller.request(submit(room, 'bard'))]);
+    expect(outcomes.filter((o) => o.status === 'fulfilled')).toHaveLength(1);
+    expect((outcomes.find((o) => o.status === 'rejected') as PromiseRejectedResult).reason).toMatchObject({ condition: 'conflict' });
+    const [owner, other] = outcomes[0]!.status === 'fulfilled' ? [bob, carol] : [carol, bob];
+    const ownerName = owner === bob ? 'bob' : 'carol';
+
+    const registered = await owner.client.iqCaller.request(xml('iq', { type: 'get', to: room }, xml('query', { xmlns: REGISTER })));
+    expect(registered.getChild('query')!.getChildText('username')).toBe('bard');
+    const info = await owner.client.iqCaller.request(xml('iq', { type: 'get', to: room }, xml('query', { xmlns: 'http://jabber.org/protocol/disco#info', node: 'x-roomuser-item' })));
+    expect(info.getChild('query')!.getChild('identity')!.attrs.name).toBe('bard');
+    const members = await alice.client.iqCaller.request(xml('iq', { type: 'get', to: room }, xml('query', { xmlns: `${MUC}#admin` }, xml('item', { affiliation: 'member' }))));
+    expect(members.getChild('query')!.getChildren('item').map((i: ReturnType<typeof xml>) => i.attrs.jid)).toEqual([`${ownerName}@localhost`]);
+
+    // The other cannot enter as "bard"; the owner of the name can.
+    await other.client.send(xml('presence', { to: `${room}/bard` }, xml('x', { xmlns: MUC })));
+    const refused = await other.inbox.wait((s) => s.is('presence') && s.attrs.type === 'error' && s.attrs.from === `${room}/bard`, 'the refusal');
+    expect(refused.getChild('error')!.getChild('conflict')).toBeDefined();
+    await join(owner, room, 'bard');
+
+    // Cancelled: the name is free again (once its owner has left the room under it) and the membership gone.
+    await owner.client.iqCaller.request(xml('iq', { type: 'set', to: room }, xml('query', { xmlns: REGISTER }, xml('remove'))));
+    await owner.client.send(xml('presence', { to: `${room}/bard`, type: 'unavailable' }));
+    await owner.inbox.wait((s) => s.is('presence') && s.attrs.from === `${room}/bard` && s.attrs.type === 'unavailable', 'left');
+    await other.client.iqCaller.request(submit(room, 'bard'));
+    const after = await alice.client.iqCaller.request(xml('iq', { type: 'get', to: room }, xml('query', { xmlns: `${MUC}#admin` }, xml('item', { affiliation: 'member' }))));
+    expect(after.getChild('query')!.getChildren('item').map((i: ReturnType<typeof xml>) => i.attrs.jid)).toEqual([`${ownerName === 'bob' ? 'carol' : 'bob'}@localhost`]);
+    for (const c of [alice, bob, carol]) await c.client.stop();
+  });
+});

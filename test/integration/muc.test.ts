@@ -110,6 +110,7 @@ describe('a team room with three users', () => {
         MUC,
         'http://jabber.org/protocol/muc#self-ping-optimization',
         'http://jabber.org/protocol/muc#stable_id',
+        'jabber:iq:register',
         'muc_nonanonymous',
         'muc_open',
         'muc_persistent',

@@ -56,6 +56,9 @@ const DEFAULT_HISTORY = 20;
 const MAX_HISTORY = 100;
 const MAX_NICK_BYTES = 256;
 const PING = 'urn:xmpp:ping';
+/** XEP-0045 §7.10 and §7.12: nickname registration, and where a registered nickname is asked for. */
+const MUC_REGISTER = 'http://jabber.org/protocol/muc#register';
+const ROOMUSER_NODE = 'x-roomuser-item';
 /** XEP-0045 §7.13: the form of a voice request. */
 const MUC_REQUEST = 'http://jabber.org/protocol/muc#request';
 const FORWARDED_IQ = 'mucfwd';
@@ -112,7 +115,10 @@ export class MucService {
 
   /** A removed account keeps no affiliation (a new account of the same name is a stranger to the rooms). */
   async accountRemoved(bare: string): Promise<void> {
-    for (const room of await this.references.list(bare, 'muc-affiliation')) await this.setAffiliation(room, bare, 'none');
+    for (const room of await this.references.list(bare, 'muc-affiliation')) {
+      await this.store.unregisterNick(room, bare);
+      await this.setAffiliation(room, bare, 'none');
+    }
   }
 
   /** The session is gone: it leaves every room it was in (XEP-0045 occupants who vanish). */
@@ -349,6 +355,8 @@ export class MucService {
     }
     const holder = occupants.find((o) => o.nick === nick);
     if (holder && holder.bare !== from.bare) throw new StanzaError('conflict', 'that nickname is in use');
+    const registered = created ? undefined : await this.store.nickOwner(roomJid, nick);
+    if (registered && registered !== from.bare) throw new StanzaError('conflict', 'that nickname is registered to someone else');
     if (!holder && room.config.maxUsers && occupants.length >= room.config.maxUsers && rank < AFFILIATION_RANK.admin) {
       throw new StanzaError('service-unavailable', 'the room is full', 'wait');
     }
@@ -476,6 +484,8 @@ export class MucService {
     const { stanza, to, from } = event;
     const nick = to.resource;
     if (occupants.some((o) => o.nick === nick)) throw new StanzaError('conflict', 'that nickname is in use');
+    const registered = await this.store.nickOwner(room.jid, nick);
+    if (registered && registered !== from.bare) throw new StanzaError('conflict', 'that nickname is registered to someone else');
     const renamed: Occupant = { ...mine, nick, presence: storedPresence(stanza), version: 0 };
     if (!(await this.store.putOccupant(room.jid, renamed, 0))) throw new StanzaError('conflict', 'that nickname is in use');
     if (!(await this.store.deleteOccupant(room.jid, mine.nick, mine.version))) {
@@ -786,6 +796,7 @@ export class MucService {
       if (ns === MUC_ADMIN) return this.admin(request);
       if (ns === MAM) return this.roomArchiveQuery(request, event);
       if (ns === MODERATE) return this.moderate(request, event);
+      if (ns === NS.REGISTER) return this.registerNick(request);
       throw new StanzaError('service-unavailable');
     });
   }
@@ -798,12 +809,12 @@ export class MucService {
 
   private async roomInfo({ type, payload, to, from }: IqRequest): Promise<Element> {
     if (type !== 'get') throw new StanzaError('bad-request');
-    // No nicknames are registered with rooms here (§7.12).
+    if (payload.attrs.node === ROOMUSER_NODE) return this.registeredNickInfo(to.bare, from.bare);
     if (payload.attrs.node) throw new StanzaError('item-not-found');
     const room = await this.store.getRoom(to.bare);
     if (!room || (room.locked && (await this.store.getAffiliation(room.jid, from.bare)) !== 'owner')) throw new StanzaError('item-not-found', 'no such room');
     const occupants = await this.store.listOccupants(room.jid);
-    const features = [NS.DISCO_INFO, MUC, STABLE_ID, SELF_PING, MAM, SID, OCCUPANT_ID, MODERATE, ...configFeatures(room.config)];
+    const features = [NS.DISCO_INFO, MUC, STABLE_ID, SELF_PING, MAM, SID, OCCUPANT_ID, MODERATE, NS.REGISTER, ...configFeatures(room.config)];
     return x(
       'query',
       { xmlns: NS.DISCO_INFO },
@@ -888,6 +899,48 @@ export class MucService {
       if (seesJids) el.append(x('x', { xmlns: MUC_USER }, x('item', { jid: item.with })));
       return el;
     });
+  }
+
+  // registered nicknames (§7.10, §7.12)
+
+  /** §7.12: the nickname the requester registered, as the name of an identity (none: no identity). */
+  private async registeredNickInfo(room: string, bare: string): Promise<Element> {
+    const nick = await this.store.registeredNick(room, bare);
+    return x('query', { xmlns: NS.DISCO_INFO, node: ROOMUSER_NODE }, nick ? x('identity', { category: 'conference', type: 'text', name: nick }) : undefined);
+  }
+
+  private async registerNick(request: IqRequest): Promise<Element | undefined> {
+    const room = await this.existingRoom(request);
+    const bare = request.from.bare;
+    const affiliation = await this.store.getAffiliation(room.jid, bare);
+    if (affiliation === 'outcast') throw new StanzaError('forbidden', 'you are banned from this room');
+    if (request.type === 'get') {
+      const nick = await this.store.registeredNick(room.jid, bare);
+      if (nick) return x('query', { xmlns: NS.REGISTER }, x('registered'), x('username', {}, nick));
+      return x(
+        'query',
+        { xmlns: NS.REGISTER },
+        x('instructions', {}, 'Register a nickname in this room: nobody else can take it, and you become a member.'),
+        buildForm('form', MUC_REGISTER, [{ var: 'muc#register_roomnick', type: 'text-single', label: 'Desired Nickname' }], 'Nickname registration'),
+      );
+    }
+    if (request.payload.getChild('remove')) {
+      await this.store.unregisterNick(room.jid, bare);
+      // §7.10.2: cancelling registration ends membership, not a higher affiliation.
+      if (affiliation === 'member') await this.setAffiliation(room.jid, bare, 'none');
+      return undefined;
+    }
+    const form = readForm(request.payload);
+    if (!form || form.formType !== MUC_REGISTER || form.type !== 'submit') throw new StanzaError('bad-request', 'submit the muc#register form');
+    const nick = form.fields.get('muc#register_roomnick')?.[0]?.trim();
+    if (!nick) throw new StanzaError('not-acceptable', 'a nickname is required');
+    if (Buffer.byteLength(nick, 'utf8') > MAX_NICK_BYTES) throw new StanzaError('not-acceptable', `nicknames are limited to ${MAX_NICK_BYTES} bytes`);
+    // In a members-only room only members register (the owner decides who is one).
+    if (room.config.membersOnly && AFFILIATION_RANK[affiliation] < AFFILIATION_RANK.member) throw new StanzaError('registration-required', 'this room is for members only');
+    const inUse = (await this.store.listOccupants(room.jid)).find((o) => o.nick === nick && o.bare !== bare);
+    if (inUse || !(await this.store.registerNick(room.jid, bare, nick))) throw new StanzaError('conflict', 'that nickname is taken');
+    if (affiliation === 'none') await this.setAffiliation(room.jid, bare, 'member');
+    return undefined;
   }
 
   // XEP-0425: a moderator retracts a message for everyone, in the archive too
