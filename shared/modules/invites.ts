@@ -12,12 +12,10 @@
 import { StanzaError } from '../errors.ts';
 import type { XmppModule } from '../core/registry.ts';
 import type { XmppServer } from '../core/server.ts';
-import { InviteStore, type Invite } from '../storage/invite-store.ts';
+import { InviteStore, PARS, type Invite } from '../storage/invite-store.ts';
 import { x } from '../xml/element.ts';
 
 export const IBR_TOKEN = 'urn:xmpp:ibr-token:0';
-/** XEP-0379's namespace: version 0 as XEP-0445 shows it, version 2 as Conversations sends it. */
-const PARS = ['urn:xmpp:pars:0', 'urn:xmpp:pars:2'];
 export const INVITE_NODE = 'urn:xmpp:invite#invite';
 
 /** The xmpp: URI of an invitation (XEP-0401 §4) and, when the web client's address is known, its landing page. */

@@ -10,7 +10,8 @@ import type { ClientSession } from '../core/session.ts';
 import type { RosterItem, SessionRecord, Subscription } from '../core/types.ts';
 import { Element, NS, x } from '../xml/element.ts';
 import { parseStored } from '../xml/stored.ts';
-import { invalidateRoute } from '../storage/frame-context.ts';
+import { doneByEarlierRun, invalidateRoute, recordDone } from '../storage/frame-context.ts';
+import { InviteStore, PARS } from '../storage/invite-store.ts';
 import { saveRosterItem } from './roster.ts';
 
 const SUBSCRIPTION_TYPES = new Set(['subscribe', 'subscribed', 'unsubscribe', 'unsubscribed']);
@@ -202,6 +203,22 @@ async function outboundSubscription(server: XmppServer, user: Jid, contact: Jid,
   return false;
 }
 
+/**
+ * XEP-0379: a subscription request carrying a token of an invitation the owner made approves
+ * itself, once (the token is used up; a rerun of this frame keeps what it took).
+ */
+async function invitedByOwner(server: XmppServer, stanza: Element, owner: string): Promise<boolean> {
+  const token = (stanza.getChild('preauth', PARS[0]) ?? stanza.getChild('preauth', PARS[1]))?.attrs.token;
+  if (!token) return false;
+  const label = `pars:${token}`;
+  if (doneByEarlierRun(label)) return true;
+  const invites = new InviteStore(server.store.db);
+  if ((await invites.get(token))?.inviter !== owner) return false;
+  const taken = await invites.take(token);
+  if (taken) recordDone(label);
+  return taken !== undefined;
+}
+
 /** The contact's server, for subscription stanzas addressed to a local user ("inbound"). */
 async function inboundSubscription(server: XmppServer, stanza: Element, from: Jid, to: Jid, type: string): Promise<void> {
   const owner = to.bare;
@@ -218,8 +235,10 @@ async function inboundSubscription(server: XmppServer, stanza: Element, from: Ji
         await sendSubscription(server, 'subscribed', owner, from);
         return;
       }
-      if (item?.approved) {
-        await saveRosterItem(server, owner, { ...item, subscription: item.subscription === 'to' ? 'both' : 'from', approved: undefined });
+      // Pre-approved by the owner (RFC 6121 §3.4), or by the owner's invitation link (XEP-0379).
+      if (item?.approved || (await invitedByOwner(server, stanza, owner))) {
+        const base = item ?? { jid: from.bare, groups: [], subscription: 'none' as const };
+        await saveRosterItem(server, owner, { ...base, subscription: base.subscription === 'to' ? 'both' : 'from', approved: undefined });
         await sendSubscription(server, 'subscribed', owner, from);
         await sendCurrentPresence(server, owner, from, false);
         return;

@@ -14,6 +14,9 @@ import type { TableAccess } from './store.ts';
 import { nowSeconds } from './table-ops.ts';
 import { TTL_ATTRIBUTE } from './table.ts';
 
+/** XEP-0379's `<preauth/>` namespace: version 0 as XEP-0445 shows it, version 2 as Conversations sends it. */
+export const PARS = ['urn:xmpp:pars:0', 'urn:xmpp:pars:2'] as const;
+
 export interface Invite {
   token: string;
   /** The account whose contact the invitee becomes (mutual subscription). */

@@ -95,6 +95,24 @@ describe('invitations (XEP-0401, XEP-0445, XEP-0379)', () => {
     for (const r of [refused, forged, invited, again]) r.raw.close();
   });
 
+  it('an existing user who opens the link subscribes with the token and is approved at once (XEP-0379), once', async () => {
+    for (const user of ['erin', 'frank']) await addUser(stack.store, `${user}@localhost`, `${user}-pass`);
+    const alice = await connectXmppJs(stack.wsUrl, 'alice', 'alice-pass', 'pars');
+    const token = tokenOf((await command(alice, 'urn:xmpp:invite#invite')).uri!);
+    const erin = await connectXmppJs(stack.wsUrl, 'erin', 'erin-pass', 'pars');
+    await erin.client.send(xml('presence'));
+    await erin.client.send(xml('presence', { to: 'alice@localhost', type: 'subscribe' }, xml('preauth', { xmlns: 'urn:xmpp:pars:0', token })));
+    await erin.inbox.wait((s) => s.is('presence') && s.attrs.from === 'alice@localhost' && s.attrs.type === 'subscribed', 'approved at once');
+    expect(await stack.store.getRosterItem('alice@localhost', 'erin@localhost')).toMatchObject({ subscription: 'from' });
+    // The token is used up: the next one to try it asks alice like anyone else.
+    const frank = await connectXmppJs(stack.wsUrl, 'frank', 'frank-pass', 'pars');
+    await frank.client.send(xml('presence', { to: 'alice@localhost', type: 'subscribe' }, xml('preauth', { xmlns: 'urn:xmpp:pars:0', token })));
+    await alice.client.send(xml('presence'));
+    await alice.inbox.wait((s) => s.is('presence') && s.attrs.from === 'frank@localhost' && s.attrs.type === 'subscribe', "frank's request, to be answered");
+    expect(frank.inbox.seen((s) => s.attrs.type === 'subscribed')).toEqual([]);
+    for (const c of [alice, erin, frank]) await c.client.stop();
+  });
+
   it('two registrations racing with one token: one account', async () => {
     const bob = await connectXmppJs(stack.wsUrl, 'bob', 'bob-pass', 'inviter');
     const token = tokenOf((await command(bob, 'urn:xmpp:invite#invite')).uri!);
