@@ -4,6 +4,7 @@
  * on both sides); clients on both sides are real libraries (StanzaJS on ours, @xmpp/client over
  * Prosody's WebSocket), an XEP-0114 component is @xmpp/component.
  */
+import { createHash } from 'node:crypto';
 import { connect as tcpConnect } from 'node:net';
 import * as tls from 'node:tls';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -158,6 +159,30 @@ describe('federation with Prosody', () => {
       expect(event.toString()).toContain('id="4242"');
     }
     device.close();
+  });
+
+  it('sends the last device list to a contact on Prosody when its presence with caps arrives (XEP-0163 §6.1.2)', async () => {
+    // Romeo's client: entity capabilities asking for device-list notifications, answered to the
+    // disco#info query our server makes once per caps hash (XEP-0115 §5.1 verification string).
+    const features = ['eu.siacs.conversations.axolotl.devicelist+notify', 'http://jabber.org/protocol/disco#info', 'urn:xmpp:omemo:2:devices+notify'].sort();
+    const ver = createHash('sha1').update(`client/pc//Romeo<${features.join('<')}<`).digest('base64');
+    const node = 'https://romeo.example/caps';
+    romeo.client.iqCallee.get('http://jabber.org/protocol/disco#info', 'query', () =>
+      xml('query', { xmlns: 'http://jabber.org/protocol/disco#info', node: `${node}#${ver}` }, xml('identity', { category: 'client', type: 'pc', name: 'Romeo' }), ...features.map((v) => xml('feature', { var: v }))),
+    );
+    await romeo.client.send(xml('presence', {}, xml('c', { xmlns: 'http://jabber.org/protocol/caps', hash: 'sha-1', node, ver })));
+    for (const list of ['eu.siacs.conversations.axolotl.devicelist', 'urn:xmpp:omemo:2:devices']) {
+      const last = await romeo.inbox.wait(
+        (s) =>
+          s.is('message') &&
+          s.attrs.from === `juliet@${HOME}` &&
+          s.attrs.to === `romeo@${PEER}/web` &&
+          s.getChild('event', 'http://jabber.org/protocol/pubsub#event')?.getChild('items')?.attrs.node === list,
+        `the last ${list} item at Prosody`,
+        WAIT,
+      );
+      expect(last.toString()).toContain('id="4242"');
+    }
   });
 
   it('pings a quiet link (XEP-0199) and keeps it while the peer answers', async () => {

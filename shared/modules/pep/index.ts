@@ -32,6 +32,7 @@ import {
   checkAccess,
   deleteNode,
   deliverLastItems,
+  deliverLastItemsRemote,
   knownFeatures,
   newNode,
   pepStore,
@@ -353,8 +354,46 @@ async function handleOwner(request: IqRequest): Promise<Element | void> {
 
 // ---- entity capabilities: learning what each resource wants -------------------------------------
 
+/**
+ * A caps query's waiter: a local full JID, or a contact on another server and the local account
+ * whose last items it is to get (`remote <full JID> <owner>`).
+ */
+const remoteWaiter = (jid: Jid, owner: string) => `remote ${jid.toString()} ${owner}`;
+
+/**
+ * Available presence from a contact on another server to a local account (XEP-0163 §6.1.2): its
+ * caps say which nodes it wants; unknown caps are asked of it (one query per hash, as for local
+ * clients) and the last items follow the answer.
+ */
+async function onRemotePresence(server: XmppServer, stanza: Element, from: Jid, to: Jid): Promise<boolean> {
+  const caps = capsOf(stanza);
+  if (!caps || !from.resource) return false;
+  const features = await knownFeatures(server, caps);
+  if (features) {
+    await deliverLastItemsRemote(server, to.bare, from, features);
+    return false;
+  }
+  const state = await capsStore(server).addWaiter(caps.hash, caps.ver, remoteWaiter(from, to.bare));
+  if (state.state === 'known') {
+    await deliverLastItemsRemote(server, to.bare, from, rememberFeatures({ hash: caps.hash, ver: caps.ver }, state.features));
+    return false;
+  }
+  if (state.state === 'wait') return false;
+  await server.routeRemote(
+    x(
+      'iq',
+      { xmlns: NS.CLIENT, type: 'get', id: `${CAPS_QUERY_ID}${caps.hash}.${randomBytes(6).toString('base64url')}`, from: server.config.domain, to: from.toString() },
+      x('query', { xmlns: NS.DISCO_INFO, node: `${caps.node}#${caps.ver}` }),
+    ),
+  );
+  return false;
+}
+
 /** Available presence from a local client: learn its caps, send the last items it asks for. */
-async function onPresence({ server, stanza, to, session }: StanzaEvent): Promise<boolean> {
+async function onPresence({ server, stanza, from, to, session }: StanzaEvent): Promise<boolean> {
+  if (!session && to?.local && !to.resource && !stanza.attrs.type && server.isLocalDomain(to.domain) && !server.isLocalDomain(from.domain)) {
+    return onRemotePresence(server, stanza, from, to);
+  }
   if (!session || to || stanza.attrs.type) return false;
   const caps = capsOf(stanza);
   if (!caps) return false;
@@ -413,7 +452,11 @@ async function onIq({ server, stanza, from, to }: StanzaEvent): Promise<boolean>
   const features = query.getChildren('feature').map((f) => f.attrs.var).filter((v): v is string => !!v);
   const set = rememberFeatures({ hash, ver }, features);
   const waiting = new Set([...(await store.setFeatures(hash, ver, features)), from.toString()]);
-  for (const jid of waiting) await deliverLastItems(server, parseJid(jid), set);
+  for (const waiter of waiting) {
+    const [kind, jid, owner] = waiter.split(' ');
+    if (kind === 'remote' && jid && owner) await deliverLastItemsRemote(server, owner, parseJid(jid), set);
+    else if (server.isLocalDomain(parseJid(waiter).domain)) await deliverLastItems(server, parseJid(waiter), set);
+  }
   return true;
 }
 

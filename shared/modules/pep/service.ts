@@ -377,6 +377,29 @@ export async function deliverLastItems(server: XmppServer, jid: Jid, features: S
   }
 }
 
+/**
+ * XEP-0163 §6.1.2 for a contact on another server: its available presence (with caps) reached the
+ * owner, so the last item of each node its caps ask for goes to its full JID, where access allows.
+ */
+export async function deliverLastItemsRemote(server: XmppServer, owner: string, jid: Jid, features: Set<string>): Promise<void> {
+  const wanted = new Set<string>();
+  for (const f of features) if (f.endsWith('+notify')) wanted.add(f.slice(0, -'+notify'.length));
+  if (wanted.size === 0) return;
+  const rosterItem = (await server.store.getRosterItem(owner, jid.bare)) ?? null;
+  if (!rosterItem || (rosterItem.subscription !== 'from' && rosterItem.subscription !== 'both')) return;
+  const store = pepStore(server);
+  const nodes = (await store.listNodes(owner)).filter(
+    (n) => wanted.has(n.node) && n.last && n.config.deliverNotifications && n.config.sendLastPublishedItem === 'on_sub_and_presence',
+  );
+  for (const rec of nodes) {
+    if (!(await mayAccess(server, rec, jid.bare, rosterItem))) continue;
+    const last = rec.last!;
+    const xml = last.xml ?? (await store.getItem(rec.owner, rec.node, last.id))?.xml;
+    if (xml === undefined) continue;
+    await sendEvent(server, rec.owner, { remote: jid }, x('items', { node: rec.node }, itemElement(rec, last.id, xml, rec.config.deliverPayloads)), last.published);
+  }
+}
+
 // ---- explicit subscriptions (XEP-0060 §6.1, §6.2) -----------------------------------------------
 
 /** A bound on explicit subscribers per node (they live in the node item). */
