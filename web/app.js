@@ -180,9 +180,9 @@
       // (which has no search and answers with an error), so room names never leave the server.
       muc_search_service: config.mucDomain || '',
       auto_reconnect: true,
-      // XEP-0198 off in this page for now: after a dropped socket Converse.js (12) binds anew when
-      // its previous session had itself been resumed, and its roster then showed contacts offline
-      // though their presence arrived (test/browser). Other clients resume (docs/mobile.md).
+      // XEP-0198 off in this page for now: after a second drop Converse.js (14) binds anew instead of
+      // resuming a session that was itself resumed, and its roster then shows contacts offline
+      // though their presence arrives (traced in docs/mobile.md). Other clients resume.
       enable_smacks: false,
       use_system_emojis: true,
       play_sounds: false,
