@@ -11,6 +11,8 @@
  *   for resending after a resumption or re-routing when the window ends.
  */
 import { DeleteCommand, GetCommand, PutCommand, QueryCommand, UpdateCommand } from '@aws-sdk/lib-dynamodb';
+import type { AttributeValue } from '@aws-sdk/client-dynamodb';
+import { unmarshall } from '@aws-sdk/util-dynamodb';
 import type { TableAccess } from './store.ts';
 import { TTL_ATTRIBUTE } from './table.ts';
 import { conditionally, nowSeconds } from './table-ops.ts';
@@ -35,7 +37,20 @@ export interface SmRecord {
   resumingSince?: number;
   /** The client's count at `acked` (they differ once a number was drawn for a post that never happened, or a post arrived twice). */
   ackedCount?: number;
+  /** The number of the stanza being posted now (the post lease), and until when (epoch ms) its poster holds the lease. */
+  posting?: number;
+  postingUntil?: number;
 }
+
+/**
+ * How long a poster holds a session's post lease at most. A post takes milliseconds; the lease
+ * only runs out when its holder died mid-post (or its post hangs in SDK retries), and then the
+ * next poster takes it over rather than waiting for ever.
+ */
+export const POST_LEASE_MS = 5000;
+
+/** What drawing a number found: a number and the lease, a lease held by another poster, or no stream management. */
+export type Draw = { record: SmRecord } | { busyUntil: number } | undefined;
 
 /** How long a resumption waits for the previous connection's queued frames (stream-management.ts, drain). */
 export const DRAIN_WAIT_MS = 5000;
@@ -56,6 +71,7 @@ const BASE_TTL_SECONDS = 3 * 3600;
 const MAX_TTL_MARGIN = 900;
 const SM = 'sm';
 const QUEUE = 'sm#q#';
+const LEASE_FREE = '(attribute_not_exists(postingUntil) OR postingUntil < :now)';
 const pk = (session: string) => `conn#${session}`;
 const seqKey = (seq: number) => QUEUE + String(seq).padStart(10, '0');
 
@@ -85,27 +101,69 @@ export class SmStore {
   }
 
   /**
-   * Draws the number of the next stanza posted to the session. Undefined when the session has no
-   * stream management (or it is being ended): the post goes out uncounted.
+   * Draws the number of the next stanza posted to the session and takes its post lease (see
+   * post-lease note in sm-sender.ts): one poster at a time per session, so stanzas reach the socket
+   * in the order they are numbered. Answers `busyUntil` while another poster holds the lease, and
+   * undefined when the session has no stream management (or it is being ended): the post goes out
+   * uncounted.
    */
-  async count(session: string): Promise<SmRecord | undefined> {
+  async count(session: string, now = Date.now()): Promise<Draw> {
+    return this.leased(session, now, true, {
+      UpdateExpression: 'ADD #out :one SET posting = #out + :one, postingUntil = :until',
+      ConditionExpression: `attribute_exists(smId) AND attribute_not_exists(ending) AND ${LEASE_FREE}`,
+      ExpressionAttributeNames: { '#out': 'out' },
+      ExpressionAttributeValues: { ':one': 1, ':now': now, ':until': now + POST_LEASE_MS },
+    });
+  }
+
+  /**
+   * Takes the post lease again for a stanza numbered `seq` before (its frame failed after drawing
+   * the number and runs again): it is free, expired, or still this stanza's.
+   */
+  async hold(session: string, seq: number, now = Date.now()): Promise<Draw> {
+    return this.leased(session, now, false, {
+      UpdateExpression: 'SET posting = :seq, postingUntil = :until',
+      // Not conditional on `ending`, as before the frame failed: the stanza was numbered, so it is logged.
+      ConditionExpression: `attribute_exists(smId) AND (posting = :seq OR ${LEASE_FREE})`,
+      ExpressionAttributeValues: { ':seq': seq, ':now': now, ':until': now + POST_LEASE_MS },
+    });
+  }
+
+  private async leased(
+    session: string,
+    now: number,
+    /** Whether a session being ended answers 'no stream management' (rather than waiting). */
+    endingRefuses: boolean,
+    update: { UpdateExpression: string; ConditionExpression: string; ExpressionAttributeNames?: Record<string, string>; ExpressionAttributeValues: Record<string, unknown> },
+  ): Promise<Draw> {
     try {
       const out = await this.db.doc.send(
+        new UpdateCommand({ TableName: this.db.table, Key: { pk: pk(session), sk: SM }, ...update, ReturnValues: 'ALL_NEW', ReturnValuesOnConditionCheckFailure: 'ALL_OLD' }),
+      );
+      return { record: out.Attributes as SmRecord };
+    } catch (err) {
+      if ((err as Error).name !== 'ConditionalCheckFailedException') throw err;
+      // The document client does not unmarshal the item a failed condition returns.
+      const item = (err as { Item?: Record<string, AttributeValue> }).Item;
+      const old = item ? (unmarshall(item) as SmRecord) : undefined;
+      if (!old?.smId || (old.ending && endingRefuses)) return undefined;
+      return { busyUntil: old.postingUntil ?? now };
+    }
+  }
+
+  /** The post of stanza `seq` is over: the next poster may go (a lease taken over meanwhile is left alone). */
+  async release(session: string, seq: number): Promise<void> {
+    await conditionally(
+      this.db.doc.send(
         new UpdateCommand({
           TableName: this.db.table,
           Key: { pk: pk(session), sk: SM },
-          UpdateExpression: 'ADD #out :one',
-          ConditionExpression: 'attribute_exists(smId) AND attribute_not_exists(ending)',
-          ExpressionAttributeNames: { '#out': 'out' },
-          ExpressionAttributeValues: { ':one': 1 },
-          ReturnValues: 'ALL_NEW',
+          UpdateExpression: 'REMOVE posting, postingUntil',
+          ConditionExpression: 'posting = :seq',
+          ExpressionAttributeValues: { ':seq': seq },
         }),
-      );
-      return out.Attributes as SmRecord;
-    } catch (err) {
-      if ((err as Error).name === 'ConditionalCheckFailedException') return undefined;
-      throw err;
-    }
+      ),
+    );
   }
 
   async log(session: string, seq: number, xml: string, max: number): Promise<void> {

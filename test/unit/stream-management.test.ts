@@ -5,6 +5,7 @@
  * for @connections and the recording timers for the SQS delay queue (AWS's edge).
  */
 import { beforeEach, describe, expect, it } from 'vitest';
+import { isStanzaFrame } from '../../shared/transport/sm-sender.ts';
 import { authenticated as authenticatedIn, befriend, Connection, freshUsers, kill, onlineWithSm, startHarness, type Harness } from './handler-harness.ts';
 
 let h: Harness;
@@ -166,5 +167,59 @@ describe('stream management on several handler instances', () => {
     expect(bodies(b.posts())).toEqual(['in flight']);
     await b.frame(chat(`${alice}/phone`, 'after'));
     expect(bodies(a2.posts())).toEqual(['after']);
+  });
+
+  it('posts of several instances to one session reach its socket in the order they are numbered: a count from after the socket died resends exactly what the client missed', async () => {
+    const [alice, bob] = await users('alice', 'bob');
+    const desks = [0, 1, 2].map(() => new Connection(h));
+    for (const [i, d] of desks.entries()) await d.online(bob!, 'secret', `desk${i}`);
+    const a = new Connection(h);
+    const smId = await onlineWithSm(a, alice!, 'phone');
+    // What her client counted so far: the stanzas after <enabled/>.
+    const since = a.posts().findIndex((f) => f.startsWith('<enabled'));
+    const counted = () => a.posts().slice(since).filter(isStanzaFrame).length;
+    const before = counted();
+    // The first racing post to reach the socket is slow: any post that could, would overtake it.
+    let first = true;
+    h.sender.beforePost = async ({ connectionId, frame }) => {
+      if (connectionId !== a.id || !frame.includes('race') || !first) return;
+      first = false;
+      await sleep(80);
+    };
+    await Promise.all(desks.map((d, i) => d.frame(chat(`${alice}/phone`, `race${i}`), i)));
+    h.sender.beforePost = undefined;
+
+    const arrived = bodies(a.posts()).filter((b) => b.startsWith('race'));
+    const record = (await h.servers[0]!.sm.get(a.id))!;
+    const numbered = bodies((await h.servers[0]!.sm.logged(a.id, 1, record.out)).map((l) => l.xml)).filter((b) => b.startsWith('race'));
+    expect(arrived).toHaveLength(3);
+    expect(arrived).toEqual(numbered);
+    expect(record.posting).toBeUndefined(); // every lease given back
+
+    // The socket dies; her client had received the first two when it did, and resumes with that count.
+    await kill(a);
+    const a2 = await authenticated(alice!);
+    await a2.frame(`<resume xmlns="${SM}" previd="${smId}" h="${before + 2}"/>`);
+    expect(a2.posts('<resumed')).toHaveLength(1);
+    expect(bodies(a2.posts())).toEqual([arrived[2]]);
+  });
+
+  it('a frame that dies right after its post gave the lease back runs again without posting twice', async () => {
+    const [alice, bob] = await users('alice', 'bob');
+    const b = new Connection(h);
+    await b.online(bob!, 'secret', 'desk');
+    const a = new Connection(h);
+    await onlineWithSm(a, alice!, 'phone');
+    // After the post, the next UpdateItem is the one that gives the lease back: the instance dies after it.
+    h.sender.beforePost = ({ connectionId, frame }) => {
+      if (connectionId === a.id && frame.includes('once')) h.crash.crashAfter('UpdateItemCommand');
+    };
+    await expect(b.frame(chat(`${alice}/phone`, 'once'), 0)).rejects.toThrow(/crash after UpdateItemCommand/);
+    h.sender.beforePost = undefined;
+    await b.redeliver(1);
+    expect(bodies(a.posts())).toEqual(['once']);
+    expect((await h.servers[0]!.sm.get(a.id))?.posting).toBeUndefined();
+    await b.frame(chat(`${alice}/phone`, 'next'), 2);
+    expect(bodies(a.posts())).toEqual(['once', 'next']);
   });
 });
