@@ -87,6 +87,8 @@ export class XmppWsClient {
   streamError?: string;
   framesIn = 0;
   framesOut = 0;
+  /** Stanzas received (message, presence, iq): the count XEP-0198 acknowledges. */
+  stanzasIn = 0;
 
   constructor(
     readonly url: string,
@@ -134,6 +136,7 @@ export class XmppWsClient {
     if (el.name === 'stream:error' || (el.name === 'error' && el.attrs.xmlns === 'http://etherx.jabber.org/streams')) {
       this.streamError = el.children.find((c): c is Element => typeof c !== 'string')?.name ?? 'undefined-condition';
     }
+    if (el.name === 'message' || el.name === 'presence' || el.name === 'iq') this.stanzasIn++;
     if (el.name === 'iq' && (el.attrs.type === 'result' || el.attrs.type === 'error')) {
       const pending = this.iqs.get(el.attrs.id);
       if (pending) {
@@ -265,6 +268,13 @@ export class XmppWsClient {
     // Anything that arrived between binding and now is a stanza for the application.
     for (const el of this.queue.splice(0)) if (el.name === 'message' || el.name === 'presence' || el.name === 'iq') this.onStanza(el);
     return this.jid;
+  }
+
+  /** A stream that resumed a session (XEP-0198) instead of binding: it is live as `jid`. */
+  resumed(jid: string): void {
+    this.jid = jid;
+    this.live = true;
+    for (const el of this.queue.splice(0)) if (el.name === 'message' || el.name === 'presence' || el.name === 'iq') this.onStanza(el);
   }
 
   /** connect → open → SCRAM-SHA-1 → restart → bind. */

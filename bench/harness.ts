@@ -253,6 +253,12 @@ export interface BenchResults {
     perThousandUsersMonthAssumed: Bill;
     idle: Bill;
     idleWithFederation: Bill;
+    /**
+     * The same month with XEP-0198 (docs/mobile.md): the keepalive is an <r/> answered with <a/>,
+     * and each 2 h cut a hibernation and a resumption instead of a logout and a full login.
+     * Absent when the probes did not run.
+     */
+    withStreamManagement?: { ping: OperationUsage; reconnect: OperationUsage; perThousandUsersMonth: Bill; savedPerUserMonth: number };
   };
   goals: Goal[];
   roomFanOut: string;
@@ -770,6 +776,88 @@ function sequentialDepth(calls: { start: number; end: number }[]): number {
   return best;
 }
 
+/**
+ * XEP-0198 and XEP-0352 on probec's session (docs/mobile.md): what numbering, acknowledgements, a
+ * socket's death, the resumption that replaces a login, and holding by client state indication
+ * cost, for the per-user-month figures. `a` (probea, online) is the other party.
+ */
+async function probeMobileOperations(
+  local: LocalTarget,
+  step: (label: string, framesSent: number, action: () => Promise<unknown>) => Promise<void>,
+  router: Router,
+  a: XmppWsClient,
+  probec: UserSpec,
+  rounds: number,
+): Promise<void> {
+  const SM = 'urn:xmpp:sm:3';
+  const CSI = 'urn:xmpp:csi:0';
+  const c = new XmppWsClient(local.wsUrl, local.domain, CLIENT_TIMEOUT_MS);
+  router.attach(probec, c);
+  await c.login(probec.name, PASSWORD, 'phone');
+  let smId = '';
+  await step('SM: <enable resume/>', 1, async () => {
+    c.send(`<enable xmlns="${SM}" resume="true"/>`);
+    smId = (await c.next((el) => el.name === 'enabled' || el.name === 'failed', 'enabled')).attrs.id ?? '';
+  });
+  if (!smId) throw new Error('SM probe: stream management not enabled');
+  const enabled = c.stanzasIn;
+  c.send('<presence xmlns="jabber:client"/>'); // not measured: flushes probec's stored messages
+  await local.idle(200);
+  for (let i = 0; i < rounds; i++) {
+    await step('SM: 1:1 message to a session with stream management', 1, async () => {
+      const id = nextId('sm');
+      const delivered = new Promise<boolean>((resolve) => router.chat.set(id, { t0: performance.now(), latencies: [], resolve }));
+      a.send(chatFrame(probec.bare, id));
+      await delivered;
+    });
+  }
+  for (let i = 0; i < rounds; i++) {
+    await step('SM: ping (XEP-0199) on a session with stream management', 1, async () => {
+      const id = nextId('ping');
+      await c.iq(`<iq xmlns="jabber:client" type="get" id="${id}" to="${local.domain}"><ping xmlns="urn:xmpp:ping"/></iq>`, id);
+    });
+  }
+  for (let i = 0; i < rounds; i++) {
+    // What clients with stream management send to keep the socket alive (Conversations, Monal): no stanza, nothing numbered.
+    await step('SM: <r/> keepalive (answered with <a h/>)', 1, async () => {
+      c.send(`<r xmlns="${SM}"/>`);
+      await c.next((el) => el.name === 'a', 'a');
+    });
+  }
+  for (let i = 0; i < rounds; i++) {
+    await step('SM: acknowledgement (<a h/>)', 1, async () => {
+      c.send(`<a xmlns="${SM}" h="${c.stanzasIn - enabled}"/>`);
+    });
+  }
+  await step('SM: socket dies ($disconnect: hibernation)', 0, async () => c.terminate());
+  for (let i = 0; i < rounds; i++) {
+    await step('SM: message to a hibernated session (kept)', 1, async () => a.send(chatFrame(probec.bare, nextId('h'))));
+  }
+  // The resumption: a new socket, SASL, and <resume/> instead of bind, roster and initial presence.
+  const r = new XmppWsClient(local.wsUrl, local.domain, CLIENT_TIMEOUT_MS);
+  router.attach(probec, r);
+  let features!: Awaited<ReturnType<XmppWsClient['openStream']>>;
+  await step('SM resumption: stream open', 1, async () => {
+    await r.connect();
+    features = await r.openStream();
+  });
+  await step('SM resumption: SASL (both SCRAM steps)', 2, () => r.authenticate(probec.name, PASSWORD, features));
+  await step('SM resumption: stream restart', 1, () => r.openStream());
+  await step('SM resumption: <resume/> (missed stanzas resent)', 1, async () => {
+    r.send(`<resume xmlns="${SM}" previd="${smId}" h="${c.stanzasIn - enabled}"/>`);
+    const answer = await r.next((el) => el.name === 'resumed' || el.name === 'failed', 'resumed');
+    if (answer.name !== 'resumed') throw new Error('SM probe: resumption failed');
+  });
+  r.resumed(`${probec.bare}/phone`);
+  // Client state indication: a contact's presence while inactive is held, and posted on <active/>.
+  await step('CSI: <inactive/>', 1, async () => r.send(`<inactive xmlns="${CSI}"/>`));
+  for (let i = 0; i < rounds; i++) {
+    await step('CSI: presence to an inactive session (held)', 1, async () => a.send(`<presence xmlns="jabber:client" to="${r.jid}"><status>held ${i}</status></presence>`));
+  }
+  await step('CSI: <active/> (held presence posted)', 1, async () => r.send(`<active xmlns="${CSI}"/>`));
+  await r.close();
+}
+
 async function probeOperations(o: BenchOptions, local: LocalTarget, specs: { probes: UserSpec[]; broadcaster: UserSpec }, router: Router, clients: Map<string, XmppWsClient>, log: (l: string) => void): Promise<PerStanza> {
   const [probea, probeb] = specs.probes as [UserSpec, UserSpec, UserSpec];
   const domain = local.domain;
@@ -843,6 +931,7 @@ async function probeOperations(o: BenchOptions, local: LocalTarget, specs: { pro
       });
     }
   }
+  await probeMobileOperations(local, step, router, a, specs.probes[2]!, rounds);
   await step('logout (<close/> and $disconnect)', 1, async () => {
     clients.delete(probea.bare);
     await a.close();
@@ -1077,16 +1166,45 @@ function costFrom(perStanza: PerStanza | undefined, o: BenchOptions): BenchResul
   };
   void o;
   const usage = { message, ping, reconnect };
+  const perThousandUsersMonth = onlineUsersMonth({ ...ONLINE_DEFAULTS, ping, reconnect });
   return {
     usage,
     assumed: ASSUMED,
     perMillionMessages: perMillionMessages(message, WORST_CASE),
     perMillionMessagesBatched: perMillionMessages(message, BATCHED),
-    perThousandUsersMonth: onlineUsersMonth({ ...ONLINE_DEFAULTS, ping, reconnect }),
+    perThousandUsersMonth,
     perThousandUsersMonthAssumed: onlineUsersMonth({ ...ONLINE_DEFAULTS, ping: ASSUMED.ping, reconnect: ASSUMED.reconnect }),
     idle: idleMonth(IDLE_DEFAULTS),
     idleWithFederation: idleMonth({ ...IDLE_DEFAULTS, federation: true }),
+    withStreamManagement: withStreamManagement(ops, perThousandUsersMonth),
   };
+}
+
+/** Adds operations up (each scaled by its weight); SQS events count every invocation ($disconnect included). */
+function combined(parts: [OperationCost, number][], extra: Partial<OperationUsage> = {}): OperationUsage {
+  const sum = (f: (op: OperationCost) => number) => round(parts.reduce((s, [op, w]) => s + f(op) * w, 0));
+  return {
+    framesIn: sum((op) => op.framesIn),
+    queueEvents: sum((op) => op.invocations),
+    posts: sum((op) => op.posts),
+    readUnits: sum((op) => op.readUnits),
+    writeUnits: sum((op) => op.writeUnits),
+    streamLambdaMs: sum((op) => op.cloudLambdaMs),
+    ...extra,
+  };
+}
+
+function withStreamManagement(ops: Record<string, OperationCost>, without: Bill): NonNullable<BenchResults['cost']>['withStreamManagement'] {
+  const keepalive = ops['SM: <r/> keepalive (answered with <a h/>)'];
+  const dies = ops['SM: socket dies ($disconnect: hibernation)'];
+  const resumption = ['stream open', 'SASL (both SCRAM steps)', 'stream restart', '<resume/> (missed stanzas resent)'].map((l) => ops[`SM resumption: ${l}`]);
+  if (!keepalive || !dies || resumption.some((op) => !op)) return undefined;
+  // The keepalive of a client with stream management is <r/> (its answer is not a stanza, so it is
+  // not numbered and asks for no acknowledgement); an XEP-0199 ping would be numbered and logged.
+  const ping = combined([[keepalive, 1]]);
+  const reconnect = combined([[dies, 1], ...resumption.map((op): [OperationCost, number] => [op!, 1])], { connects: 1, connectLambdaMs: ASSUMED.reconnect.connectLambdaMs });
+  const perThousandUsersMonth = onlineUsersMonth({ ...ONLINE_DEFAULTS, ping, reconnect });
+  return { ping, reconnect, perThousandUsersMonth, savedPerUserMonth: round((without.total - perThousandUsersMonth.total) / ONLINE_DEFAULTS.users, 4) };
 }
 
 function goals(r: BenchResults): Goal[] {

@@ -57,6 +57,8 @@ export function summary(r: BenchResults): string {
   const msg = r.perStanza?.operations['1:1 message (recipient online)'];
   if (msg) lines.push(`\n1:1 message in our handlers: ${msg.dynamoCalls} DynamoDB calls (${msg.readUnits} RRU, ${msg.writeUnits} WRU), ${msg.posts} posts, ${msg.handlerCpuMs} ms CPU`);
   if (r.cost) lines.push(`cost: $${r.cost.perMillionMessages.total.toFixed(2)} per million messages ($${r.cost.perMillionMessagesBatched.total.toFixed(2)} batched), $${r.cost.perThousandUsersMonth.total.toFixed(2)} per 1,000 users online a month, $${r.cost.idle.total.toFixed(2)} idle`);
+  const sm = r.cost?.withStreamManagement;
+  if (sm) lines.push(`with XEP-0198 resumption: $${sm.perThousandUsersMonth.total.toFixed(2)} per 1,000 users online a month ($${sm.savedPerUserMonth.toFixed(4)} saved per user-month)`);
   if (r.lambdas) lines.push(`stream bundle ${r.lambdas.bundles.stream.bytes} B, cold init ${r.lambdas.coldInit.stream.importMs.p50} ms on Node ${r.lambdas.node.version}`);
   lines.push(`room fan-out: ${r.roomFanOut}`);
   lines.push('\ngoals:');

@@ -85,6 +85,14 @@ describe('npm run bench, smoke size', () => {
     expect(ops['ping (XEP-0199)']!.posts).toBe(1);
     expect(ops['bind']!.dynamoByCommand.PutItem).toBeGreaterThanOrEqual(1);
     expect(Object.keys(ops).some((l) => l.startsWith('initial presence'))).toBe(true);
+    // XEP-0198: a message to a session with it is numbered and logged (writes the plain one does not make),
+    // a resumption answers with what was kept for the hibernated session, a held presence is not posted until <active/>.
+    const smMessage = ops['SM: 1:1 message to a session with stream management']!;
+    expect(smMessage.writeUnits).toBeGreaterThan(message.writeUnits);
+    expect(ops['SM: message to a hibernated session (kept)']!.posts).toBe(0);
+    expect(ops['SM resumption: <resume/> (missed stanzas resent)']!.posts).toBeGreaterThanOrEqual(2); // <resumed/> and the kept message
+    expect(ops['CSI: presence to an inactive session (held)']!.posts).toBe(0);
+    expect(ops['CSI: <active/> (held presence posted)']!.posts).toBeGreaterThanOrEqual(1);
   });
 
   it('bundles both Lambdas with cdk/lib/bundle.ts and starts each from cold', () => {
@@ -107,6 +115,8 @@ describe('npm run bench, smoke size', () => {
     expect(cost.perMillionMessagesBatched.total).toBeLessThan(cost.perMillionMessages.total);
     expect(cost.perThousandUsersMonth.total).toBeGreaterThan(10.95); // connection-minutes alone
     expect(cost.idle.total).toBeGreaterThan(0);
+    // A resumption instead of a full login every 2 hours: the month is cheaper with stream management.
+    expect(cost.withStreamManagement!.perThousandUsersMonth.total).toBeLessThan(cost.perThousandUsersMonth.total);
     expect(cost.idleWithFederation.total).toBeGreaterThan(cost.idle.total);
     expect(results.goals.length).toBeGreaterThanOrEqual(5);
     expect(results.ratios.messagesPerSec).toBeGreaterThan(0);
