@@ -13,7 +13,7 @@
 import { spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { gzipSync } from 'node:zlib';
 import { newQueuedMessage, toSqsRecord } from '../local/sqs-event.ts';
 import { distribution, type Distribution } from './stats.ts';
@@ -21,9 +21,11 @@ import { REPO_ROOT } from './targets.ts';
 
 export interface BundleInfo {
   entry: string;
-  /** index.mjs as deployed (minified ESM). */
+  /** What a cold start loads (minified ESM): index.mjs and the chunks it imports statically. */
   bytes: number;
-  /** The same, gzip -9: about what the deployment zip holds. */
+  /** Everything deployed, including the chunks imported on demand (S3, SQS, the SDK's SSO/STS credential chain). */
+  deployedBytes: number;
+  /** `bytes` gzip -9. */
   gzipBytes: number;
   /** The source map beside it (also deployed: the functions run with --enable-source-maps). */
   mapBytes: number;
@@ -125,19 +127,41 @@ export async function bundleLambdas(): Promise<Record<'connect' | 'stream', Bund
     const asset = readdirSync(outdir).find((d) => d.startsWith('asset.') && existsSync(join(outdir, d, 'index.mjs')));
     if (!asset) throw new Error(`no bundle staged for ${name}`);
     const file = join(outdir, asset, 'index.mjs');
-    const code = readFileSync(file);
-    const mapFile = `${file}.map`;
-    const map = existsSync(mapFile) ? (JSON.parse(readFileSync(mapFile, 'utf8')) as { sources: string[]; mappings: string }) : undefined;
+    const loaded = staticImports(file);
+    const code = Buffer.concat(loaded.map((f) => readFileSync(f)));
+    const composition = new Map<string, number>();
+    let mapBytes = 0;
+    for (const f of loaded) {
+      const mapFile = `${f}.map`;
+      if (!existsSync(mapFile)) continue;
+      mapBytes += statSync(mapFile).size;
+      const map = JSON.parse(readFileSync(mapFile, 'utf8')) as { sources: string[]; mappings: string };
+      for (const c of bundleComposition(readFileSync(f, 'utf8'), map)) composition.set(c.from, (composition.get(c.from) ?? 0) + c.bytes);
+    }
     out[name] = {
       entry: `lambdas/${name}.ts`,
       bytes: code.length,
+      deployedBytes: allFiles(join(outdir, asset)).filter((f) => f.endsWith('.mjs')).reduce((n, f) => n + statSync(f).size, 0),
       gzipBytes: gzipSync(code, { level: 9 }).length,
-      mapBytes: map ? statSync(mapFile).size : 0,
-      composition: map ? bundleComposition(code.toString('utf8'), map).slice(0, 15) : [],
+      mapBytes,
+      composition: [...composition].map(([from, bytes]) => ({ from, bytes })).sort((a, b) => b.bytes - a.bytes).slice(0, 15),
       path: file,
     };
   }
   return out;
+}
+
+/** A bundle file and every chunk it imports statically, transitively (what loading it reads; `import()` chunks are not). */
+function staticImports(file: string, seen = new Set<string>()): string[] {
+  if (seen.has(file)) return [];
+  seen.add(file);
+  const text = readFileSync(file, 'utf8');
+  for (const m of text.matchAll(/(?:from|import)\s*"(\.{1,2}\/[^"]+\.mjs)"/g)) staticImports(join(dirname(file), m[1]!), seen);
+  return [...seen];
+}
+
+function allFiles(dir: string): string[] {
+  return readdirSync(dir).flatMap((f) => (statSync(join(dir, f)).isDirectory() ? allFiles(join(dir, f)) : [join(dir, f)]));
 }
 
 function nodeVersion(path: string): string | undefined {

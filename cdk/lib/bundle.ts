@@ -18,8 +18,9 @@ export interface BundleOptions {
 
 /**
  * Lambda code bundled in-process with the locally installed esbuild: no Docker, no child process.
- * The output is one ESM file, `index.mjs` (handler `index.<export>`), plus its source map; the
- * function should run with NODE_OPTIONS=--enable-source-maps.
+ * The output is an ESM file, `index.mjs` (handler `index.<export>`), the chunks it imports on
+ * demand (`chunks/`), and their source maps; the function should run with
+ * NODE_OPTIONS=--enable-source-maps.
  *
  * Two details matter (see DESIGN.md §7): the asset hash is computed from the bundle output
  * (`AssetHashType.OUTPUT`), and the bundling options carry the entry path, because CDK caches staged
@@ -41,8 +42,13 @@ export function bundledCode(entry: string, options: BundleOptions = {}): lambda.
       local: {
         tryBundle(outputDir: string): boolean {
           const result = buildSync({
-            entryPoints: [absEntry],
-            outfile: path.join(outputDir, 'index.mjs'),
+            entryPoints: { index: absEntry },
+            // Code the handler imports on demand (the S3 and SQS clients) goes into chunks of its
+            // own, read only when first needed; a cold start loads index.mjs and the chunks it imports statically.
+            outdir: outputDir,
+            splitting: true,
+            chunkNames: 'chunks/[name]-[hash]',
+            outExtension: { '.js': '.mjs' },
             absWorkingDir: REPO_ROOT,
             bundle: true,
             platform: 'node',
@@ -55,13 +61,16 @@ export function bundledCode(entry: string, options: BundleOptions = {}): lambda.
             sourcesContent: false,
             legalComments: 'none',
             logLevel: 'silent',
+            metafile: true,
           });
           // Name sources relative to the repository (e.g. "lambdas/stream.ts") rather than to the
           // temporary bundling directory, so stack traces read like the source tree.
-          const mapFile = path.join(outputDir, 'index.mjs.map');
-          const map = JSON.parse(readFileSync(mapFile, 'utf8')) as { sources: string[] };
-          map.sources = map.sources.map((s) => path.relative(REPO_ROOT, path.resolve(outputDir, s)).split(path.sep).join('/'));
-          writeFileSync(mapFile, JSON.stringify(map));
+          for (const mapFile of Object.keys(result.metafile.outputs).filter((f) => f.endsWith('.map'))) {
+            const file = path.resolve(REPO_ROOT, mapFile);
+            const map = JSON.parse(readFileSync(file, 'utf8')) as { sources: string[] };
+            map.sources = map.sources.map((s) => path.relative(REPO_ROOT, path.resolve(path.dirname(file), s)).split(path.sep).join('/'));
+            writeFileSync(file, JSON.stringify(map));
+          }
           for (const warning of result.warnings) {
             process.stderr.write(`esbuild warning (${path.basename(absEntry)}): ${warning.text}\n`);
           }

@@ -5,23 +5,24 @@
  * through the federation service's loopback HTTP intake (XMPP_S2S_ENDPOINT). Both only enqueue:
  * the service delivers, or bounces the stanza back to its sender through the core.
  */
-import { SQSClient, SendMessageCommand } from '@aws-sdk/client-sqs';
+import type { SQSClient } from '@aws-sdk/client-sqs';
 import type { ServerConfig } from '../config.ts';
 import type { RemoteRouter } from '../core/server.ts';
 import type { Element } from '../xml/element.ts';
+import { QueueSender } from './queue-sender.ts';
 
 export class SqsRemoteRouter implements RemoteRouter {
-  private readonly client: SQSClient;
+  private readonly queue: QueueSender;
 
   constructor(
     private readonly queueUrl: string,
     client?: SQSClient,
   ) {
-    this.client = client ?? new SQSClient({ maxAttempts: 4 });
+    this.queue = new QueueSender(client);
   }
 
   async send(stanza: Element): Promise<void> {
-    await this.client.send(new SendMessageCommand({ QueueUrl: this.queueUrl, MessageBody: stanza.toString() }));
+    await this.queue.send({ QueueUrl: this.queueUrl, MessageBody: stanza.toString() });
   }
 }
 

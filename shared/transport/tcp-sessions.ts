@@ -11,10 +11,11 @@
  * ids, and modules never know which kind of client they talk to (docs/native-clients.md).
  * The task that owns the socket writes to it directly.
  */
-import { SQSClient, SendMessageCommand } from '@aws-sdk/client-sqs';
+import type { SQSClient } from '@aws-sdk/client-sqs';
 import { randomBytes } from 'node:crypto';
 import { log } from '../log.ts';
 import type { ConnectionSender, SendHint } from './connections.ts';
+import { QueueSender } from './queue-sender.ts';
 
 const PREFIX = 'tcp~';
 
@@ -108,21 +109,19 @@ function queueGone(err: unknown): boolean {
 export class SqsMailbox implements Mailbox {
   constructor(
     private readonly queueUrl: string,
-    private readonly client: SQSClient,
+    private readonly queue: QueueSender,
   ) {}
 
   private async put(message: MailboxMessage): Promise<boolean> {
     try {
-      await this.client.send(
-        new SendMessageCommand({
-          QueueUrl: this.queueUrl,
-          MessageBody: JSON.stringify(message),
-          MessageGroupId: message.connection,
-          // Each post is its own message (a repeated <r/> is not a duplicate); the frame journal
-          // already keeps a retried frame from posting twice.
-          MessageDeduplicationId: randomBytes(16).toString('hex'),
-        }),
-      );
+      await this.queue.send({
+        QueueUrl: this.queueUrl,
+        MessageBody: JSON.stringify(message),
+        MessageGroupId: message.connection,
+        // Each post is its own message (a repeated <r/> is not a duplicate); the frame journal
+        // already keeps a retried frame from posting twice.
+        MessageDeduplicationId: randomBytes(16).toString('hex'),
+      });
       return true;
     } catch (err) {
       if (queueGone(err)) return false;
@@ -144,6 +143,8 @@ export interface MailboxRoutes {
   /** XMPP_C2S_QUEUE_URL_PREFIX: task queues are `<prefix><task id>.fifo` (cloud). */
   queueUrlPrefix?: string;
   sqs?: SQSClient;
+  /** Made from `sqs` on the first mailbox that needs it. */
+  queues?: QueueSender;
 }
 
 /** The mailbox behind an address read from a connection id. */
@@ -151,7 +152,7 @@ export function mailboxAt(address: string, routes: MailboxRoutes = {}): Mailbox 
   const http = /^h\.(\d{1,5})\.([A-Za-z0-9_-]{16,64})$/.exec(address);
   if (http) return new HttpMailbox(`http://127.0.0.1:${http[1]}/${http[2]}`);
   const queueUrl = routes.queueUrlPrefix ? mailboxQueueUrl(routes.queueUrlPrefix, address) : undefined;
-  if (queueUrl) return new SqsMailbox(queueUrl, (routes.sqs ??= new SQSClient({ maxAttempts: 4 })));
+  if (queueUrl) return new SqsMailbox(queueUrl, (routes.queues ??= new QueueSender(routes.sqs)));
   return undefined;
 }
 

@@ -6,9 +6,10 @@
  * queues it for the same handler after the delay. Delivery is at least once and may come early or
  * late by a little; handlers check the stored state, never the clock alone.
  */
-import { SQSClient, SendMessageCommand } from '@aws-sdk/client-sqs';
+import type { SQSClient } from '@aws-sdk/client-sqs';
 import type { ServerConfig } from '../config.ts';
 import { EVENT_ATTRIBUTES } from './events.ts';
+import { QueueSender } from './queue-sender.ts';
 
 export interface ResumptionWindowEnd {
   type: 'sm-expire';
@@ -40,24 +41,22 @@ export function parseTimerEvent(body: string): TimerEvent | undefined {
 const clampDelay = (seconds: number) => Math.min(MAX_TIMER_DELAY_SECONDS, Math.max(0, Math.ceil(seconds)));
 
 export class SqsTimerScheduler implements TimerScheduler {
-  private readonly client: SQSClient;
+  private readonly queue: QueueSender;
 
   constructor(
     private readonly queueUrl: string,
     client?: SQSClient,
   ) {
-    this.client = client ?? new SQSClient({ maxAttempts: 4 });
+    this.queue = new QueueSender(client);
   }
 
   async schedule(event: TimerEvent, delaySeconds: number): Promise<void> {
-    await this.client.send(
-      new SendMessageCommand({
-        QueueUrl: this.queueUrl,
-        MessageBody: JSON.stringify(event),
-        DelaySeconds: clampDelay(delaySeconds),
-        MessageAttributes: { [EVENT_ATTRIBUTES.eventType]: { DataType: 'String', StringValue: 'TIMER' } },
-      }),
-    );
+    await this.queue.send({
+      QueueUrl: this.queueUrl,
+      MessageBody: JSON.stringify(event),
+      DelaySeconds: clampDelay(delaySeconds),
+      MessageAttributes: { [EVENT_ATTRIBUTES.eventType]: { DataType: 'String', StringValue: 'TIMER' } },
+    });
   }
 }
 

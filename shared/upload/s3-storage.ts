@@ -7,8 +7,7 @@
  * role, that is within hours, whatever the requested expiry. Public-read is the choice for links
  * that must last until the bucket's lifecycle rule removes the file.
  */
-import { GetObjectCommand, PutObjectCommand, S3Client } from '@aws-sdk/client-s3';
-import { getSignedUrl } from '@aws-sdk/s3-request-presigner';
+import type { S3Client } from '@aws-sdk/client-s3';
 import { PUT_EXPIRY_SECONDS, contentDisposition, uploadId, type UploadRequest, type UploadSlot, type UploadStorage } from './types.ts';
 
 export interface S3UploadStorageOptions {
@@ -27,25 +26,35 @@ const MAX_PRESIGN_SECONDS = 7 * 24 * 3600;
 /** An S3 key as a URL path: each segment percent-encoded, slashes kept. */
 const keyPath = (key: string) => key.split('/').map(encodeURIComponent).join('/');
 
+/**
+ * The S3 client and presigner are imported on the first upload request, not when the stream Lambda
+ * starts: they are the largest part of its bundle and few frames need them (docs/performance.md).
+ */
+let sdk: Promise<[typeof import('@aws-sdk/client-s3'), typeof import('@aws-sdk/s3-request-presigner')]> | undefined;
+const loadSdk = () => (sdk ??= Promise.all([import('@aws-sdk/client-s3'), import('@aws-sdk/s3-request-presigner')]));
+
 export class S3UploadStorage implements UploadStorage {
-  private readonly client: S3Client;
+  private client?: S3Client;
 
   constructor(private readonly options: S3UploadStorageOptions) {
-    this.client = options.client ?? new S3Client({ region: options.region });
+    this.client = options.client;
   }
 
   async createSlot(request: UploadRequest): Promise<UploadSlot> {
+    const [{ GetObjectCommand, PutObjectCommand, S3Client }, { getSignedUrl }] = await loadSdk();
+    this.client ??= new S3Client({ region: this.options.region });
+    const client = this.client;
     const { bucket } = this.options;
     const key = `${uploadId()}/${request.filename}`;
     const signed = new Set(['content-length', ...(request.contentType ? ['content-type'] : [])]);
     const put = await getSignedUrl(
-      this.client,
+      client,
       new PutObjectCommand({ Bucket: bucket, Key: key, ContentLength: request.size, ContentType: request.contentType }),
       { expiresIn: PUT_EXPIRY_SECONDS, signableHeaders: signed },
     );
     let get: string;
     if (this.options.publicRead) {
-      const region = await this.client.config.region();
+      const region = await client.config.region();
       const base = this.options.publicBaseUrl?.replace(/\/+$/, '') ?? `https://${bucket}.s3.${region}.amazonaws.com`;
       get = `${base}/${keyPath(key)}`;
     } else {
@@ -57,7 +66,7 @@ export class S3UploadStorage implements UploadStorage {
         ResponseContentType: request.contentType ?? 'application/octet-stream',
         ResponseContentDisposition: contentDisposition(request.contentType, request.filename),
       });
-      get = await getSignedUrl(this.client, served, {
+      get = await getSignedUrl(client, served, {
         expiresIn: Math.min(this.options.getExpirySeconds, MAX_PRESIGN_SECONDS),
       });
     }
