@@ -2,7 +2,7 @@
 import { Jid } from '../jid.ts';
 import type { Element } from '../xml/element.ts';
 import type { SessionChanges } from '../storage/store.ts';
-import type { ConnectionState, SessionRecord } from './types.ts';
+import type { Account, ConnectionState, SessionRecord } from './types.ts';
 import type { XmppServer } from './server.ts';
 import { isStanzaFrame } from '../transport/sm-sender.ts';
 
@@ -59,10 +59,11 @@ export class ClientSession {
 
   /**
    * Changes what other connections see of this session (its session item, by attribute update) and
-   * the state's copy of it. Resolves false when the session item is no longer this connection's
-   * (replaced by a newer session with the same resource).
+   * the state's copy of it. Resolves with the account as written (sessions are attributes of the
+   * account item), or undefined when the session is no longer this connection's (replaced by a
+   * newer session with the same resource).
    */
-  async updateSession(changes: SessionChanges): Promise<boolean> {
+  async updateSession(changes: SessionChanges): Promise<Account | undefined> {
     const { presence, sm, inactive, ...mirrored } = changes;
     this.update(inactive === undefined ? mirrored : { ...mirrored, inactive: inactive ?? undefined });
     return this.server.store.updateSession(this.bare, this.state.resource!, this.id, changes);

@@ -260,7 +260,17 @@ export async function hibernate(server: XmppServer, state: ConnectionState): Pro
  */
 export async function endHibernated(server: XmppServer, sessionId: string, socket: string, force = false): Promise<void> {
   let record = await server.sm.get(sessionId);
-  if (!record || record.socket !== socket) return; // resumed on another connection, or ended
+  if (!record) {
+    // Ended: by an earlier run of this event that died before its last step, or another way.
+    // Finish what may be left (leaving is journaled per event: contacts are told once).
+    const state = await server.store.getConnection(socket);
+    if (state?.stage === 'hibernated') {
+      await server.sessions.leave(new ClientSession(server, structuredClone(state)));
+      await server.store.deleteConnection(socket);
+    }
+    return;
+  }
+  if (record.socket !== socket) return; // resumed on another connection
   if (!record.ending) {
     if (record.hibernatedUntil === undefined) return;
     const left = record.hibernatedUntil - Date.now();

@@ -65,13 +65,20 @@ async function broadcast(server: XmppServer, session: ClientSession, stanza: Ele
   const priority = clampPriority(stanza.getChildText('priority'));
   const presence = copyWith(stanza, { to: undefined, id: undefined });
   // This session's fact first, then the others' (read strongly consistent): of two sessions
-  // coming online at the same moment, at least one sees the other (docs/architecture.md).
-  await session.updateSession({ available: !unavailable, priority: unavailable ? 0 : priority, presence: unavailable ? null : presence.toString() });
-
+  // coming online at the same moment, at least one sees the other (docs/architecture.md). The
+  // roster is read meanwhile.
   const bare = session.bare;
+  const [, roster] = await Promise.all([
+    session.updateSession({ available: !unavailable, priority: unavailable ? 0 : priority, presence: unavailable ? null : presence.toString() }),
+    server.store.getRoster(bare),
+  ]);
   const initial = !unavailable && !wasAvailable;
-  const roster = await server.store.getRoster(bare);
-  const own = (await server.store.getUserRoute(bare)).sessions.filter((s) => s.resource !== session.state.resource);
+  // The user's own and every local contact's sessions in a few batched reads (100 users each), not
+  // one Query per contact.
+  const contacts = roster.map((item) => ({ item, jid: parseJid(item.jid) }));
+  const local = contacts.filter((c) => server.isLocalDomain(c.jid.domain) && c.jid.local && (hasFrom(c.item.subscription) || (initial && hasTo(c.item.subscription))));
+  const sessionsOf = await server.store.getSessionsOf([bare, ...local.map((c) => c.jid.bare)]);
+  const own = (sessionsOf.get(bare) ?? []).filter((s) => s.resource !== session.state.resource);
 
   // Own other resources see it; a new session also learns theirs (RFC 6121 §4.2.2, 4.4.2).
   await Promise.all(own.filter((s) => s.available).map((s) => server.deliver(s, copyWith(presence, { to: sessionJid(s) }))));
@@ -79,14 +86,12 @@ async function broadcast(server: XmppServer, session: ClientSession, stanza: Ele
 
   // Modules may keep a recipient out of a broadcast (e.g. blocking, XEP-0191).
   const skip = (stanza: Element, from: Jid, to: Jid) => server.runHooks('presence/broadcast', { server, stanza, from, to, session });
-  await forEachBounded(roster, CONTACT_CONCURRENCY, async (item) => {
-    const contact = parseJid(item.jid);
-    const local = server.isLocalDomain(contact.domain);
-    const sessions = local ? (await server.store.getUserRoute(contact.bare)).sessions : undefined;
+  await forEachBounded(contacts, CONTACT_CONCURRENCY, async ({ item, jid: contact }) => {
+    const sessions = server.isLocalDomain(contact.domain) ? (sessionsOf.get(contact.bare) ?? []) : undefined;
     if (hasFrom(item.subscription) && !(await skip(presence, session.jid, contact))) await sendPresence(server, contact, presence, sessions);
     if (initial && hasTo(item.subscription)) {
-      if (local) {
-        for (const p of presencesOf(sessions!)) {
+      if (sessions) {
+        for (const p of presencesOf(sessions)) {
           if (!(await skip(p, parseJid(p.attrs.from!), session.jid))) await session.send(copyWith(p, { to: session.jid.toString() }));
         }
       } else {

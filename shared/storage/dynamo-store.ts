@@ -1,9 +1,12 @@
 /**
- * Store on one DynamoDB table (layout in docs/data-model.md). Sessions sort right after the
- * account item (`account`, `account#session#<resource>`), so one Query answers "does this user exist
- * and where is it connected" — the only read on the hot path of a chat message.
+ * Store on one DynamoDB table (layout in docs/data-model.md). Sessions are attributes of the
+ * account item, so one Query of the user's routing items answers "does this user exist and where is
+ * it connected" (the only read on the hot path of a chat message), and a presence broadcast reads
+ * many users' sessions with BatchGetItem.
  */
+import { createHash } from 'node:crypto';
 import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
+import { log } from '../log.ts';
 import { faultsFromEnv, injectDynamoFaults } from '../faults.ts';
 import {
   DeleteCommand,
@@ -17,11 +20,10 @@ import type { Account, ConnectionState, RosterItem, SessionRecord } from '../cor
 import type { ScramCredentials, ScramHash } from '../sasl/scram.ts';
 import type { ConnectionItem, OfflineMessage, SessionChanges, Store, TableAccess, UserRoute } from './store.ts';
 import { TTL_ATTRIBUTE } from './table.ts';
-import { frameUnique, invalidateRoute, memoizedRoute, type FrameJournal } from './frame-context.ts';
-import { claimOnce, claimOwner, conditionally, deleteKeys, isLive as live, nowSeconds, queryAll } from './table-ops.ts';
+import { frameUnique, invalidateRoute, memoizedRoute, rememberNoBlockList, type FrameJournal } from './frame-context.ts';
+import { batchGet, claimOnce, claimOwner, conditionally, deleteKeys, isLive as live, nowSeconds, queryAll } from './table-ops.ts';
 
 const ACCOUNT = 'account';
-const SESSION = 'account#session#';
 const ROSTER = 'roster#';
 const PENDING = 'pending#';
 const OFFLINE = 'offline#';
@@ -171,9 +173,9 @@ export class DynamoStore implements Store {
   // sessions
 
   /**
-   * One strongly consistent Query of the user's routing items: the account, its sessions and what
-   * feature modules keep under `account#…` (block list, carbons, archive preferences). Memoized for
-   * the current frame (frame-context.ts).
+   * One strongly consistent Query of the user's routing items: the account (with its sessions), and
+   * what feature modules keep under `account#…` (block list, carbons, archive preferences).
+   * Memoized for the current frame (frame-context.ts).
    */
   getUserRoute(bare: string): Promise<UserRoute> {
     return memoizedRoute(bare, async () => {
@@ -182,53 +184,109 @@ export class DynamoStore implements Store {
         ExpressionAttributeValues: { ':pk': userKey(bare), ':prefix': ACCOUNT },
         ConsistentRead: true,
       });
-      return {
-        exists: items.some((i) => i.sk === ACCOUNT),
-        sessions: items.filter((i) => (i.sk as string).startsWith(SESSION)).map(toSession),
-        items: new Map(items.map((i) => [i.sk as string, i])),
-      };
+      const account = items.find((i) => i.sk === ACCOUNT);
+      return { exists: account !== undefined, sessions: sessionsOf(account), items: new Map(items.map((i) => [i.sk as string, i])) };
     });
   }
 
+  /**
+   * The sessions of many users at once, for a presence broadcast: their account items, with
+   * BatchGetItem (100 keys a request, all requests at once, strongly consistent). A user who never
+   * blocked anyone is remembered as such for the frame, so the blocking check of the broadcast
+   * needs no read of its own (frame-context.ts).
+   */
+  async getSessionsOf(bares: string[]): Promise<Map<string, SessionRecord[]>> {
+    const unique = [...new Set(bares)];
+    const found = new Map<string, SessionRecord[]>(unique.map((b) => [b, []]));
+    const chunks: string[][] = [];
+    for (let i = 0; i < unique.length; i += 100) chunks.push(unique.slice(i, i + 100));
+    await Promise.all(
+      chunks.map(async (chunk) => {
+        for (const account of await batchGet(this.db, chunk.map((b) => ({ pk: userKey(b), sk: ACCOUNT })), true)) {
+          found.set(account.bare as string, sessionsOf(account));
+          if (account.blocking !== true) rememberNoBlockList(account.bare as string);
+        }
+      }),
+    );
+    return found;
+  }
+
+  /**
+   * Sessions live on the account item, one attribute each (so the batch above reads them), written
+   * only by attribute updates conditional on the connection, never by replacing the item.
+   */
   async putSession(s: SessionRecord): Promise<void> {
     invalidateRoute(s.bare);
-    await this.doc.send(
-      new PutCommand({
-        TableName: this.table,
-        Item: { pk: userKey(s.bare), sk: SESSION + s.resource, ...s, [TTL_ATTRIBUTE]: nowSeconds() + CONNECTION_TTL_SECONDS },
-      }),
+    const now = nowSeconds();
+    let after: Record<string, any> | undefined;
+    try {
+      const out = await this.doc.send(
+        new UpdateCommand({
+          TableName: this.table,
+          Key: { pk: userKey(s.bare), sk: ACCOUNT },
+          UpdateExpression: 'SET #s = :s',
+          // An account removed meanwhile gets no session (a bare update would recreate the item).
+          ConditionExpression: 'attribute_exists(createdAt)',
+          ExpressionAttributeNames: { '#s': sessionAttribute(s.resource) },
+          ExpressionAttributeValues: { ':s': { ...s, expires: now + CONNECTION_TTL_SECONDS } },
+          ReturnValues: 'ALL_NEW',
+        }),
+      );
+      after = out.Attributes;
+    } catch (err) {
+      if ((err as Error).name !== 'ConditionalCheckFailedException') throw err;
+      log.warn('session of a removed account not recorded', { bare: s.bare });
+      return;
+    }
+    // Sessions whose $disconnect never came (their time is up) go with the next bind.
+    const stale = Object.entries(after ?? {}).filter(([k, v]) => isSessionAttribute(k) && !((v as { expires?: number }).expires! > now));
+    if (stale.length === 0) return;
+    const names = Object.fromEntries(stale.map(([k], i) => [`#x${i}`, k]));
+    await conditionally(
+      this.doc.send(
+        new UpdateCommand({
+          TableName: this.table,
+          Key: { pk: userKey(s.bare), sk: ACCOUNT },
+          UpdateExpression: `REMOVE ${Object.keys(names).join(', ')}`,
+          ConditionExpression: Object.keys(names).map((n) => `${n}.expires <= :now`).join(' AND '),
+          ExpressionAttributeNames: names,
+          ExpressionAttributeValues: { ':now': now },
+        }),
+      ),
     );
   }
 
-  async updateSession(bare: string, resource: string, connectionId: string, changes: SessionChanges): Promise<boolean> {
+  async updateSession(bare: string, resource: string, connectionId: string, changes: SessionChanges): Promise<Account | undefined> {
     invalidateRoute(bare);
     const set: string[] = [];
     const remove: string[] = [];
-    const names: Record<string, string> = { '#c': 'connectionId' };
+    const names: Record<string, string> = { '#s': sessionAttribute(resource), '#c': 'connectionId' };
     const values: Record<string, unknown> = { ':c': connectionId };
     for (const [name, value] of Object.entries(changes)) {
       names[`#${name}`] = name;
-      if (value === undefined || value === null) remove.push(`#${name}`);
+      if (value === undefined || value === null) remove.push(`#s.#${name}`);
       else {
-        set.push(`#${name} = :${name}`);
+        set.push(`#s.#${name} = :${name}`);
         values[`:${name}`] = value;
       }
     }
-    if (!set.length && !remove.length) return true;
+    if (!set.length && !remove.length) return this.getAccount(bare);
     try {
-      await this.doc.send(
+      const out = await this.doc.send(
         new UpdateCommand({
           TableName: this.table,
-          Key: { pk: userKey(bare), sk: SESSION + resource },
+          Key: { pk: userKey(bare), sk: ACCOUNT },
           UpdateExpression: [set.length ? `SET ${set.join(', ')}` : '', remove.length ? `REMOVE ${remove.join(', ')}` : ''].join(' ').trim(),
-          ConditionExpression: '#c = :c',
+          ConditionExpression: '#s.#c = :c',
           ExpressionAttributeNames: names,
           ExpressionAttributeValues: values,
+          // The account comes back with it: a roster get learns the roster version from this write.
+          ReturnValues: 'ALL_NEW',
         }),
       );
-      return true;
+      return out.Attributes ? toAccount(out.Attributes) : undefined;
     } catch (err) {
-      if ((err as Error).name === 'ConditionalCheckFailedException') return false;
+      if ((err as Error).name === 'ConditionalCheckFailedException') return undefined;
       throw err;
     }
   }
@@ -239,11 +297,11 @@ export class DynamoStore implements Store {
       this.doc.send(
         new UpdateCommand({
           TableName: this.table,
-          Key: { pk: userKey(bare), sk: SESSION + resource },
-          UpdateExpression: 'SET #ttl = :ttl',
-          ConditionExpression: 'connectionId = :c',
-          ExpressionAttributeNames: { '#ttl': TTL_ATTRIBUTE },
-          ExpressionAttributeValues: { ':c': connectionId, ':ttl': nowSeconds() + CONNECTION_TTL_SECONDS },
+          Key: { pk: userKey(bare), sk: ACCOUNT },
+          UpdateExpression: 'SET #s.expires = :e',
+          ConditionExpression: '#s.connectionId = :c',
+          ExpressionAttributeNames: { '#s': sessionAttribute(resource) },
+          ExpressionAttributeValues: { ':c': connectionId, ':e': nowSeconds() + CONNECTION_TTL_SECONDS },
         }),
       ),
     );
@@ -251,18 +309,18 @@ export class DynamoStore implements Store {
 
   async deleteSession(bare: string, resource: string, connectionId: string): Promise<void> {
     invalidateRoute(bare);
-    try {
-      await this.doc.send(
-        new DeleteCommand({
+    await conditionally(
+      this.doc.send(
+        new UpdateCommand({
           TableName: this.table,
-          Key: { pk: userKey(bare), sk: SESSION + resource },
-          ConditionExpression: 'connectionId = :c',
+          Key: { pk: userKey(bare), sk: ACCOUNT },
+          UpdateExpression: 'REMOVE #s',
+          ConditionExpression: '#s.connectionId = :c',
+          ExpressionAttributeNames: { '#s': sessionAttribute(resource) },
           ExpressionAttributeValues: { ':c': connectionId },
         }),
-      );
-    } catch (err) {
-      if ((err as Error).name !== 'ConditionalCheckFailedException') throw err;
-    }
+      ),
+    );
   }
 
   async listSessions(): Promise<SessionRecord[]> {
@@ -272,12 +330,12 @@ export class DynamoStore implements Store {
       const out = await this.doc.send(
         new ScanCommand({
           TableName: this.table,
-          FilterExpression: 'begins_with(sk, :s)',
-          ExpressionAttributeValues: { ':s': SESSION },
+          FilterExpression: 'sk = :sk',
+          ExpressionAttributeValues: { ':sk': ACCOUNT },
           ExclusiveStartKey,
         }),
       );
-      sessions.push(...(out.Items ?? []).filter(live).map(toSession));
+      for (const account of out.Items ?? []) sessions.push(...sessionsOf(account));
       ExclusiveStartKey = out.LastEvaluatedKey;
     } while (ExclusiveStartKey);
     return sessions;
@@ -521,6 +579,25 @@ export class DynamoStore implements Store {
 
 function toAccount(item: Record<string, any>): Account {
   return { bare: item.bare, credentials: item.credentials ?? {}, createdAt: item.createdAt, rosterVersion: item.rosterVersion ?? 0 };
+}
+
+/**
+ * A session's attribute on the account item: `s#` and a digest of the resource (a resource may be
+ * 1,023 bytes of any text; the name stays short and needs no escaping).
+ */
+function sessionAttribute(resource: string): string {
+  return `s#${createHash('sha256').update(resource).digest('base64url').slice(0, 22)}`;
+}
+
+const isSessionAttribute = (name: string) => name.startsWith('s#');
+
+/** The live sessions on an account item (a session whose $disconnect was lost expires after 3 h). */
+function sessionsOf(account: Record<string, any> | undefined, now = nowSeconds()): SessionRecord[] {
+  if (!account) return [];
+  return Object.entries(account)
+    .filter(([k, v]) => isSessionAttribute(k) && (v as { expires?: number }).expires! > now)
+    .map(([, v]) => toSession({ ...(v as Record<string, any>), bare: account.bare }))
+    .sort((a, b) => a.boundAt - b.boundAt);
 }
 
 function toSession(item: Record<string, any>): SessionRecord {

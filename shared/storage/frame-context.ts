@@ -161,6 +161,21 @@ export function memoizedRoute<T>(bare: string, load: () => Promise<T>): Promise<
 /** Call after writing any of a user's routing items (`sk` beginning with `account`). */
 export function invalidateRoute(bare: string): void {
   frames.getStore()?.routes.delete(bare);
+  frames.getStore()?.routes.delete(NO_BLOCK_LIST + bare);
+}
+
+const NO_BLOCK_LIST = 'no-block-list:';
+
+/**
+ * The frame read this user's account item and it says the user never blocked anyone (a batched
+ * read for a presence broadcast): the blocking check needs no read of the block list.
+ */
+export function rememberNoBlockList(bare: string): void {
+  frames.getStore()?.routes.set(NO_BLOCK_LIST + bare, Promise.resolve(true));
+}
+
+export function knownToBlockNobody(bare: string): boolean {
+  return frames.getStore()?.routes.has(NO_BLOCK_LIST + bare) ?? false;
 }
 
 function nextOccurrence(frame: Frame, key: string): number {

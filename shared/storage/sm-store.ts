@@ -45,9 +45,11 @@ export interface SmRecord {
 /**
  * How long a poster holds a session's post lease at most. A post takes milliseconds; the lease
  * only runs out when its holder died mid-post (or its post hangs in SDK retries), and then the
- * next poster takes it over rather than waiting for ever.
+ * next poster takes it over. Short, because every frame that waits behind a dead holder holds up
+ * its connection's queue: with 5 s, frames of a connection being resumed outlasted the drain
+ * (DRAIN_WAIT_MS) and the chaos test with stream management doubled 15 messages of 500.
  */
-export const POST_LEASE_MS = 5000;
+export const POST_LEASE_MS = 1000;
 
 /** What drawing a number found: a number and the lease, a lease held by another poster, or no stream management. */
 export type Draw = { record: SmRecord } | { busyUntil: number } | undefined;

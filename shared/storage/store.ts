@@ -11,7 +11,7 @@ export interface UserRoute {
   exists: boolean;
   sessions: SessionRecord[];
   /**
-   * Every routing item of the user by sort key (`account`, `account#session#…`, and what feature
+   * Every routing item of the user by sort key (`account`, which carries the sessions, and what feature
    * modules keep under `account#…`), so modules read theirs without another request.
    */
   items: Map<string, Record<string, any>>;
@@ -61,13 +61,15 @@ export interface Store {
 
   /** One Query: whether the user exists and every bound session. */
   getUserRoute(bare: string): Promise<UserRoute>;
-  /** Creates (or replaces) a session item: bind only. */
+  /** The live sessions of many users in a few batched reads (presence broadcasts); users without an account have none. */
+  getSessionsOf(bares: string[]): Promise<Map<string, SessionRecord[]>>;
+  /** Creates (or replaces) a session: bind only. */
   putSession(session: SessionRecord): Promise<void>;
   /**
    * Changes attributes of a session item, if it still belongs to `connectionId` (else false): never a
    * whole-item put, so two writers of different attributes cannot erase each other's.
    */
-  updateSession(bare: string, resource: string, connectionId: string, changes: SessionChanges): Promise<boolean>;
+  updateSession(bare: string, resource: string, connectionId: string, changes: SessionChanges): Promise<Account | undefined>;
   /** Extends the session item's expiry (a resumed session outlives its first connection); false when not that session's. */
   refreshSession(bare: string, resource: string, connectionId: string): Promise<boolean>;
   /** Deletes the session if it still belongs to that connection. */

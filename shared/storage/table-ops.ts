@@ -3,7 +3,7 @@
  * TTL has passed but which DynamoDB has not deleted yet), and batched writes that retry what
  * DynamoDB left unprocessed.
  */
-import { BatchWriteCommand, PutCommand, QueryCommand, type QueryCommandInput } from '@aws-sdk/lib-dynamodb';
+import { BatchGetCommand, BatchWriteCommand, PutCommand, QueryCommand, type QueryCommandInput } from '@aws-sdk/lib-dynamodb';
 import { randomBytes } from 'node:crypto';
 import { currentFrame } from './frame-context.ts';
 import type { TableAccess } from './store.ts';
@@ -23,6 +23,19 @@ export async function queryAll(db: TableAccess, input: Omit<QueryCommandInput, '
     items.push(...(out.Items ?? []).filter(isLive));
     ExclusiveStartKey = out.LastEvaluatedKey;
   } while (ExclusiveStartKey);
+  return items;
+}
+
+/** BatchGetItem of at most 100 keys, retrying unprocessed keys with backoff; the live items found, in no order. */
+export async function batchGet(db: TableAccess, keys: { pk: string; sk: string }[], consistent: boolean): Promise<Record<string, any>[]> {
+  const items: Record<string, any>[] = [];
+  let pending: Record<string, any>[] = keys;
+  for (let attempt = 0; pending.length > 0; attempt++) {
+    if (attempt > 0) await new Promise((r) => setTimeout(r, Math.min(1000, 50 * 2 ** (attempt - 1))));
+    const out = await db.doc.send(new BatchGetCommand({ RequestItems: { [db.table]: { Keys: pending, ConsistentRead: consistent } } }));
+    items.push(...(out.Responses?.[db.table] ?? []).filter(isLive));
+    pending = out.UnprocessedKeys?.[db.table]?.Keys ?? [];
+  }
   return items;
 }
 
