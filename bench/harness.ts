@@ -1207,6 +1207,8 @@ function withStreamManagement(ops: Record<string, OperationCost>, without: Bill)
   return { ping, reconnect, perThousandUsersMonth, savedPerUserMonth: round((without.total - perThousandUsersMonth.total) / ONLINE_DEFAULTS.users, 4) };
 }
 
+const contactsIn = (label: string) => Number(/\((\d+) contacts\)/.exec(label)?.[1] ?? 0);
+
 function goals(r: BenchResults): Goal[] {
   const out: Goal[] = [];
   const ops = r.perStanza?.operations ?? {};
@@ -1268,6 +1270,43 @@ function goals(r: BenchResults): Goal[] {
       target: '≤ 100 ms',
       measured: `${local.chatSteady.latencyMs.p99} ms${low ? ` (at ${low.offeredRate}/s: ${low.latencyMs.p99} ms)` : ''}`,
       met: local.chatSteady.latencyMs.p99 <= 100,
+    });
+  }
+  // Issue 17's targets: presence and login round trips, logins/s, the online month.
+  const change = Object.values(ops).filter((op) => /^presence change \(\d+ contacts\)$/.test(op.label)).sort((a, b) => contactsIn(b.label) - contactsIn(a.label))[0];
+  if (change) {
+    const n = contactsIn(change.label);
+    const limit = Math.floor(n / 50) + 3;
+    out.push({
+      goal: `DynamoDB requests and sequential round trips of a presence change to ${n} contacts`,
+      target: `≤ ${limit} requests (N/50 + 3), ≤ 3 round trips`,
+      measured: `${change.dynamoCalls} requests (${Object.entries(change.dynamoByCommand).map(([k, v]) => `${v} ${k}`).join(', ')}), ${change.dynamoRoundTrips} round trips`,
+      met: change.dynamoCalls <= limit && change.dynamoRoundTrips <= 3,
+    });
+  }
+  const login = ['stream open', 'SASL (both SCRAM steps)', 'stream restart', 'bind', 'roster get'].map((l) => ops[l]);
+  const initial = Object.values(ops).find((op) => op.label.startsWith('initial presence'));
+  if (login.every((op) => op) && initial) {
+    const steps = [...(login as OperationCost[]), initial];
+    const trips = round(steps.reduce((sum, op) => sum + op.dynamoRoundTrips, 0));
+    out.push({
+      goal: 'sequential DynamoDB round trips of a login (open, SASL, restart, bind, roster, initial presence)',
+      target: '≤ 6',
+      measured: `${trips} (${steps.map((op) => `${op.label} ${op.dynamoRoundTrips}`).join(', ')})`,
+      met: trips <= 6,
+    });
+  }
+  if (r.ratios.loginsPerSec !== null && r.ratios.loginsPerSec !== undefined) {
+    out.push({ goal: "logins/s in the storm vs Prosody's", target: '≥ 0.5×', measured: `${r.ratios.loginsPerSec}×`, met: r.ratios.loginsPerSec >= 0.5 });
+  }
+  if (r.cost?.withStreamManagement) {
+    const before = 98.93; // docs/cost.md before issue 17: the month of 1,000 online users, measured on 2026-11-22
+    const now = r.cost.withStreamManagement.perThousandUsersMonth.total;
+    out.push({
+      goal: 'cost of 1,000 users online for a month (with XEP-0198 resumption instead of relogin)',
+      target: `≤ $${(before / 2).toFixed(2)} (half of $${before})`,
+      measured: `$${now.toFixed(2)} ($${r.cost.perThousandUsersMonth.total.toFixed(2)} without resumption)`,
+      met: now <= before / 2,
     });
   }
   if (r.cost) {
