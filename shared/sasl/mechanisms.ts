@@ -105,6 +105,12 @@ function succeeded(attempt: LoginAttempt | undefined): void {
   if (attempt) void frameTask(attempt.succeeded());
 }
 
+/** The check failed (wrong password, unknown user, a bad proof): it counts against the source too. */
+function failedCheck<T>(attempt: LoginAttempt | undefined, step: T): T {
+  if (attempt) void frameTask(attempt.failed());
+  return step;
+}
+
 export async function startMechanism(ctx: SaslContext, mechanism: string, message: Buffer): Promise<SaslStep> {
   if (mechanism === 'PLAIN') {
     const plain = parsePlain(message);
@@ -117,9 +123,9 @@ export async function startMechanism(ctx: SaslContext, mechanism: string, messag
       // The same PBKDF2 work as a wrong password, so the time taken does not tell either.
       const fake = await madeUpCredentials(ctx, 'sha256', plain.authcid);
       saltedPassword('sha256', plain.password, Buffer.from(fake.salt, 'base64'), fake.iterations);
-      return { kind: 'failure', condition: 'not-authorized' };
+      return failedCheck(attempt, { kind: 'failure', condition: 'not-authorized' });
     }
-    if (!verifyPassword(hash, plain.password, creds)) return { kind: 'failure', condition: 'not-authorized' };
+    if (!verifyPassword(hash, plain.password, creds)) return failedCheck(attempt, { kind: 'failure', condition: 'not-authorized' });
     succeeded(attempt);
     if (plain.authzid && plain.authzid !== account.bare) return { kind: 'failure', condition: 'invalid-authzid' };
     return { kind: 'success', user: account.bare };
@@ -147,17 +153,20 @@ export async function startMechanism(ctx: SaslContext, mechanism: string, messag
 }
 
 export async function continueMechanism(ctx: SaslContext, state: ScramState, message: Buffer): Promise<SaslStep> {
+  let attempt: LoginAttempt | undefined;
   try {
-    const { account, attempt } = await accountForCheck(ctx, state.username);
+    const checked = await accountForCheck(ctx, state.username);
+    attempt = checked.attempt;
+    const { account } = checked;
     if (attempt?.refusal) return temporaryFailure(attempt.refusal);
     const creds = account?.credentials[state.hash];
-    if (!account || !creds) return { kind: 'failure', condition: 'not-authorized' };
+    if (!account || !creds) return failedCheck(attempt, { kind: 'failure', condition: 'not-authorized' });
     const bindingData = state.channelBinding ? ctx.bindings?.[state.channelBinding as ChannelBindingType] : undefined;
     const data = verifyClientFinal(state, message.toString('utf8'), creds, bindingData);
     succeeded(attempt);
     return { kind: 'success', user: account.bare, data };
   } catch (err) {
-    return fail(err);
+    return failedCheck(attempt, fail(err));
   }
 }
 

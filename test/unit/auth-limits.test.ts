@@ -114,6 +114,15 @@ describe('failed logins per source address', () => {
     expect(await plainLogin(local(grace), 'secret', '10.0.6.2')).toContain('<success');
   });
 
+  it('twenty good logins from one address at once across three instances all succeed (an office behind NAT): logins in flight are not failures', async () => {
+    const users = await Promise.all(Array.from({ length: 20 }, (_, i) => account(`office${i}-`)));
+    const answers = await Promise.all(users.map((u, i) => plainLogin(local(u), 'secret', '10.0.9.1', i % 3)));
+    expect(answers.filter((a) => a.includes('<success'))).toHaveLength(20);
+    // Failures from that address still count: six of them, and the address is held.
+    for (let i = 0; i < 6; i++) expect(await plainLogin(`nobody${n}y${i}`, 'guess', '10.0.9.1')).toContain('<not-authorized/>');
+    expect(await plainLogin(local(users[0]!), 'secret', '10.0.9.1')).toContain('<temporary-auth-failure/>');
+  });
+
   it('an IPv6 source is its /64 (one host holds a whole /64); IPv4-mapped addresses count as IPv4', async () => {
     expect(sourceSubject('2001:db8:1:2:aaaa::1')).toBe(sourceSubject('2001:db8:1:2:ffff::2'));
     expect(sourceSubject('2001:db8:1:2::1')).not.toBe(sourceSubject('2001:db8:1:3::1'));
