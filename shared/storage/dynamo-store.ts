@@ -202,9 +202,12 @@ export class DynamoStore implements Store {
     for (let i = 0; i < unique.length; i += 100) chunks.push(unique.slice(i, i + 100));
     await Promise.all(
       chunks.map(async (chunk) => {
-        for (const account of await batchGet(this.db, chunk.map((b) => ({ pk: userKey(b), sk: ACCOUNT })), true)) {
-          found.set(account.bare as string, sessionsOf(account));
-          if (account.blocking !== true) rememberNoBlockList(account.bare as string);
+        const accounts = new Map((await batchGet(this.db, chunk.map((b) => ({ pk: userKey(b), sk: ACCOUNT })), true)).map((a) => [a.bare as string, a]));
+        for (const bare of chunk) {
+          const account = accounts.get(bare);
+          found.set(bare, sessionsOf(account));
+          // A user without an account (a stale roster entry) blocks nobody either.
+          if (account?.blocking !== true) rememberNoBlockList(bare);
         }
       }),
     );
