@@ -83,12 +83,19 @@ export class SessionManager {
     const { store } = this.server;
     const { state, journal } = await store.loadConnection(connectionId);
     if (!state || state.stage === 'hibernated') return;
-    // The session lives on on another connection: only this connection's item goes.
-    if (state.stage === 'resumed') return store.deleteConnection(connectionId);
+    if (state.stage === 'resumed') {
+      // A resumption took this connection over. Once it moved the session, the session lives on
+      // on the new connection and only this item goes. Until then (still under way, or it failed:
+      // its client gave up waiting) the session hibernates here like any other, so the client's
+      // next resumption finds it and, failing that, the window's end hands its stanzas over.
+      const record = await this.server.sm.get(state.session ?? state.id);
+      if (record?.socket !== connectionId) return store.deleteConnection(connectionId);
+    }
     const frame = newFrame({ ...delivery, before: journal });
     try {
       await inFrame(async () => {
         if (await hibernate(this.server, state)) return;
+        if (state.stage === 'resumed') return store.deleteConnection(connectionId); // being ended by whoever took it
         await this.endSession(new ClientSession(this.server, structuredClone(state)), { socketGone: true });
       }, frame);
     } catch (err) {
@@ -171,8 +178,10 @@ export class SessionManager {
    */
   async replaceOther(sessionId: string, error: StreamError): Promise<void> {
     const state = await this.currentConnection(sessionId);
-    // A hibernated session (XEP-0198) has no socket to tell: it ends now, as its window would.
-    if (state?.stage === 'hibernated') return endHibernated(this.server, sessionId, state.id, true);
+    // A hibernated session (XEP-0198) has no socket to tell: it ends now, as its window would. So
+    // does one whose resumption never finished (its connection taken over, the session not moved):
+    // the client binding anew gave up on it.
+    if (state?.stage === 'hibernated' || state?.stage === 'resumed') return endHibernated(this.server, sessionId, state.id, true);
     if (!state || state.stage !== 'bound') return;
     const old = new ClientSession(this.server, structuredClone(state));
     await old.send(error.toElement());

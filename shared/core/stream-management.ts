@@ -118,13 +118,25 @@ async function resume(session: ClientSession, el: Element): Promise<void> {
     record.max > 0 &&
     !record.ending &&
     (record.hibernatedUntil === undefined || record.hibernatedUntil >= Date.now());
-  if (!sessionId || !record || !open) return failed(session, 'item-not-found', 'no session to resume: bind a resource');
+  if (!sessionId || !record || !open) {
+    log.debug('stream management: resumption refused', { connectionId: session.socket, previd, reason: !record ? 'no record' : record.ending ? 'ending' : 'not open' });
+    return failed(session, 'item-not-found', 'no session to resume: bind a resource');
+  }
 
   // The connection that carried the session (an earlier run of this frame may have moved it here).
   const previous = frameValue('sm-resume-from', () => record.socket);
+  // An earlier run of this frame began to take the session over, and meanwhile another connection
+  // of the client resumed it: that one has it now.
+  if (record.socket !== previous && record.socket !== session.socket) {
+    log.debug('stream management: resumption refused', { connectionId: session.socket, previd, reason: 'resumed elsewhere' });
+    return failed(session, 'item-not-found', 'the session was resumed on another connection');
+  }
   if (previous !== session.socket) await drain(server, sessionId, previous);
   const from = previous === session.socket ? undefined : await takeOverFrom(server, previous, session.bare);
-  if (!from?.sm) return failed(session, 'item-not-found', 'no session to resume: bind a resource');
+  if (!from?.sm) {
+    log.debug('stream management: resumption refused', { connectionId: session.socket, previd, previous, reason: 'previous connection gone' });
+    return failed(session, 'item-not-found', 'no session to resume: bind a resource');
+  }
 
   session.update({
     stage: 'bound',
@@ -234,7 +246,8 @@ async function loggedStanzas(server: XmppServer, sessionId: string, first: numbe
  */
 export async function hibernate(server: XmppServer, state: ConnectionState): Promise<boolean> {
   const sm = state.sm;
-  if (state.stage !== 'bound' || !sm || sm.max <= 0 || !server.timers) return false;
+  // 'resumed': taken over by a resumption that has not moved the session (session-manager.ts, handleDisconnect).
+  if ((state.stage !== 'bound' && state.stage !== 'resumed') || !sm || sm.max <= 0 || !server.timers) return false;
   const sessionId = state.session ?? state.id;
   if (!(await server.sm.hibernate(sessionId, state.id, Date.now() + sm.max * 1000))) return false;
   await server.timers.schedule({ type: 'sm-expire', session: sessionId, socket: state.id }, sm.max);
@@ -264,26 +277,30 @@ export async function endHibernated(server: XmppServer, sessionId: string, socke
     // Ended: by an earlier run of this event that died before its last step, or another way.
     // Finish what may be left (leaving is journaled per event: contacts are told once).
     const state = await server.store.getConnection(socket);
-    if (state?.stage === 'hibernated') {
-      await server.sessions.leave(new ClientSession(server, structuredClone(state)));
-      await server.store.deleteConnection(socket);
-    }
+    if (state?.stage === 'hibernated') await server.sessions.leave(new ClientSession(server, structuredClone(state)));
+    // 'resumed': the session moved on and ended there; nothing of it is left here but the item.
+    if (state?.stage === 'hibernated' || state?.stage === 'resumed') await server.store.deleteConnection(socket);
     return;
   }
-  if (record.socket !== socket) return; // resumed on another connection
+  if (record.socket !== socket) {
+    // Resumed on another connection: this one's item is all that is left of it here.
+    const stage = (await server.store.getConnection(socket))?.stage;
+    if (stage === 'hibernated' || stage === 'resumed') await server.store.deleteConnection(socket);
+    return;
+  }
   if (!record.ending) {
-    if (record.hibernatedUntil === undefined) return;
-    const left = record.hibernatedUntil - Date.now();
+    if (record.hibernatedUntil === undefined && !force) return;
+    const left = (record.hibernatedUntil ?? 0) - Date.now();
     if (!force && left > 0) {
       await server.timers?.schedule({ type: 'sm-expire', session: sessionId, socket }, Math.max(1, left / 1000));
       return;
     }
-    record = await server.sm.beginEnding(sessionId, socket, force ? Number.MAX_SAFE_INTEGER : Date.now());
+    record = force ? await server.sm.beginEndingNow(sessionId, socket) : await server.sm.beginEnding(sessionId, socket, Date.now());
     if (!record) return;
   }
   const state = await server.store.getConnection(socket);
-  if (state && (state.stage === 'hibernated' || state.stage === 'bound')) {
-    await server.sessions.leave(new ClientSession(server, structuredClone(state)));
+  if (state && (state.stage === 'hibernated' || state.stage === 'bound' || state.stage === 'resumed')) {
+    await server.sessions.leave(new ClientSession(server, { ...structuredClone(state), stage: state.stage === 'resumed' ? 'hibernated' : state.stage }));
   }
   await handOverUnacknowledged(server, sessionId, record);
   await server.store.deleteConnection(socket);
@@ -298,13 +315,13 @@ export async function endHibernated(server: XmppServer, sessionId: string, socke
 export async function handOverUnacknowledged(server: XmppServer, sessionId: string, record?: SmRecord): Promise<void> {
   const final = record ?? (await server.sm.finish(sessionId));
   if (final) {
-    for (const s of await loggedStanzas(server, sessionId, final.acked + 1, final.out)) await reroute(server, final, s.xml);
+    for (const s of await loggedStanzas(server, sessionId, final.acked + 1, final.out)) await reroute(server, final, s);
   }
   await server.sm.remove(sessionId);
 }
 
-async function reroute(server: XmppServer, record: SmRecord, xml: string): Promise<void> {
-  const stanza = parseStored(xml, 'unacknowledged stanza', { bare: record.bare });
+async function reroute(server: XmppServer, record: SmRecord, logged: LoggedStanza): Promise<void> {
+  const stanza = parseStored(logged.xml, 'unacknowledged stanza', { bare: record.bare });
   if (!stanza?.attrs.to || !stanza.attrs.from) return;
   const type = stanza.attrs.type;
   if (stanza.name === 'iq') {
@@ -314,9 +331,14 @@ async function reroute(server: XmppServer, record: SmRecord, xml: string): Promi
   if (stanza.name !== 'message' || (type !== undefined && type !== 'chat' && type !== 'normal')) return;
   if (stanza.getChild('sent', CARBONS) || stanza.getChild('received', CARBONS)) return; // a copy: the original has its own fate
   const to = parseJid(stanza.attrs.to);
-  const targets = bareJidTargets((await server.store.getUserRoute(record.bare)).sessions);
-  // A message to the bare JID went to the other sessions of the same priority as well.
-  if (!to.resource && targets.length > 0) return;
+  let targets = bareJidTargets((await server.store.getUserRoute(record.bare)).sessions);
+  if (!to.resource && targets.length > 0) {
+    // A message to the bare JID went to the other sessions of the same priority as well, those
+    // that were there: a session bound since (the user logged in again while this one hibernated)
+    // never saw it. Offline storage is only for when no session is left.
+    targets = targets.filter((s) => logged.at !== undefined && s.boundAt > logged.at);
+    if (targets.length === 0) return;
+  }
   if ((await server.deliverToSessions(targets, stanza)) > 0) return;
   await server.runHooks('message/offline', { server, stanza, from: parseJid(stanza.attrs.from), to: to.toBare() });
 }

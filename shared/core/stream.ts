@@ -4,6 +4,7 @@
  */
 import { StanzaError, StreamError, errorReply } from '../errors.ts';
 import { JidError, normalizeResource, parseJid } from '../jid.ts';
+import { log } from '../log.ts';
 import { bindingTypes, continueMechanism, decodeSaslPayload, offeredMechanisms, startMechanism, type SaslStep } from '../sasl/mechanisms.ts';
 import { frameChannelBindings, frameUnique } from '../storage/frame-context.ts';
 import { DEFAULT_XML_LIMITS, XmlFrameError, exceedsLimits, parseFrame, type XmlLimits } from '../xml/parse.ts';
@@ -29,7 +30,10 @@ export async function processFrame(session: ClientSession, frame: string): Promi
   }
   if (session.state.stage === 'replaced') return replacedStreamFrame(session, el);
   // The session moved on to another connection (XEP-0198): the client sends again what that one's count misses.
-  if (session.state.stage === 'resumed' || session.state.stage === 'hibernated') return;
+  if (session.state.stage === 'resumed' || session.state.stage === 'hibernated') {
+    log.debug('frame dropped: its session moved to another connection', { connectionId: session.state.id, stage: session.state.stage, element: el.name, id: el.attrs.id });
+    return;
+  }
   if (el.name === 'open') return handleOpen(session, el);
   if (el.name === 'close') return closeStream(session);
   const { stage } = session.state;
@@ -188,7 +192,8 @@ async function bind(session: ClientSession, el: Element): Promise<void> {
   const existing = sessions.find((s) => s.resource === resource);
   if (existing && existing.connectionId !== session.id) await replaceSession(session, existing.connectionId);
   session.update({ stage: 'bound', resource, available: false, interested: false, priority: 0, directed: [] });
-  await server.store.putSession(session.toRecord());
+  // Bound now (not when the socket connected): re-routing after XEP-0198 tells newer sessions by it.
+  await server.store.putSession({ ...session.toRecord(), boundAt: Date.now() });
   await reply(x('bind', { xmlns: NS.BIND }, x('jid', {}, session.jid.toString())));
 }
 

@@ -20,6 +20,7 @@ export interface SessionRecord {
   priority: number;
   /** Last broadcast presence (XML), to answer probes. */
   presence?: string;
+  /** Epoch ms of the bind (stream-management.ts: a session bound after a stanza was routed did not get it). */
   boundAt: number;
   /** XEP-0198 is on: posts to it are numbered and kept (transport/sm-sender.ts). */
   sm?: boolean;

@@ -65,6 +65,8 @@ export function resumingNow(record: SmRecord, now = Date.now()): boolean {
 export interface LoggedStanza {
   seq: number;
   xml: string;
+  /** Epoch ms when it was numbered and logged, just before its post (absent on items logged before this field). */
+  at?: number;
 }
 
 /** Items outlive the longest connection (2 h) plus the window; a resumption extends them. */
@@ -170,7 +172,7 @@ export class SmStore {
 
   async log(session: string, seq: number, xml: string, max: number): Promise<void> {
     await this.db.doc.send(
-      new PutCommand({ TableName: this.db.table, Item: { pk: pk(session), sk: seqKey(seq), xml, [TTL_ATTRIBUTE]: this.ttl(max) } }),
+      new PutCommand({ TableName: this.db.table, Item: { pk: pk(session), sk: seqKey(seq), xml, at: Date.now(), [TTL_ATTRIBUTE]: this.ttl(max) } }),
     );
   }
 
@@ -190,7 +192,7 @@ export class SmStore {
           ExclusiveStartKey,
         }),
       );
-      for (const i of out.Items ?? []) found.push({ seq: Number((i.sk as string).slice(QUEUE.length)), xml: i.xml as string });
+      for (const i of out.Items ?? []) found.push({ seq: Number((i.sk as string).slice(QUEUE.length)), xml: i.xml as string, at: i.at as number | undefined });
       ExclusiveStartKey = out.LastEvaluatedKey;
     } while (ExclusiveStartKey && found.length < limit);
     return found;
@@ -304,6 +306,11 @@ export class SmStore {
    */
   async beginEnding(session: string, socket: string, now: number): Promise<SmRecord | undefined> {
     return this.markEnding(session, 'socket = :s AND hibernatedUntil <= :now', { ':s': socket, ':now': now });
+  }
+
+  /** Ends the session now, whatever its window (a new session took its resource), unless another socket carries it. */
+  async beginEndingNow(session: string, socket: string): Promise<SmRecord | undefined> {
+    return this.markEnding(session, 'socket = :s', { ':s': socket });
   }
 
   /** The session ends (any other way): marks it as ending and answers with the final record, if any. */

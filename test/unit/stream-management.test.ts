@@ -141,6 +141,21 @@ describe('stream management on several handler instances', () => {
     expect(await h.store.getConnection(a.id)).toBeUndefined();
   });
 
+  it('the window ends after she logged in again elsewhere: the new session gets what the hibernated one kept, a session that was there already does not get it twice', async () => {
+    const { alice, b, event } = await hibernatedAlice({ contacts: true });
+    const tablet = new Connection(h);
+    await b.frame(chat(alice!, 'kept for the phone')); // to the bare JID: her only available session is the hibernated phone
+    await tablet.online(alice!, 'secret', 'tablet'); // bound after that message was routed
+    await b.frame(chat(alice!, 'both had it')); // the phone (kept) and the tablet (live)
+    await sleep(1100);
+    await h.servers[1]!.handleTimer(event, { id: `due-${n}` });
+    expect(bodies(tablet.posts())).toEqual(['both had it', 'kept for the phone']);
+    expect(await h.store.listOffline(alice!)).toEqual([]);
+    const laptop = new Connection(h);
+    await laptop.online(alice!, 'secret', 'laptop');
+    expect(bodies(laptop.posts())).toEqual([]); // nothing left in offline storage for a later login
+  });
+
   it('a client resuming while a frame of its old connection is in flight: the frame finishes first, is counted in <resumed h/>, and is routed once', async () => {
     const [alice, bob] = await users('alice', 'bob');
     const b = new Connection(h);
@@ -167,6 +182,58 @@ describe('stream management on several handler instances', () => {
     expect(bodies(b.posts())).toEqual(['in flight']);
     await b.frame(chat(`${alice}/phone`, 'after'));
     expect(bodies(a2.posts())).toEqual(['after']);
+  });
+
+  /**
+   * Alice (phone, stream management) and Bob (desk) online; her client resumes on a new connection
+   * before the server noticed the old one died, the old connection's $disconnect is held up (its
+   * queue is stuck, so the drain gives up after DRAIN_WAIT_MS), and the instance resuming dies after
+   * it took the old connection over, before the session moved: her client gives up on it.
+   */
+  async function resumptionDiedAfterTakeOver() {
+    const [alice, bob] = await users('alice', 'bob');
+    const b = new Connection(h);
+    await b.online(bob!, 'secret', 'desk');
+    const a = new Connection(h);
+    const smId = await onlineWithSm(a, alice!, 'phone');
+    const a2 = await authenticated(alice!);
+    h.sender.beforePost = ({ connectionId, frame }) => {
+      if (connectionId === a2.id && frame.startsWith('<resumed')) throw new Error('the instance died');
+    };
+    await expect(a2.frame(`<resume xmlns="${SM}" previd="${smId}" h="0"/>`, 0)).rejects.toThrow(/died/);
+    h.sender.beforePost = undefined;
+    expect((await h.store.getConnection(a.id))?.stage).toBe('resumed');
+    // Sent by her client just before its network went: the taken-over connection drops it, the
+    // client sends it again on the connection that resumes (its count does not cover it).
+    await a.frame(chat(`${bob}/desk`, 'sent as the network went'), 1);
+    await a2.disconnect(2);
+    await b.frame(chat(alice!, 'while she reconnects'));
+    return { alice: alice!, bob: bob!, a, b, smId };
+  }
+
+  it('a resumption that died after taking the old connection over: the next one resumes the session and nothing is lost', { timeout: 20_000 }, async () => {
+    const { alice, bob, a, b, smId } = await resumptionDiedAfterTakeOver();
+    await a.disconnect(0); // its $disconnect at last: the session hibernates, it does not vanish
+    const a3 = await authenticated(alice);
+    await a3.frame(`<resume xmlns="${SM}" previd="${smId}" h="0"/>`, 1);
+    expect(a3.posts('<resumed')).toHaveLength(1);
+    expect(a3.posts('<resumed')[0]).toContain('h="1"'); // her initial presence; not the dropped message
+    expect(bodies(a3.posts())).toEqual(['while she reconnects']);
+    await a3.frame(chat(`${bob}/desk`, 'sent as the network went')); // her client's resend
+    expect(bodies(b.posts())).toEqual(['sent as the network went']);
+    expect(b.posts(/type="unavailable"/)).toEqual([]);
+  });
+
+  it('a resumption that died after taking the old connection over, and her client binds anew: the old session ends, what it kept reaches the new one', { timeout: 20_000 }, async () => {
+    const { alice, a } = await resumptionDiedAfterTakeOver();
+    // Her client gives up on resuming and binds the same resource before the old $disconnect came.
+    const a3 = new Connection(h);
+    await a3.online(alice, 'secret', 'phone');
+    expect(bodies(a3.posts())).toEqual(['while she reconnects']);
+    expect((await h.store.getSessionsOf([alice])).get(alice)?.map((s) => s.connectionId)).toEqual([a3.id]); // the old session went
+    await a.disconnect(0);
+    expect(await h.store.getConnection(a.id)).toBeUndefined();
+    expect(await h.servers[0]!.sm.get(a.id)).toBeUndefined();
   });
 
   it('posts of several instances to one session reach its socket in the order they are numbered: a count from after the socket died resends exactly what the client missed', async () => {
