@@ -83,6 +83,12 @@ function chaosClient(wsUrl: string, local: string, room: string): ChaosClient {
     for (const m of String(data).matchAll(/<origin-id[^>]*id="([^"]+)"/g)) c.afterClose.add(m[1]!);
   };
   xmpp.on('offline', () => (c.online = false));
+  if (process.env.CHAOS_TRACE) {
+    // Stanzas the client library gave up on (XEP-0198: not acknowledged when a resumption failed or the stream ended).
+    const sm = (xmpp as unknown as { streamManagement?: { on(e: string, f: (s: El) => void): void } }).streamManagement;
+    sm?.on('fail', (s: El) => console.log(`client ${local} gave up on ${s.attrs.id ?? s.name}`));
+    sm?.on('resumed', () => console.log(`client ${local} resumed`));
+  }
   xmpp.on('disconnect', () => {
     c.online = false;
     // @xmpp/client's SASL exchange listens for 'nonza' until it ends, and nothing ends it when the
