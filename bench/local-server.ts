@@ -25,6 +25,7 @@ import { fileURLToPath } from 'node:url';
 import { BatchWriteCommand } from '@aws-sdk/lib-dynamodb';
 import type { InvocationReply } from './handler-process.ts';
 import type { Context, SQSEvent } from 'aws-lambda';
+import { rosterSk, userPk } from '../shared/storage/keys.ts';
 
 process.env.XMPP_LOG_LEVEL ??= 'warn';
 process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
@@ -228,7 +229,7 @@ const setupStore = new DynamoStore({ tableName: stack.tableName, endpoint: stack
 
 async function writeRosters(entries: [string, { jid: string; name?: string; subscription: 'both' }[]][]): Promise<void> {
   const items = entries.flatMap(([bare, contacts]) =>
-    contacts.map((c) => ({ pk: `user#${bare}`, sk: `roster#${c.jid}`, jid: c.jid, name: c.name, groups: ['bench'], subscription: c.subscription })),
+    contacts.map((c) => ({ pk: userPk(bare), sk: rosterSk(c.jid), jid: c.jid, name: c.name, groups: ['bench'], subscription: c.subscription })),
   );
   const batches: (typeof items)[] = [];
   for (let i = 0; i < items.length; i += 25) batches.push(items.slice(i, i + 25));

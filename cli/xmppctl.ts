@@ -12,7 +12,7 @@ import { parseArgs } from 'node:util';
 import { makeCredentials } from '../shared/accounts.ts';
 import { loadConfig } from '../shared/config.ts';
 import { JidError, normalizeLocal, parseJid } from '../shared/jid.ts';
-import { inviteLinks } from '../shared/modules/invites.ts';
+import { inviteLinks } from '../shared/lib/invites.ts';
 import { InviteStore } from '../shared/storage/invite-store.ts';
 import { DynamoStore } from '../shared/storage/dynamo-store.ts';
 import { createServer } from '../shared/core/create.ts';

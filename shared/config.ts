@@ -1,6 +1,7 @@
 import { parseContactAddresses, type ContactAddresses } from './contact-addresses.ts';
 import { parseJid } from './jid.ts';
 import { DEFAULT_AUTH_LIMITS, type AuthLimits } from './sasl/auth-limits.ts';
+import { uploadConfigFromEnv, type UploadConfig } from './upload/storage.ts';
 
 /**
  * Runtime configuration, read once from the environment. The same variables drive the
@@ -70,6 +71,8 @@ export interface ServerConfig {
   timerQueueUrl?: string;
   /** Loopback HTTP intake of the local gateway's timers (XMPP_TIMER_ENDPOINT), used when there is no queue. */
   timerEndpoint?: string;
+  /** XEP-0363 upload service (XMPP_UPLOAD_*; upload/storage.ts); absent = not offered. */
+  upload?: UploadConfig;
 }
 
 /** The longest DelaySeconds of an SQS message: the resumption window's upper bound. */
@@ -122,6 +125,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): ServerConfig {
     inviteTtlSeconds: integer(env.XMPP_INVITE_TTL_SECONDS, 7 * 86_400, 'XMPP_INVITE_TTL_SECONDS'),
     timerQueueUrl: env.XMPP_TIMER_QUEUE_URL || undefined,
     timerEndpoint: env.XMPP_TIMER_ENDPOINT || undefined,
+    upload: uploadConfigFromEnv(env, domain),
   };
 }
 

@@ -105,7 +105,7 @@ export class ClientHub implements Mailbox {
   async listen(server: XmppServer, options: ClientListenOptions): Promise<void> {
     this.server = server;
     this.leaseMs = options.leaseMs ?? DEFAULT_LEASE_MS;
-    this.instances = new InstanceStore(server.store.db);
+    this.instances = server.store.open(InstanceStore);
     await this.instances.register(this.address, this.leaseMs);
     this.timers.push(setInterval(() => void this.renew(), this.leaseMs / 4), setInterval(() => void this.sweep(), this.leaseMs / 2));
     for (const t of this.timers) t.unref();

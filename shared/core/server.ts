@@ -91,7 +91,7 @@ export class XmppServer implements Registry {
     this.store = deps.store;
     // Every post goes through the frame's journal, so a redelivered frame skips what it already posted.
     const faults = faultsFromEnv();
-    this.sm = new SmStore(deps.store.db);
+    this.sm = deps.store.open(SmStore);
     this.sender = journaledSender(
       streamManagementSender(deps.sender, this.sm, (record, frame) => this.runHibernatedMessageHooks(record.bare, record.resource, [frame])),
       faults,

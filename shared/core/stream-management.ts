@@ -11,7 +11,7 @@
 import { StanzaError, StreamError } from '../errors.ts';
 import { parseJid } from '../jid.ts';
 import { log } from '../log.ts';
-import { bareJidTargets } from '../modules/message.ts';
+import { bareJidTargets } from './bare-jid-targets.ts';
 import { frameUnique, frameValue } from '../storage/frame-context.ts';
 import { DRAIN_WAIT_MS, resumingNow, type LoggedStanza, type SmRecord } from '../storage/sm-store.ts';
 import { parseStored } from '../xml/stored.ts';

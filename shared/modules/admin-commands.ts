@@ -15,7 +15,7 @@ import type { XmppServer } from '../core/server.ts';
 import { removeAccount } from '../core/account-removal.ts';
 import { StanzaError, StreamError } from '../errors.ts';
 import { JidError, normalizeLocal, parseJid } from '../jid.ts';
-import { INVITE_NODE, createInvite, inviteLinks } from './invites.ts';
+import { INVITE_NODE, createInvite, inviteLinks } from '../lib/invites.ts';
 import { frameUnique } from '../storage/frame-context.ts';
 import { Element, NS, x } from '../xml/element.ts';
 

@@ -20,12 +20,7 @@ const BLOCKING_ERRORS = 'urn:xmpp:blocking:errors';
 /** A bound on one user's list (each check reads it whole). */
 const MAX_BLOCKLIST = 1000;
 
-const stores = new WeakMap<XmppServer, BlockStore>();
-const blockStore = (server: XmppServer) => {
-  let s = stores.get(server);
-  if (!s) stores.set(server, (s = new BlockStore(server.store)));
-  return s;
-};
+const blockStore = (server: XmppServer): BlockStore => server.store.open(BlockStore);
 
 /** Messages the 'message/out' check already cleared, so 'message/in' does not check again. */
 const cleared = new WeakSet<Element>();

@@ -12,7 +12,7 @@ import type { StanzaEvent, XmppModule } from '../core/registry.ts';
 import { forEachBounded, type XmppServer } from '../core/server.ts';
 import { CarbonsStore, type CarbonsSession } from '../storage/carbons-store.ts';
 import { Element, NS, x } from '../xml/element.ts';
-import { bareJidTargets } from './message.ts';
+import { bareJidTargets } from '../core/bare-jid-targets.ts';
 
 export const CARBONS = 'urn:xmpp:carbons:2';
 const FORWARD = 'urn:xmpp:forward:0';
@@ -26,12 +26,7 @@ const IM_PAYLOADS: [string, string | undefined][] = [
 ];
 const IM_NAMESPACES = ['http://jabber.org/protocol/chatstates', 'urn:xmpp:chat-markers:0'];
 
-const stores = new WeakMap<XmppServer, CarbonsStore>();
-function carbonsStore(server: XmppServer): CarbonsStore {
-  let store = stores.get(server);
-  if (!store) stores.set(server, (store = new CarbonsStore(server.store)));
-  return store;
-}
+const carbonsStore = (server: XmppServer): CarbonsStore => server.store.open(CarbonsStore);
 
 function eligible(stanza: Element): boolean {
   const type = stanza.attrs.type ?? 'normal';

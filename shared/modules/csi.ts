@@ -24,12 +24,7 @@ const CHAT_STATES = 'http://jabber.org/protocol/chatstates';
 /** What may ride along a chat state without making the message worth a post of its own. */
 const CHAT_STATE_COMPANIONS = new Set(['urn:xmpp:hints', 'urn:xmpp:sid:0', CHAT_STATES]);
 
-const stores = new WeakMap<XmppServer, CsiStore>();
-function csiStore(server: XmppServer): CsiStore {
-  let store = stores.get(server);
-  if (!store) stores.set(server, (store = new CsiStore(server.store.db)));
-  return store;
-}
+const csiStore = (server: XmppServer): CsiStore => server.store.open(CsiStore);
 
 /** The key a stanza is held under (the latest per key is kept), or undefined when it goes through. */
 export function holdKey(stanza: Element): string | undefined {

@@ -12,7 +12,7 @@ import { registerModule } from './register.ts';
 import { invitesModule } from './invites.ts';
 import { rosterModule } from './roster.ts';
 import { versionModule } from './version.ts';
-import { pepModule } from './pep/index.ts';
+import { pepModule } from './pep.ts';
 import { privateModule } from './private.ts';
 import { vcardModule } from './vcard.ts';
 import { blockingModule } from './blocking.ts';

@@ -11,27 +11,9 @@
  */
 import { StanzaError } from '../errors.ts';
 import type { XmppModule } from '../core/registry.ts';
-import type { XmppServer } from '../core/server.ts';
-import { InviteStore, PARS, type Invite } from '../storage/invite-store.ts';
+import { InviteStore, PARS } from '../storage/invite-store.ts';
+import { IBR_TOKEN } from '../lib/invites.ts';
 import { x } from '../xml/element.ts';
-
-export const IBR_TOKEN = 'urn:xmpp:ibr-token:0';
-export const INVITE_NODE = 'urn:xmpp:invite#invite';
-
-/** The xmpp: URI of an invitation (XEP-0401 §4) and, when the web client's address is known, its landing page. */
-export function inviteLinks(server: Pick<XmppServer, 'config'>, invite: Invite): { uri: string; landing?: string } {
-  const { domain, inviteUrl } = server.config;
-  const uri = invite.inviter
-    ? `xmpp:${invite.inviter}?roster;preauth=${invite.token};ibr=y`
-    : `xmpp:${invite.username ? `${invite.username}@` : ''}${domain}?register;preauth=${invite.token}`;
-  const landing = inviteUrl ? `${inviteUrl.replace(/#.*$/, '')}#invite=${invite.token}${invite.inviter ? `&from=${encodeURIComponent(invite.inviter)}` : ''}` : undefined;
-  return { uri, landing };
-}
-
-/** A new invitation, valid for XMPP_INVITE_TTL_SECONDS. */
-export function createInvite(server: XmppServer, invite: Omit<Invite, 'token' | 'expires'>): Promise<Invite> {
-  return new InviteStore(server.store.db).create(invite, server.config.inviteTtlSeconds);
-}
 
 export const invitesModule: XmppModule = {
   name: 'invites',
@@ -40,7 +22,7 @@ export const invitesModule: XmppModule = {
     for (const ns of PARS) {
       reg.preAuthIq(ns, async ({ server, type, payload, session }) => {
         if (type !== 'set' || !session) throw new StanzaError('bad-request');
-        const invite = await new InviteStore(server.store.db).get(payload.attrs.token ?? '');
+        const invite = await server.store.open(InviteStore).get(payload.attrs.token ?? '');
         if (!invite) throw new StanzaError('item-not-found', 'The invitation is invalid or has expired');
         session.update({ invite: invite.token });
         return undefined;

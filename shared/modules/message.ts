@@ -4,15 +4,8 @@
  */
 import { StanzaError } from '../errors.ts';
 import type { StanzaEvent, XmppModule } from '../core/registry.ts';
-import type { SessionRecord } from '../core/types.ts';
+import { bareJidTargets } from '../core/bare-jid-targets.ts';
 import { doneByEarlierRun, postedByEarlierRun } from '../storage/frame-context.ts';
-
-/** The sessions a message to a bare JID goes to: available, non-negative, highest priority. */
-export function bareJidTargets(sessions: SessionRecord[]): SessionRecord[] {
-  const eligible = sessions.filter((s) => s.available && s.priority >= 0);
-  const top = Math.max(...eligible.map((s) => s.priority));
-  return eligible.filter((s) => s.priority === top);
-}
 
 async function onMessage(event: StanzaEvent): Promise<boolean> {
   const { server, stanza, from } = event;

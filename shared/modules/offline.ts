@@ -15,7 +15,7 @@ import { frameNow, invalidateRoute, recordDone } from '../storage/frame-context.
 import { NS, x } from '../xml/element.ts';
 import { parseStored, tooLargeToPost } from '../xml/stored.ts';
 import { keepOffline } from '../message-storage.ts';
-import { bareJidTargets } from './message.ts';
+import { bareJidTargets } from '../core/bare-jid-targets.ts';
 
 /**
  * Posts a stored message to one session if it can claim it; deletes it once posted. A message that

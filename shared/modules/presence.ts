@@ -7,54 +7,15 @@ import { parseJid, type Jid } from '../jid.ts';
 import type { StanzaEvent, XmppModule } from '../core/registry.ts';
 import { forEachBounded, type XmppServer } from '../core/server.ts';
 import type { ClientSession } from '../core/session.ts';
-import type { RosterItem, SessionRecord, Subscription } from '../core/types.ts';
 import { Element, NS, x } from '../xml/element.ts';
 import { parseStored } from '../xml/stored.ts';
-import { doneByEarlierRun, invalidateRoute, recordDone } from '../storage/frame-context.ts';
-import { InviteStore, PARS } from '../storage/invite-store.ts';
-import { saveRosterItem } from './roster.ts';
+import { saveRosterItem } from '../lib/roster-manager.ts';
+import { copyWith, hasFrom, hasTo, presencesOf, sendCurrentPresence, sendPresence, sessionJid } from '../lib/presence-stanzas.ts';
+import { deliverPending, inboundSubscription, outboundSubscription, subscriptionStanza, unsubscribeOnRemove } from '../lib/subscriptions.ts';
 
 const SUBSCRIPTION_TYPES = new Set(['subscribe', 'subscribed', 'unsubscribe', 'unsubscribed']);
 /** Contacts handled at once during broadcasts and probes. */
 const CONTACT_CONCURRENCY = 16;
-
-const hasFrom = (s: Subscription) => s === 'from' || s === 'both';
-const hasTo = (s: Subscription) => s === 'to' || s === 'both';
-
-function copyWith(stanza: Element, attrs: Record<string, string | undefined>): Element {
-  const copy = new Element(stanza.name, { ...stanza.attrs });
-  for (const child of stanza.children) copy.append(child);
-  for (const [k, v] of Object.entries(attrs)) {
-    if (v === undefined) delete copy.attrs[k];
-    else copy.attrs[k] = v;
-  }
-  return copy;
-}
-
-function sessionJid(s: SessionRecord): string {
-  return `${s.bare}/${s.resource}`;
-}
-
-/** Sends `stanza` to a JID: the given session(s) locally, or through federation. */
-async function sendPresence(server: XmppServer, to: Jid, stanza: Element, sessions?: SessionRecord[]): Promise<void> {
-  if (!server.isLocalDomain(to.domain)) return server.routeRemote(copyWith(stanza, { to: to.toString() }));
-  const targets = sessions ?? (await server.store.getUserRoute(to.bare)).sessions;
-  await Promise.all(
-    targets
-      .filter((s) => (to.resource ? s.resource === to.resource : s.available))
-      .map((s) => server.deliver(s, copyWith(stanza, { to: sessionJid(s) }))),
-  );
-}
-
-/** The current presence of each available session of a local user, as seen by others. */
-function presencesOf(sessions: SessionRecord[]): Element[] {
-  return sessions
-    .filter((s) => s.available)
-    .map((s) => {
-      const p = (s.presence && parseStored(s.presence, 'stored presence')) || x('presence', { xmlns: NS.CLIENT });
-      return copyWith(p, { from: sessionJid(s) });
-    });
-}
 
 /** Broadcast of a client's own presence (no 'to'), RFC 6121 §4.2–4.5. */
 async function broadcast(server: XmppServer, session: ClientSession, stanza: Element): Promise<void> {
@@ -143,162 +104,6 @@ async function probe(server: XmppServer, from: Jid, to: Jid): Promise<void> {
   const presences = presencesOf(sessions);
   const replies = presences.length > 0 ? presences : [x('presence', { xmlns: NS.CLIENT, type: 'unavailable', from: to.bare })];
   for (const p of replies) await sendPresence(server, from, p);
-}
-
-/** Sends the user's current presence (or unavailable) from each available session to a contact. */
-async function sendCurrentPresence(server: XmppServer, user: string, contact: Jid, unavailable: boolean): Promise<void> {
-  const { sessions } = await server.store.getUserRoute(user);
-  for (const p of presencesOf(sessions)) {
-    await sendPresence(server, contact, unavailable ? x('presence', { xmlns: NS.CLIENT, type: 'unavailable', from: p.attrs.from }) : p);
-  }
-}
-
-function subscriptionStanza(type: string, from: string, to: string, original?: Element): Element {
-  const el = original ? copyWith(original, { from, to, type }) : x('presence', { xmlns: NS.CLIENT, from, to, type });
-  delete el.attrs.id;
-  if (original?.attrs.id) el.attrs.id = original.attrs.id;
-  return el;
-}
-
-/**
- * A subscription stanza the server sends on a user's behalf (auto-replies): to a local user it goes
- * through the inbound rules, so the recipient's roster changes too; otherwise out to its server.
- */
-async function sendSubscription(server: XmppServer, type: string, from: string, to: Jid): Promise<void> {
-  const stanza = subscriptionStanza(type, from, to.bare);
-  if (server.isLocalDomain(to.domain)) await inboundSubscription(server, stanza, parseJid(from), to.toBare(), type);
-  else await server.routeRemote(stanza);
-}
-
-/** The user's server, for subscription stanzas the user sends (RFC 6121 §3, "outbound"). Returns whether to route on. */
-async function outboundSubscription(server: XmppServer, user: Jid, contact: Jid, type: string): Promise<boolean> {
-  const bare = user.bare;
-  const item = await server.store.getRosterItem(bare, contact.bare);
-  const base: RosterItem = item ?? { jid: contact.bare, groups: [], subscription: 'none' };
-  switch (type) {
-    case 'subscribe':
-      if (!hasTo(base.subscription) && !base.ask) await saveRosterItem(server, bare, { ...base, ask: true });
-      return true;
-    case 'subscribed': {
-      const pending = await server.store.deletePendingSubscription(bare, contact.bare);
-      if (hasFrom(base.subscription)) return false;
-      if (!pending) {
-        // Pre-approval (RFC 6121 §3.4): remembered until the contact asks.
-        if (!base.approved) await saveRosterItem(server, bare, { ...base, approved: true });
-        return false;
-      }
-      await saveRosterItem(server, bare, { ...base, subscription: base.subscription === 'to' ? 'both' : 'from', approved: undefined });
-      return true;
-    }
-    case 'unsubscribe':
-      if (item && (hasTo(item.subscription) || item.ask)) {
-        await saveRosterItem(server, bare, { ...item, subscription: item.subscription === 'both' ? 'from' : 'none', ask: undefined });
-      }
-      return true;
-    case 'unsubscribed': {
-      const pending = await server.store.deletePendingSubscription(bare, contact.bare);
-      if (item && (hasFrom(item.subscription) || item.approved)) {
-        await saveRosterItem(server, bare, { ...item, subscription: item.subscription === 'both' ? 'to' : item.subscription === 'from' ? 'none' : item.subscription, approved: undefined });
-        if (hasFrom(item.subscription)) await sendCurrentPresence(server, bare, contact, true);
-        return true;
-      }
-      return pending;
-    }
-  }
-  return false;
-}
-
-/**
- * XEP-0379: a subscription request carrying a token of an invitation the owner made approves
- * itself, once (the token is used up; a rerun of this frame keeps what it took).
- */
-async function invitedByOwner(server: XmppServer, stanza: Element, owner: string): Promise<boolean> {
-  const token = (stanza.getChild('preauth', PARS[0]) ?? stanza.getChild('preauth', PARS[1]))?.attrs.token;
-  if (!token) return false;
-  const label = `pars:${token}`;
-  if (doneByEarlierRun(label)) return true;
-  const invites = new InviteStore(server.store.db);
-  if ((await invites.get(token))?.inviter !== owner) return false;
-  const taken = await invites.take(token);
-  if (taken) recordDone(label);
-  return taken !== undefined;
-}
-
-/** The contact's server, for subscription stanzas addressed to a local user ("inbound"). */
-async function inboundSubscription(server: XmppServer, stanza: Element, from: Jid, to: Jid, type: string): Promise<void> {
-  const owner = to.bare;
-  const route = await server.store.getUserRoute(owner);
-  if (!route.exists) {
-    if (type === 'subscribe') await sendSubscription(server, 'unsubscribed', owner, from);
-    return;
-  }
-  const item = await server.store.getRosterItem(owner, from.bare);
-  const deliver = () => sendPresence(server, to.toBare(), subscriptionStanza(type, from.bare, owner, stanza), route.sessions);
-  switch (type) {
-    case 'subscribe':
-      if (item && hasFrom(item.subscription)) {
-        await sendSubscription(server, 'subscribed', owner, from);
-        return;
-      }
-      // Pre-approved by the owner (RFC 6121 §3.4), or by the owner's invitation link (XEP-0379).
-      if (item?.approved || (await invitedByOwner(server, stanza, owner))) {
-        const base = item ?? { jid: from.bare, groups: [], subscription: 'none' as const };
-        await saveRosterItem(server, owner, { ...base, subscription: base.subscription === 'to' ? 'both' : 'from', approved: undefined });
-        await sendSubscription(server, 'subscribed', owner, from);
-        await sendCurrentPresence(server, owner, from, false);
-        return;
-      }
-      // Kept until answered and re-sent at each login (RFC 6121 §3.1.3). Stored first, then the
-      // owner's sessions read afresh: a login racing this one sees the request, or we see it.
-      await server.store.putPendingSubscription(owner, from.bare, subscriptionStanza(type, from.bare, owner, stanza).toString());
-      invalidateRoute(owner);
-      for (const s of (await server.store.getUserRoute(owner)).sessions) {
-        if (s.available) await deliverPending(server, owner, from.bare, subscriptionStanza(type, from.bare, owner, stanza), s);
-      }
-      return;
-    case 'subscribed':
-      if (item?.ask) {
-        await saveRosterItem(server, owner, { ...item, subscription: item.subscription === 'from' ? 'both' : 'to', ask: undefined });
-        await deliver();
-      }
-      return;
-    case 'unsubscribe':
-      await server.store.deletePendingSubscription(owner, from.bare);
-      if (item && hasFrom(item.subscription)) {
-        await saveRosterItem(server, owner, { ...item, subscription: item.subscription === 'both' ? 'to' : 'none' });
-        await deliver();
-        await sendCurrentPresence(server, owner, from, true);
-      }
-      return;
-    case 'unsubscribed':
-      if (item && (hasTo(item.subscription) || item.ask)) {
-        await saveRosterItem(server, owner, { ...item, subscription: item.subscription === 'both' ? 'from' : 'none', ask: undefined });
-        await deliver();
-      }
-      return;
-  }
-}
-
-/**
- * Shows a pending subscription request to one session, once: the request's handler and the
- * session's login may both find the other (see above); the claim lets only one of them post.
- */
-async function deliverPending(server: XmppServer, owner: string, from: string, request: Element, to: SessionRecord): Promise<void> {
-  if (await server.store.claimPendingSubscription(owner, from, to.connectionId)) await server.deliver(to, copyWith(request, { to: sessionJid(to) }));
-}
-
-/** Removing a roster item cancels both directions (RFC 6121 §2.5.2). */
-export async function unsubscribeOnRemove(server: XmppServer, user: Jid, item: RosterItem): Promise<void> {
-  const contact = parseJid(item.jid);
-  for (const type of ['unsubscribe', 'unsubscribed'] as const) {
-    const applies = type === 'unsubscribe' ? hasTo(item.subscription) || item.ask : hasFrom(item.subscription);
-    if (!applies) continue;
-    if (type === 'unsubscribed') await sendCurrentPresence(server, user.bare, contact, true);
-    const stanza = subscriptionStanza(type, user.bare, contact.bare);
-    if (server.isLocalDomain(contact.domain)) await inboundSubscription(server, stanza, user.toBare(), contact, type);
-    else await server.routeRemote(stanza);
-  }
-  await server.store.deletePendingSubscription(user.bare, contact.bare);
 }
 
 async function onPresence({ server, stanza, from, to, session }: StanzaEvent): Promise<boolean> {

@@ -13,7 +13,7 @@ import type { ClientSession } from '../core/session.ts';
 import { PrivateStore } from '../storage/private-store.ts';
 import { Element, x } from '../xml/element.ts';
 import { parseStored } from '../xml/stored.ts';
-import { pepStore, publishItem, readItems, retractItems } from './pep/service.ts';
+import { pepStore, publishItem, readItems, retractItems } from '../lib/pep.ts';
 
 export const PRIVATE = 'jabber:iq:private';
 const LEGACY = 'storage:bookmarks';
@@ -26,12 +26,7 @@ const BOOKMARK_OPTIONS = new Map([
   ['pubsub#access_model', ['whitelist']],
 ]);
 
-const stores = new WeakMap<XmppServer, PrivateStore>();
-const privateStore = (server: XmppServer) => {
-  let s = stores.get(server);
-  if (!s) stores.set(server, (s = new PrivateStore(server.store.db)));
-  return s;
-};
+const privateStore = (server: XmppServer): PrivateStore => server.store.open(PrivateStore);
 
 const truthy = (v: string | undefined) => v === 'true' || v === '1';
 

@@ -38,12 +38,7 @@ export const MAX_PUSH_REGISTRATIONS = 10;
 /** The publish-options form is a secret and a few settings. */
 const MAX_OPTIONS_BYTES = 4096;
 
-const stores = new WeakMap<XmppServer, PushStore>();
-function pushStore(server: XmppServer): PushStore {
-  let store = stores.get(server);
-  if (!store) stores.set(server, (store = new PushStore(server.store)));
-  return store;
-}
+const pushStore = (server: XmppServer): PushStore => server.store.open(PushStore);
 
 /** The publish id names the node it was for (hashed), so an error answering it disables that registration only. */
 const nodeTag = (node: string) => createHash('sha256').update(node).digest('hex').slice(0, 12);

@@ -15,7 +15,7 @@ import { removeAccount } from '../core/account-removal.ts';
 import type { XmppServer } from '../core/server.ts';
 import { doneByEarlierRun, frameSlot, recordDone } from '../storage/frame-context.ts';
 import { InviteStore, type Invite } from '../storage/invite-store.ts';
-import { saveRosterItem } from './roster.ts';
+import { saveRosterItem } from '../lib/roster-manager.ts';
 
 const MAX_PASSWORD_LENGTH = 1024;
 
@@ -37,7 +37,7 @@ function checkPassword(password: string | null | undefined): string {
  */
 async function takeInvite(server: XmppServer, token: string, local: string): Promise<Invite> {
   const slot = frameSlot(`invite:${token}`);
-  const invites = new InviteStore(server.store.db);
+  const invites = server.store.open(InviteStore);
   const invite = slot?.value ? (JSON.parse(slot.value) as Invite) : await invites.take(token);
   if (!invite) throw new StanzaError('not-authorized', 'the invitation was used or has expired');
   slot?.set(JSON.stringify(invite));
@@ -76,7 +76,7 @@ export const registerModule: XmppModule = {
       const invite = token ? await takeInvite(server, token, local) : undefined;
       if (!invite) {
         // Counted per source before the account is made (auth-limits.ts); a failed one is taken back.
-        const registration = await startRegistration(server.store.db, server.config.authLimits);
+        const registration = await startRegistration(server.store, server.config.authLimits);
         if (!registration.allowed) {
           log.warn('registration refused: too many from one source');
           throw new StanzaError('policy-violation', 'too many accounts were registered from your address; try again later', 'wait');
@@ -90,7 +90,7 @@ export const registerModule: XmppModule = {
       // With an invitation: the token was taken (used up) first, so two registrations racing with
       // one token make one account; it goes back if the name is taken.
       if (!doneByEarlierRun('invited-account') && !(await server.store.createAccount(bare, credentials))) {
-        await new InviteStore(server.store.db).restore(invite);
+        await server.store.open(InviteStore).restore(invite);
         throw new StanzaError('conflict', 'that username is taken');
       }
       recordDone('invited-account');

@@ -2,43 +2,10 @@
 import { StanzaError } from '../errors.ts';
 import { JidError, parseJid } from '../jid.ts';
 import type { XmppModule } from '../core/registry.ts';
-import type { XmppServer } from '../core/server.ts';
 import type { RosterItem } from '../core/types.ts';
 import { Element, NS, x } from '../xml/element.ts';
-import { frameUnique } from '../storage/frame-context.ts';
-import { unsubscribeOnRemove } from './presence.ts';
-
-export function rosterItemElement(item: RosterItem | { jid: string; subscription: 'remove' }): Element {
-  if (item.subscription === 'remove') return x('item', { jid: item.jid, subscription: 'remove' });
-  const r = item as RosterItem;
-  return x(
-    'item',
-    { jid: r.jid, name: r.name, subscription: r.subscription, ask: r.ask ? 'subscribe' : undefined, approved: r.approved ? 'true' : undefined },
-    ...r.groups.map((g) => x('group', {}, g)),
-  );
-}
-
-/** Sends a roster push to every interested resource of the user (RFC 6121 §2.1.6). */
-export async function pushRosterItem(server: XmppServer, bare: string, item: RosterItem | { jid: string; subscription: 'remove' }, version: number): Promise<void> {
-  const { sessions } = await server.store.getUserRoute(bare);
-  await Promise.all(
-    sessions
-      .filter((s) => s.interested)
-      .map((s) =>
-        server.deliver(
-          s,
-          x('iq', { xmlns: NS.CLIENT, type: 'set', id: `push-${version}-${frameUnique('roster-push')}`, to: `${bare}/${s.resource}` },
-            x('query', { xmlns: NS.ROSTER, ver: String(version) }, rosterItemElement(item))),
-        ),
-      ),
-  );
-}
-
-/** Stores a changed item and pushes it. */
-export async function saveRosterItem(server: XmppServer, bare: string, item: RosterItem): Promise<void> {
-  const version = await server.store.putRosterItem(bare, item);
-  await pushRosterItem(server, bare, item, version);
-}
+import { pushRosterItem, rosterItemElement, saveRosterItem } from '../lib/roster-manager.ts';
+import { unsubscribeOnRemove } from '../lib/subscriptions.ts';
 
 function parseSetItem(query: Element): { jid: string; name?: string; groups: string[]; remove: boolean } {
   const items = query.getChildren('item');

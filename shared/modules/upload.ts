@@ -12,7 +12,7 @@
  */
 import { StanzaError } from '../errors.ts';
 import type { IqHandler, XmppModule } from '../core/registry.ts';
-import { uploadConfigFromEnv, type UploadConfig } from '../upload/storage.ts';
+import type { UploadConfig } from '../upload/storage.ts';
 import { NS, x } from '../xml/element.ts';
 import { chargeUpload } from '../upload/quota.ts';
 import { log } from '../log.ts';
@@ -66,7 +66,7 @@ function slotRequest(config: UploadConfig): IqHandler {
     }
     const contentType = payload.attrs['content-type'] || undefined;
     if (contentType !== undefined && !CONTENT_TYPE.test(contentType)) throw new StanzaError('bad-request', 'invalid content-type');
-    const charge = await chargeUpload(server.store.db, from.bare, size, config.dailyQuota);
+    const charge = await chargeUpload(server.store, from.bare, size, config.dailyQuota);
     if (charge.refused) {
       const left = Math.max(0, config.dailyQuota - charge.used);
       throw new StanzaError('resource-constraint', `daily upload quota reached: ${left} of ${config.dailyQuota} bytes left today`, 'wait');
@@ -86,7 +86,7 @@ function slotRequest(config: UploadConfig): IqHandler {
 export const uploadModule: XmppModule = {
   name: 'upload',
   setup(reg) {
-    const config = uploadConfigFromEnv(process.env, reg.config.domain);
+    const config = reg.config.upload;
     if (!config) return;
     const request = slotRequest(config);
     reg.host(

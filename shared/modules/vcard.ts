@@ -16,7 +16,7 @@ import type { PepNode } from '../storage/pep-store.ts';
 import { VCardStore } from '../storage/vcard-store.ts';
 import { Element, x } from '../xml/element.ts';
 import { parseStored } from '../xml/stored.ts';
-import { checkAccess, pepStore, publishItem } from './pep/service.ts';
+import { checkAccess, pepStore, publishItem } from '../lib/pep.ts';
 
 export const VCARD = 'vcard-temp';
 const VCARD_UPDATE = 'vcard-temp:x:update';
@@ -25,12 +25,7 @@ const AVATAR_DATA = 'urn:xmpp:avatar:data';
 const AVATAR_METADATA = 'urn:xmpp:avatar:metadata';
 const NEW_AVATAR_NODE = new Map([['pubsub#access_model', ['open']]]);
 
-const stores = new WeakMap<XmppServer, VCardStore>();
-const vcardStore = (server: XmppServer) => {
-  let s = stores.get(server);
-  if (!s) stores.set(server, (s = new VCardStore(server.store.db)));
-  return s;
-};
+const vcardStore = (server: XmppServer): VCardStore => server.store.open(VCardStore);
 
 function parse(xml: string | undefined): Element | undefined {
   return xml === undefined ? undefined : parseStored(xml, 'vCard data');

@@ -16,7 +16,7 @@ import { normalizeLocal } from '../jid.ts';
 import { log } from '../log.ts';
 import { AttemptStore, type AttemptSubject } from '../storage/attempt-store.ts';
 import { currentFrame, frameNow, frameSourceIp, frameUnique } from '../storage/frame-context.ts';
-import type { TableAccess } from '../storage/store.ts';
+import type { Store } from '../storage/store.ts';
 
 export interface AuthLimits {
   /** Failed logins per account per window (XMPP_LOGIN_FAILURES_PER_ACCOUNT, default 10). */
@@ -92,10 +92,10 @@ const limitOf = (limits: AuthLimits, s: AttemptSubject) => (s.kind === 'login-ac
  * An early look (SCRAM's first message): whether a login for `username` from this frame's source
  * is already over a limit; resolves to the text the client is told, or undefined to go on.
  */
-export async function loginRefusal(db: TableAccess, limits: AuthLimits, username: string, domain: string): Promise<string | undefined> {
+export async function loginRefusal(store: Store, limits: AuthLimits, username: string, domain: string): Promise<string | undefined> {
   const subjects = loginSubjects(username, domain);
   const start = windowStart(limits.windowSeconds);
-  const counts = await new AttemptStore(db).counts(subjects, start);
+  const counts = await store.open(AttemptStore).counts(subjects, start);
   const over = subjects.findIndex((s, i) => counts[i]! >= limitOf(limits, s));
   return over < 0 ? undefined : refusalText(limits, subjects[over]!, start);
 }
@@ -121,8 +121,8 @@ export interface LoginAttempt {
  * Guesses at many accounts at once from one address are held by the source limit from the first
  * wave of failures on.
  */
-export async function startLoginAttempt(db: TableAccess, limits: AuthLimits, username: string, domain: string): Promise<LoginAttempt> {
-  const store = new AttemptStore(db);
+export async function startLoginAttempt(core: Store, limits: AuthLimits, username: string, domain: string): Promise<LoginAttempt> {
+  const store = core.open(AttemptStore);
   const [account, ...sources] = loginSubjects(username, domain);
   const start = windowStart(limits.windowSeconds);
   const id = attemptId();
@@ -151,8 +151,8 @@ function registrationSubjects(): AttemptSubject[] {
  * Counts an account registration against this frame's source before it is made; resolves to
  * whether it may go on, and a way to take it back when the registration then fails (name taken).
  */
-export async function startRegistration(db: TableAccess, limits: AuthLimits): Promise<{ allowed: boolean; failed(): Promise<void> }> {
-  const store = new AttemptStore(db);
+export async function startRegistration(core: Store, limits: AuthLimits): Promise<{ allowed: boolean; failed(): Promise<void> }> {
+  const store = core.open(AttemptStore);
   const subjects = registrationSubjects();
   const start = windowStart(REGISTRATION_WINDOW_SECONDS);
   const id = attemptId();

@@ -63,7 +63,7 @@ export interface SaslContext {
  * answer does not tell whether an account exists.
  */
 async function madeUpCredentials(ctx: SaslContext, hash: ScramHash, username: string): Promise<Pick<ScramCredentials, 'salt' | 'iterations'>> {
-  const secret = await serverSecret(ctx.store.db);
+  const secret = await serverSecret(ctx.store);
   // Normalized as account names are, so "Alice" and "alice" get one salt, as they would if real.
   let name = username;
   try {
@@ -95,7 +95,7 @@ const temporaryFailure = (text: string): SaslStep => ({ kind: 'failure', conditi
 async function accountForCheck(ctx: SaslContext, username: string): Promise<{ account?: Account; attempt?: LoginAttempt }> {
   const [account, attempt] = await Promise.all([
     loadAccount(ctx, username),
-    ctx.limits ? startLoginAttempt(ctx.store.db, ctx.limits, username, ctx.domain) : undefined,
+    ctx.limits ? startLoginAttempt(ctx.store, ctx.limits, username, ctx.domain) : undefined,
   ]);
   return { account, attempt };
 }
@@ -138,7 +138,7 @@ export async function startMechanism(ctx: SaslContext, mechanism: string, messag
     // An early refusal when a limit is already reached; the attempt is counted at the proof.
     const [account, refusal] = await Promise.all([
       loadAccount(ctx, parsed.username),
-      ctx.limits ? loginRefusal(ctx.store.db, ctx.limits, parsed.username, ctx.domain) : undefined,
+      ctx.limits ? loginRefusal(ctx.store, ctx.limits, parsed.username, ctx.domain) : undefined,
     ]);
     if (refusal) return temporaryFailure(refusal);
     // Unknown users get a made-up salt and fail only at the proof, so accounts can't be probed.

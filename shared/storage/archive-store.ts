@@ -8,6 +8,7 @@ import { GetCommand, PutCommand, QueryCommand, UpdateCommand, type QueryCommandI
 import { frameNow, frameUnique, frameValue, invalidateRoute } from './frame-context.ts';
 import { conditionally, putItems } from './table-ops.ts';
 import type { Store, TableAccess } from './store.ts';
+import { userPk } from './keys.ts';
 
 const PREFIX = 'mam#';
 /** Above every id character (digits, '-', base64url), to close a range at the end of a millisecond. */
@@ -229,7 +230,7 @@ export class ArchiveStore {
 
   async putPrefs(bare: string, prefs: ArchivePrefs): Promise<void> {
     invalidateRoute(bare);
-    await this.db.doc.send(new PutCommand({ TableName: this.db.table, Item: { pk: `user#${bare}`, sk: PREFS_SK, ...prefs } }));
+    await this.db.doc.send(new PutCommand({ TableName: this.db.table, Item: { pk: userPk(bare), sk: PREFS_SK, ...prefs } }));
   }
 }
 

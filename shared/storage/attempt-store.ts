@@ -11,6 +11,7 @@ import { BatchGetCommand, UpdateCommand, type BatchGetCommandOutput } from '@aws
 import type { TableAccess } from './store.ts';
 import { TTL_ATTRIBUTE } from './table.ts';
 import { conditionally } from './table-ops.ts';
+import { attemptsPk } from './keys.ts';
 
 export type AttemptKind = 'login-account' | 'login-source' | 'register-source' | 'upload-bytes';
 
@@ -23,7 +24,7 @@ export class AttemptStore {
   constructor(private readonly db: TableAccess) {}
 
   private key(s: AttemptSubject, windowStart: number) {
-    return { pk: `attempts#${s.kind}#${encodeURIComponent(s.subject)}`, sk: String(windowStart) };
+    return { pk: attemptsPk(s.kind, s.subject), sk: String(windowStart) };
   }
 
   /** How many attempts each subject has in the window starting at `windowStart` (epoch seconds). */

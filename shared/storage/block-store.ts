@@ -9,13 +9,17 @@
  */
 import { UpdateCommand } from '@aws-sdk/lib-dynamodb';
 import { invalidateRoute, knownToBlockNobody } from './frame-context.ts';
-import type { Store } from './store.ts';
+import type { Store, TableAccess } from './store.ts';
+import { userPk } from './keys.ts';
 
 export const BLOCKLIST_SK = 'account#blocklist';
-const key = (bare: string) => ({ pk: `user#${bare}`, sk: BLOCKLIST_SK });
+const key = (bare: string) => ({ pk: userPk(bare), sk: BLOCKLIST_SK });
 
 export class BlockStore {
-  constructor(private readonly store: Store) {}
+  constructor(
+    private readonly db: TableAccess,
+    private readonly store: Store,
+  ) {}
 
   async get(bare: string): Promise<string[]> {
     if (knownToBlockNobody(bare)) return [];
@@ -25,9 +29,9 @@ export class BlockStore {
 
   private async update(bare: string, expression: string, jids?: string[]): Promise<void> {
     invalidateRoute(bare);
-    await this.store.db.doc.send(
+    await this.db.doc.send(
       new UpdateCommand({
-        TableName: this.store.db.table,
+        TableName: this.db.table,
         Key: key(bare),
         UpdateExpression: expression,
         ExpressionAttributeValues: jids ? { ':j': new Set(jids) } : undefined,
@@ -42,10 +46,10 @@ export class BlockStore {
    */
   async add(bare: string, jids: string[]): Promise<void> {
     invalidateRoute(bare);
-    await this.store.db.doc.send(
+    await this.db.doc.send(
       new UpdateCommand({
-        TableName: this.store.db.table,
-        Key: { pk: `user#${bare}`, sk: 'account' },
+        TableName: this.db.table,
+        Key: { pk: userPk(bare), sk: 'account' },
         UpdateExpression: 'SET blocking = :t',
         ConditionExpression: 'attribute_exists(pk)',
         ExpressionAttributeValues: { ':t': true },

@@ -9,13 +9,14 @@
 import { DeleteCommand, GetCommand, UpdateCommand } from '@aws-sdk/lib-dynamodb';
 import type { TableAccess } from './store.ts';
 import { TTL_ATTRIBUTE } from './table.ts';
+import { capsPk } from './keys.ts';
 
 const VERIFIED_TTL_SECONDS = 90 * 24 * 3600;
 const PENDING_TTL_SECONDS = 3600;
 /** A query unanswered this long is asked again of the next client. */
 export const CAPS_QUERY_TIMEOUT_MS = 30_000;
 
-const key = (hash: string, ver: string) => ({ pk: `caps#${hash}#${ver}`, sk: 'caps' });
+const key = (hash: string, ver: string) => ({ pk: capsPk(hash, ver), sk: 'caps' });
 const nowSeconds = () => Math.floor(Date.now() / 1000);
 
 export class CapsStore {

@@ -7,8 +7,9 @@
  */
 import { DeleteCommand, PutCommand } from '@aws-sdk/lib-dynamodb';
 import { invalidateRoute } from './frame-context.ts';
-import type { Store } from './store.ts';
+import type { Store, TableAccess } from './store.ts';
 import { TTL_ATTRIBUTE } from './table.ts';
+import { userPk } from './keys.ts';
 
 export interface CarbonsSession {
   resource: string;
@@ -20,18 +21,17 @@ const PREFIX = 'account#carbons#';
 const nowSeconds = () => Math.floor(Date.now() / 1000);
 
 export class CarbonsStore {
-  constructor(private readonly store: Store) {}
-
-  private get db() {
-    return this.store.db;
-  }
+  constructor(
+    private readonly db: TableAccess,
+    private readonly store: Store,
+  ) {}
 
   async enable(bare: string, session: CarbonsSession): Promise<void> {
     invalidateRoute(bare);
     await this.db.doc.send(
       new PutCommand({
         TableName: this.db.table,
-        Item: { pk: `user#${bare}`, sk: PREFIX + session.resource, ...session, [TTL_ATTRIBUTE]: nowSeconds() + TTL_SECONDS },
+        Item: { pk: userPk(bare), sk: PREFIX + session.resource, ...session, [TTL_ATTRIBUTE]: nowSeconds() + TTL_SECONDS },
       }),
     );
   }
@@ -43,7 +43,7 @@ export class CarbonsStore {
       await this.db.doc.send(
         new DeleteCommand({
           TableName: this.db.table,
-          Key: { pk: `user#${bare}`, sk: PREFIX + session.resource },
+          Key: { pk: userPk(bare), sk: PREFIX + session.resource },
           ConditionExpression: 'connectionId = :c',
           ExpressionAttributeValues: { ':c': session.connectionId },
         }),

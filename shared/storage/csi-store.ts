@@ -16,6 +16,7 @@ import { DeleteCommand, GetCommand, UpdateCommand } from '@aws-sdk/lib-dynamodb'
 import type { TableAccess } from './store.ts';
 import { TTL_ATTRIBUTE } from './table.ts';
 import { conditionally, nowSeconds } from './table-ops.ts';
+import { connectionPk } from './keys.ts';
 
 export interface HeldStanza {
   /** When it was held (epoch µs, unique within a process): the flush posts in this order. */
@@ -26,7 +27,7 @@ export interface HeldStanza {
 /** A session lasts at most a connection lifetime (2 h) plus a XEP-0198 window; the item goes with it. */
 const TTL_SECONDS = 3 * 3600 + 900;
 const CSI = 'csi';
-const pk = (session: string) => `conn#${session}`;
+const pk = connectionPk;
 let heldInProcess = 0;
 /** Microseconds, so two stanzas one handler holds within a millisecond keep their order. */
 const heldAt = () => Date.now() * 1000 + (heldInProcess++ % 1000);

@@ -18,10 +18,11 @@ import {
 } from '@aws-sdk/lib-dynamodb';
 import type { Account, ConnectionState, RosterItem, SessionRecord } from '../core/types.ts';
 import type { ScramCredentials, ScramHash } from '../sasl/scram.ts';
-import type { ConnectionItem, OfflineMessage, SessionChanges, Store, TableAccess, UserRoute } from './store.ts';
+import type { ConnectionItem, OfflineMessage, SessionChanges, FeatureStoreClass, Store, TableAccess, UserRoute } from './store.ts';
 import { TTL_ATTRIBUTE } from './table.ts';
 import { frameUnique, invalidateRoute, memoizedRoute, rememberNoBlockList, type FrameJournal } from './frame-context.ts';
 import { batchGet, claimOnce, claimOwner, conditionally, deleteKeys, isLive as live, nowSeconds, queryAll } from './table-ops.ts';
+import { connectionPk, rosterSk, userPk } from './keys.ts';
 
 const ACCOUNT = 'account';
 const ROSTER = 'roster#';
@@ -41,8 +42,6 @@ const OFFLINE_TOMBSTONE_SECONDS = 24 * 3600 + 600;
  */
 const CLAIM_SECONDS = 120;
 
-const userKey = (bare: string) => `user#${bare}`;
-const connKey = (id: string) => `conn#${id}`;
 
 export interface DynamoStoreOptions {
   tableName: string;
@@ -82,11 +81,19 @@ export class DynamoStore implements Store {
     return { doc: this.doc, table: this.table };
   }
 
+  private readonly featureStores = new Map<FeatureStoreClass<unknown>, unknown>();
+
+  open<T>(kind: FeatureStoreClass<T>): T {
+    let store = this.featureStores.get(kind) as T | undefined;
+    if (!store) this.featureStores.set(kind, (store = new kind(this.db, this)));
+    return store;
+  }
+
 
   private queryPrefix(bare: string, prefix: string) {
     return queryAll(this.db, {
       KeyConditionExpression: 'pk = :pk AND begins_with(sk, :prefix)',
-      ExpressionAttributeValues: { ':pk': userKey(bare), ':prefix': prefix },
+      ExpressionAttributeValues: { ':pk': userPk(bare), ':prefix': prefix },
       // Rosters, pending requests and offline messages are written by other connections' handlers
       // at the same moment: a frame must see every write that finished before its read.
       ConsistentRead: true,
@@ -97,7 +104,7 @@ export class DynamoStore implements Store {
   // accounts
 
   async getAccount(bare: string): Promise<Account | undefined> {
-    const out = await this.doc.send(new GetCommand({ TableName: this.table, Key: { pk: userKey(bare), sk: ACCOUNT } }));
+    const out = await this.doc.send(new GetCommand({ TableName: this.table, Key: { pk: userPk(bare), sk: ACCOUNT } }));
     return out.Item ? toAccount(out.Item) : undefined;
   }
 
@@ -107,7 +114,7 @@ export class DynamoStore implements Store {
       await this.doc.send(
         new PutCommand({
           TableName: this.table,
-          Item: { pk: userKey(bare), sk: ACCOUNT, bare, credentials, createdAt: Date.now(), rosterVersion: 0 },
+          Item: { pk: userPk(bare), sk: ACCOUNT, bare, credentials, createdAt: Date.now(), rosterVersion: 0 },
           ConditionExpression: 'attribute_not_exists(pk)',
         }),
       );
@@ -123,7 +130,7 @@ export class DynamoStore implements Store {
       await this.doc.send(
         new UpdateCommand({
           TableName: this.table,
-          Key: { pk: userKey(bare), sk: ACCOUNT },
+          Key: { pk: userPk(bare), sk: ACCOUNT },
           UpdateExpression: 'SET credentials = :c',
           ConditionExpression: 'attribute_exists(pk)',
           ExpressionAttributeValues: { ':c': credentials },
@@ -140,7 +147,7 @@ export class DynamoStore implements Store {
     invalidateRoute(bare);
     const items = await queryAll(this.db, {
       KeyConditionExpression: 'pk = :pk',
-      ExpressionAttributeValues: { ':pk': userKey(bare) },
+      ExpressionAttributeValues: { ':pk': userPk(bare) },
       ProjectionExpression: 'pk, sk',
     });
     if (!items.some((i) => i.sk === ACCOUNT)) return false;
@@ -181,7 +188,7 @@ export class DynamoStore implements Store {
     return memoizedRoute(bare, async () => {
       const items = await queryAll(this.db, {
         KeyConditionExpression: 'pk = :pk AND begins_with(sk, :prefix)',
-        ExpressionAttributeValues: { ':pk': userKey(bare), ':prefix': ACCOUNT },
+        ExpressionAttributeValues: { ':pk': userPk(bare), ':prefix': ACCOUNT },
         ConsistentRead: true,
       });
       const account = items.find((i) => i.sk === ACCOUNT);
@@ -202,7 +209,7 @@ export class DynamoStore implements Store {
     for (let i = 0; i < unique.length; i += 100) chunks.push(unique.slice(i, i + 100));
     await Promise.all(
       chunks.map(async (chunk) => {
-        const accounts = new Map((await batchGet(this.db, chunk.map((b) => ({ pk: userKey(b), sk: ACCOUNT })), true)).map((a) => [a.bare as string, a]));
+        const accounts = new Map((await batchGet(this.db, chunk.map((b) => ({ pk: userPk(b), sk: ACCOUNT })), true)).map((a) => [a.bare as string, a]));
         for (const bare of chunk) {
           const account = accounts.get(bare);
           found.set(bare, sessionsOf(account));
@@ -226,7 +233,7 @@ export class DynamoStore implements Store {
       const out = await this.doc.send(
         new UpdateCommand({
           TableName: this.table,
-          Key: { pk: userKey(s.bare), sk: ACCOUNT },
+          Key: { pk: userPk(s.bare), sk: ACCOUNT },
           UpdateExpression: 'SET #s = :s',
           // An account removed meanwhile gets no session (a bare update would recreate the item).
           ConditionExpression: 'attribute_exists(createdAt)',
@@ -249,7 +256,7 @@ export class DynamoStore implements Store {
       this.doc.send(
         new UpdateCommand({
           TableName: this.table,
-          Key: { pk: userKey(s.bare), sk: ACCOUNT },
+          Key: { pk: userPk(s.bare), sk: ACCOUNT },
           UpdateExpression: `REMOVE ${Object.keys(names).join(', ')}`,
           ConditionExpression: Object.keys(names).map((n) => `${n}.expires <= :now`).join(' AND '),
           ExpressionAttributeNames: names,
@@ -278,7 +285,7 @@ export class DynamoStore implements Store {
       const out = await this.doc.send(
         new UpdateCommand({
           TableName: this.table,
-          Key: { pk: userKey(bare), sk: ACCOUNT },
+          Key: { pk: userPk(bare), sk: ACCOUNT },
           UpdateExpression: [set.length ? `SET ${set.join(', ')}` : '', remove.length ? `REMOVE ${remove.join(', ')}` : ''].join(' ').trim(),
           ConditionExpression: '#s.#c = :c',
           ExpressionAttributeNames: names,
@@ -300,7 +307,7 @@ export class DynamoStore implements Store {
       this.doc.send(
         new UpdateCommand({
           TableName: this.table,
-          Key: { pk: userKey(bare), sk: ACCOUNT },
+          Key: { pk: userPk(bare), sk: ACCOUNT },
           UpdateExpression: 'SET #s.expires = :e',
           ConditionExpression: '#s.connectionId = :c',
           ExpressionAttributeNames: { '#s': sessionAttribute(resource) },
@@ -316,7 +323,7 @@ export class DynamoStore implements Store {
       this.doc.send(
         new UpdateCommand({
           TableName: this.table,
-          Key: { pk: userKey(bare), sk: ACCOUNT },
+          Key: { pk: userPk(bare), sk: ACCOUNT },
           UpdateExpression: 'REMOVE #s',
           ConditionExpression: '#s.connectionId = :c',
           ExpressionAttributeNames: { '#s': sessionAttribute(resource) },
@@ -352,7 +359,7 @@ export class DynamoStore implements Store {
 
   async loadConnection(id: string): Promise<ConnectionItem> {
     const out = await this.doc.send(
-      new GetCommand({ TableName: this.table, Key: { pk: connKey(id), sk: CONN }, ConsistentRead: true }),
+      new GetCommand({ TableName: this.table, Key: { pk: connectionPk(id), sk: CONN }, ConsistentRead: true }),
     );
     if (!out.Item || !live(out.Item)) return {};
     return { state: out.Item.state as ConnectionState | undefined, journal: out.Item.journal };
@@ -371,7 +378,7 @@ export class DynamoStore implements Store {
       await this.doc.send(
         new PutCommand({
           TableName: this.table,
-          Item: { pk: connKey(state.id), sk: CONN, state, version: state.version, [TTL_ATTRIBUTE]: nowSeconds() + CONNECTION_TTL_SECONDS },
+          Item: { pk: connectionPk(state.id), sk: CONN, state, version: state.version, [TTL_ATTRIBUTE]: nowSeconds() + CONNECTION_TTL_SECONDS },
           ...condition,
         }),
       );
@@ -388,7 +395,7 @@ export class DynamoStore implements Store {
       await this.doc.send(
         new UpdateCommand({
           TableName: this.table,
-          Key: { pk: connKey(id), sk: CONN },
+          Key: { pk: connectionPk(id), sk: CONN },
           UpdateExpression: 'SET journal = :j, #ttl = if_not_exists(#ttl, :ttl)',
           // A stream replaced while the frame ran (its version bumped) still gets the journal: the
           // frame is redelivered against the replaced state and must not post again what it posted.
@@ -413,7 +420,7 @@ export class DynamoStore implements Store {
       this.doc.send(
         new UpdateCommand({
           TableName: this.table,
-          Key: { pk: connKey(id), sk: CONN },
+          Key: { pk: connectionPk(id), sk: CONN },
           UpdateExpression: 'SET #state.stage = :replaced, #state.version = version + :one, version = version + :one',
           ConditionExpression: 'attribute_exists(version)',
           ExpressionAttributeNames: { '#state': 'state' },
@@ -424,7 +431,7 @@ export class DynamoStore implements Store {
   }
 
   async deleteConnection(id: string): Promise<void> {
-    await this.doc.send(new DeleteCommand({ TableName: this.table, Key: { pk: connKey(id), sk: CONN } }));
+    await this.doc.send(new DeleteCommand({ TableName: this.table, Key: { pk: connectionPk(id), sk: CONN } }));
   }
 
   // roster
@@ -435,7 +442,7 @@ export class DynamoStore implements Store {
 
   async getRosterItem(bare: string, jid: string): Promise<RosterItem | undefined> {
     const out = await this.doc.send(
-      new GetCommand({ TableName: this.table, Key: { pk: userKey(bare), sk: ROSTER + jid }, ConsistentRead: true }),
+      new GetCommand({ TableName: this.table, Key: { pk: userPk(bare), sk: rosterSk(jid) }, ConsistentRead: true }),
     );
     return out.Item ? toRosterItem(out.Item) : undefined;
   }
@@ -445,7 +452,7 @@ export class DynamoStore implements Store {
     const out = await this.doc.send(
       new UpdateCommand({
         TableName: this.table,
-        Key: { pk: userKey(bare), sk: ACCOUNT },
+        Key: { pk: userPk(bare), sk: ACCOUNT },
         UpdateExpression: 'ADD rosterVersion :one',
         ConditionExpression: 'attribute_exists(pk)',
         ExpressionAttributeValues: { ':one': 1 },
@@ -456,30 +463,30 @@ export class DynamoStore implements Store {
   }
 
   async putRosterItem(bare: string, item: RosterItem): Promise<number> {
-    await this.doc.send(new PutCommand({ TableName: this.table, Item: { pk: userKey(bare), sk: ROSTER + item.jid, ...item } }));
+    await this.doc.send(new PutCommand({ TableName: this.table, Item: { pk: userPk(bare), sk: rosterSk(item.jid), ...item } }));
     return this.bumpRosterVersion(bare);
   }
 
   async deleteRosterItem(bare: string, jid: string): Promise<number> {
-    await this.doc.send(new DeleteCommand({ TableName: this.table, Key: { pk: userKey(bare), sk: ROSTER + jid } }));
+    await this.doc.send(new DeleteCommand({ TableName: this.table, Key: { pk: userPk(bare), sk: rosterSk(jid) } }));
     return this.bumpRosterVersion(bare);
   }
 
   // pending subscription requests
 
   async putPendingSubscription(bare: string, from: string, xml: string): Promise<void> {
-    await this.doc.send(new PutCommand({ TableName: this.table, Item: { pk: userKey(bare), sk: PENDING + from, from, xml } }));
+    await this.doc.send(new PutCommand({ TableName: this.table, Item: { pk: userPk(bare), sk: PENDING + from, from, xml } }));
   }
 
   async deletePendingSubscription(bare: string, from: string): Promise<boolean> {
     const out = await this.doc.send(
-      new DeleteCommand({ TableName: this.table, Key: { pk: userKey(bare), sk: PENDING + from }, ReturnValues: 'ALL_OLD' }),
+      new DeleteCommand({ TableName: this.table, Key: { pk: userPk(bare), sk: PENDING + from }, ReturnValues: 'ALL_OLD' }),
     );
     return out.Attributes !== undefined;
   }
 
   async claimPendingSubscription(bare: string, from: string, connectionId: string): Promise<boolean> {
-    return claimOnce(this.db, { pk: userKey(bare), sk: `${PENDING_CLAIM}${from}#${connectionId}` }, claimOwner(), CLAIM_SECONDS * 30);
+    return claimOnce(this.db, { pk: userPk(bare), sk: `${PENDING_CLAIM}${from}#${connectionId}` }, claimOwner(), CLAIM_SECONDS * 30);
   }
 
   async listPendingSubscriptions(bare: string): Promise<{ from: string; xml: string }[]> {
@@ -497,7 +504,7 @@ export class DynamoStore implements Store {
       await this.doc.send(
         new PutCommand({
           TableName: this.table,
-          Item: { pk: userKey(bare), sk: key, xml, stamp, ...(order === undefined ? {} : { order }), [TTL_ATTRIBUTE]: nowSeconds() + OFFLINE_TTL_SECONDS },
+          Item: { pk: userPk(bare), sk: key, xml, stamp, ...(order === undefined ? {} : { order }), [TTL_ATTRIBUTE]: nowSeconds() + OFFLINE_TTL_SECONDS },
           // Written once: a redelivered frame must not undo a claim on it.
           ConditionExpression: 'attribute_not_exists(pk)',
         }),
@@ -525,7 +532,7 @@ export class DynamoStore implements Store {
       await this.doc.send(
         new UpdateCommand({
           TableName: this.table,
-          Key: { pk: userKey(bare), sk: key },
+          Key: { pk: userPk(bare), sk: key },
           UpdateExpression: 'SET claimedBy = :c, claimedAt = :now',
           ConditionExpression: 'attribute_exists(pk) AND attribute_not_exists(delivered) AND (attribute_not_exists(claimedBy) OR claimedBy = :c OR claimedAt < :stale)',
           ExpressionAttributeValues: { ':c': owner, ':now': now, ':stale': now - CLAIM_SECONDS },
@@ -544,7 +551,7 @@ export class DynamoStore implements Store {
       await this.doc.send(
         new UpdateCommand({
           TableName: this.table,
-          Key: { pk: userKey(bare), sk: key },
+          Key: { pk: userPk(bare), sk: key },
           UpdateExpression: 'REMOVE claimedBy, claimedAt',
           ConditionExpression: 'claimedBy = :c',
           ExpressionAttributeValues: { ':c': owner },
@@ -567,7 +574,7 @@ export class DynamoStore implements Store {
           this.doc.send(
             new UpdateCommand({
               TableName: this.table,
-              Key: { pk: userKey(bare), sk },
+              Key: { pk: userPk(bare), sk },
               UpdateExpression: 'SET delivered = :true, #ttl = :ttl REMOVE xml, claimedBy, claimedAt',
               ConditionExpression: 'attribute_exists(pk)',
               ExpressionAttributeNames: { '#ttl': TTL_ATTRIBUTE },

@@ -13,6 +13,7 @@ import { DeleteCommand, GetCommand, PutCommand } from '@aws-sdk/lib-dynamodb';
 import type { TableAccess } from './store.ts';
 import { nowSeconds } from './table-ops.ts';
 import { TTL_ATTRIBUTE } from './table.ts';
+import { invitePk } from './keys.ts';
 
 /** XEP-0379's `<preauth/>` namespace: version 0 as XEP-0445 shows it, version 2 as Conversations sends it. */
 export const PARS = ['urn:xmpp:pars:0', 'urn:xmpp:pars:2'] as const;
@@ -29,7 +30,7 @@ export interface Invite {
   expires: number;
 }
 
-const key = (token: string) => ({ pk: `invite#${token}`, sk: 'invite' });
+const key = (token: string) => ({ pk: invitePk(token), sk: 'invite' });
 /** base64url of 18 random bytes: 144 bits, and nothing else is a token. */
 const TOKEN = /^[A-Za-z0-9_-]{24}$/;
 

@@ -15,10 +15,11 @@
  * Occupants are written with a version number and conditional puts: joins, nick changes and
  * leaves of one nick from concurrent Lambda invocations cannot overwrite each other.
  */
-import { DeleteCommand, GetCommand, PutCommand, QueryCommand } from '@aws-sdk/lib-dynamodb';
+import { DeleteCommand, GetCommand, PutCommand } from '@aws-sdk/lib-dynamodb';
 import { claimOnce, conditionally, deleteKeys, isLive as live, nowSeconds, queryAll } from './table-ops.ts';
 import type { TableAccess } from './store.ts';
 import { TTL_ATTRIBUTE } from './table.ts';
+import { keyPart, roomDirectoryPk, roomPk, userPk } from './keys.ts';
 
 export type Role = 'moderator' | 'participant' | 'visitor' | 'none';
 export type Affiliation = 'owner' | 'admin' | 'member' | 'outcast' | 'none';
@@ -97,9 +98,6 @@ export interface JoinRecord {
 const OCCUPANT_TTL_SECONDS = 3 * 3600;
 const DELIVERY_CLAIM_TTL_SECONDS = 3600;
 
-const roomKey = (room: string) => `room#${room}`;
-const dirKey = (service: string) => `mucdir#${service}`;
-const userKey = (bare: string) => `user#${bare}`;
 
 function isConditionFailure(err: unknown): boolean {
   return (err as Error).name === 'ConditionalCheckFailedException';
@@ -113,7 +111,7 @@ export class MucStore {
   // rooms
 
   async getRoom(room: string): Promise<Room | undefined> {
-    const out = await this.db.doc.send(new GetCommand({ TableName: this.db.table, Key: { pk: roomKey(room), sk: 'config' }, ConsistentRead: true }));
+    const out = await this.db.doc.send(new GetCommand({ TableName: this.db.table, Key: { pk: roomPk(room), sk: 'config' }, ConsistentRead: true }));
     if (!out.Item) return undefined;
     return { jid: room, config: out.Item.config, locked: out.Item.locked ?? false, createdAt: out.Item.createdAt, subject: out.Item.subject };
   }
@@ -124,7 +122,7 @@ export class MucStore {
       await this.db.doc.send(
         new PutCommand({
           TableName: this.db.table,
-          Item: { pk: roomKey(room.jid), sk: 'config', config: room.config, locked: room.locked, createdAt: room.createdAt, subject: room.subject },
+          Item: { pk: roomPk(room.jid), sk: 'config', config: room.config, locked: room.locked, createdAt: room.createdAt, subject: room.subject },
           ConditionExpression: 'attribute_not_exists(pk)',
         }),
       );
@@ -139,7 +137,7 @@ export class MucStore {
     await this.db.doc.send(
       new PutCommand({
         TableName: this.db.table,
-        Item: { pk: roomKey(room.jid), sk: 'config', config: room.config, locked: room.locked, createdAt: room.createdAt, subject: room.subject },
+        Item: { pk: roomPk(room.jid), sk: 'config', config: room.config, locked: room.locked, createdAt: room.createdAt, subject: room.subject },
       }),
     );
   }
@@ -147,11 +145,11 @@ export class MucStore {
   /** Deletes every item of the room (configuration, affiliations, occupants, archive) and its directory entry. */
   async deleteRoom(room: string, service: string): Promise<void> {
     // The config item goes first so nobody can join a half-deleted room.
-    await this.db.doc.send(new DeleteCommand({ TableName: this.db.table, Key: { pk: roomKey(room), sk: 'config' } }));
-    await this.db.doc.send(new DeleteCommand({ TableName: this.db.table, Key: { pk: dirKey(service), sk: room } }));
+    await this.db.doc.send(new DeleteCommand({ TableName: this.db.table, Key: { pk: roomPk(room), sk: 'config' } }));
+    await this.db.doc.send(new DeleteCommand({ TableName: this.db.table, Key: { pk: roomDirectoryPk(service), sk: room } }));
     const items = await queryAll(this.db, {
       KeyConditionExpression: 'pk = :pk',
-      ExpressionAttributeValues: { ':pk': roomKey(room) },
+      ExpressionAttributeValues: { ':pk': roomPk(room) },
       ProjectionExpression: 'pk, sk',
     });
     await deleteKeys(this.db, items.map((i) => ({ pk: i.pk as string, sk: i.sk as string })));
@@ -160,36 +158,36 @@ export class MucStore {
   // directory (disco#items of the service)
 
   async putDirectory(service: string, room: string, entry: { name: string; public: boolean }): Promise<void> {
-    await this.db.doc.send(new PutCommand({ TableName: this.db.table, Item: { pk: dirKey(service), sk: room, room, ...entry } }));
+    await this.db.doc.send(new PutCommand({ TableName: this.db.table, Item: { pk: roomDirectoryPk(service), sk: room, room, ...entry } }));
   }
 
   async deleteDirectory(service: string, room: string): Promise<void> {
-    await this.db.doc.send(new DeleteCommand({ TableName: this.db.table, Key: { pk: dirKey(service), sk: room } }));
+    await this.db.doc.send(new DeleteCommand({ TableName: this.db.table, Key: { pk: roomDirectoryPk(service), sk: room } }));
   }
 
   async listDirectory(service: string): Promise<{ room: string; name: string; public: boolean }[]> {
-    const items = await queryAll(this.db, { KeyConditionExpression: 'pk = :pk', ExpressionAttributeValues: { ':pk': dirKey(service) } });
+    const items = await queryAll(this.db, { KeyConditionExpression: 'pk = :pk', ExpressionAttributeValues: { ':pk': roomDirectoryPk(service) } });
     return items.map((i) => ({ room: i.room, name: i.name ?? '', public: i.public ?? false }));
   }
 
   // affiliations
 
   async getAffiliation(room: string, bare: string): Promise<Affiliation> {
-    const out = await this.db.doc.send(new GetCommand({ TableName: this.db.table, Key: { pk: roomKey(room), sk: `aff#${bare}` }, ConsistentRead: true }));
+    const out = await this.db.doc.send(new GetCommand({ TableName: this.db.table, Key: { pk: roomPk(room), sk: `aff#${bare}` }, ConsistentRead: true }));
     return (out.Item?.affiliation as Affiliation | undefined) ?? 'none';
   }
 
   async listAffiliations(room: string): Promise<AffiliationItem[]> {
     const items = await queryAll(this.db, {
       KeyConditionExpression: 'pk = :pk AND begins_with(sk, :p)',
-      ExpressionAttributeValues: { ':pk': roomKey(room), ':p': 'aff#' },
+      ExpressionAttributeValues: { ':pk': roomPk(room), ':p': 'aff#' },
       ConsistentRead: true,
     });
     return items.map((i) => ({ jid: i.jid, affiliation: i.affiliation, reason: i.reason }));
   }
 
   async setAffiliation(room: string, bare: string, affiliation: Affiliation, reason?: string): Promise<void> {
-    const Key = { pk: roomKey(room), sk: `aff#${bare}` };
+    const Key = { pk: roomPk(room), sk: `aff#${bare}` };
     if (affiliation === 'none') {
       await this.db.doc.send(new DeleteCommand({ TableName: this.db.table, Key }));
       return;
@@ -201,12 +199,12 @@ export class MucStore {
 
   /** Whose registered nickname `nick` is, if anyone's. */
   async nickOwner(room: string, nick: string): Promise<string | undefined> {
-    const out = await this.db.doc.send(new GetCommand({ TableName: this.db.table, Key: { pk: roomKey(room), sk: `nick#${nick}` }, ConsistentRead: true }));
+    const out = await this.db.doc.send(new GetCommand({ TableName: this.db.table, Key: { pk: roomPk(room), sk: `nick#${nick}` }, ConsistentRead: true }));
     return out.Item?.bare as string | undefined;
   }
 
   async registeredNick(room: string, bare: string): Promise<string | undefined> {
-    const out = await this.db.doc.send(new GetCommand({ TableName: this.db.table, Key: { pk: roomKey(room), sk: `regnick#${bare}` }, ConsistentRead: true }));
+    const out = await this.db.doc.send(new GetCommand({ TableName: this.db.table, Key: { pk: roomPk(room), sk: `regnick#${bare}` }, ConsistentRead: true }));
     return out.Item?.nick as string | undefined;
   }
 
@@ -220,14 +218,14 @@ export class MucStore {
       this.db.doc.send(
         new PutCommand({
           TableName: this.db.table,
-          Item: { pk: roomKey(room), sk: `nick#${nick}`, bare, nick },
+          Item: { pk: roomPk(room), sk: `nick#${nick}`, bare, nick },
           ConditionExpression: 'attribute_not_exists(pk) OR bare = :bare',
           ExpressionAttributeValues: { ':bare': bare },
         }),
       ),
     ));
     if (taken) return false;
-    await this.db.doc.send(new PutCommand({ TableName: this.db.table, Item: { pk: roomKey(room), sk: `regnick#${bare}`, bare, nick } }));
+    await this.db.doc.send(new PutCommand({ TableName: this.db.table, Item: { pk: roomPk(room), sk: `regnick#${bare}`, bare, nick } }));
     if (previous && previous !== nick) await this.releaseNick(room, bare, previous);
     return true;
   }
@@ -235,7 +233,7 @@ export class MucStore {
   /** Cancels a user's registration (§7.10.2): the nickname is free again. */
   async unregisterNick(room: string, bare: string): Promise<void> {
     const nick = await this.registeredNick(room, bare);
-    await this.db.doc.send(new DeleteCommand({ TableName: this.db.table, Key: { pk: roomKey(room), sk: `regnick#${bare}` } }));
+    await this.db.doc.send(new DeleteCommand({ TableName: this.db.table, Key: { pk: roomPk(room), sk: `regnick#${bare}` } }));
     if (nick) await this.releaseNick(room, bare, nick);
   }
 
@@ -244,7 +242,7 @@ export class MucStore {
       this.db.doc.send(
         new DeleteCommand({
           TableName: this.db.table,
-          Key: { pk: roomKey(room), sk: `nick#${nick}` },
+          Key: { pk: roomPk(room), sk: `nick#${nick}` },
           ConditionExpression: 'bare = :bare',
           ExpressionAttributeValues: { ':bare': bare },
         }),
@@ -260,21 +258,21 @@ export class MucStore {
    * (a redelivered frame), false for anyone else.
    */
   async claimDelivery(room: string, id: string, session: { jid: string; joinedAt?: number }, owner: string): Promise<boolean> {
-    return claimOnce(this.db, { pk: roomKey(room), sk: `dlv#${id}#${session.jid}#${session.joinedAt ?? 0}` }, owner, DELIVERY_CLAIM_TTL_SECONDS);
+    return claimOnce(this.db, { pk: roomPk(room), sk: `dlv#${keyPart(id)}#${keyPart(session.jid)}#${session.joinedAt ?? 0}` }, owner, DELIVERY_CLAIM_TTL_SECONDS);
   }
 
 
   async listOccupants(room: string): Promise<Occupant[]> {
     const items = await queryAll(this.db, {
       KeyConditionExpression: 'pk = :pk AND begins_with(sk, :p)',
-      ExpressionAttributeValues: { ':pk': roomKey(room), ':p': 'occ#' },
+      ExpressionAttributeValues: { ':pk': roomPk(room), ':p': 'occ#' },
       ConsistentRead: true,
     });
     return items.map(toOccupant);
   }
 
   async getOccupant(room: string, nick: string): Promise<Occupant | undefined> {
-    const out = await this.db.doc.send(new GetCommand({ TableName: this.db.table, Key: { pk: roomKey(room), sk: `occ#${nick}` }, ConsistentRead: true }));
+    const out = await this.db.doc.send(new GetCommand({ TableName: this.db.table, Key: { pk: roomPk(room), sk: `occ#${nick}` }, ConsistentRead: true }));
     return out.Item && live(out.Item) ? toOccupant(out.Item) : undefined;
   }
 
@@ -283,7 +281,7 @@ export class MucStore {
    * expired); bumps the version. Resolves false on a lost race.
    */
   async putOccupant(room: string, occupant: Occupant, expectedVersion: number): Promise<boolean> {
-    const item = { pk: roomKey(room), sk: `occ#${occupant.nick}`, ...occupant, version: expectedVersion + 1, [TTL_ATTRIBUTE]: nowSeconds() + OCCUPANT_TTL_SECONDS };
+    const item = { pk: roomPk(room), sk: `occ#${occupant.nick}`, ...occupant, version: expectedVersion + 1, [TTL_ATTRIBUTE]: nowSeconds() + OCCUPANT_TTL_SECONDS };
     try {
       await this.db.doc.send(
         new PutCommand({
@@ -308,7 +306,7 @@ export class MucStore {
       await this.db.doc.send(
         new DeleteCommand({
           TableName: this.db.table,
-          Key: { pk: roomKey(room), sk: `occ#${nick}` },
+          Key: { pk: roomPk(room), sk: `occ#${nick}` },
           ConditionExpression: 'version = :v',
           ExpressionAttributeValues: { ':v': expectedVersion },
         }),
@@ -326,19 +324,19 @@ export class MucStore {
     await this.db.doc.send(
       new PutCommand({
         TableName: this.db.table,
-        Item: { pk: userKey(bare), sk: joinKey(join.room, join.resource, join.connectionId), ...join, [TTL_ATTRIBUTE]: nowSeconds() + OCCUPANT_TTL_SECONDS },
+        Item: { pk: userPk(bare), sk: joinKey(join.room, join.resource, join.connectionId), ...join, [TTL_ATTRIBUTE]: nowSeconds() + OCCUPANT_TTL_SECONDS },
       }),
     );
   }
 
   async deleteJoin(bare: string, room: string, resource: string, connectionId: string): Promise<void> {
-    await this.db.doc.send(new DeleteCommand({ TableName: this.db.table, Key: { pk: userKey(bare), sk: joinKey(room, resource, connectionId) } }));
+    await this.db.doc.send(new DeleteCommand({ TableName: this.db.table, Key: { pk: userPk(bare), sk: joinKey(room, resource, connectionId) } }));
   }
 
   async listJoins(bare: string): Promise<JoinRecord[]> {
     const items = await queryAll(this.db, {
       KeyConditionExpression: 'pk = :pk AND begins_with(sk, :p)',
-      ExpressionAttributeValues: { ':pk': userKey(bare), ':p': 'mucjoin#' },
+      ExpressionAttributeValues: { ':pk': userPk(bare), ':p': 'mucjoin#' },
       ConsistentRead: true,
     });
     return items.map((i) => ({ room: i.room, nick: i.nick, resource: i.resource, connectionId: i.connectionId }));

@@ -12,6 +12,7 @@
 import { DeleteCommand, GetCommand, PutCommand } from '@aws-sdk/lib-dynamodb';
 import { deleteKeys, queryAll } from './table-ops.ts';
 import type { TableAccess } from './store.ts';
+import { userPk } from './keys.ts';
 
 export type AccessModel = 'open' | 'presence' | 'roster' | 'whitelist';
 export type SendLastPublished = 'never' | 'on_sub' | 'on_sub_and_presence';
@@ -62,7 +63,6 @@ export interface PepItem {
 /** Last items up to this size are copied into the node item. */
 export const INLINE_LAST_BYTES = 8 * 1024;
 
-const userKey = (bare: string) => `user#${bare}`;
 const NODE = 'pep#node#';
 const ITEM = 'pep#item#';
 const nodeKey = (node: string) => NODE + encodeURIComponent(node);
@@ -87,7 +87,7 @@ export class PepStore {
 
   async getNode(owner: string, node: string): Promise<PepNode | undefined> {
     const out = await this.db.doc.send(
-      new GetCommand({ TableName: this.db.table, Key: { pk: userKey(owner), sk: nodeKey(node) }, ConsistentRead: true }),
+      new GetCommand({ TableName: this.db.table, Key: { pk: userPk(owner), sk: nodeKey(node) }, ConsistentRead: true }),
     );
     return out.Item ? toNode(out.Item) : undefined;
   }
@@ -96,7 +96,7 @@ export class PepStore {
   async listNodes(owner: string, prefix = ''): Promise<PepNode[]> {
     const items = await queryAll(this.db, {
       KeyConditionExpression: 'pk = :pk AND begins_with(sk, :p)',
-      ExpressionAttributeValues: { ':pk': userKey(owner), ':p': NODE + encodeURIComponent(prefix) },
+      ExpressionAttributeValues: { ':pk': userPk(owner), ':p': NODE + encodeURIComponent(prefix) },
     });
     return items.map(toNode);
   }
@@ -111,7 +111,7 @@ export class PepStore {
         new PutCommand({
           TableName: this.db.table,
           Item: {
-            pk: userKey(node.owner),
+            pk: userPk(node.owner),
             sk: nodeKey(node.node),
             owner: node.owner,
             node: node.node,
@@ -136,13 +136,13 @@ export class PepStore {
 
   async putItem(owner: string, node: string, item: PepItem): Promise<void> {
     await this.db.doc.send(
-      new PutCommand({ TableName: this.db.table, Item: { pk: userKey(owner), sk: itemKey(node, item.id), ...item } }),
+      new PutCommand({ TableName: this.db.table, Item: { pk: userPk(owner), sk: itemKey(node, item.id), ...item } }),
     );
   }
 
   async getItem(owner: string, node: string, id: string): Promise<PepItem | undefined> {
     const out = await this.db.doc.send(
-      new GetCommand({ TableName: this.db.table, Key: { pk: userKey(owner), sk: itemKey(node, id) }, ConsistentRead: true }),
+      new GetCommand({ TableName: this.db.table, Key: { pk: userPk(owner), sk: itemKey(node, id) }, ConsistentRead: true }),
     );
     return out.Item ? { id: out.Item.id, xml: out.Item.xml, published: out.Item.published } : undefined;
   }
@@ -151,14 +151,14 @@ export class PepStore {
   async listItems(owner: string, node: string): Promise<PepItem[]> {
     const items = await queryAll(this.db, {
       KeyConditionExpression: 'pk = :pk AND begins_with(sk, :p)',
-      ExpressionAttributeValues: { ':pk': userKey(owner), ':p': itemPrefix(node) },
+      ExpressionAttributeValues: { ':pk': userPk(owner), ':p': itemPrefix(node) },
       ConsistentRead: true,
     });
     return items.map((i) => ({ id: i.id, xml: i.xml, published: i.published }));
   }
 
   async deleteItems(owner: string, node: string, ids: string[]): Promise<void> {
-    await deleteKeys(this.db, ids.map((id) => ({ pk: userKey(owner), sk: itemKey(node, id) })));
+    await deleteKeys(this.db, ids.map((id) => ({ pk: userPk(owner), sk: itemKey(node, id) })));
   }
 
   /** Removes the node item and every item of the node. */
@@ -166,12 +166,12 @@ export class PepStore {
     const keys = (
       await queryAll(this.db, {
         KeyConditionExpression: 'pk = :pk AND begins_with(sk, :p)',
-        ExpressionAttributeValues: { ':pk': userKey(owner), ':p': itemPrefix(node) },
+        ExpressionAttributeValues: { ':pk': userPk(owner), ':p': itemPrefix(node) },
         ProjectionExpression: 'pk, sk',
       })
     ).map((i) => ({ pk: i.pk as string, sk: i.sk as string }));
     await deleteKeys(this.db, keys);
-    await this.db.doc.send(new DeleteCommand({ TableName: this.db.table, Key: { pk: userKey(owner), sk: nodeKey(node) } }));
+    await this.db.doc.send(new DeleteCommand({ TableName: this.db.table, Key: { pk: userPk(owner), sk: nodeKey(node) } }));
   }
 
 }

@@ -7,9 +7,10 @@
  */
 import { DeleteCommand, GetCommand, PutCommand } from '@aws-sdk/lib-dynamodb';
 import type { TableAccess } from './store.ts';
+import { userPk } from './keys.ts';
 
 const key = (bare: string, ns: string, name: string) => ({
-  pk: `user#${bare}`,
+  pk: userPk(bare),
   sk: `private#${encodeURIComponent(ns)}#${encodeURIComponent(name)}`,
 });
 

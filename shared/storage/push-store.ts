@@ -8,7 +8,8 @@
  */
 import { DeleteCommand, PutCommand } from '@aws-sdk/lib-dynamodb';
 import { invalidateRoute } from './frame-context.ts';
-import type { Store } from './store.ts';
+import type { Store, TableAccess } from './store.ts';
+import { userPk } from './keys.ts';
 
 export interface PushRegistration {
   /** The app server's JID (XEP-0357 "push service"). */
@@ -22,7 +23,10 @@ const PREFIX = 'account#push#';
 const sk = (jid: string, node: string) => `${PREFIX}${encodeURIComponent(jid)}#${encodeURIComponent(node)}`;
 
 export class PushStore {
-  constructor(private readonly store: Store) {}
+  constructor(
+    private readonly db: TableAccess,
+    private readonly store: Store,
+  ) {}
 
   async list(bare: string): Promise<PushRegistration[]> {
     const { items } = await this.store.getUserRoute(bare);
@@ -34,13 +38,13 @@ export class PushStore {
   /** Adds or replaces the registration for that app server and node (enabling twice is not an error). */
   async put(bare: string, registration: PushRegistration): Promise<void> {
     invalidateRoute(bare);
-    await this.store.db.doc.send(
-      new PutCommand({ TableName: this.store.db.table, Item: { pk: `user#${bare}`, sk: sk(registration.jid, registration.node), ...registration } }),
+    await this.db.doc.send(
+      new PutCommand({ TableName: this.db.table, Item: { pk: userPk(bare), sk: sk(registration.jid, registration.node), ...registration } }),
     );
   }
 
   async remove(bare: string, jid: string, node: string): Promise<void> {
     invalidateRoute(bare);
-    await this.store.db.doc.send(new DeleteCommand({ TableName: this.store.db.table, Key: { pk: `user#${bare}`, sk: sk(jid, node) } }));
+    await this.db.doc.send(new DeleteCommand({ TableName: this.db.table, Key: { pk: userPk(bare), sk: sk(jid, node) } }));
   }
 }

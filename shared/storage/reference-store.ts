@@ -7,11 +7,12 @@
 import { DeleteCommand, PutCommand } from '@aws-sdk/lib-dynamodb';
 import type { TableAccess } from './store.ts';
 import { queryAll } from './table-ops.ts';
+import { userPk } from './keys.ts';
 
 export type ReferenceKind = 'muc-affiliation' | 'pep-affiliation';
 
 const PREFIX = 'ref#';
-const key = (bare: string, kind: ReferenceKind, target: string) => ({ pk: `user#${bare}`, sk: `${PREFIX}${kind}#${encodeURIComponent(target)}` });
+const key = (bare: string, kind: ReferenceKind, target: string) => ({ pk: userPk(bare), sk: `${PREFIX}${kind}#${encodeURIComponent(target)}` });
 
 export class ReferenceStore {
   constructor(private readonly db: TableAccess) {}
@@ -28,7 +29,7 @@ export class ReferenceStore {
   async list(bare: string, kind: ReferenceKind): Promise<string[]> {
     const items = await queryAll(this.db, {
       KeyConditionExpression: 'pk = :pk AND begins_with(sk, :p)',
-      ExpressionAttributeValues: { ':pk': `user#${bare}`, ':p': `${PREFIX}${kind}#` },
+      ExpressionAttributeValues: { ':pk': userPk(bare), ':p': `${PREFIX}${kind}#` },
       ConsistentRead: true,
     });
     return items.map((i) => i.target as string);

@@ -7,7 +7,7 @@
  */
 import { GetCommand, PutCommand } from '@aws-sdk/lib-dynamodb';
 import { randomBytes } from 'node:crypto';
-import type { TableAccess } from './store.ts';
+import type { Store, TableAccess } from './store.ts';
 
 const KEY = { pk: 'server', sk: 'secret' };
 const cached = new Map<string, Promise<Buffer>>();
@@ -35,7 +35,8 @@ export async function readOrCreateServerSecret(db: TableAccess): Promise<Buffer>
   }
 }
 
-export function serverSecret(db: TableAccess): Promise<Buffer> {
+export function serverSecret(store: Pick<Store, 'db'>): Promise<Buffer> {
+  const db = store.db;
   let secret = cached.get(db.table);
   if (!secret) {
     secret = readOrCreateServerSecret(db);

@@ -16,6 +16,7 @@ import { unmarshall } from '@aws-sdk/util-dynamodb';
 import type { TableAccess } from './store.ts';
 import { TTL_ATTRIBUTE } from './table.ts';
 import { conditionally, nowSeconds } from './table-ops.ts';
+import { connectionPk } from './keys.ts';
 
 export interface SmRecord {
   smId: string;
@@ -76,7 +77,7 @@ const MAX_TTL_MARGIN = 900;
 const SM = 'sm';
 const QUEUE = 'sm#q#';
 const LEASE_FREE = '(attribute_not_exists(postingUntil) OR postingUntil < :now)';
-const pk = (session: string) => `conn#${session}`;
+const pk = connectionPk;
 const seqKey = (seq: number) => QUEUE + String(seq).padStart(10, '0');
 
 export class SmStore {

@@ -48,8 +48,16 @@ export interface TableAccess {
   table: string;
 }
 
+/**
+ * A feature module's store (rooms, archives, PEP…): built once per server on the table, with the
+ * core store for those that read what the user's routing item carries.
+ */
+export type FeatureStoreClass<T> = new (db: TableAccess, core: Store) => T;
+
 export interface Store {
   readonly db: TableAccess;
+  /** The one instance of a feature store for this server (Prosody's module:open_store). */
+  open<T>(kind: FeatureStoreClass<T>): T;
   getAccount(bare: string): Promise<Account | undefined>;
   /** Resolves false when the account already exists. */
   createAccount(bare: string, credentials: Partial<Record<ScramHash, ScramCredentials>>): Promise<boolean>;

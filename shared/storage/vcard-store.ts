@@ -4,8 +4,9 @@
  */
 import { GetCommand, PutCommand } from '@aws-sdk/lib-dynamodb';
 import type { TableAccess } from './store.ts';
+import { userPk } from './keys.ts';
 
-const key = (bare: string) => ({ pk: `user#${bare}`, sk: 'vcard' });
+const key = (bare: string) => ({ pk: userPk(bare), sk: 'vcard' });
 
 export class VCardStore {
   constructor(private readonly db: TableAccess) {}

@@ -7,13 +7,13 @@
  */
 import { AttemptStore } from '../storage/attempt-store.ts';
 import { currentFrame, frameNow, frameUnique } from '../storage/frame-context.ts';
-import type { TableAccess } from '../storage/store.ts';
+import type { Store } from '../storage/store.ts';
 
 const DAY_SECONDS = 24 * 3600;
 
 /** Counts `size` bytes for `uploader` today; resolves to the bytes left before it, or undefined when it fits. */
-export async function chargeUpload(db: TableAccess, uploader: string, size: number, quota: number): Promise<{ refused: boolean; used: number }> {
-  const store = new AttemptStore(db);
+export async function chargeUpload(core: Store, uploader: string, size: number, quota: number): Promise<{ refused: boolean; used: number }> {
+  const store = core.open(AttemptStore);
   const now = Math.floor(frameNow() / 1000);
   const day = now - (now % DAY_SECONDS);
   const subject = { kind: 'upload-bytes' as const, subject: uploader };

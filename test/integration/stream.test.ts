@@ -8,7 +8,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { RawClient, addUser, connectXmppJs, startTestStack, type LocalStack } from './helpers.ts';
 import type { DynamoStore } from '../../shared/storage/dynamo-store.ts';
 import { ArchiveStore } from '../../shared/storage/archive-store.ts';
-import { userArchive } from '../../shared/modules/mam.ts';
+import { userArchive } from '../../shared/lib/mam-query.ts';
 
 let stack: LocalStack & { store: DynamoStore };
 

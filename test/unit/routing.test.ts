@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { bareJidTargets } from '../../shared/modules/message.ts';
+import { bareJidTargets } from '../../shared/core/bare-jid-targets.ts';
 import type { SessionRecord } from '../../shared/core/types.ts';
 
 const session = (resource: string, priority: number, available = true): SessionRecord => ({

@@ -20,10 +20,11 @@ import { claimOwner } from '../../storage/table-ops.ts';
 import { ReferenceStore } from '../../storage/reference-store.ts';
 import { MucStore, type Affiliation, type Occupant, type OccupantSession, type Role, type Room } from '../../storage/muc-store.ts';
 import type { ArchivedMessage } from '../../storage/archive-store.ts';
+import { roomPk } from '../../storage/keys.ts';
 import { readForm, buildForm, type SubmittedForm } from '../../xml/data-form.ts';
 import { Element, NS, x } from '../../xml/element.ts';
 import { parseStored, tooLargeToPost } from '../../xml/stored.ts';
-import { MAM, SID, answerMamQuery, archiveStore, mamQueryForm, parseMamQuery, stripStanzaIds } from '../mam.ts';
+import { MAM, SID, answerMamQuery, archiveStore, mamQueryForm, parseMamQuery, stripStanzaIds } from '../../lib/mam-query.ts';
 import { ROOMCONFIG, applyConfigForm, configFeatures, configForm, defaultConfig } from './config.ts';
 import { MODERATE, announcement, isRetracted, parseModeration, tombstone } from './moderation.ts';
 import {
@@ -70,7 +71,8 @@ interface Target {
   session: OccupantSession;
 }
 
-const roomArchive = (room: string) => `room#${room}`;
+/** A room's archive is kept under the room's partition. */
+const roomArchive = roomPk;
 
 export class MucService {
   readonly store: MucStore;
@@ -80,8 +82,8 @@ export class MucService {
     readonly server: XmppServer,
     readonly domain: string,
   ) {
-    this.store = new MucStore(server.store.db);
-    this.references = new ReferenceStore(server.store.db);
+    this.store = server.store.open(MucStore);
+    this.references = server.store.open(ReferenceStore);
   }
 
   // entry points
@@ -372,7 +374,7 @@ export class MucService {
           presence: storedPresence(stanza),
           sessions: [joining],
           version: 0,
-          occupantId: occupantIdFor(await serverSecret(this.server.store.db), roomJid, from.bare),
+          occupantId: occupantIdFor(await serverSecret(this.server.store), roomJid, from.bare),
         };
     if (!(await this.store.putOccupant(roomJid, occupant, holder?.version ?? 0))) throw new LostRace();
     if (session) await this.store.putJoin(from.bare, { room: roomJid, nick, resource: from.resource, connectionId: session.id });

@@ -6,32 +6,20 @@
  * publish and read through the functions exported here.
  */
 import { randomBytes } from 'node:crypto';
-import { capsOf, type Caps } from '../../caps.ts';
-import { StanzaError } from '../../errors.ts';
-import { Jid, parseJid } from '../../jid.ts';
-import type { XmppServer } from '../../core/server.ts';
-import type { ClientSession } from '../../core/session.ts';
-import type { RosterItem, SessionRecord } from '../../core/types.ts';
-import { CapsStore } from '../../storage/caps-store.ts';
-import { INLINE_LAST_BYTES, PepStore, type NodeConfig, type PepItem, type PepNode } from '../../storage/pep-store.ts';
-import { Element, NS, x } from '../../xml/element.ts';
-import { parseStored } from '../../xml/stored.ts';
-import { DEFAULT_CONFIG, PUBSUB_EVENT, applyConfig, checkPreconditions, pubsubError } from './config.ts';
+import { capsOf, type Caps } from '../caps.ts';
+import { StanzaError } from '../errors.ts';
+import { Jid, parseJid } from '../jid.ts';
+import type { XmppServer } from '../core/server.ts';
+import type { ClientSession } from '../core/session.ts';
+import type { RosterItem, SessionRecord } from '../core/types.ts';
+import { CapsStore } from '../storage/caps-store.ts';
+import { INLINE_LAST_BYTES, PepStore, type NodeConfig, type PepItem, type PepNode } from '../storage/pep-store.ts';
+import { Element, NS, x } from '../xml/element.ts';
+import { parseStored } from '../xml/stored.ts';
+import { DEFAULT_CONFIG, PUBSUB_EVENT, applyConfig, checkPreconditions, pubsubError } from './pep-config.ts';
 
-const stores = new WeakMap<XmppServer, { pep: PepStore; caps: CapsStore }>();
-
-export function pepStore(server: XmppServer): PepStore {
-  return storesOf(server).pep;
-}
-
-function storesOf(server: XmppServer) {
-  let s = stores.get(server);
-  if (!s) {
-    s = { pep: new PepStore(server.store.db), caps: new CapsStore(server.store.db) };
-    stores.set(server, s);
-  }
-  return s;
-}
+export const pepStore = (server: XmppServer): PepStore => server.store.open(PepStore);
+export const capsStore = (server: XmppServer): CapsStore => server.store.open(CapsStore);
 
 const hasFrom = (item: RosterItem | undefined) => item?.subscription === 'from' || item?.subscription === 'both';
 
@@ -94,12 +82,8 @@ export function rememberFeatures(caps: Pick<Caps, 'hash' | 'ver'>, features: str
 export async function knownFeatures(server: XmppServer, caps: Caps): Promise<Set<string> | undefined> {
   const memo = featureMemo.get(`${caps.hash} ${caps.ver}`);
   if (memo) return memo;
-  const features = await storesOf(server).caps.getFeatures(caps.hash, caps.ver);
+  const features = await capsStore(server).getFeatures(caps.hash, caps.ver);
   return features ? rememberFeatures(caps, features) : undefined;
-}
-
-export function capsStore(server: XmppServer): CapsStore {
-  return storesOf(server).caps;
 }
 
 /** The +notify features of a session's last broadcast presence (empty without verified caps). */

@@ -2,9 +2,9 @@
  * XEP-0060 node configuration for PEP nodes: the defaults XEP-0163 §8 asks for, the
  * pubsub#node_config form (get/set), and publish-options preconditions (XEP-0060 §7.1.5).
  */
-import { StanzaError } from '../../errors.ts';
-import type { AccessModel, NodeConfig, SendLastPublished } from '../../storage/pep-store.ts';
-import { Element, NS, x } from '../../xml/element.ts';
+import { StanzaError } from '../errors.ts';
+import type { AccessModel, NodeConfig, SendLastPublished } from '../storage/pep-store.ts';
+import { Element, NS, x } from '../xml/element.ts';
 
 export const PUBSUB = 'http://jabber.org/protocol/pubsub';
 export const PUBSUB_OWNER = `${PUBSUB}#owner`;

@@ -7,16 +7,16 @@
  * XEP-0402 bookmarks and XEP-0223 private storage all live here.
  */
 import { randomBytes } from 'node:crypto';
-import { capsOf, capsVer } from '../../caps.ts';
-import { StanzaError } from '../../errors.ts';
-import { parseJid, type Jid } from '../../jid.ts';
-import type { IqRequest, StanzaEvent, XmppModule } from '../../core/registry.ts';
-import type { XmppServer } from '../../core/server.ts';
-import type { ClientSession } from '../../core/session.ts';
-import type { Affiliation } from '../../storage/pep-store.ts';
-import { ReferenceStore } from '../../storage/reference-store.ts';
-import { Element, NS, x } from '../../xml/element.ts';
-import { parseStored } from '../../xml/stored.ts';
+import { capsOf, capsVer } from '../caps.ts';
+import { StanzaError } from '../errors.ts';
+import { parseJid, type Jid } from '../jid.ts';
+import type { IqRequest, StanzaEvent, XmppModule } from '../core/registry.ts';
+import type { XmppServer } from '../core/server.ts';
+import type { ClientSession } from '../core/session.ts';
+import type { Affiliation } from '../storage/pep-store.ts';
+import { ReferenceStore } from '../storage/reference-store.ts';
+import { Element, NS, x } from '../xml/element.ts';
+import { parseStored } from '../xml/stored.ts';
 import {
   DEFAULT_CONFIG,
   PUBSUB,
@@ -26,7 +26,7 @@ import {
   formFields,
   pubsubError,
   unsupported,
-} from './config.ts';
+} from '../lib/pep-config.ts';
 import {
   capsStore,
   checkAccess,
@@ -43,7 +43,7 @@ import {
   retractItems,
   subscribe,
   unsubscribe,
-} from './service.ts';
+} from '../lib/pep.ts';
 
 /** The XEP-0060 features implemented, advertised on accounts (XEP-0163 §9.1). */
 const FEATURES = [
@@ -309,7 +309,7 @@ async function handleOwner(request: IqRequest): Promise<Element | void> {
       });
       // Local users named here get a reference among their own items (written first), so removing
       // their account takes them off this node (reference-store.ts).
-      const references = new ReferenceStore(server.store.db);
+      const references = server.store.open(ReferenceStore);
       const isLocal = (bare: string) => server.isLocalDomain(parseJid(bare).domain);
       for (const c of changes) if (c.affiliation !== 'none' && isLocal(c.jid)) await references.add(c.jid, 'pep-affiliation', pepTarget(owner, node));
       for (let attempt = 0; attempt < 5; attempt++) {
@@ -480,7 +480,7 @@ const pepTarget = (owner: string, node: string) => JSON.stringify([owner, node])
 
 /** A removed account is taken off the nodes of others that named it (whitelists, publishers). */
 async function accountRemoved(server: XmppServer, bare: string): Promise<void> {
-  const references = new ReferenceStore(server.store.db);
+  const references = server.store.open(ReferenceStore);
   const store = pepStore(server);
   for (const target of await references.list(bare, 'pep-affiliation')) {
     const [owner, node] = JSON.parse(target) as [string, string];
