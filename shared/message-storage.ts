@@ -13,9 +13,9 @@
  * XEP-0334 hints are honoured both ways: `<store/>` keeps any chat or normal message, `<no-store/>`
  * keeps it nowhere, `<no-permanent-store/>` keeps it offline but not in archives.
  */
-import type { Element } from './xml/element.ts';
+import { NS, type Element } from './xml/element.ts';
 
-export const HINTS = 'urn:xmpp:hints';
+export const HINTS = NS.HINTS;
 
 /** Payloads that are content even without a body: [element name, namespace]. */
 const CONTENT_WITHOUT_BODY: [string, string][] = [

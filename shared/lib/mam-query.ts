@@ -13,9 +13,9 @@ import { parseStored, tooLargeToPost } from '../xml/stored.ts';
 import { userPk } from '../storage/keys.ts';
 
 export const MAM = 'urn:xmpp:mam:2';
-export const SID = 'urn:xmpp:sid:0';
+export const SID = NS.SID;
 export const RSM = 'http://jabber.org/protocol/rsm';
-export const FORWARD = 'urn:xmpp:forward:0';
+export const FORWARD = NS.FORWARD;
 
 /** Largest page a query gets, whatever <max/> asks (XEP-0059 lets the server limit it). */
 export const MAX_PAGE = 100;

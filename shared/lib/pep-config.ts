@@ -6,7 +6,7 @@ import { StanzaError } from '../errors.ts';
 import type { AccessModel, NodeConfig, SendLastPublished } from '../storage/pep-store.ts';
 import { Element, NS, x } from '../xml/element.ts';
 
-export const PUBSUB = 'http://jabber.org/protocol/pubsub';
+export const PUBSUB = NS.PUBSUB;
 export const PUBSUB_OWNER = `${PUBSUB}#owner`;
 export const PUBSUB_EVENT = `${PUBSUB}#event`;
 export const PUBSUB_ERRORS = `${PUBSUB}#errors`;

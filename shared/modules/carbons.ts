@@ -14,9 +14,9 @@ import { CarbonsStore, type CarbonsSession } from '../storage/carbons-store.ts';
 import { Element, NS, x } from '../xml/element.ts';
 import { bareJidTargets } from '../core/bare-jid-targets.ts';
 
-export const CARBONS = 'urn:xmpp:carbons:2';
-const FORWARD = 'urn:xmpp:forward:0';
-const HINTS = 'urn:xmpp:hints';
+export const CARBONS = NS.CARBONS;
+const FORWARD = NS.FORWARD;
+const HINTS = NS.HINTS;
 const MUC_USER = 'http://jabber.org/protocol/muc#user';
 /** Payloads that make a message part of an IM conversation even without a body. */
 const IM_PAYLOADS: [string, string | undefined][] = [
@@ -24,7 +24,7 @@ const IM_PAYLOADS: [string, string | undefined][] = [
   ['received', 'urn:xmpp:receipts'],
   ['x', 'jabber:x:conference'],
 ];
-const IM_NAMESPACES = ['http://jabber.org/protocol/chatstates', 'urn:xmpp:chat-markers:0'];
+const IM_NAMESPACES = [NS.CHAT_STATES, 'urn:xmpp:chat-markers:0'];
 
 const carbonsStore = (server: XmppServer): CarbonsStore => server.store.open(CarbonsStore);
 

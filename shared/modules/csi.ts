@@ -17,12 +17,12 @@ import type { XmppServer } from '../core/server.ts';
 import type { ClientSession } from '../core/session.ts';
 import { StreamError } from '../errors.ts';
 import { CsiStore, type HeldStanza } from '../storage/csi-store.ts';
-import { Element, x } from '../xml/element.ts';
+import { Element, NS, x } from '../xml/element.ts';
 
 export const CSI = 'urn:xmpp:csi:0';
-const CHAT_STATES = 'http://jabber.org/protocol/chatstates';
+const CHAT_STATES = NS.CHAT_STATES;
 /** What may ride along a chat state without making the message worth a post of its own. */
-const CHAT_STATE_COMPANIONS = new Set(['urn:xmpp:hints', 'urn:xmpp:sid:0', CHAT_STATES]);
+const CHAT_STATE_COMPANIONS = new Set<string>([NS.HINTS, NS.SID, CHAT_STATES]);
 
 const csiStore = (server: XmppServer): CsiStore => server.store.open(CsiStore);
 

@@ -30,9 +30,9 @@ import { Element, NS, x } from '../xml/element.ts';
 import { parseStored } from '../xml/stored.ts';
 
 export const PUSH = 'urn:xmpp:push:0';
-const PUBSUB = 'http://jabber.org/protocol/pubsub';
+const PUBSUB = NS.PUBSUB;
 const PUBLISH_OPTIONS = 'http://jabber.org/protocol/pubsub#publish-options';
-const CARBONS = 'urn:xmpp:carbons:2';
+const CARBONS = NS.CARBONS;
 /** Registrations per account: one per app and device is a handful; more is abuse. */
 export const MAX_PUSH_REGISTRATIONS = 10;
 /** The publish-options form is a secret and a few settings. */

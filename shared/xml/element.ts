@@ -43,4 +43,16 @@ export const NS = {
   LIMITS: 'urn:xmpp:stream-limits:0',
   DATA_FORMS: 'jabber:x:data',
   SM: 'urn:xmpp:sm:3',
+  /** XEP-0060 publish-subscribe (PEP, push notifications). */
+  PUBSUB: 'http://jabber.org/protocol/pubsub',
+  /** XEP-0280 message carbons. */
+  CARBONS: 'urn:xmpp:carbons:2',
+  /** XEP-0297 stanza forwarding (carbons, archive results). */
+  FORWARD: 'urn:xmpp:forward:0',
+  /** XEP-0334 message processing hints. */
+  HINTS: 'urn:xmpp:hints',
+  /** XEP-0359 unique and stable stanza ids. */
+  SID: 'urn:xmpp:sid:0',
+  /** XEP-0085 chat state notifications. */
+  CHAT_STATES: 'http://jabber.org/protocol/chatstates',
 } as const;
