@@ -10,6 +10,7 @@ import { DeleteCommand, GetCommand, UpdateCommand } from '@aws-sdk/lib-dynamodb'
 import type { TableAccess } from './store.ts';
 import { TTL_ATTRIBUTE } from './table.ts';
 import { capsPk } from './keys.ts';
+import { nowSeconds } from './table-ops.ts';
 
 const VERIFIED_TTL_SECONDS = 90 * 24 * 3600;
 const PENDING_TTL_SECONDS = 3600;
@@ -17,7 +18,6 @@ const PENDING_TTL_SECONDS = 3600;
 export const CAPS_QUERY_TIMEOUT_MS = 30_000;
 
 const key = (hash: string, ver: string) => ({ pk: capsPk(hash, ver), sk: 'caps' });
-const nowSeconds = () => Math.floor(Date.now() / 1000);
 
 export class CapsStore {
   constructor(private readonly db: TableAccess) {}

@@ -10,6 +10,7 @@ import { invalidateRoute } from './frame-context.ts';
 import type { Store, TableAccess } from './store.ts';
 import { TTL_ATTRIBUTE } from './table.ts';
 import { userPk } from './keys.ts';
+import { isLive, nowSeconds } from './table-ops.ts';
 
 export interface CarbonsSession {
   resource: string;
@@ -18,7 +19,6 @@ export interface CarbonsSession {
 
 const TTL_SECONDS = 3 * 3600;
 const PREFIX = 'account#carbons#';
-const nowSeconds = () => Math.floor(Date.now() / 1000);
 
 export class CarbonsStore {
   constructor(
@@ -57,7 +57,7 @@ export class CarbonsStore {
     const { items } = await this.store.getUserRoute(bare);
     return [...items.values()]
       .filter((i) => (i.sk as string).startsWith(PREFIX))
-      .filter((i) => typeof i[TTL_ATTRIBUTE] !== 'number' || i[TTL_ATTRIBUTE] > nowSeconds())
+      .filter(isLive)
       .map((i) => ({ resource: i.resource, connectionId: i.connectionId }));
   }
 }

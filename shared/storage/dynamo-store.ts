@@ -13,7 +13,6 @@ import {
   DynamoDBDocumentClient,
   GetCommand,
   PutCommand,
-  ScanCommand,
   UpdateCommand,
 } from '@aws-sdk/lib-dynamodb';
 import type { Account, ConnectionState, RosterItem, SessionRecord } from '../core/types.ts';
@@ -21,7 +20,7 @@ import type { ScramCredentials, ScramHash } from '../sasl/scram.ts';
 import type { ConnectionItem, OfflineMessage, SessionChanges, FeatureStoreClass, Store, TableAccess, UserRoute } from './store.ts';
 import { TTL_ATTRIBUTE } from './table.ts';
 import { frameUnique, invalidateRoute, memoizedRoute, rememberNoBlockList, type FrameJournal } from './frame-context.ts';
-import { batchGet, claimOnce, claimOwner, conditionally, deleteKeys, isLive as live, nowSeconds, queryAll } from './table-ops.ts';
+import { batchGet, claimOnce, claimOwner, conditionally, deleteKeys, isLive as live, nowSeconds, queryAll, scanAll } from './table-ops.ts';
 import { connectionPk, rosterSk, userPk } from './keys.ts';
 
 const ACCOUNT = 'account';
@@ -159,22 +158,8 @@ export class DynamoStore implements Store {
   }
 
   async listAccounts(domain?: string): Promise<string[]> {
-    const accounts: string[] = [];
-    let ExclusiveStartKey: Record<string, any> | undefined;
-    do {
-      const out = await this.doc.send(
-        new ScanCommand({
-          TableName: this.table,
-          FilterExpression: 'sk = :sk',
-          ExpressionAttributeValues: { ':sk': ACCOUNT },
-          ProjectionExpression: 'bare',
-          ExclusiveStartKey,
-        }),
-      );
-      for (const item of out.Items ?? []) accounts.push(item.bare as string);
-      ExclusiveStartKey = out.LastEvaluatedKey;
-    } while (ExclusiveStartKey);
-    return accounts.filter((b) => !domain || b.endsWith(`@${domain}`)).sort();
+    const items = await scanAll(this.db, { FilterExpression: 'sk = :sk', ExpressionAttributeValues: { ':sk': ACCOUNT }, ProjectionExpression: 'bare' });
+    return items.map((item) => item.bare as string).filter((b) => !domain || b.endsWith(`@${domain}`)).sort();
   }
 
   // sessions
@@ -302,53 +287,33 @@ export class DynamoStore implements Store {
   }
 
   refreshSession(bare: string, resource: string, connectionId: string): Promise<boolean> {
+    return this.changeOwnSession(bare, resource, connectionId, 'SET #s.expires = :e', { ':e': nowSeconds() + CONNECTION_TTL_SECONDS });
+  }
+
+  async deleteSession(bare: string, resource: string, connectionId: string): Promise<void> {
+    await this.changeOwnSession(bare, resource, connectionId, 'REMOVE #s');
+  }
+
+  /** Updates a session attribute (`#s`) only while it still belongs to `connectionId`; false when it does not. */
+  private changeOwnSession(bare: string, resource: string, connectionId: string, update: string, values: Record<string, unknown> = {}): Promise<boolean> {
     invalidateRoute(bare);
     return conditionally(
       this.doc.send(
         new UpdateCommand({
           TableName: this.table,
           Key: { pk: userPk(bare), sk: ACCOUNT },
-          UpdateExpression: 'SET #s.expires = :e',
+          UpdateExpression: update,
           ConditionExpression: '#s.connectionId = :c',
           ExpressionAttributeNames: { '#s': sessionAttribute(resource) },
-          ExpressionAttributeValues: { ':c': connectionId, ':e': nowSeconds() + CONNECTION_TTL_SECONDS },
-        }),
-      ),
-    );
-  }
-
-  async deleteSession(bare: string, resource: string, connectionId: string): Promise<void> {
-    invalidateRoute(bare);
-    await conditionally(
-      this.doc.send(
-        new UpdateCommand({
-          TableName: this.table,
-          Key: { pk: userPk(bare), sk: ACCOUNT },
-          UpdateExpression: 'REMOVE #s',
-          ConditionExpression: '#s.connectionId = :c',
-          ExpressionAttributeNames: { '#s': sessionAttribute(resource) },
-          ExpressionAttributeValues: { ':c': connectionId },
+          ExpressionAttributeValues: { ':c': connectionId, ...values },
         }),
       ),
     );
   }
 
   async listSessions(): Promise<SessionRecord[]> {
-    const sessions: SessionRecord[] = [];
-    let ExclusiveStartKey: Record<string, any> | undefined;
-    do {
-      const out = await this.doc.send(
-        new ScanCommand({
-          TableName: this.table,
-          FilterExpression: 'sk = :sk',
-          ExpressionAttributeValues: { ':sk': ACCOUNT },
-          ExclusiveStartKey,
-        }),
-      );
-      for (const account of out.Items ?? []) sessions.push(...sessionsOf(account));
-      ExclusiveStartKey = out.LastEvaluatedKey;
-    } while (ExclusiveStartKey);
-    return sessions;
+    const accounts = await scanAll(this.db, { FilterExpression: 'sk = :sk', ExpressionAttributeValues: { ':sk': ACCOUNT } });
+    return accounts.flatMap((account) => sessionsOf(account));
   }
 
   // connections

@@ -3,7 +3,7 @@
  * TTL has passed but which DynamoDB has not deleted yet), and batched writes that retry what
  * DynamoDB left unprocessed.
  */
-import { BatchGetCommand, BatchWriteCommand, PutCommand, QueryCommand, type QueryCommandInput } from '@aws-sdk/lib-dynamodb';
+import { BatchGetCommand, BatchWriteCommand, PutCommand, QueryCommand, ScanCommand, type QueryCommandInput, type ScanCommandInput } from '@aws-sdk/lib-dynamodb';
 import { randomBytes } from 'node:crypto';
 import { currentFrame } from './frame-context.ts';
 import type { TableAccess } from './store.ts';
@@ -20,6 +20,18 @@ export async function queryAll(db: TableAccess, input: Omit<QueryCommandInput, '
   let ExclusiveStartKey: Record<string, any> | undefined;
   do {
     const out = await db.doc.send(new QueryCommand({ TableName: db.table, ...input, ExclusiveStartKey }));
+    items.push(...(out.Items ?? []).filter(isLive));
+    ExclusiveStartKey = out.LastEvaluatedKey;
+  } while (ExclusiveStartKey);
+  return items;
+}
+
+/** Every live item of a Scan, all pages (administration only: listing accounts and sessions). */
+export async function scanAll(db: TableAccess, input: Omit<ScanCommandInput, 'TableName'>): Promise<Record<string, any>[]> {
+  const items: Record<string, any>[] = [];
+  let ExclusiveStartKey: Record<string, any> | undefined;
+  do {
+    const out = await db.doc.send(new ScanCommand({ TableName: db.table, ...input, ExclusiveStartKey }));
     items.push(...(out.Items ?? []).filter(isLive));
     ExclusiveStartKey = out.LastEvaluatedKey;
   } while (ExclusiveStartKey);
