@@ -89,13 +89,19 @@ export class SessionManager {
       // its client gave up waiting) the session hibernates here like any other, so the client's
       // next resumption finds it and, failing that, the window's end hands its stanzas over.
       const record = await this.server.sm.get(state.session ?? state.id);
-      if (record?.socket !== connectionId) return store.deleteConnection(connectionId);
+      if (record?.socket !== connectionId) {
+        log.debug('connection taken over by a resumption: its item goes', { connectionId, recordSocket: record?.socket });
+        return store.deleteConnection(connectionId);
+      }
     }
     const frame = newFrame({ ...delivery, before: journal });
     try {
       await inFrame(async () => {
         if (await hibernate(this.server, state)) return;
-        if (state.stage === 'resumed') return store.deleteConnection(connectionId); // being ended by whoever took it
+        if (state.stage === 'resumed') {
+          log.debug('connection taken over by a resumption did not hibernate: its item goes', { connectionId });
+          return store.deleteConnection(connectionId); // being ended by whoever took it
+        }
         await this.endSession(new ClientSession(this.server, structuredClone(state)), { socketGone: true });
       }, frame);
     } catch (err) {
@@ -131,6 +137,7 @@ export class SessionManager {
       if (socketGone) await handOverUnacknowledged(this.server, session.id);
       else await this.server.sm.remove(session.id);
     }
+    log.debug('session ended', { connectionId: session.state.id, stage: session.state.stage, sm: Boolean(session.state.sm), socketGone });
     session.state.stage = 'closed';
     await this.server.store.deleteConnection(session.state.id);
   }

@@ -20,7 +20,7 @@ import type { XmppServer } from './server.ts';
 import { ClientSession } from './session.ts';
 import type { ConnectionState } from './types.ts';
 
-const CARBONS = 'urn:xmpp:carbons:2';
+const CARBONS = NS.CARBONS;
 
 /** Offered after authentication (XEP-0198 §3); resumption only where a timer can end a window. */
 export function streamManagementFeature(): Element {
@@ -183,9 +183,15 @@ async function drain(server: XmppServer, sessionId: string, socket: string): Pro
  * it is still open (a client that lost the network resumes before the server notices).
  */
 async function takeOverFrom(server: XmppServer, socket: string, bare: string): Promise<ConnectionState | undefined> {
-  if (!(await server.store.markConnection(socket, 'resumed'))) return undefined;
+  if (!(await server.store.markConnection(socket, 'resumed'))) {
+    log.debug('stream management: previous connection has no item', { socket });
+    return undefined;
+  }
   const state = await server.store.getConnection(socket);
-  if (!state?.sm || state.user !== bare) return undefined;
+  if (!state?.sm || state.user !== bare) {
+    log.debug('stream management: previous connection does not carry the session', { socket, stage: state?.stage, sm: Boolean(state?.sm), user: state?.user });
+    return undefined;
+  }
   await server.sender.close(socket);
   return state;
 }
