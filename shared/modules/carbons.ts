@@ -11,6 +11,7 @@ import { StanzaError, cloneElement } from '../errors.ts';
 import type { StanzaEvent, XmppModule } from '../core/registry.ts';
 import { forEachBounded, type XmppServer } from '../core/server.ts';
 import { CarbonsStore, type CarbonsSession } from '../storage/carbons-store.ts';
+import type { SessionRecord } from '../core/types.ts';
 import { Element, NS, x } from '../xml/element.ts';
 import { bareJidTargets } from '../core/bare-jid-targets.ts';
 
@@ -42,27 +43,39 @@ function eligible(stanza: Element): boolean {
   return stanza.getChildElements().some((c) => IM_NAMESPACES.includes(c.attrs.xmlns));
 }
 
-function copy(kind: 'sent' | 'received', bare: string, resource: string, stanza: Element): string {
+function copy(kind: 'sent' | 'received', bare: string, resource: string, stanza: Element): Element {
   const inner = cloneElement(stanza);
   inner.attrs.xmlns = NS.CLIENT;
   return x(
     'message',
     { xmlns: NS.CLIENT, from: bare, to: `${bare}/${resource}`, type: stanza.attrs.type ?? 'normal' },
     x(kind, { xmlns: CARBONS }, x('forwarded', { xmlns: FORWARD }, inner)),
-  ).toString();
+  );
 }
 
-async function post(server: XmppServer, bare: string, sessions: CarbonsSession[], kind: 'sent' | 'received', stanza: Element): Promise<void> {
+/**
+ * Through delivery like any stanza: counted by XEP-0198 on sessions that enabled it, and seen by
+ * the delivery filters. A gone socket is cleaned up by its $disconnect; nothing to bounce for a
+ * copy (§11.3).
+ */
+async function post(server: XmppServer, bare: string, sessions: SessionRecord[], kind: 'sent' | 'received', stanza: Element): Promise<void> {
   await forEachBounded(sessions, 16, async (s) => {
-    // A gone socket is cleaned up by its $disconnect; nothing to bounce for a copy (§11.3).
-    await server.sender.send(s.connectionId, copy(kind, bare, s.resource, stanza));
+    await server.deliver(s, copy(kind, bare, s.resource, stanza));
   });
+}
+
+/** The live sessions (with what delivery needs) of those that enabled carbons. */
+function withCarbons(sessions: SessionRecord[], enabled: CarbonsSession[]): SessionRecord[] {
+  const on = new Set(enabled.map((e) => e.connectionId));
+  return sessions.filter((s) => on.has(s.connectionId));
 }
 
 async function sentCopies({ server, stanza, from }: StanzaEvent): Promise<boolean> {
   if (!eligible(stanza)) return false;
   const enabled = (await carbonsStore(server).list(from.bare)).filter((s) => s.resource !== from.resource);
-  if (enabled.length) await post(server, from.bare, enabled, 'sent', stanza);
+  if (!enabled.length) return false;
+  const { sessions } = await server.store.getUserRoute(from.bare);
+  await post(server, from.bare, withCarbons(sessions, enabled), 'sent', stanza);
   return false;
 }
 
@@ -77,9 +90,8 @@ async function receivedCopies({ server, stanza, from, to }: StanzaEvent): Promis
   const addressed = to.resource ? sessions.filter((s) => s.resource === to.resource) : [];
   const primary = addressed.length ? addressed : bareJidTargets(sessions);
   if (!primary.length) return false; // stored offline: delivered to the next session anyway
-  const live = new Set(sessions.map((s) => s.connectionId));
   const skip = new Set(primary.map((s) => s.connectionId));
-  const targets = enabled.filter((s) => live.has(s.connectionId) && !skip.has(s.connectionId));
+  const targets = withCarbons(sessions, enabled).filter((s) => !skip.has(s.connectionId));
   if (targets.length) await post(server, to.bare, targets, 'received', stanza);
   return false;
 }

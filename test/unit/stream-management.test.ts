@@ -85,6 +85,26 @@ describe('stream management on several handler instances', () => {
     expect(a2.posts('later')).toHaveLength(1);
   });
 
+  it('carbon copies are counted like any stanza: one sent while the session hibernates comes with the resumption, and the count stays right', async () => {
+    const [alice, bob] = await users('alice', 'bob');
+    const desk = new Connection(h);
+    await desk.online(alice!, 'secret', 'desk');
+    const phone = new Connection(h);
+    const smId = await onlineWithSm(phone, alice!, 'phone');
+    await phone.frame('<iq xmlns="jabber:client" type="set" id="carbons"><enable xmlns="urn:xmpp:carbons:2"/></iq>');
+    await kill(phone);
+    await desk.frame(chat(bob!, 'from the desk'));
+
+    const again = await authenticated(alice!);
+    // Her phone had received her desk's presence and the carbons result.
+    await again.frame(`<resume xmlns="${SM}" previd="${smId}" h="2"/>`);
+    expect(again.posts('<resumed')).toHaveLength(1);
+    expect(again.posts(/<sent xmlns="urn:xmpp:carbons:2">.*from the desk/)).toHaveLength(1);
+    // The copy was numbered: an ack that counts it is in range (one above what was sent is an error).
+    await again.frame(`<a xmlns="${SM}" h="3"/>`);
+    expect(again.posts(/<failed|<stream:error|undefined-condition/)).toEqual([]);
+  });
+
   it('a resumption that crashes after moving the session runs again without resending twice', async () => {
     const { alice, b, smId } = await hibernatedAlice();
     for (let i = 1; i <= 3; i++) await b.frame(chat(`${alice}/phone`, `gap${i}`));
