@@ -7,6 +7,9 @@
  * that domain, also carries our dialback verification requests to it, is pinged (XEP-0199) when
  * quiet, uses XEP-0198 acknowledgements when the peer offers them (unacknowledged stanzas are
  * sent again after a reconnection), and reconnects with exponential backoff.
+ *
+ * Long because: one connection's state machine (connect, TLS, authenticate, stream, reconnect)
+ * reads best in one place; resolution (srv.ts), dialback keys and TLS settings are beside it.
  */
 import { randomBytes } from 'node:crypto';
 import * as net from 'node:net';

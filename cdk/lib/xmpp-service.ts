@@ -1,3 +1,11 @@
+/**
+ * The XmppService construct: the whole deployment from one props object. The table, the WebSocket
+ * API, the queues and the Lambdas are built here; the federation and native-client service, the
+ * upload bucket, the alarms and the web client are composed from their own files beside it.
+ *
+ * Long because: it is the one L3 construct of the app, with its props and their validation, and
+ * each resource's least-privilege grants are written beside the resource.
+ */
 import * as path from 'node:path';
 import { ArnFormat, Duration, RemovalPolicy, Stack, Token } from 'aws-cdk-lib';
 import * as apigwv2 from 'aws-cdk-lib/aws-apigatewayv2';

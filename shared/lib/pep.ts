@@ -4,6 +4,9 @@
  * to the owner's resources and to contacts with a presence subscription whose entity capabilities
  * (XEP-0115) ask for the node (`<node>+notify`). Other modules (private storage, vCard avatars)
  * publish and read through the functions exported here.
+ *
+ * Long because: publishing, access checks and the caps-filtered notification fan-out are one
+ * consistent model of a node; splitting them would spread its invariants over several files.
  */
 import { randomBytes } from 'node:crypto';
 import { capsOf, type Caps } from '../caps.ts';

@@ -5,6 +5,10 @@
  * which are learnt with one disco#info query per hash and cached for everyone; the last published
  * item goes to each newly available resource. OMEMO device lists and bundles, XEP-0084 avatars,
  * XEP-0402 bookmarks and XEP-0223 private storage all live here.
+ *
+ * Long because: it is the XEP-0060 request surface (one handler per pubsub verb, owner and
+ * publisher, each with its error cases); the node logic it shares with private storage and vCard
+ * is in lib/pep.ts.
  */
 import { randomBytes } from 'node:crypto';
 import { capsOf, capsVer } from '../caps.ts';

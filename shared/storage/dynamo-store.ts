@@ -3,6 +3,10 @@
  * account item, so one Query of the user's routing items answers "does this user exist and where is
  * it connected" (the only read on the hot path of a chat message), and a presence broadcast reads
  * many users' sessions with BatchGetItem.
+ *
+ * Long because: it is the one implementation of the Store interface (store.ts), and the account
+ * item's layout (sessions as attributes, their conditions and TTLs) is shared by most methods;
+ * feature data lives in the feature stores beside it.
  */
 import { createHash } from 'node:crypto';
 import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
