@@ -2,6 +2,10 @@
 declare module '@xmpp/component' {
   import type { Element } from '@xmpp/xml';
   export interface Component {
+    /** Milliseconds @xmpp/connection waits for the stream header, the handshake answer and the close (default 2000). */
+    timeout: number;
+    /** The automatic reconnection @xmpp/component starts with. */
+    reconnect: { stop(): void };
     start(): Promise<unknown>;
     stop(): Promise<unknown>;
     send(element: Element): Promise<void>;
