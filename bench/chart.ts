@@ -4,7 +4,7 @@
  * module for what is a few dozen rectangles; plain SVG text also diffs readably in git and renders
  * on GitHub and in any browser.
  */
-import type { BenchResults } from './harness.ts';
+import type { BenchResults } from './results.ts';
 
 const W = 1000;
 const COLORS = { ours: '#2f6fdf', prosody: '#e07b24', grid: '#d9d9d9', text: '#222', muted: '#666' };

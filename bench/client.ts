@@ -1,13 +1,18 @@
 /**
- * A lean XMPP-over-WebSocket client (RFC 7395) for load generation: stream open, XEP-0077
- * registration, SASL SCRAM-SHA-1 (RFC 5802), resource binding, iq request/response, and a callback
- * for every other stanza. Nothing else: no reconnection, no stream management, no plugins.
+ * The one hand-written XMPP-over-WebSocket client (RFC 7395) of the repository, used by the load
+ * generator (bench/harness.ts and its scenarios), the room fan-out bench (bench/muc-fanout.ts),
+ * bench/profile-message.ts and the integration tests' RawClient (test/integration/helpers.ts):
+ * stream open, XEP-0077 registration, SASL SCRAM-SHA-1 (RFC 5802) or PLAIN, resource binding, iq
+ * request/response, a callback for every other stanza, and frame-level access (the text of each
+ * frame, as sent) for tests that look at the bytes. Nothing else: no reconnection, no stream
+ * management, no plugins.
  *
  * Why not @xmpp/client or StanzaJS (the libraries the tests use): each of their connections carries
  * a middleware pipeline, plugin set, reconnect timers and (StanzaJS) a JSON translation of every
  * stanza. With hundreds of connections in one load-generator process that overhead lands on the
  * same two cores the servers under test run on, and it would be the generator, not the server,
- * that sets the ceiling. Here a frame costs one `ws` message event and one ltx parse.
+ * that sets the ceiling. Here a frame costs one `ws` message event and one ltx parse (none when
+ * onFrame takes it).
  */
 import { createHash, createHmac, pbkdf2, randomBytes, timingSafeEqual } from 'node:crypto';
 import { parse, type Element } from 'ltx';
@@ -62,9 +67,23 @@ function parseScramAttributes(text: string): Record<string, string> {
   return out;
 }
 
+/** The first child element's name: the condition of a stream error, SASL failure or stanza error. */
+const firstChildName = (el: Element | undefined): string | undefined => el?.children.find((c): c is Element => typeof c !== 'string')?.name;
+
+const isStanza = (el: Element | undefined): el is Element => el !== undefined && (el.name === 'message' || el.name === 'presence' || el.name === 'iq');
+
+/** One frame received: its text as it came, and its parse when it is XML. */
+interface Frame {
+  text: string;
+  el?: Element;
+}
+
+/** What a frame-level wait matches: a substring of the frame, a pattern, or a test of its text. */
+export type FrameMatch = string | RegExp | ((text: string) => boolean);
+
 interface Waiter {
-  match: (el: Element) => boolean;
-  resolve: (el: Element) => void;
+  match: (frame: Frame) => boolean;
+  resolve: (frame: Frame) => void;
   reject: (err: Error) => void;
   timer: NodeJS.Timeout;
 }
@@ -74,15 +93,26 @@ export const nextId = (prefix = 'b') => `${prefix}${(++idCounter).toString(36)}`
 
 export class XmppWsClient {
   private ws?: WebSocket;
-  private readonly queue: Element[] = [];
+  private readonly queue: Frame[] = [];
   private waiters: Waiter[] = [];
   private readonly iqs = new Map<string, { resolve: (el: Element) => void; reject: (err: Error) => void; timer: NodeJS.Timeout }>();
-  /** Set once bound: stanzas nobody waits for go to onStanza. */
+  /** Set once bound (or resumed): stanzas nobody waits for go to onStanza, when there is one. */
   private live = false;
-  /** Every stanza (message, presence, iq request) after binding that no iq() call is waiting for. */
-  onStanza: (el: Element) => void = () => {};
+  private socketClosed!: (event: { code: number; reason: string }) => void;
+  /**
+   * Every stanza (message, presence, iq request) after binding that nothing waits for. Unset, they
+   * stay queued for next() and nextFrame() (what tests that read frames want).
+   */
+  onStanza?: (el: Element) => void;
+  /**
+   * Sees every frame's text first. Returning true takes the frame: it is not parsed, counted,
+   * matched or queued (a hot path that only looks for a marker skips the XML parse).
+   */
+  onFrame?: (text: string) => boolean | void;
   jid = '';
   closed = false;
+  /** Resolves when the WebSocket closes, with its close code and reason. */
+  readonly closedWith = new Promise<{ code: number; reason: string }>((resolve) => (this.socketClosed = resolve));
   /** Stream error condition received, if any. */
   streamError?: string;
   framesIn = 0;
@@ -96,19 +126,25 @@ export class XmppWsClient {
     readonly timeoutMs = 30_000,
   ) {}
 
-  connect(): Promise<void> {
+  /** The WebSocket, once connect() was called (for a test that needs the socket itself). */
+  get socket(): WebSocket | undefined {
+    return this.ws;
+  }
+
+  /** Opens the WebSocket; when 'xmpp' is among the subprotocols offered, the server must pick it. */
+  connect(protocols: string[] = ['xmpp']): Promise<void> {
     return new Promise((resolve, reject) => {
-      const ws = new WebSocket(this.url, 'xmpp', { perMessageDeflate: false, handshakeTimeout: this.timeoutMs });
+      const ws = new WebSocket(this.url, protocols, { perMessageDeflate: false, handshakeTimeout: this.timeoutMs });
       this.ws = ws;
       ws.once('open', () => {
-        if (ws.protocol !== 'xmpp') {
+        if (protocols.includes('xmpp') && ws.protocol !== 'xmpp') {
           ws.terminate();
           reject(new XmppClientError('server did not accept the xmpp subprotocol', 'protocol'));
         } else resolve();
       });
       ws.once('error', (err) => reject(new XmppClientError(`websocket: ${err.message}`, 'connect')));
-      ws.on('message', (data) => this.onFrame(data.toString()));
-      ws.once('close', () => {
+      ws.on('message', (data) => this.receive(data.toString()));
+      ws.once('close', (code, reason) => {
         this.closed = true;
         const err = new XmppClientError(`connection closed${this.streamError ? ` (${this.streamError})` : ''}`, this.streamError ?? 'closed');
         for (const w of this.waiters) {
@@ -121,23 +157,26 @@ export class XmppWsClient {
           p.reject(err);
         }
         this.iqs.clear();
+        this.socketClosed({ code, reason: reason.toString() });
       });
     });
   }
 
-  private onFrame(text: string): void {
+  private receive(text: string): void {
     this.framesIn++;
-    let el: Element;
+    if (this.onFrame?.(text)) return;
+    let el: Element | undefined;
     try {
       el = parse(text) as Element;
     } catch {
-      return; // not XML (e.g. whitespace): ignore
+      // Not XML: whitespace (a keepalive) is dropped; anything else stays readable as text.
+      if (!text.trim()) return;
     }
-    if (el.name === 'stream:error' || (el.name === 'error' && el.attrs.xmlns === 'http://etherx.jabber.org/streams')) {
-      this.streamError = el.children.find((c): c is Element => typeof c !== 'string')?.name ?? 'undefined-condition';
+    if (el && (el.name === 'stream:error' || (el.name === 'error' && el.attrs.xmlns === 'http://etherx.jabber.org/streams'))) {
+      this.streamError = firstChildName(el) ?? 'undefined-condition';
     }
-    if (el.name === 'message' || el.name === 'presence' || el.name === 'iq') this.stanzasIn++;
-    if (el.name === 'iq' && (el.attrs.type === 'result' || el.attrs.type === 'error')) {
+    if (isStanza(el)) this.stanzasIn++;
+    if (el?.name === 'iq' && (el.attrs.type === 'result' || el.attrs.type === 'error')) {
       const pending = this.iqs.get(el.attrs.id);
       if (pending) {
         this.iqs.delete(el.attrs.id);
@@ -146,22 +185,23 @@ export class XmppWsClient {
         return;
       }
     }
-    const waiter = this.waiters.find((w) => w.match(el));
+    const frame: Frame = { text, el };
+    const waiter = this.waiters.find((w) => w.match(frame));
     if (waiter) {
       this.waiters = this.waiters.filter((w) => w !== waiter);
       clearTimeout(waiter.timer);
-      waiter.resolve(el);
+      waiter.resolve(frame);
       return;
     }
-    if (this.live && (el.name === 'message' || el.name === 'presence' || el.name === 'iq')) {
+    if (this.live && this.onStanza && isStanza(el)) {
       this.onStanza(el);
       return;
     }
-    this.queue.push(el);
+    this.queue.push(frame);
   }
 
-  /** The next frame (already received or future) that matches. */
-  next(match: (el: Element) => boolean = () => true, what = 'frame', timeoutMs = this.timeoutMs): Promise<Element> {
+  /** The first frame (already received or future) that matches, taken out of the queue. */
+  private take(match: (frame: Frame) => boolean, what: string, timeoutMs: number): Promise<Frame> {
     const index = this.queue.findIndex(match);
     if (index >= 0) return Promise.resolve(this.queue.splice(index, 1)[0]!);
     if (this.closed) return Promise.reject(new XmppClientError(`connection closed waiting for ${what}`, this.streamError ?? 'closed'));
@@ -172,6 +212,22 @@ export class XmppWsClient {
       }, timeoutMs);
       this.waiters.push({ match, resolve, reject, timer });
     });
+  }
+
+  /** The next element (already received or future) that matches. */
+  async next(match: (el: Element) => boolean = () => true, what = 'frame', timeoutMs = this.timeoutMs): Promise<Element> {
+    return (await this.take((f) => f.el !== undefined && match(f.el), what, timeoutMs)).el!;
+  }
+
+  /** The text of the next frame (already received or future) that matches. */
+  async nextFrame(match: FrameMatch, what = String(match), timeoutMs = this.timeoutMs): Promise<string> {
+    const test = typeof match === 'string' ? (t: string) => t.includes(match) : match instanceof RegExp ? (t: string) => match.test(t) : match;
+    return (await this.take((f) => test(f.text), what, timeoutMs)).text;
+  }
+
+  /** The text of the frames received and not taken yet that match (to assert something did NOT arrive). */
+  queuedFrames(match: (text: string) => boolean = () => true): string[] {
+    return this.queue.filter((f) => match(f.text)).map((f) => f.text);
   }
 
   send(frame: string): void {
@@ -191,7 +247,7 @@ export class XmppWsClient {
         timer,
         resolve: (el) => {
           if (el.attrs.type === 'error') {
-            const condition = el.getChild('error')?.children.find((c): c is Element => typeof c !== 'string')?.name ?? 'undefined-condition';
+            const condition = firstChildName(el.getChild('error')) ?? 'undefined-condition';
             reject(new XmppClientError(`iq ${id}: ${condition}`, condition));
           } else resolve(el);
         },
@@ -207,9 +263,14 @@ export class XmppWsClient {
     });
   }
 
+  /** Sends the RFC 7395 <open/> (nothing more: openStream() also waits for the answer). */
+  sendOpen(to = this.domain): void {
+    this.send(`<open xmlns="${NS_FRAMING}" to="${esc(to)}" version="1.0"/>`);
+  }
+
   /** Opens (or restarts) the stream; resolves with <stream:features/>. */
-  async openStream(): Promise<Element> {
-    this.send(`<open xmlns="${NS_FRAMING}" to="${esc(this.domain)}" version="1.0"/>`);
+  async openStream(to = this.domain): Promise<Element> {
+    this.sendOpen(to);
     const open = await this.next((el) => el.name === 'open' || el.name === 'stream:error' || el.name === 'close', 'stream open');
     if (open.name !== 'open') throw new XmppClientError(`stream refused: ${this.streamError ?? open.name}`, this.streamError ?? 'closed');
     return this.next((el) => el.name === 'stream:features' || el.name === 'features', 'stream features');
@@ -233,7 +294,7 @@ export class XmppWsClient {
     this.send(`<auth xmlns="${NS_SASL}" mechanism="SCRAM-SHA-1">${Buffer.from(`n,,${clientFirstBare}`).toString('base64')}</auth>`);
     const challenge = await this.next((el) => el.attrs.xmlns === NS_SASL, 'SASL challenge');
     if (challenge.name !== 'challenge') {
-      const condition = challenge.children.find((c): c is Element => typeof c !== 'string')?.name ?? challenge.name;
+      const condition = firstChildName(challenge) ?? challenge.name;
       throw new XmppClientError(`SASL failure: ${condition}`, condition);
     }
     const serverFirst = Buffer.from(challenge.getText(), 'base64').toString();
@@ -248,15 +309,30 @@ export class XmppWsClient {
     const proof = Buffer.alloc(clientKey.length);
     for (let i = 0; i < proof.length; i++) proof[i] = clientKey[i]! ^ signature[i]!;
     this.send(`<response xmlns="${NS_SASL}">${Buffer.from(`${withoutProof},p=${proof.toString('base64')}`).toString('base64')}</response>`);
-    const outcome = await this.next((el) => el.attrs.xmlns === NS_SASL, 'SASL outcome');
-    if (outcome.name !== 'success') {
-      const condition = outcome.children.find((c): c is Element => typeof c !== 'string')?.name ?? outcome.name;
-      throw new XmppClientError(`SASL failure: ${condition}`, condition);
-    }
+    const outcome = await this.saslOutcome();
     const final = parseScramAttributes(Buffer.from(outcome.getText(), 'base64').toString());
     const expected = hmac(hmac(salted, 'Server Key'), authMessage);
     const got = Buffer.from(final.v ?? '', 'base64');
     if (got.length !== expected.length || !timingSafeEqual(got, expected)) throw new XmppClientError('SASL: wrong server signature', 'server-signature');
+  }
+
+  /**
+   * SASL PLAIN on an open stream: one round trip and no PBKDF2 on either side, for the room
+   * fan-out's thousand occupants and for tests (the servers offer it over WebSocket).
+   */
+  async authenticatePlain(username: string, password: string): Promise<void> {
+    this.send(`<auth xmlns="${NS_SASL}" mechanism="PLAIN">${Buffer.from(`\0${username}\0${password}`).toString('base64')}</auth>`);
+    await this.saslOutcome();
+  }
+
+  /** <success/>, or an XmppClientError with the <failure/>'s condition. */
+  private async saslOutcome(): Promise<Element> {
+    const outcome = await this.next((el) => el.attrs.xmlns === NS_SASL, 'SASL outcome');
+    if (outcome.name !== 'success') {
+      const condition = firstChildName(outcome) ?? outcome.name;
+      throw new XmppClientError(`SASL failure: ${condition}`, condition);
+    }
+    return outcome;
   }
 
   async bind(resource: string): Promise<string> {
@@ -264,17 +340,20 @@ export class XmppWsClient {
     const result = await this.iq(`<iq xmlns="jabber:client" type="set" id="${id}"><bind xmlns="${NS_BIND}"><resource>${esc(resource)}</resource></bind></iq>`, id);
     this.jid = result.getChild('bind', NS_BIND)?.getChildText('jid') ?? '';
     if (!this.jid) throw new XmppClientError('bind result without a JID', 'bind');
-    this.live = true;
-    // Anything that arrived between binding and now is a stanza for the application.
-    for (const el of this.queue.splice(0)) if (el.name === 'message' || el.name === 'presence' || el.name === 'iq') this.onStanza(el);
+    this.goLive();
     return this.jid;
   }
 
   /** A stream that resumed a session (XEP-0198) instead of binding: it is live as `jid`. */
   resumed(jid: string): void {
     this.jid = jid;
+    this.goLive();
+  }
+
+  private goLive(): void {
     this.live = true;
-    for (const el of this.queue.splice(0)) if (el.name === 'message' || el.name === 'presence' || el.name === 'iq') this.onStanza(el);
+    // Anything that arrived between binding and now is a stanza for the application.
+    if (this.onStanza) for (const f of this.queue.splice(0)) if (isStanza(f.el)) this.onStanza(f.el);
   }
 
   /** connect → open → SCRAM-SHA-1 → restart → bind. */

@@ -1,8 +1,8 @@
 /**
  * Room fan-out: how long one groupchat message takes to reach every occupant of rooms of 10, 100
- * and 1,000 occupants, through a real server (the local stack by default), with lean raw
- * WebSocket clients (RFC 7395 frames by hand; a full client library per occupant would measure
- * the library). Prints JSON.
+ * and 1,000 occupants, through a real server (the local stack by default), with the lean client of
+ * bench/client.ts (RFC 7395 frames by hand; a full client library per occupant would measure the
+ * library). Prints JSON.
  *
  *   npx tsx bench/muc-fanout.ts                 starts its own local stack (a child process), 10/100/1000
  *   npx tsx bench/muc-fanout.ts --sizes 10,100  other room sizes
@@ -22,18 +22,18 @@ import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { cpus, loadavg, tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
-import WebSocket from 'ws';
+import type { Element } from 'ltx';
 import { forEachBounded } from '../shared/core/server.ts';
 import { FANOUT_CONCURRENCY } from '../shared/modules/muc/service.ts';
 import { DynamoStore } from '../shared/storage/dynamo-store.ts';
 import { ApiGatewayConnectionSender } from '../shared/transport/connections.ts';
+import { esc, nextId, XmppWsClient, type XmppClientError } from './client.ts';
 
 process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
 
 const REPO = resolve(import.meta.dirname, '..');
 const PASSWORD = 'bench-muc-pass';
 const MUC = 'http://jabber.org/protocol/muc';
-const FRAMING = 'urn:ietf:params:xml:ns:xmpp-framing';
 
 export interface FanoutTarget {
   wsUrl: string;
@@ -78,109 +78,57 @@ function stats(values: number[]): Stats {
   return { min: round(sorted[0]!), p50: round(at(0.5)), p95: round(at(0.95)), max: round(sorted[sorted.length - 1]!) };
 }
 
-const escape = (s: string) => s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/"/g, '&quot;');
-
-/** One RFC 7395 connection speaking hand-written frames. */
-class LeanClient {
-  private waiters: { test: (f: string) => boolean; resolve: (f: string) => void; reject: (e: Error) => void; timer: NodeJS.Timeout }[] = [];
-  /** Called for every frame (after waiters): the fan-out counter hooks in here. */
-  onFrame?: (frame: string) => void;
-  jid = '';
-
-  private constructor(readonly ws: WebSocket) {
-    ws.on('message', (data) => {
-      const frame = data.toString();
-      for (const w of this.waiters) {
-        if (w.test(frame)) {
-          clearTimeout(w.timer);
-          this.waiters = this.waiters.filter((x) => x !== w);
-          w.resolve(frame);
-          break;
-        }
-      }
-      this.onFrame?.(frame);
-    });
+/**
+ * One occupant on the shared client (bench/client.ts): in-band registration (XEP-0077; an existing
+ * account is fine), PLAIN login, bind. Stanzas nobody waits for are dropped.
+ */
+async function occupant(target: FanoutTarget, user: string): Promise<XmppWsClient> {
+  const c = new XmppWsClient(target.wsUrl, target.domain, 60_000);
+  c.onStanza = () => {};
+  await c.connect();
+  await c.openStream();
+  try {
+    await c.register(user, PASSWORD);
+  } catch (err) {
+    if ((err as XmppClientError).condition !== 'conflict') throw new Error(`registering ${user}: ${(err as Error).message}`);
   }
+  await c.authenticatePlain(user, PASSWORD);
+  await c.openStream();
+  await c.bind('bench');
+  return c;
+}
 
-  static async open(url: string): Promise<LeanClient> {
-    const ws = new WebSocket(url, ['xmpp']);
-    await new Promise<void>((res, rej) => {
-      ws.once('open', () => res());
-      ws.once('error', rej);
-    });
-    return new LeanClient(ws);
-  }
+/** An iq (stanzas without xmlns='jabber:client', see roomFanOut in bench/harness.ts); an error reply rejects. */
+function iq(c: XmppWsClient, type: 'get' | 'set', to: string, payload: string): Promise<Element> {
+  const id = nextId('q');
+  return c.iq(`<iq type="${type}" id="${id}" to="${esc(to)}">${payload}</iq>`, id);
+}
 
-  send(frame: string): void {
-    this.ws.send(frame);
-  }
-
-  next(match: string | RegExp | ((frame: string) => boolean), timeoutMs = 60_000): Promise<string> {
-    const test = typeof match === 'string' ? (f: string) => f.includes(match) : match instanceof RegExp ? (f: string) => match.test(f) : match;
-    return new Promise((res, rej) => {
-      const timer = setTimeout(() => {
-        this.waiters = this.waiters.filter((w) => w.timer !== timer);
-        rej(new Error(`timed out waiting for ${match}`));
-      }, timeoutMs);
-      this.waiters.push({ test, resolve: res, reject: rej, timer });
-    });
-  }
-
-  private async openStream(domain: string): Promise<string> {
-    const features = this.next('</stream:features>');
-    this.send(`<open xmlns="${FRAMING}" to="${domain}" version="1.0"/>`);
-    return features;
-  }
-
-  /** In-band registration (XEP-0077; an existing account is fine), PLAIN login, bind. */
-  async login(domain: string, user: string, register: boolean): Promise<void> {
-    await this.openStream(domain);
-    if (register) {
-      const answer = this.next(/id=["']reg["']/);
-      this.send(`<iq type="set" id="reg"><query xmlns="jabber:iq:register"><username>${user}</username><password>${PASSWORD}</password></query></iq>`);
-      const reply = await answer;
-      if (reply.includes('type="error"') && !reply.includes('conflict')) throw new Error(`registering ${user}: ${reply}`);
-    }
-    const success = this.next(/<success|<failure/);
-    this.send(`<auth xmlns="urn:ietf:params:xml:ns:xmpp-sasl" mechanism="PLAIN">${Buffer.from(`\0${user}\0${PASSWORD}`).toString('base64')}</auth>`);
-    if ((await success).includes('<failure')) throw new Error(`login of ${user} failed`);
-    await this.openStream(domain);
-    const bound = this.next(/id=["']bind["']/);
-    this.send(`<iq type="set" id="bind"><bind xmlns="urn:ietf:params:xml:ns:xmpp-bind"><resource>bench</resource></bind></iq>`);
-    this.jid = /<jid>([^<]+)<\/jid>/.exec(await bound)![1]!;
-  }
-
-  async iq(type: 'get' | 'set', to: string, payload: string): Promise<string> {
-    const id = randomBytes(6).toString('hex');
-    const reply = this.next(new RegExp(`id=["']${id}["']`));
-    this.send(`<iq type="${type}" id="${id}" to="${escape(to)}">${payload}</iq>`);
-    const frame = await reply;
-    if (/type=["']error["']/.test(frame)) throw new Error(`iq to ${to} failed: ${frame}`);
-    return frame;
-  }
-
-  /** Joins without history; resolves on the self-presence (status 110). */
-  async join(room: string, nick: string): Promise<void> {
-    const self = this.next(
-      (f) => f.startsWith('<presence') && f.includes(`${room}/${nick}`) && (/code=["']110["']/.test(f) || /type=["']error["']/.test(f)),
-      120_000,
-    );
-    this.send(`<presence to="${escape(room)}/${escape(nick)}"><x xmlns="${MUC}"><history maxchars="0"/></x></presence>`);
-    const frame = await self;
-    if (/type=["']error["']/.test(frame)) throw new Error(`joining ${room} as ${nick}: ${frame}`);
-  }
-
-  close(): void {
-    this.ws.terminate();
-  }
+/** Joins without history; resolves on the self-presence (status 110). */
+async function joinRoom(c: XmppWsClient, room: string, nick: string): Promise<void> {
+  const from = `${room}/${nick}`;
+  const self = c.next(
+    (el) =>
+      el.name === 'presence' &&
+      el.attrs.from === from &&
+      (el.attrs.type === 'error' || el.getChildren('x').some((x) => x.getChildren('status').some((s) => s.attrs.code === '110'))),
+    `self-presence in ${room}`,
+    120_000,
+  );
+  c.send(`<presence to="${esc(room)}/${esc(nick)}"><x xmlns="${MUC}"><history maxchars="0"/></x></presence>`);
+  const el = await self;
+  if (el.attrs.type === 'error') throw new Error(`joining ${room} as ${nick}: ${el.toString()}`);
 }
 
 /** Finds the conference service in the server's disco#items (XEP-0045 §6.1). */
-async function findService(client: LeanClient, domain: string): Promise<string | undefined> {
-  const items = await client.iq('get', domain, '<query xmlns="http://jabber.org/protocol/disco#items"/>');
-  for (const [, jid] of items.matchAll(/<item[^>]*jid=["']([^"']+)["']/g)) {
-    const info = await client.iq('get', jid!, '<query xmlns="http://jabber.org/protocol/disco#info"/>').catch(() => '');
-    if (/category=["']conference["']/.test(info) && info.includes(MUC)) return jid;
+async function findService(client: XmppWsClient, domain: string): Promise<string | undefined> {
+  const items = await iq(client, 'get', domain, '<query xmlns="http://jabber.org/protocol/disco#items"/>');
+  for (const item of items.getChild('query')?.getChildren('item') ?? []) {
+    const jid = item.attrs.jid as string | undefined;
+    if (!jid) continue;
+    const info = await iq(client, 'get', jid, '<query xmlns="http://jabber.org/protocol/disco#info"/>').catch(() => undefined);
+    const query = info?.getChild('query');
+    if (query?.getChildren('identity').some((i) => i.attrs.category === 'conference') && query.getChildren('feature').some((f) => f.attrs.var === MUC)) return jid;
   }
   return undefined;
 }
@@ -199,15 +147,13 @@ export async function runMucFanout(target: FanoutTarget, log: (line: string) => 
     setup: { occupants: total, registerMs: 0, loginMs: 0, joinMs: {} },
     rooms: [],
   };
-  const clients: LeanClient[] = [];
+  const clients: XmppWsClient[] = [];
   try {
     // Occupants: registered and logged in 16 at a time.
     const start = performance.now();
     const names = Array.from({ length: total }, (_, i) => `muc-${tag}-${i}`);
     await forEachBounded(names, 16, async (name) => {
-      const c = await LeanClient.open(target.wsUrl);
-      await c.login(target.domain, name, true);
-      clients[names.indexOf(name)] = c;
+      clients[names.indexOf(name)] = await occupant(target, name);
       if (clients.filter(Boolean).length % 200 === 0) log(`  ${clients.filter(Boolean).length}/${total} occupants logged in`);
     });
     result.setup.loginMs = round(performance.now() - start);
@@ -222,9 +168,10 @@ export async function runMucFanout(target: FanoutTarget, log: (line: string) => 
     for (const size of sizes) {
       const room = `fanout-${tag}-${size}@${service}`;
       const joinStart = performance.now();
-      await owner.join(room, 'c0');
+      await joinRoom(owner, room, 'c0');
       // A big room broadcasts only moderators' presence, so joining costs O(1) posts, not O(N).
-      await owner.iq(
+      await iq(
+        owner,
         'set',
         room,
         `<query xmlns="${MUC}#owner"><x xmlns="jabber:x:data" type="submit">` +
@@ -234,7 +181,7 @@ export async function runMucFanout(target: FanoutTarget, log: (line: string) => 
           `</x></query>`,
       );
       await forEachBounded(clients.slice(1, size), 16, async (c) => {
-        await c.join(room, `c${clients.indexOf(c)}`);
+        await joinRoom(c, room, `c${clients.indexOf(c)}`);
       });
       result.setup.joinMs[String(size)] = round(performance.now() - joinStart);
       log(`  room of ${size}: joined in ${result.setup.joinMs[String(size)]} ms`);
@@ -249,14 +196,16 @@ export async function runMucFanout(target: FanoutTarget, log: (line: string) => 
         const done = new Promise<number>((res, rej) => {
           const timer = setTimeout(() => rej(new Error(`room of ${size}: only ${got} of ${size} occupants got the message`)), 120_000);
           for (const c of members) {
+            // On the frame's text, before any parse: what the occupant's receiving costs stays a string search.
             c.onFrame = (frame) => {
-              if (!frame.includes(marker)) return;
+              if (!frame.includes(marker)) return false;
               got++;
               if (got === 1) firstAt = performance.now();
               if (got === size) {
                 clearTimeout(timer);
                 res(performance.now());
               }
+              return true;
             };
           }
         });
@@ -279,7 +228,7 @@ export async function runMucFanout(target: FanoutTarget, log: (line: string) => 
     result.status = 'measured';
     return result;
   } finally {
-    for (const c of clients) c?.close();
+    for (const c of clients) c?.terminate();
   }
 }
 

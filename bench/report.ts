@@ -6,7 +6,7 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { table } from './cost-model.ts';
-import type { BenchResults, Chat, TargetResult } from './harness.ts';
+import type { BenchResults, Chat, TargetResult } from './results.ts';
 
 const n = (v: number | null | undefined, digits = 1) =>
   v === undefined || v === null || Number.isNaN(v)

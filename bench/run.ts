@@ -11,7 +11,9 @@
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { renderChart } from './chart.ts';
-import { PRESETS, runBench, type BenchResults } from './harness.ts';
+import { runBench } from './harness.ts';
+import { PRESETS } from './options.ts';
+import type { BenchResults } from './results.ts';
 import type { TargetKind } from './targets.ts';
 
 process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';

@@ -6,7 +6,9 @@
 import { describe, expect, it } from 'vitest';
 import { inject } from 'vitest';
 import { renderChart } from '../../bench/chart.ts';
-import { PRESETS, runBench, type BenchResults, type TargetResult } from '../../bench/harness.ts';
+import { runBench } from '../../bench/harness.ts';
+import { PRESETS } from '../../bench/options.ts';
+import type { BenchResults, TargetResult } from '../../bench/results.ts';
 
 const lines: string[] = [];
 

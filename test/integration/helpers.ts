@@ -1,6 +1,7 @@
 /**
  * Test helpers: the whole local stack (gateway + DynamoDB Local + the Lambda handler code), real
- * XMPP client libraries from npm (@xmpp/client, StanzaJS) and a raw WebSocket for hostile frames.
+ * XMPP client libraries from npm (@xmpp/client, StanzaJS) and a raw WebSocket for hostile frames
+ * (RawClient, over the benchmark's hand-written client in bench/client.ts).
  */
 import { client as xmppjsClient, xml } from '@xmpp/client';
 import * as Stanza from 'stanza';
@@ -9,6 +10,7 @@ import WebSocket from 'ws';
 import { makeCredentials } from '../../shared/accounts.ts';
 import { DynamoStore } from '../../shared/storage/dynamo-store.ts';
 import { startLocalStack } from '../../local/stack.ts';
+import { XmppWsClient } from '../../bench/client.ts';
 
 // @xmpp/client 0.14 needs a global WebSocket; Node 20 has none without a flag.
 (globalThis as { WebSocket?: unknown }).WebSocket ??= WebSocket;
@@ -78,7 +80,8 @@ export class Inbox<T> {
 type XmppJsElement = ReturnType<typeof xml>;
 
 export async function connectXmppJs(wsUrl: string, username: string, password: string, resource?: string) {
-  const c = xmppjsClient({ service: wsUrl, domain: 'localhost', username, password, resource });
+  // @xmpp/client waits 2 s by default for each negotiation step: too short on two shared cores.
+  const c = xmppjsClient({ service: wsUrl, domain: 'localhost', username, password, resource, timeout: 15_000 } as Parameters<typeof xmppjsClient>[0]);
   const inbox = new Inbox<XmppJsElement>();
   c.on('stanza', (s: XmppJsElement) => inbox.push(s));
   c.on('error', () => {}); // surfaced through start() and the tests' expectations
@@ -106,48 +109,51 @@ export async function connectStanza(wsUrl: string, jid: string, password: string
   return c;
 }
 
-/** A bare WebSocket speaking RFC 7395 frames by hand, for negotiation details and hostile input. */
+/**
+ * A bare WebSocket speaking RFC 7395 frames by hand, for negotiation details and hostile input: the
+ * benchmark's client (bench/client.ts), read and written frame by frame as text. Nothing it
+ * receives goes anywhere but `frames`, where a test waits for it or checks it did not come.
+ */
 export class RawClient {
-  readonly frames = new Inbox<string>();
+  /** The frames received and not waited for yet (wait() takes one out, seen() only looks). */
+  readonly frames: { wait(match: (frame: string) => boolean, what?: string, timeoutMs?: number): Promise<string>; seen(match: (frame: string) => boolean): string[] };
   readonly closed: Promise<{ code: number; reason: string }>;
-  private constructor(readonly ws: WebSocket) {
-    ws.on('message', (data) => this.frames.push(data.toString()));
-    this.closed = new Promise((resolve) => ws.on('close', (code, reason) => resolve({ code, reason: reason.toString() })));
+  readonly ws: WebSocket;
+
+  private constructor(private readonly client: XmppWsClient) {
+    this.ws = client.socket!;
+    this.closed = client.closedWith;
+    this.frames = {
+      wait: (match, what = 'stanza', timeoutMs) => client.nextFrame(match, what, timeoutMs),
+      seen: (match) => client.queuedFrames(match),
+    };
   }
 
   static async open(wsUrl: string, protocols: string[] = ['xmpp']): Promise<RawClient> {
-    const ws = new WebSocket(wsUrl, protocols);
-    await new Promise<void>((resolve, reject) => {
-      ws.once('open', () => resolve());
-      ws.once('error', reject);
-    });
-    return new RawClient(ws);
+    const client = new XmppWsClient(wsUrl, 'localhost', 10_000);
+    await client.connect(protocols);
+    return new RawClient(client);
   }
 
+  /** As on a bare WebSocket, a frame sent once the socket is closing is dropped. */
   send(frame: string): void {
-    this.ws.send(frame);
+    if (this.ws.readyState === WebSocket.OPEN) this.client.send(frame);
   }
 
   next(match: string | RegExp, timeoutMs?: number): Promise<string> {
-    const test = typeof match === 'string' ? (f: string) => f.includes(match) : (f: string) => match.test(f);
-    return this.frames.wait(test, String(match), timeoutMs);
+    return this.client.nextFrame(match, String(match), timeoutMs);
   }
 
   open(domain = 'localhost'): void {
-    this.send(`<open xmlns="urn:ietf:params:xml:ns:xmpp-framing" to="${domain}" version="1.0"/>`);
+    this.client.sendOpen(domain);
   }
 
   /** Opens, authenticates with PLAIN, restarts and binds; returns the bound JID. */
   async login(user: string, password: string, resource = 'raw', domain = 'localhost'): Promise<string> {
-    this.open(domain);
-    await this.next('</stream:features>');
-    this.send(`<auth xmlns="urn:ietf:params:xml:ns:xmpp-sasl" mechanism="PLAIN">${Buffer.from(`\0${user}\0${password}`).toString('base64')}</auth>`);
-    await this.next('<success');
-    this.open(domain);
-    await this.next('</stream:features>');
-    this.send(`<iq type="set" id="bind1" xmlns="jabber:client"><bind xmlns="urn:ietf:params:xml:ns:xmpp-bind"><resource>${resource}</resource></bind></iq>`);
-    const bound = await this.next('bind1');
-    return /<jid>([^<]+)<\/jid>/.exec(bound)![1]!;
+    await this.client.openStream(domain);
+    await this.client.authenticatePlain(user, password);
+    await this.client.openStream(domain);
+    return this.client.bind(resource);
   }
 
   close(): void {
