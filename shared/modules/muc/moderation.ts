@@ -1,7 +1,7 @@
 /**
  * XEP-0425 (0.3.0) moderated message retraction: what a moderator's request looks like, the
  * tombstone that replaces the message in the room's archive (so history and MAM no longer carry
- * it), and the announcement every occupant gets. The service (service.ts) checks the role and
+ * it), and the announcement every occupant gets. The service (archive.ts) checks the role and
  * does the writes.
  */
 import { StanzaError } from '../../errors.ts';

@@ -1,7 +1,7 @@
 /**
  * Building blocks of the group chat service: namespaces, the role and affiliation order, the
- * muc#user presence a room sends, and frame templates that fan one stanza out to many recipients
- * without serializing it once per recipient.
+ * nickname limit, the muc#user presence a room sends, and frame templates that fan one stanza out
+ * to many recipients without serializing it once per recipient.
  */
 import { OCCUPANT_ID } from './occupant-id.ts';
 import { escapeXML } from 'ltx';
@@ -21,6 +21,8 @@ export const SELF_PING = `${MUC}#self-ping-optimization`;
 export const AFFILIATION_RANK: Record<Affiliation, number> = { outcast: -1, none: 0, member: 1, admin: 2, owner: 3 };
 export const AFFILIATIONS: Affiliation[] = ['owner', 'admin', 'member', 'outcast', 'none'];
 export const ROLES: Role[] = ['moderator', 'participant', 'visitor', 'none'];
+/** The longest nickname a room accepts, on entering and in registration (§7.10). */
+export const MAX_NICK_BYTES = 256;
 
 /** XEP-0045 §5.1.2: the role an occupant gets on entering. */
 export function defaultRole(affiliation: Affiliation, config: RoomConfig): Role {
