@@ -132,7 +132,7 @@ async function run(argv: string[]): Promise<number> {
           }
         }
         const config = loadConfig({ ...process.env, XMPP_DOMAIN: target.domain, XMPP_INVITE_URL: process.env.XMPP_INVITE_URL || target.webUrl || '' });
-        const invite = await new InviteStore(store.db).create({ inviter, username, createdBy: 'xmppctl' }, config.inviteTtlSeconds);
+        const invite = await store.open(InviteStore).create({ inviter, username, createdBy: 'xmppctl' }, config.inviteTtlSeconds);
         const links = inviteLinks({ config }, invite);
         console.log(links.uri);
         if (links.landing) console.log(links.landing);
