@@ -46,4 +46,14 @@ describe('architecture', () => {
     const builders = files.filter((f) => !f.startsWith('shared/storage/') && key.test(text(f)));
     expect(builders).toEqual([]);
   });
+
+  it('reaches the table only through storage: no raw document client or Store.db outside shared/storage/', () => {
+    const raw = files.filter((f) => /^(shared|lambdas|federation|cli)\//.test(f) && !f.startsWith('shared/storage/') && /\bstore\.db\b|\.db\.doc\b|\.doc\.send\(/.test(text(f)));
+    expect(raw).toEqual([]);
+  });
+
+  it('says at its top why a source file is longer than 400 lines', () => {
+    const long = files.filter((f) => text(f).split('\n').length > 400 && !/Long because:/.test(text(f).split('\n').slice(0, 40).join('\n')));
+    expect(long.map((f) => `${f} (${text(f).split('\n').length} lines)`)).toEqual([]);
+  });
 });
