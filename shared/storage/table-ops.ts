@@ -15,27 +15,27 @@ export const nowSeconds = () => Math.floor(Date.now() / 1000);
 export const isLive = (item: Record<string, unknown>) =>
   typeof item[TTL_ATTRIBUTE] !== 'number' || (item[TTL_ATTRIBUTE] as number) > nowSeconds();
 
-export async function queryAll(db: TableAccess, input: Omit<QueryCommandInput, 'TableName'>): Promise<Record<string, any>[]> {
+type Page = { Items?: Record<string, any>[]; LastEvaluatedKey?: Record<string, any> };
+
+/** Every live item of a paged read (Query or Scan), all pages. */
+async function allPages(read: (ExclusiveStartKey: Record<string, any> | undefined) => Promise<Page>): Promise<Record<string, any>[]> {
   const items: Record<string, any>[] = [];
   let ExclusiveStartKey: Record<string, any> | undefined;
   do {
-    const out = await db.doc.send(new QueryCommand({ TableName: db.table, ...input, ExclusiveStartKey }));
+    const out = await read(ExclusiveStartKey);
     items.push(...(out.Items ?? []).filter(isLive));
     ExclusiveStartKey = out.LastEvaluatedKey;
   } while (ExclusiveStartKey);
   return items;
 }
 
+export function queryAll(db: TableAccess, input: Omit<QueryCommandInput, 'TableName'>): Promise<Record<string, any>[]> {
+  return allPages((ExclusiveStartKey) => db.doc.send(new QueryCommand({ TableName: db.table, ...input, ExclusiveStartKey })));
+}
+
 /** Every live item of a Scan, all pages (administration only: listing accounts and sessions). */
-export async function scanAll(db: TableAccess, input: Omit<ScanCommandInput, 'TableName'>): Promise<Record<string, any>[]> {
-  const items: Record<string, any>[] = [];
-  let ExclusiveStartKey: Record<string, any> | undefined;
-  do {
-    const out = await db.doc.send(new ScanCommand({ TableName: db.table, ...input, ExclusiveStartKey }));
-    items.push(...(out.Items ?? []).filter(isLive));
-    ExclusiveStartKey = out.LastEvaluatedKey;
-  } while (ExclusiveStartKey);
-  return items;
+export function scanAll(db: TableAccess, input: Omit<ScanCommandInput, 'TableName'>): Promise<Record<string, any>[]> {
+  return allPages((ExclusiveStartKey) => db.doc.send(new ScanCommand({ TableName: db.table, ...input, ExclusiveStartKey })));
 }
 
 /** BatchGetItem of at most 100 keys, retrying unprocessed keys with backoff; the live items found, in no order. */
