@@ -12,6 +12,18 @@ import { log } from '../log.ts';
 /** What the caller knows of the target: `sm: false` = no XEP-0198 there, so the post is not numbered. */
 export interface SendHint {
   sm?: boolean;
+  /**
+   * Post at most once: no retry of an attempt whose outcome is unknown (a timeout: it may have been
+   * delivered); it throws instead. For XEP-0198 posts, where a copy delivered twice would shift the
+   * client's count by one and make a later acknowledgement cover a stanza it never got.
+   */
+  once?: boolean;
+}
+
+/** Answered with "too many requests": not delivered, safe to post again. */
+function isThrottled(err: unknown): boolean {
+  const e = err as { name?: string; $metadata?: { httpStatusCode?: number } };
+  return e?.name === 'LimitExceededException' || e?.name === 'TooManyRequestsException' || e?.$metadata?.httpStatusCode === 429;
 }
 
 export interface ConnectionSender {
@@ -28,6 +40,8 @@ function isGone(err: unknown): boolean {
 
 export class ApiGatewayConnectionSender implements ConnectionSender {
   private readonly client: ApiGatewayManagementApiClient;
+  /** The same API without the SDK's retries, for posts that must not go out twice (SendHint.once). */
+  private readonly onceClient: ApiGatewayManagementApiClient;
 
   constructor(endpoint: string, client?: ApiGatewayManagementApiClient, timeoutMs = 3000) {
     // A post that hangs is given up and retried (by the SDK, then by the queue) instead of
@@ -36,11 +50,10 @@ export class ApiGatewayConnectionSender implements ConnectionSender {
     // waiting for the answer), never while it waits for a free socket: a whole-request timer
     // (requestTimeout) fired on posts that queued behind others, had just been delivered, and
     // were then sent again (measured in the chaos test: every doubled message was one of those).
-    this.client =
-      client ??
+    const make = (maxAttempts: number) =>
       new ApiGatewayManagementApiClient({
         endpoint,
-        maxAttempts: 4,
+        maxAttempts,
         requestHandler: {
           connectionTimeout: timeoutMs,
           socketTimeout: timeoutMs,
@@ -49,9 +62,12 @@ export class ApiGatewayConnectionSender implements ConnectionSender {
           httpsAgent: { keepAlive: true, maxSockets: 256 },
         },
       });
+    this.client = client ?? make(4);
+    this.onceClient = client ?? make(1);
   }
 
-  async send(connectionId: string, frame: string): Promise<boolean> {
+  async send(connectionId: string, frame: string, hint?: SendHint): Promise<boolean> {
+    if (hint?.once) return this.sendOnce(connectionId, frame);
     try {
       const out = await this.client.send(
         new PostToConnectionCommand({ ConnectionId: connectionId, Data: new TextEncoder().encode(frame) }),
@@ -62,6 +78,20 @@ export class ApiGatewayConnectionSender implements ConnectionSender {
     } catch (err) {
       if (isGone(err)) return false;
       throw err;
+    }
+  }
+
+  /** One attempt, repeated only when it was refused for throttling (answered, so not delivered). */
+  private async sendOnce(connectionId: string, frame: string): Promise<boolean> {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        await this.onceClient.send(new PostToConnectionCommand({ ConnectionId: connectionId, Data: new TextEncoder().encode(frame) }));
+        return true;
+      } catch (err) {
+        if (isGone(err)) return false;
+        if (!isThrottled(err) || attempt === 4) throw err;
+        await new Promise((r) => setTimeout(r, 50 * 2 ** attempt));
+      }
     }
   }
 

@@ -17,6 +17,7 @@ import { createHash } from 'node:crypto';
 import { frameSlot } from '../storage/frame-context.ts';
 import { resumingNow, type SmRecord, type SmStore } from '../storage/sm-store.ts';
 import { NS } from '../xml/element.ts';
+import { log } from '../log.ts';
 import type { ConnectionSender } from './connections.ts';
 
 /** Ask the client for an acknowledgement after this many unacknowledged stanzas (and each time again). */
@@ -52,7 +53,7 @@ export function streamManagementSender(inner: ConnectionSender, sm: SmStore, onK
       try {
         if (!posted) {
           await sm.log(target, seq, frame, record.max);
-          posted = await inner.send(record.socket, frame);
+          posted = await postOnce(inner, record.socket, frame, target, seq);
           if (posted) slot?.set(`${seq}:p`);
         }
       } finally {
@@ -66,6 +67,23 @@ export function streamManagementSender(inner: ConnectionSender, sm: SmStore, onK
     },
     close: (connectionId) => inner.close(connectionId),
   };
+}
+
+/**
+ * Posts a numbered stanza at most once. When the outcome is unknown (a timeout: the post may have
+ * arrived), a retry could deliver it twice and the client would count one stanza more than was
+ * numbered, so its next acknowledgement would cover a stanza it never got. Instead the connection
+ * is cut: the client resumes with its own count, and the resumption resends exactly what it lacks
+ * (the stanza is in the log either way). Resolves false then, like a gone socket.
+ */
+async function postOnce(inner: ConnectionSender, socket: string, frame: string, session: string, seq: number): Promise<boolean> {
+  try {
+    return await inner.send(socket, frame, { once: true });
+  } catch (err) {
+    log.warn('stream management: a post may or may not have arrived: the connection is cut for a resumption', { session, socket, seq, error: String(err) });
+    await inner.close(socket).catch(() => {});
+    return false;
+  }
 }
 
 /**

@@ -16,7 +16,7 @@ import type { ConnectionState } from '../../shared/core/types.ts';
 import { defaultModules } from '../../shared/modules/index.ts';
 import { DynamoStore } from '../../shared/storage/dynamo-store.ts';
 import { ensureTable } from '../../shared/storage/table.ts';
-import type { ConnectionSender } from '../../shared/transport/connections.ts';
+import type { ConnectionSender, SendHint } from '../../shared/transport/connections.ts';
 import type { TimerEvent, TimerScheduler } from '../../shared/transport/timers.ts';
 
 export interface Post {
@@ -30,11 +30,14 @@ export class RecordingSender implements ConnectionSender {
   readonly gone = new Set<string>();
   readonly closed: string[] = [];
   beforePost?: (post: Post) => void | Promise<void>;
+  /** Runs after a post reached its socket; throwing makes a post that arrived but was never answered. */
+  afterPost?: (post: Post, hint?: SendHint) => void;
 
-  async send(connectionId: string, frame: string): Promise<boolean> {
+  async send(connectionId: string, frame: string, hint?: SendHint): Promise<boolean> {
     await this.beforePost?.({ connectionId, frame });
     if (this.gone.has(connectionId)) return false;
     this.posts.push({ connectionId, frame });
+    this.afterPost?.({ connectionId, frame }, hint);
     return true;
   }
 

@@ -105,6 +105,38 @@ describe('stream management on several handler instances', () => {
     expect(again.posts(/<failed|<stream:error|undefined-condition/)).toEqual([]);
   });
 
+  it('a post whose outcome is unknown (arrived, never answered) is not posted again: the connection is cut, and the resumption resends only what the client lacks', async () => {
+    const [alice, bob] = await users('alice', 'bob');
+    const b = new Connection(h);
+    await b.online(bob!, 'secret', 'desk');
+    const a = new Connection(h);
+    const smId = await onlineWithSm(a, alice!, 'phone');
+    await b.frame(chat(`${alice}/phone`, 'one'));
+    let timedOut = 0;
+    h.sender.afterPost = ({ frame }, hint) => {
+      if (frame.includes('<body>two</body>') && timedOut++ === 0) {
+        expect(hint?.once).toBe(true); // numbered posts are never retried by the SDK
+        throw Object.assign(new Error('socket timed out'), { name: 'TimeoutError' });
+      }
+    };
+    await b.frame(chat(`${alice}/phone`, 'two'));
+    h.sender.afterPost = undefined;
+    expect(h.sender.closed).toContain(a.id);
+    expect(bodies(a.posts())).toEqual(['one', 'two']); // it did arrive, once
+    await a.disconnect(); // the cut connection's $disconnect: the session hibernates
+
+    // Her client counted every stanza it got, the one that timed out included.
+    const received = a.posts().filter(isStanzaFrame).length;
+    const again = await authenticated(alice!);
+    await again.frame(`<resume xmlns="${SM}" previd="${smId}" h="${received}"/>`);
+    expect(again.posts('<resumed')).toHaveLength(1);
+    expect(bodies(again.posts())).toEqual([]); // nothing resent: she has it all
+    await b.frame(chat(`${alice}/phone`, 'three'));
+    expect(bodies(again.posts())).toEqual(['three']);
+    await again.frame(`<a xmlns="${SM}" h="${received + 1}"/>`);
+    expect(again.posts(/<stream:error|<failed/)).toEqual([]);
+  });
+
   it('a resumption that crashes after moving the session runs again without resending twice', async () => {
     const { alice, b, smId } = await hibernatedAlice();
     for (let i = 1; i <= 3; i++) await b.frame(chat(`${alice}/phone`, `gap${i}`));
