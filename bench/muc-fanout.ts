@@ -23,7 +23,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { cpus, loadavg, tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import type { Element } from 'ltx';
-import { forEachBounded } from '../shared/core/server.ts';
+import { forEachBounded } from '../shared/core/bounded.ts';
 import { FANOUT_CONCURRENCY } from '../shared/modules/muc/service.ts';
 import { DynamoStore } from '../shared/storage/dynamo-store.ts';
 import { ApiGatewayConnectionSender } from '../shared/transport/connections.ts';

@@ -38,6 +38,7 @@ import type {
 import type { ClientSession } from './session.ts';
 import { SessionManager, type FrameDelivery } from './session-manager.ts';
 import type { ConnectionState, SessionRecord } from './types.ts';
+import { forEachBounded } from './bounded.ts';
 
 /** Where stanzas for other domains go (the federation service); absent = federation off. */
 export interface RemoteRouter {
@@ -210,8 +211,14 @@ export class XmppServer implements Registry {
     for (const hook of this.sessionHooks.get(name) ?? []) await hook({ server: this, session, ...details });
   }
 
+  /**
+   * Side by side: each hook reads its own items (stored messages, pending subscription requests)
+   * and posts them, and RFC 6121 orders none against another; every hook finishes before a failure
+   * is thrown (the frame's journal must see all their posts).
+   */
   sessionAvailable(session: ClientSession): Promise<void> {
-    return this.runSessionHooks('session/available', session);
+    const hooks = this.sessionHooks.get('session/available') ?? [];
+    return forEachBounded(hooks, hooks.length, (hook) => hook({ server: this, session }));
   }
 
   // Routing primitives for modules
@@ -298,7 +305,7 @@ export class XmppServer implements Registry {
   }
 
   /** Runs an iq handler and sends its result or error back to the requester. */
-  async answerIq(request: IqRequest, handler: IqHandler, reply: (el: Element) => Promise<unknown> = (el) => this.sendTo(request.from, el)): Promise<void> {
+  async answerIq(request: IqRequest, handler: IqHandler, reply: (el: Element) => Promise<unknown> = (el) => this.replyTo(request, el)): Promise<void> {
     const { stanza } = request;
     let result: Element;
     try {
@@ -309,6 +316,12 @@ export class XmppServer implements Registry {
       result = errorReply(stanza, err)!;
     }
     await reply(result);
+  }
+
+  /** An answer goes straight to the session that asked (no read of its account: a ping is one request). */
+  private replyTo({ session, from }: IqRequest, el: Element): Promise<unknown> {
+    if (session?.bound && !session.ended && from.toString() === session.jid.toString()) return this.deliver(session.toRecord(), el);
+    return this.sendTo(from, el);
   }
 
   /** Answers a stanza with an error, to its sender (local or remote). Errors are never answered. */
@@ -368,25 +381,4 @@ export class XmppServer implements Registry {
     });
     return delivered;
   }
-}
-
-/**
- * Runs `fn` over items with at most `limit` in flight (fan-out must not hammer @connections).
- * One failure does not stop the rest, and the first error is thrown only when every item is done:
- * a frame that fails here saves its journal after the last post, so its redelivery repeats none.
- */
-export async function forEachBounded<T>(items: T[], limit: number, fn: (item: T) => Promise<void>): Promise<void> {
-  let next = 0;
-  let failed: { error: unknown } | undefined;
-  const workers = Array.from({ length: Math.min(limit, items.length) }, async () => {
-    while (next < items.length) {
-      try {
-        await fn(items[next++]!);
-      } catch (error) {
-        failed ??= { error };
-      }
-    }
-  });
-  await Promise.all(workers);
-  if (failed) throw failed.error;
 }

@@ -1,4 +1,5 @@
 /** A client's connection as the core sees it while processing its frames. */
+import { isDeepStrictEqual } from 'node:util';
 import { Jid } from '../jid.ts';
 import type { Element } from '../xml/element.ts';
 import type { SessionChanges } from '../storage/store.ts';
@@ -43,10 +44,18 @@ export class ClientSession {
     return this.state.stage === 'bound';
   }
 
-  /** Changes this connection's stream state (committed at the end of the frame). */
+  /**
+   * Changes this connection's stream state (committed at the end of the frame). Setting what is
+   * already there changes nothing: a status-only presence change then commits no state (one
+   * request and one round trip less).
+   */
   update(changes: Partial<ConnectionState>): void {
-    Object.assign(this.state, changes);
-    this.dirty = true;
+    const state = this.state as unknown as Record<string, unknown>;
+    for (const [key, value] of Object.entries(changes)) {
+      if (isDeepStrictEqual(state[key], value)) continue;
+      state[key] = value;
+      this.dirty = true;
+    }
   }
 
   get isDirty(): boolean {

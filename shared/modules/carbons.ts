@@ -9,7 +9,8 @@
  */
 import { StanzaError, cloneElement } from '../errors.ts';
 import type { StanzaEvent, XmppModule } from '../core/registry.ts';
-import { forEachBounded, type XmppServer } from '../core/server.ts';
+import { forEachBounded } from '../core/bounded.ts';
+import type { XmppServer } from '../core/server.ts';
 import { CarbonsStore, type CarbonsSession } from '../storage/carbons-store.ts';
 import type { SessionRecord } from '../core/types.ts';
 import { Element, NS, x } from '../xml/element.ts';

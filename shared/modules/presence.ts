@@ -5,7 +5,8 @@
  */
 import { parseJid, type Jid } from '../jid.ts';
 import type { StanzaEvent, XmppModule } from '../core/registry.ts';
-import { forEachBounded, type XmppServer } from '../core/server.ts';
+import { forEachBounded } from '../core/bounded.ts';
+import type { XmppServer } from '../core/server.ts';
 import type { ClientSession } from '../core/session.ts';
 import { Element, NS, x } from '../xml/element.ts';
 import { parseStored } from '../xml/stored.ts';

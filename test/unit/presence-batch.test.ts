@@ -57,7 +57,41 @@ describe('presence broadcast with batched session reads', () => {
     // roster, the avatar (XEP-0153 hash) and the block list of the one contact who has one.
     expect(commands.filter((n) => n === 'BatchGetItemCommand')).toHaveLength(2);
     expect(commands.filter((n) => n === 'QueryCommand')).toHaveLength(3);
-    expect(commands.length).toBeLessThanOrEqual(9);
+    // A status change leaves the connection's own state as it was: nothing to commit.
+    expect(commands).not.toContain('PutItemCommand');
+    expect(commands.length).toBeLessThanOrEqual(8);
+  });
+
+  it('a status change commits no connection state, and the next frame on another instance still knows the session is available', async () => {
+    const [alice, bob] = await freshUsers(h, 'alice', 'bob');
+    await befriend(h, alice!, bob!);
+    const b = new Connection(h);
+    await b.online(bob!, 'secret', 'desk');
+    const a = new Connection(h);
+    await a.online(alice!, 'secret', 'phone');
+    const committed = (await h.store.loadConnection(a.id)).state!;
+    await a.frame(presence('away'), 0);
+    await a.frame(presence('back'), 1);
+    expect((await h.store.loadConnection(a.id)).state!.version).toBe(committed.version);
+    // Going offline on a third instance: it loads the state the initial presence committed, which
+    // says available, so contacts are told.
+    await a.frame('<presence xmlns="jabber:client" type="unavailable"/>', 2);
+    const fromAlice = b.posts(new RegExp(`^<presence[^>]*from="${alice}/phone"`));
+    expect(fromAlice.map((p) => /type="unavailable"/.test(p))).toEqual([false, false, false, true]);
+    expect(statuses(b, alice!).slice(0, 3)).toEqual(['available', 'away', 'back']);
+    expect((await h.store.loadConnection(a.id)).state!.available).toBe(false);
+  });
+
+  it('an iq from a session is answered straight to it: a ping costs one request, the connection read', async () => {
+    const [alice] = await freshUsers(h, 'alice');
+    const a = new Connection(h);
+    await a.online(alice!, 'secret', 'phone');
+    commands = [];
+    counting = true;
+    await a.frame('<iq xmlns="jabber:client" type="get" id="ping1"><ping xmlns="urn:xmpp:ping"/></iq>', 1);
+    counting = false;
+    expect(a.posts(/^<iq[^>]*id="ping1"/)).toEqual([expect.stringMatching(/type="result"/)]);
+    expect(commands).toEqual(['GetItemCommand']);
   });
 
   it('two sessions of one user bound and made available at once on two instances: both are kept, and each learns of the other', async () => {

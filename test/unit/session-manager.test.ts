@@ -430,7 +430,8 @@ describe('a stream replaced by a new login of the same resource', () => {
     const { alice, bob, b, old } = await aliceOnPhoneBobAtDesk();
     const replacement = new Connection(h);
     // While the old stream's presence change is posting to Bob (one instance), the new login binds
-    // on the others and replaces it.
+    // on the others and replaces it. The change sets a new priority: state to commit (a status
+    // alone changes nothing of the connection's state, and commits nothing).
     let replaced: Promise<void> | undefined;
     h.sender.beforePost = ({ connectionId, frame }) => {
       if (connectionId !== b.id || !frame.includes('racing')) return;
@@ -438,7 +439,7 @@ describe('a stream replaced by a new login of the same resource', () => {
       replaced = replacement.login(alice!, 'secret', 'phone');
       return replaced;
     };
-    await expect(old.frame('<presence xmlns="jabber:client"><status>racing</status></presence>', 0)).rejects.toThrow(/stale state/);
+    await expect(old.frame('<presence xmlns="jabber:client"><status>racing</status><priority>5</priority></presence>', 0)).rejects.toThrow(/stale state/);
     await replaced;
     expect((await old.redeliver(1))?.stage).toBe('replaced');
     await old.frame(chat(bob!, 'after the race'));

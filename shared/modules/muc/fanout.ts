@@ -8,7 +8,7 @@
  * A gone session leaves through the service (MucService.leaveRoom), not occupancy.ts directly:
  * leaving broadcasts through this file, so importing it here would make a cycle.
  */
-import { forEachBounded } from '../../core/server.ts';
+import { forEachBounded } from '../../core/bounded.ts';
 import { parseJid } from '../../jid.ts';
 import { log } from '../../log.ts';
 import { claimOwner } from '../../storage/table-ops.ts';

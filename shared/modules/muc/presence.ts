@@ -7,7 +7,7 @@ import { occupantIdFor } from './occupant-id.ts';
 import { serverSecret } from '../../storage/server-secret.ts';
 import { StanzaError } from '../../errors.ts';
 import { tryParseJid } from '../../jid.ts';
-import { forEachBounded } from '../../core/server.ts';
+import { forEachBounded } from '../../core/bounded.ts';
 import type { ClientSession } from '../../core/session.ts';
 import { frameNow } from '../../storage/frame-context.ts';
 import type { Affiliation, Occupant, OccupantSession, Room } from '../../storage/muc-store.ts';
