@@ -9,6 +9,7 @@
  * the gateway starts at once: its memory is an upper bound for one instance.
  */
 import { AsyncLocalStorage } from 'node:async_hooks';
+import { appendFileSync } from 'node:fs';
 import type { DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import type { Context, SQSEvent } from 'aws-lambda';
 
@@ -50,6 +51,11 @@ function capacityOf(consumed: unknown): number {
 }
 
 const invocation = new AsyncLocalStorage<DynamoCall[]>();
+/** BENCH_DYNAMO_TRACE=FILE: every DynamoDB command with its keys, per frame (where a probe's requests go). */
+const traceFile = process.env.BENCH_DYNAMO_TRACE;
+const frameText = new AsyncLocalStorage<string>();
+const keysOf = (input: Record<string, unknown>): string =>
+  JSON.stringify(input.Key ?? (input.KeyConditionExpression ? input.ExpressionAttributeValues : undefined) ?? input.Item ?? input.RequestItems ?? input.TransactItems ?? '').slice(0, 160);
 
 const { addDynamoClientHook } = await import('../shared/storage/dynamo-store.ts');
 
@@ -66,6 +72,7 @@ addDynamoClientHook((client: DynamoDBClient) => {
         const out = await next(args);
         const units = capacityOf((out.output as { ConsumedCapacity?: unknown }).ConsumedCapacity);
         calls?.push({ what, start, end: epochNow(), readUnits: read ? units : 0, writeUnits: read ? 0 : units, failed: false });
+        if (traceFile) appendFileSync(traceFile, `${Math.round(start)} ${Math.round(epochNow() - start)}ms ${what} ${keysOf(args.input as Record<string, unknown>)} [${frameText.getStore() ?? ''}]\n`);
         return out;
       } catch (err) {
         // A failed conditional write still consumes write capacity (1 unit up to 1 KB); DynamoDB reports none with the error.
@@ -87,7 +94,7 @@ process.on('message', (req: InvocationRequest) => {
   const start = performance.now();
   const context = { ...req.context, getRemainingTimeInMillis: () => 30_000 } as unknown as Context;
   invocation
-    .run(calls, () => handler(req.event, context))
+    .run(calls, () => frameText.run(req.event.Records.map((r) => r.body.slice(0, 200)).join(' | '), () => handler(req.event, context)))
     .then(
       (result) => ({ result }),
       (err: unknown) => ({ error: (err as Error)?.stack ?? String(err) }),
