@@ -74,6 +74,7 @@ export type HookName =
   /** a message for a user with no session to take it: store it (offline module) */
   | 'message/offline';
 
+/** Session hooks run side by side (XmppServer.runSessionHooks): none may rely on another's effect. */
 export type SessionHookName =
   /** the session sent its initial presence */
   | 'session/available'

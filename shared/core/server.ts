@@ -207,18 +207,19 @@ export class XmppServer implements Registry {
     return this.sessions.endSession(session);
   }
 
-  async runSessionHooks(name: SessionHookName, session: ClientSession, details: Pick<SessionEvent, 'replaced'> = {}): Promise<void> {
-    for (const hook of this.sessionHooks.get(name) ?? []) await hook({ server: this, session, ...details });
-  }
-
   /**
-   * Side by side: each hook reads its own items (stored messages, pending subscription requests)
-   * and posts them, and RFC 6121 orders none against another; every hook finishes before a failure
+   * A session's hooks run side by side: each reads and posts its own things (stored messages and
+   * pending requests when it comes online; contacts, rooms, carbons and held stanzas when it ends),
+   * none waits for another (RFC 6121 orders none of them), and every hook finishes before a failure
    * is thrown (the frame's journal must see all their posts).
    */
+  runSessionHooks(name: SessionHookName, session: ClientSession, details: Pick<SessionEvent, 'replaced'> = {}): Promise<void> {
+    const hooks = this.sessionHooks.get(name) ?? [];
+    return forEachBounded(hooks, hooks.length, (hook) => hook({ server: this, session, ...details }));
+  }
+
   sessionAvailable(session: ClientSession): Promise<void> {
-    const hooks = this.sessionHooks.get('session/available') ?? [];
-    return forEachBounded(hooks, hooks.length, (hook) => hook({ server: this, session }));
+    return this.runSessionHooks('session/available', session);
   }
 
   // Routing primitives for modules

@@ -8,6 +8,7 @@ import type { StanzaEvent, XmppModule } from '../core/registry.ts';
 import { forEachBounded } from '../core/bounded.ts';
 import type { XmppServer } from '../core/server.ts';
 import type { ClientSession } from '../core/session.ts';
+import type { RosterItem } from '../core/types.ts';
 import { Element, NS, x } from '../xml/element.ts';
 import { parseStored } from '../xml/stored.ts';
 import { saveRosterItem } from '../lib/roster-manager.ts';
@@ -35,6 +36,16 @@ async function broadcast(server: XmppServer, session: ClientSession, stanza: Ele
     server.store.getRoster(bare),
   ]);
   const initial = !unavailable && !wasAvailable;
+  // A session coming online also gets what waited for it (stored messages, subscription
+  // requests): side by side with the broadcast, one round trip instead of two.
+  const tasks = [() => fanOut(server, session, presence, roster, initial, unavailable)];
+  if (initial) tasks.push(() => server.sessionAvailable(session));
+  await forEachBounded(tasks, tasks.length, (task) => task());
+}
+
+/** The broadcast itself: own resources, contacts, directed-presence recipients. */
+async function fanOut(server: XmppServer, session: ClientSession, presence: Element, roster: RosterItem[], initial: boolean, unavailable: boolean): Promise<void> {
+  const bare = session.bare;
   // The user's own and every local contact's sessions in a few batched reads (100 users each), not
   // one Query per contact.
   const contacts = roster.map((item) => ({ item, jid: parseJid(item.jid) }));
@@ -67,7 +78,6 @@ async function broadcast(server: XmppServer, session: ClientSession, stanza: Ele
     for (const jid of session.state.directed ?? []) await sendPresence(server, parseJid(jid), presence);
     session.update({ directed: [] });
   }
-  if (initial) await server.sessionAvailable(session);
 }
 
 function clampPriority(text: string | null): number {

@@ -287,6 +287,53 @@ describe('offline storage', () => {
   });
 });
 
+describe('coming online: stored messages, subscription requests and the broadcast side by side', () => {
+  it('an initial presence that crashes half-way runs again on another instance: each stored message, request and presence arrives once', async () => {
+    const [alice, bob, carol, dave] = await users('alice', 'bob', 'carol', 'dave');
+    await befriend(h, alice!, dave!);
+    const [b, c, d] = [new Connection(h), new Connection(h), new Connection(h)];
+    await b.online(bob!, 'secret', 'desk');
+    await c.online(carol!, 'secret', 'desk');
+    await d.online(dave!, 'secret', 'desk');
+    for (const body of ['one', 'two', 'three']) await b.frame(chat(alice!, body));
+    await c.frame(`<presence xmlns="jabber:client" to="${alice}" type="subscribe"/>`);
+    const a = new Connection(h);
+    await a.login(alice!, 'secret', 'phone');
+    await a.frame('<iq type="get" id="roster" xmlns="jabber:client"><query xmlns="jabber:iq:roster"/></iq>');
+    // The batched read of the contacts' sessions returns, then the instance dies: the stored
+    // messages were being posted alongside.
+    h.crash.crashAfter('BatchGetItemCommand');
+    await expect(a.frame('<presence xmlns="jabber:client"/>', 0)).rejects.toThrow(/crash after BatchGetItemCommand/);
+    await a.redeliver(1);
+    expect(a.posts(/<body>/).map((m) => /<body>([^<]*)/.exec(m)?.[1])).toEqual(['one', 'two', 'three']);
+    expect(a.posts(`type="subscribe"`)).toHaveLength(1);
+    expect(a.posts(new RegExp(`^<presence[^>]*from="${dave}/desk"`))).toHaveLength(1);
+    expect(d.posts(new RegExp(`^<presence[^>]*from="${alice}/phone"`))).toHaveLength(1);
+    expect(await h.store.listOffline(alice!)).toEqual([]);
+  });
+
+  it('a logout that crashes half-way runs again on another instance: the contact and the room each see the session leave once', async () => {
+    const [alice, bob, carol] = await users('alice', 'bob', 'carol');
+    await befriend(h, alice!, bob!);
+    const room = `leave${n}@conference.localhost`;
+    const [b, c, a] = [new Connection(h), new Connection(h), new Connection(h)];
+    await b.online(bob!, 'secret', 'desk');
+    await c.online(carol!, 'secret', 'desk');
+    await c.frame(`<presence xmlns="jabber:client" to="${room}/carol"/>`);
+    await a.online(alice!, 'secret', 'phone');
+    await a.frame(`<presence xmlns="jabber:client" to="${room}/alice"/>`);
+    // The contacts' batched read returns, then the instance dies: the room was being left alongside.
+    h.crash.crashAfter('BatchGetItemCommand');
+    await expect(a.frame('<close xmlns="urn:ietf:params:xml:ns:xmpp-framing"/>', 0)).rejects.toThrow(/crash after BatchGetItemCommand/);
+    await a.redeliver(1);
+    const left = (posts: string[]) => posts.filter((p) => /type="unavailable"/.test(p));
+    expect(left(b.posts(new RegExp(`^<presence[^>]*from="${alice}/phone"`)))).toHaveLength(1);
+    expect(left(c.posts(new RegExp(`^<presence[^>]*from="${room}/alice"`)))).toHaveLength(1);
+    expect(a.posts('<close')).toHaveLength(1);
+    expect((await h.store.getUserRoute(alice!)).sessions).toEqual([]);
+  });
+});
+
 describe('a recipient whose socket is gone (410)', () => {
   it('gets the message from offline storage at the next login, not never', async () => {
     const [alice, bob] = await users('alice', 'bob');
