@@ -101,8 +101,8 @@ describe('bookmarks shared between XEP-0049 and XEP-0402 clients', () => {
     await presenceWithCaps(watcher, [BOOKMARKS]);
     const legacy = await stanza('ann', 'legacy3');
     await legacy.addBookmark({ jid: 'juice@conference.localhost', name: 'Juice', autoJoin: false });
-    const published = await events.wait((e) => e.kind === 'pubsub:published' && e.data.pubsub.items.node === BOOKMARKS, 'bookmark notification');
-    expect(published.data.pubsub.items.published.map((i: any) => i.id)).toEqual(['juice@conference.localhost']);
+    const published = await events.waitFor('pubsub:published', (e) => e.data.pubsub.items.node === BOOKMARKS, 'bookmark notification');
+    expect(published.data.pubsub.items.published.map((i) => i.id)).toEqual(['juice@conference.localhost']);
 
     await legacy.removeBookmark('tea@conference.localhost');
     const retracted = await events.wait((e) => e.kind === 'pubsub:retracted', 'retraction');

@@ -39,6 +39,19 @@ export async function addUser(store: DynamoStore, bare: string, password: string
   await store.createAccount(bare, makeCredentials(password, 4096));
 }
 
+let freshUsers = 0;
+
+/**
+ * Creates an account no other test has, `<name><n>@localhost` with password `<name><n>-pass`, and
+ * returns its local part: a test with accounts of its own never meets another's roster items, rooms,
+ * PEP nodes or archive.
+ */
+export async function addFreshUser(store: DynamoStore, name: string): Promise<string> {
+  const user = `${name}${++freshUsers}`;
+  await addUser(store, `${user}@localhost`, `${user}-pass`);
+  return user;
+}
+
 /** Collects stanzas so a test can wait for the one it expects. */
 export class Inbox<T> {
   private readonly items: T[] = [];
