@@ -3,7 +3,7 @@
  * command discovery and its XEP-0050/XEP-0004 elements): an admin from XMPP_ADMINS lists and runs
  * them in two steps (form, then submit); anyone else sees none and is refused.
  */
-import type { Agent } from 'stanza';
+import type { Agent, Stanzas } from 'stanza';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { addUser, connectStanza, Inbox, RawClient, startTestStack, type LocalStack } from './helpers.ts';
 import type { DynamoStore } from '../../shared/storage/dynamo-store.ts';
@@ -12,26 +12,29 @@ type Stack = LocalStack & { store: DynamoStore };
 const ADMIN = 'http://jabber.org/protocol/admin';
 
 /** Runs a command the way an admin client does: execute (get the form), then complete with the values. */
-async function run(client: Agent, node: string, values: Record<string, string | string[]>) {
-  const first = await client.sendIQ({ type: 'set', to: 'localhost', command: { node, action: 'execute' } } as any);
-  const form = (first as any).command;
+async function run(client: Agent, node: string, values: Record<string, string | string[]>): Promise<{ form: Stanzas.AdHocCommand; done: Stanzas.AdHocCommand }> {
+  const first = await client.sendIQ({ type: 'set', to: 'localhost', command: { node, action: 'execute' } });
+  const form = first.command!;
   const fields = Object.entries(values).map(([name, value]) => ({ name, value }));
   const done = await client.sendIQ({
     type: 'set',
     to: 'localhost',
     command: { node, sid: form.sid, action: 'complete', form: { type: 'submit', fields: [{ name: 'FORM_TYPE', type: 'hidden', value: ADMIN }, ...fields] } },
-  } as any);
-  return { form, done: (done as any).command };
+  });
+  return { form, done: done.command! };
 }
 
 async function canLogIn(stack: Stack, user: string, password: string): Promise<boolean> {
   const raw = await RawClient.open(stack.wsUrl);
-  raw.open();
-  await raw.next('</stream:features>');
-  raw.send(`<auth xmlns="urn:ietf:params:xml:ns:xmpp-sasl" mechanism="PLAIN">${Buffer.from(`\0${user}\0${password}`).toString('base64')}</auth>`);
-  const answer = await raw.next(/<success|<failure/);
-  raw.close();
-  return answer.includes('<success');
+  try {
+    raw.open();
+    await raw.next('</stream:features>');
+    raw.send(`<auth xmlns="urn:ietf:params:xml:ns:xmpp-sasl" mechanism="PLAIN">${Buffer.from(`\0${user}\0${password}`).toString('base64')}</auth>`);
+    const answer = await raw.next(/<success|<failure/);
+    return answer.includes('<success');
+  } finally {
+    raw.close();
+  }
 }
 
 describe('admin commands (XEP-0050, XEP-0133)', () => {
@@ -61,7 +64,7 @@ describe('admin commands (XEP-0050, XEP-0133)', () => {
       'urn:xmpp:invite#invite',
     ]);
     expect((await user.getCommands('localhost')).items ?? []).toEqual([]);
-    await expect(user.sendIQ({ type: 'set', to: 'localhost', command: { node: `${ADMIN}#add-user`, action: 'execute' } } as any)).rejects.toMatchObject({
+    await expect(user.sendIQ({ type: 'set', to: 'localhost', command: { node: `${ADMIN}#add-user`, action: 'execute' } })).rejects.toMatchObject({
       error: { condition: 'forbidden' },
     });
   });
@@ -69,7 +72,7 @@ describe('admin commands (XEP-0050, XEP-0133)', () => {
   it('adds a user, changes its password, lists who is online, announces, deletes users', async () => {
     const added = await run(boss, `${ADMIN}#add-user`, { accountjid: 'newbie@localhost', password: 'first', 'password-verify': 'first' });
     expect(added.form.status).toBe('executing');
-    expect(added.form.form.fields.map((f: any) => f.name)).toEqual(['FORM_TYPE', 'accountjid', 'password', 'password-verify']);
+    expect(added.form.form!.fields!.map((f) => f.name)).toEqual(['FORM_TYPE', 'accountjid', 'password', 'password-verify']);
     expect(added.done.status).toBe('completed');
     expect(await canLogIn(stack, 'newbie', 'first')).toBe(true);
     await expect(run(boss, `${ADMIN}#add-user`, { accountjid: 'newbie@localhost', password: 'x', 'password-verify': 'x' })).rejects.toMatchObject({
@@ -81,7 +84,7 @@ describe('admin commands (XEP-0050, XEP-0133)', () => {
     expect(await canLogIn(stack, 'newbie', 'second')).toBe(true);
 
     const online = await run(boss, `${ADMIN}#get-online-users-list`, {});
-    const list = online.done.form.fields.find((f: any) => f.name === 'onlineuserjids').value;
+    const list = online.done.form!.fields!.find((f) => f.name === 'onlineuserjids')!.value;
     expect(list).toEqual(expect.arrayContaining(['boss@localhost', 'user@localhost']));
 
     const got = new Inbox<{ subject?: string; body?: string }>();

@@ -4,8 +4,8 @@
  * bookmarks the legacy way (private storage), @xmpp/client reads and writes PEP items.
  */
 import type { Agent } from 'stanza';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { addUser, connectStanza, connectXmppJs, startTestStack, xml, type LocalStack } from './helpers.ts';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { addFreshUser, connectStanza, connectXmppJs, startTestStack, xml, type LocalStack } from './helpers.ts';
 import { befriend, presenceWithCaps, record } from './social.ts';
 import type { DynamoStore } from '../../shared/storage/dynamo-store.ts';
 
@@ -14,8 +14,10 @@ const PUBSUB = 'http://jabber.org/protocol/pubsub';
 const PRIVATE = 'jabber:iq:private';
 
 let stack: LocalStack & { store: DynamoStore };
-const agents: Agent[] = [];
-const stoppers: (() => Promise<unknown>)[] = [];
+/** The clients the running test opened, closed after it whatever its outcome. */
+let agents: Agent[] = [];
+let stoppers: (() => Promise<unknown>)[] = [];
+const newUser = (name: string) => addFreshUser(stack.store, name);
 
 async function stanza(user: string, resource: string): Promise<Agent> {
   const c = await connectStanza(stack.wsUrl, `${user}@localhost`, `${user}-pass`, resource);
@@ -58,33 +60,44 @@ const publishBookmark = (room: string, name: string, nick: string) =>
 
 beforeAll(async () => {
   stack = await startTestStack();
-  for (const user of ['ann', 'ben', 'cat']) await addUser(stack.store, `${user}@localhost`, `${user}-pass`);
+});
+
+afterEach(async () => {
+  for (const c of agents) c.disconnect();
+  for (const stop of stoppers) await stop().catch(() => {});
+  agents = [];
+  stoppers = [];
 });
 
 afterAll(async () => {
-  for (const c of agents) c.disconnect();
-  for (const stop of stoppers) await stop().catch(() => {});
   await stack?.stop();
 });
 
 describe('bookmarks shared between XEP-0049 and XEP-0402 clients', () => {
+  // The first three tests are one story, each starting from the bookmarks the previous left; the account is theirs.
+  let ann: string;
+
+  beforeAll(async () => {
+    ann = await newUser('ann');
+  });
+
   it('stores a bookmark with a legacy client and reads it as a PEP item with another', async () => {
-    const legacy = await stanza('ann', 'legacy');
+    const legacy = await stanza(ann, 'legacy');
     await legacy.addBookmark({ jid: 'tea@conference.localhost', name: 'Tea room', autoJoin: true, nick: 'annie' });
 
-    const native = await xmppjs('ann', 'native');
+    const native = await xmppjs(ann, 'native');
     const result = await native.client.iqCaller.request(itemsIq());
     const items = result.getChild('pubsub')!.getChild('items')!.getChildren('item');
-    expect(items.map((i: any) => i.attrs.id)).toEqual(['tea@conference.localhost']);
+    expect(items.map((i) => i.attrs.id)).toEqual(['tea@conference.localhost']);
     const conference = items[0]!.getChild('conference', BOOKMARKS)!;
     expect(conference.attrs).toMatchObject({ name: 'Tea room', autojoin: 'true' });
     expect(conference.getChildText('nick')).toBe('annie');
   });
 
   it('reads a bookmark published the XEP-0402 way through private storage (the compat path)', async () => {
-    const native = await xmppjs('ann', 'native2');
+    const native = await xmppjs(ann, 'native2');
     await native.client.iqCaller.request(publishBookmark('coffee@conference.localhost', 'Coffee', 'ann'));
-    const legacy = await stanza('ann', 'legacy2');
+    const legacy = await stanza(ann, 'legacy2');
     const bookmarks = await legacy.getBookmarks();
     expect(bookmarks).toEqual(
       expect.arrayContaining([
@@ -96,13 +109,13 @@ describe('bookmarks shared between XEP-0049 and XEP-0402 clients', () => {
   });
 
   it('notifies native clients of legacy changes, item by item, and retracts removed rooms', async () => {
-    const watcher = await stanza('ann', 'watcher');
+    const watcher = await stanza(ann, 'watcher');
     const events = record(watcher, ['pubsub:published', 'pubsub:retracted']);
     await presenceWithCaps(watcher, [BOOKMARKS]);
-    const legacy = await stanza('ann', 'legacy3');
+    const legacy = await stanza(ann, 'legacy3');
     await legacy.addBookmark({ jid: 'juice@conference.localhost', name: 'Juice', autoJoin: false });
-    const published = await events.wait((e) => e.kind === 'pubsub:published' && e.data.pubsub.items.node === BOOKMARKS, 'bookmark notification');
-    expect(published.data.pubsub.items.published.map((i: any) => i.id)).toEqual(['juice@conference.localhost']);
+    const published = await events.waitFor('pubsub:published', (e) => e.data.pubsub.items.node === BOOKMARKS, 'bookmark notification');
+    expect(published.data.pubsub.items.published.map((i) => i.id)).toEqual(['juice@conference.localhost']);
 
     await legacy.removeBookmark('tea@conference.localhost');
     const retracted = await events.wait((e) => e.kind === 'pubsub:retracted', 'retraction');
@@ -110,22 +123,25 @@ describe('bookmarks shared between XEP-0049 and XEP-0402 clients', () => {
     // the unchanged rooms were not published again
     expect(events.seen((e) => e.kind === 'pubsub:published')).toEqual([]);
 
-    const native = await xmppjs('ann', 'native3');
+    const native = await xmppjs(ann, 'native3');
     const result = await native.client.iqCaller.request(itemsIq());
-    const ids = result.getChild('pubsub')!.getChild('items')!.getChildren('item').map((i: any) => i.attrs.id);
+    const ids = result.getChild('pubsub')!.getChild('items')!.getChildren('item').map((i) => i.attrs.id);
     expect(ids.sort()).toEqual(['coffee@conference.localhost', 'juice@conference.localhost']);
   });
 
   it('keeps bookmarks private (whitelist node) even from contacts', async () => {
-    const ann = await stanza('ann', 'friend');
-    const ben = await stanza('ben', 'friend');
+    const [annUser, benUser] = [await newUser('ann'), await newUser('ben')];
+    const ann = await stanza(annUser, 'friend');
+    const ben = await stanza(benUser, 'friend');
+    await ann.addBookmark({ jid: 'tea@conference.localhost', name: 'Tea room', autoJoin: true });
     await befriend(ann, ben);
-    await expect(ben.getItems('ann@localhost', BOOKMARKS)).rejects.toMatchObject({ error: { condition: 'not-allowed' } });
+    await expect(ben.getItems(`${annUser}@localhost`, BOOKMARKS)).rejects.toMatchObject({ error: { condition: 'not-allowed' } });
   });
 
   it('advertises the compat feature on the account', async () => {
-    const ann = await stanza('ann', 'disco');
-    const info = await ann.getDiscoInfo('ann@localhost');
+    const annUser = await newUser('ann');
+    const ann = await stanza(annUser, 'disco');
+    const info = await ann.getDiscoInfo(`${annUser}@localhost`);
     expect(info.features).toEqual(expect.arrayContaining([`${BOOKMARKS}#compat`, `${PUBSUB}#publish-options`]));
     const server = await ann.getDiscoInfo('localhost');
     expect(server.features).toContain(PRIVATE);
@@ -134,7 +150,7 @@ describe('bookmarks shared between XEP-0049 and XEP-0402 clients', () => {
 
 describe('XEP-0049 private XML storage', () => {
   it('stores and returns any namespaced element, and URL bookmarks next to PEP ones', async () => {
-    const cat = await xmppjs('cat', 'prefs');
+    const cat = await xmppjs(await newUser('cat'), 'prefs');
     const set = xml('iq', { type: 'set' }, xml('query', { xmlns: PRIVATE }, xml('prefs', { xmlns: 'urn:example:prefs' }, xml('theme', {}, 'dark'))));
     await cat.client.iqCaller.request(set);
     const got = await cat.client.iqCaller.request(xml('iq', { type: 'get' }, xml('query', { xmlns: PRIVATE }, xml('prefs', { xmlns: 'urn:example:prefs' }))));
@@ -164,14 +180,15 @@ describe('XEP-0049 private XML storage', () => {
     )
       .getChild('query')!
       .getChild('storage', 'storage:bookmarks')!;
-    expect(storage.getChildren('url').map((u: any) => u.attrs)).toEqual([{ name: 'Docs', url: 'https://example.org/docs' }]);
-    expect(storage.getChildren('conference').map((c: any) => c.attrs)).toEqual([{ jid: 'lobby@conference.localhost', autojoin: 'true' }]);
+    expect(storage.getChildren('url').map((u) => u.attrs)).toEqual([{ name: 'Docs', url: 'https://example.org/docs' }]);
+    expect(storage.getChildren('conference').map((c) => c.attrs)).toEqual([{ jid: 'lobby@conference.localhost', autojoin: 'true' }]);
   });
 
   it("refuses another user's private data and requests without a namespaced child", async () => {
-    const ben = await xmppjs('ben', 'snoop');
+    const cat = await newUser('cat');
+    const ben = await xmppjs(await newUser('ben'), 'snoop');
     await expect(
-      ben.client.iqCaller.request(xml('iq', { type: 'get', to: 'cat@localhost' }, xml('query', { xmlns: PRIVATE }, xml('prefs', { xmlns: 'urn:example:prefs' })))),
+      ben.client.iqCaller.request(xml('iq', { type: 'get', to: `${cat}@localhost` }, xml('query', { xmlns: PRIVATE }, xml('prefs', { xmlns: 'urn:example:prefs' })))),
     ).rejects.toThrow(/forbidden/);
     await expect(ben.client.iqCaller.request(xml('iq', { type: 'get' }, xml('query', { xmlns: PRIVATE })))).rejects.toThrow(/not-acceptable/);
   });

@@ -3,7 +3,8 @@
  * XMPP client libraries from npm (@xmpp/client, StanzaJS) and a raw WebSocket for hostile frames
  * (RawClient, over the benchmark's hand-written client in bench/client.ts).
  */
-import { client as xmppjsClient, xml } from '@xmpp/client';
+import { client as xmppjsClient, xml, type Client } from '@xmpp/client';
+import type { IQCaller } from '@xmpp/iq/caller.js';
 import * as Stanza from 'stanza';
 import { inject } from 'vitest';
 import WebSocket from 'ws';
@@ -37,6 +38,19 @@ export async function startTestStack(options: Parameters<typeof startLocalStack>
 
 export async function addUser(store: DynamoStore, bare: string, password: string): Promise<void> {
   await store.createAccount(bare, makeCredentials(password, 4096));
+}
+
+let freshUsers = 0;
+
+/**
+ * Creates an account no other test has, `<name><n>@localhost` with password `<name><n>-pass`, and
+ * returns its local part: a test with accounts of its own never meets another's roster items, rooms,
+ * PEP nodes or archive.
+ */
+export async function addFreshUser(store: DynamoStore, name: string): Promise<string> {
+  const user = `${name}${++freshUsers}`;
+  await addUser(store, `${user}@localhost`, `${user}-pass`);
+  return user;
 }
 
 /** Collects stanzas so a test can wait for the one it expects. */
@@ -79,6 +93,12 @@ export class Inbox<T> {
 
 type XmppJsElement = ReturnType<typeof xml>;
 
+/**
+ * An @xmpp/client client with its iqCaller typed: @types/xmpp__client imports '@xmpp/iq/caller'
+ * without the extension NodeNext resolution needs, so there it is `any`.
+ */
+export type XmppJsClient = Omit<Client, 'iqCaller'> & { iqCaller: IQCaller<Client> };
+
 export async function connectXmppJs(wsUrl: string, username: string, password: string, resource?: string) {
   // @xmpp/client waits 2 s by default for each negotiation step: too short on two shared cores.
   const c = xmppjsClient({ service: wsUrl, domain: 'localhost', username, password, resource, timeout: 15_000 } as Parameters<typeof xmppjsClient>[0]);
@@ -94,7 +114,8 @@ export async function connectXmppJs(wsUrl: string, username: string, password: s
     if (connection.parser) onData(data);
   };
   const address = await c.start();
-  return { client: c, inbox, jid: address.toString() as string };
+  const client: XmppJsClient = c;
+  return { client, inbox, jid: address.toString() as string };
 }
 
 export async function connectStanza(wsUrl: string, jid: string, password: string, resource?: string) {

@@ -2,16 +2,41 @@
  * Helpers for the PEP, bookmarks, vCard and blocking suites: mutual presence subscriptions made
  * through the protocol, and StanzaJS presence carrying XEP-0115 caps with chosen +notify features.
  */
-import type { Agent } from 'stanza';
+import type { Agent, AgentEvents, Stanzas } from 'stanza';
 import { Inbox } from './helpers.ts';
 
 const bare = (jid: string) => jid.split('/')[0]!;
 
+/** The StanzaJS events that carry one value (a stanza or a plugin's event object), by name. */
+export type DataEventName = {
+  [K in keyof AgentEvents]-?: AgentEvents[K] extends ((...args: never[]) => unknown) | void | undefined ? never : K;
+}[keyof AgentEvents];
+
+/** One recorded event: its name, and its value typed by that name. */
+export type StanzaEvent<K extends DataEventName = DataEventName> = { [P in K]: { kind: P; data: AgentEvents[P] } }[K];
+
+/** The events of a StanzaJS client: wait for one of a kind, or check that none came. */
+export class EventLog<K extends DataEventName> extends Inbox<StanzaEvent<K>> {
+  /** The first event of `kind` (already received or future) that matches. */
+  waitFor<P extends K>(kind: P, match: (e: StanzaEvent<P>) => boolean = () => true, what: string = kind, timeoutMs?: number): Promise<StanzaEvent<P>> {
+    return this.wait((e) => e.kind === kind && match(e as StanzaEvent<P>), what, timeoutMs) as Promise<StanzaEvent<P>>;
+  }
+
+  /** The events of `kind` received so far that match (for asserting something did NOT arrive). */
+  seenOf<P extends K>(kind: P, match: (e: StanzaEvent<P>) => boolean = () => true): StanzaEvent<P>[] {
+    return this.seen((e) => e.kind === kind && match(e as StanzaEvent<P>)) as StanzaEvent<P>[];
+  }
+}
+
 /** Records every event of interest of a StanzaJS client, so tests can wait for one. */
-export function record(c: Agent, kinds: string[]): Inbox<{ kind: string; data: any }> {
-  const inbox = new Inbox<{ kind: string; data: any }>();
-  for (const kind of kinds) c.on(kind as any, (data: any) => inbox.push({ kind, data }));
-  return inbox;
+export function record<K extends DataEventName>(c: Agent, kinds: K[]): EventLog<K> {
+  const log = new EventLog<K>();
+  for (const kind of kinds) {
+    const listener = (data: AgentEvents[K]) => log.push({ kind, data } as StanzaEvent<K>);
+    // StanzaJS types a listener by its event's name; `kind` is one of several here, each with one value.
+    c.on(kind, listener as (...args: unknown[]) => void);
+  }
+  return log;
 }
 
 /**
@@ -23,8 +48,8 @@ export async function befriend(a: Agent, b: Agent): Promise<void> {
   const bJid = bare(b.jid);
   const both = (c: Agent, other: string) =>
     new Promise<void>((resolve) => {
-      const check = (iq: any) => {
-        if (iq.roster?.items?.some((i: any) => i.jid === other && i.subscription === 'both')) {
+      const check = (iq: AgentEvents['roster:update']) => {
+        if (iq.roster?.items?.some((i) => i.jid === other && i.subscription === 'both')) {
           c.off('roster:update', check);
           resolve();
         }
@@ -41,7 +66,7 @@ export async function befriend(a: Agent, b: Agent): Promise<void> {
   const done = Promise.all([both(a, bJid), both(b, aJid)]);
   const asked = (c: Agent, from: string) =>
     new Promise<void>((resolve) => {
-      const on = (p: any) => {
+      const on = (p: Stanzas.ReceivedPresence) => {
         if (p.from === from) {
           c.off('subscribe', on);
           resolve();
@@ -66,18 +91,18 @@ export async function befriend(a: Agent, b: Agent): Promise<void> {
  * client's answer (frames of one connection are processed in order, so a ping sent after the
  * answer comes back only then). Resolves whether the server asked.
  */
-export async function presenceWithCaps(c: Agent, notify: string[], extra: Record<string, unknown> = {}): Promise<boolean> {
+export async function presenceWithCaps(c: Agent, notify: string[], extra: Stanzas.Presence = {}): Promise<boolean> {
   for (const node of notify) c.disco.addFeature(`${node}+notify`);
   const caps = c.updateCaps()!;
   let asked = false;
-  const on = (iq: any) => {
+  const on = (iq: AgentEvents['iq:get:disco']) => {
     if (iq.disco?.node === `${caps[0]!.node}#${caps[0]!.value}`) asked = true;
   };
-  c.on('iq:get:disco' as any, on);
-  c.sendPresence({ legacyCapabilities: caps, ...extra } as any);
+  c.on('iq:get:disco', on);
+  c.sendPresence({ legacyCapabilities: caps, ...extra });
   const domain = c.jid.split('@')[1]!.split('/')[0]!;
   await c.ping(domain); // the query, if any, came before this answer; StanzaJS has answered it
-  c.off('iq:get:disco' as any, on);
+  c.off('iq:get:disco', on);
   if (asked) await c.ping(domain);
   return asked;
 }

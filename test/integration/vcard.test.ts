@@ -4,14 +4,16 @@
  * (with notifications) and a PEP avatar shows up in vCards and in presence hashes.
  */
 import { createHash } from 'node:crypto';
-import type { Agent } from 'stanza';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { addUser, connectStanza, startTestStack, type LocalStack } from './helpers.ts';
+import type { Agent, Stanzas } from 'stanza';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { addFreshUser, connectStanza, startTestStack, type LocalStack } from './helpers.ts';
 import { befriend, presenceWithCaps, record } from './social.ts';
 import type { DynamoStore } from '../../shared/storage/dynamo-store.ts';
 
 let stack: LocalStack & { store: DynamoStore };
-const agents: Agent[] = [];
+/** The clients the running test opened, disconnected after it whatever its outcome. */
+let agents: Agent[] = [];
+const newUser = (name: string) => addFreshUser(stack.store, name);
 
 async function login(user: string, resource: string): Promise<Agent> {
   const c = await connectStanza(stack.wsUrl, `${user}@localhost`, `${user}-pass`, resource);
@@ -23,78 +25,104 @@ async function login(user: string, resource: string): Promise<Agent> {
 const PNG = Buffer.from('iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg==', 'base64');
 const sha1 = (b: Buffer) => createHash('sha1').update(b).digest('hex');
 
+/** Vera's vCard, as the first test stores it (and the tests that read it store it first). */
+const VERA: Stanzas.VCardTemp = {
+  fullName: 'Vera Example',
+  name: { given: 'Vera', family: 'Example' },
+  records: [
+    { type: 'nickname', value: 'vee' },
+    { type: 'email', value: 'vera@example.org', types: ['internet'] },
+  ],
+};
+
+/**
+ * StanzaJS 12 types a vCard photo's BINVAL as a Buffer, but reads and writes it as the base64 text
+ * (a string): these two say so once.
+ */
+type PhotoAsText = Omit<Stanzas.VCardTempPhoto, 'data'> & { data?: string };
+const photoRecord = (photo: PhotoAsText) => photo as unknown as Stanzas.VCardTempPhoto;
+const photoOf = (vcard: Stanzas.VCardTemp) => vcard.records?.find((r) => r.type === 'photo') as PhotoAsText | undefined;
+
 beforeAll(async () => {
   stack = await startTestStack();
-  for (const user of ['vera', 'vic', 'nosy', 'pam']) await addUser(stack.store, `${user}@localhost`, `${user}-pass`);
+});
+
+afterEach(() => {
+  for (const c of agents) c.disconnect();
+  agents = [];
 });
 
 afterAll(async () => {
-  for (const c of agents) c.disconnect();
   await stack?.stop();
 });
 
 describe('vcard-temp', () => {
   it('stores a vCard and serves it to the owner and to others', async () => {
-    const vera = await login('vera', 'desk');
-    await vera.publishVCard({
-      fullName: 'Vera Example',
-      name: { given: 'Vera', family: 'Example' },
-      records: [
-        { type: 'nickname', value: 'vee' },
-        { type: 'email', value: 'vera@example.org', types: ['internet'] },
-      ],
-    });
-    const own = await vera.getVCard('vera@localhost');
+    const veraUser = await newUser('vera');
+    const vera = await login(veraUser, 'desk');
+    await vera.publishVCard(VERA);
+    const own = await vera.getVCard(`${veraUser}@localhost`);
     expect(own.fullName).toBe('Vera Example');
     expect(own.name).toMatchObject({ given: 'Vera', family: 'Example' });
-    const nosy = await login('nosy', 'x');
-    const seen = await nosy.getVCard('vera@localhost');
+    const nosy = await login(await newUser('nosy'), 'x');
+    const seen = await nosy.getVCard(`${veraUser}@localhost`);
     expect(seen.records).toEqual(expect.arrayContaining([expect.objectContaining({ type: 'nickname', value: 'vee' })]));
   });
 
   it("refuses to change someone else's vCard, and answers for unknown users with service-unavailable", async () => {
-    const nosy = await login('nosy', 'y');
-    await expect(nosy.sendIQ({ type: 'set', to: 'vera@localhost', vcard: { fullName: 'pwned' } } as any)).rejects.toMatchObject({
+    const veraUser = await newUser('vera');
+    await (await login(veraUser, 'desk')).publishVCard(VERA);
+    const nosy = await login(await newUser('nosy'), 'y');
+    await expect(nosy.sendIQ({ type: 'set', to: `${veraUser}@localhost`, vcard: { fullName: 'pwned' } })).rejects.toMatchObject({
       error: { condition: 'forbidden' },
     });
     await expect(nosy.getVCard('nobody@localhost')).rejects.toMatchObject({ error: { condition: 'service-unavailable' } });
-    const vera = await login('vera', 'check');
-    expect((await vera.getVCard('vera@localhost')).fullName).toBe('Vera Example');
+    const vera = await login(veraUser, 'check');
+    expect((await vera.getVCard(`${veraUser}@localhost`)).fullName).toBe('Vera Example');
   });
 
   it('advertises vcard-temp and the PEP↔vCard conversion', async () => {
-    const vera = await login('vera', 'disco');
+    const veraUser = await newUser('vera');
+    const vera = await login(veraUser, 'disco');
     expect((await vera.getDiscoInfo('localhost')).features).toContain('vcard-temp');
-    expect((await vera.getDiscoInfo('vera@localhost')).features).toContain('urn:xmpp:pep-vcard-conversion:0');
+    expect((await vera.getDiscoInfo(`${veraUser}@localhost`)).features).toContain('urn:xmpp:pep-vcard-conversion:0');
   });
 });
 
 describe('avatars between vCard and PEP', () => {
+  // The first two tests are one story: the second sees the avatar and the friendship of the first. The accounts are theirs.
+  let vicUser: string;
+  let pamUser: string;
+
+  beforeAll(async () => {
+    [vicUser, pamUser] = [await newUser('vic'), await newUser('pam')];
+  });
+
   it('turns a vCard photo into the PEP avatar: contacts are notified and fetch the same bytes', async () => {
-    const vic = await login('vic', 'phone');
-    const pam = await login('pam', 'laptop');
+    const vic = await login(vicUser, 'phone');
+    const pam = await login(pamUser, 'laptop');
     await befriend(vic, pam);
     const events = record(pam, ['avatar']);
     await presenceWithCaps(pam, []); // StanzaJS asks for urn:xmpp:avatar:metadata+notify
-    await vic.publishVCard({ fullName: 'Vic', records: [{ type: 'photo', data: PNG.toString('base64') as any, mediaType: 'image/png' }] });
-    const note = await events.wait((e) => e.kind === 'avatar' && e.data.jid === 'vic@localhost' && e.data.source === 'pubsub', 'avatar notification');
+    await vic.publishVCard({ fullName: 'Vic', records: [photoRecord({ type: 'photo', data: PNG.toString('base64'), mediaType: 'image/png' })] });
+    const note = await events.waitFor('avatar', (e) => e.data.jid === `${vicUser}@localhost` && e.data.source === 'pubsub', 'avatar notification');
     expect(note.data.avatars).toEqual([expect.objectContaining({ id: sha1(PNG), bytes: PNG.length, mediaType: 'image/png' })]);
-    const data = await pam.getAvatar('vic@localhost', sha1(PNG));
-    expect(Buffer.from(data.content!.data as any).equals(PNG)).toBe(true);
+    const data = await pam.getAvatar(`${vicUser}@localhost`, sha1(PNG));
+    expect(Buffer.from(data.content!.data!).equals(PNG)).toBe(true);
     // the vCard itself still has the photo, for XEP-0153 clients
-    const vcard = await pam.getVCard('vic@localhost');
+    const vcard = await pam.getVCard(`${vicUser}@localhost`);
     // StanzaJS keeps BINVAL as the base64 text
-    const photo = vcard.records!.find((r) => r.type === 'photo') as any;
-    expect(Buffer.from(photo.data, 'base64').equals(PNG)).toBe(true);
+    const photo = photoOf(vcard)!;
+    expect(Buffer.from(photo.data!, 'base64').equals(PNG)).toBe(true);
     expect(vcard.fullName).toBe('Vic');
   });
 
   it('puts the avatar hash in presence (XEP-0153) on behalf of the client', async () => {
-    const vic = await login('vic', 'tablet');
-    const pam = await login('pam', 'watch');
-    const seen = new Promise<any>((resolve) => {
-      pam.on('presence', (p: any) => {
-        if (p.from === 'vic@localhost/tablet' && p.vcardAvatar) resolve(p);
+    const vic = await login(vicUser, 'tablet');
+    const pam = await login(pamUser, 'watch');
+    const seen = new Promise<Stanzas.ReceivedPresence>((resolve) => {
+      pam.on('presence', (p) => {
+        if (p.from === `${vicUser}@localhost/tablet` && p.vcardAvatar) resolve(p);
       });
     });
     await pam.getRoster();
@@ -104,35 +132,38 @@ describe('avatars between vCard and PEP', () => {
   });
 
   it('shows a PEP-published avatar in the vCard of an open-avatar user, and a vCard without photo disables it', async () => {
-    const vera = await login('vera', 'avatar');
+    const veraUser = await newUser('vera');
+    const vera = await login(veraUser, 'avatar');
+    await vera.publishVCard(VERA);
     const image = Buffer.concat([PNG, Buffer.from('x')]);
+    const openAccess: Stanzas.DataForm = {
+      type: 'submit',
+      fields: [
+        { name: 'FORM_TYPE', type: 'hidden', value: 'http://jabber.org/protocol/pubsub#publish-options' },
+        { name: 'pubsub#access_model', value: 'open' },
+      ],
+    };
+    const avatarData: Stanzas.AvatarData = { itemType: 'urn:xmpp:avatar:data', data: image };
     await vera.sendIQ({
       type: 'set',
-      pubsub: {
-        context: 'user',
-        publish: { node: 'urn:xmpp:avatar:data', item: { id: sha1(image), content: { itemType: 'urn:xmpp:avatar:data', data: image } } },
-        publishOptions: { type: 'submit', fields: [{ name: 'FORM_TYPE', type: 'hidden', value: 'http://jabber.org/protocol/pubsub#publish-options' }, { name: 'pubsub#access_model', value: 'open' }] },
-      },
-    } as any);
+      pubsub: { context: 'user', publish: { node: 'urn:xmpp:avatar:data', item: { id: sha1(image), content: avatarData } }, publishOptions: openAccess },
+    });
+    const avatarMetadata: Stanzas.AvatarMetaData = { itemType: 'urn:xmpp:avatar:metadata', versions: [{ id: sha1(image), bytes: image.length, mediaType: 'image/png' }] };
     await vera.sendIQ({
       type: 'set',
-      pubsub: {
-        context: 'user',
-        publish: { node: 'urn:xmpp:avatar:metadata', item: { id: sha1(image), content: { itemType: 'urn:xmpp:avatar:metadata', versions: [{ id: sha1(image), bytes: image.length, mediaType: 'image/png' }] } } },
-        publishOptions: { type: 'submit', fields: [{ name: 'FORM_TYPE', type: 'hidden', value: 'http://jabber.org/protocol/pubsub#publish-options' }, { name: 'pubsub#access_model', value: 'open' }] },
-      },
-    } as any);
-    const nosy = await login('nosy', 'z');
-    const vcard = await nosy.getVCard('vera@localhost');
-    const photo = vcard.records!.find((r) => r.type === 'photo') as any;
-    expect(Buffer.from(photo.data, 'base64').equals(image)).toBe(true);
+      pubsub: { context: 'user', publish: { node: 'urn:xmpp:avatar:metadata', item: { id: sha1(image), content: avatarMetadata } }, publishOptions: openAccess },
+    });
+    const nosy = await login(await newUser('nosy'), 'z');
+    const vcard = await nosy.getVCard(`${veraUser}@localhost`);
+    const photo = photoOf(vcard)!;
+    expect(Buffer.from(photo.data!, 'base64').equals(image)).toBe(true);
     expect(vcard.fullName).toBe('Vera Example');
 
     // XEP-0153 semantics: a vCard without a photo means no avatar
     await vera.publishVCard({ fullName: 'Vera Example' });
-    const after = await nosy.getVCard('vera@localhost');
+    const after = await nosy.getVCard(`${veraUser}@localhost`);
     expect(after.records?.find((r) => r.type === 'photo')).toBeUndefined();
-    const metadata = await nosy.getItems('vera@localhost', 'urn:xmpp:avatar:metadata');
-    expect((metadata.items![0]!.content as any).versions ?? []).toEqual([]);
+    const metadata = await nosy.getItems<Stanzas.AvatarMetaData>(`${veraUser}@localhost`, 'urn:xmpp:avatar:metadata');
+    expect(metadata.items![0]!.content!.versions ?? []).toEqual([]);
   });
 });
