@@ -4,7 +4,8 @@
  *   adapters (lambdas, federation, local, cli) → core → modules → lib → storage / xml / sasl
  * A feature module is one file (or one folder) that registers with the core; it may use lib/,
  * storage and the core's types, never another module, so dropping it from modules/index.ts drops
- * the feature and nothing else.
+ * the feature and nothing else. Of the core it sees the module API (core/registry.ts: Registry at
+ * setup, ModuleServer in events), never the server's internals.
  */
 const RUNTIME = { dependencyTypesNot: ['type-only'] };
 
@@ -23,6 +24,13 @@ module.exports = {
       comment: 'A module uses what it shares with another through shared/lib/, not by importing it.',
       from: { path: '^shared/modules/([^/.]+)', pathNot: '^shared/modules/index\\.ts$' },
       to: { path: '^shared/modules/', pathNot: ['^shared/modules/$1(/|\\.ts$)'] },
+    },
+    {
+      name: 'modules-see-the-module-api',
+      severity: 'error',
+      comment: 'Modules and lib reach the server through core/registry.ts (Registry at setup, ModuleServer in events) and the core types, not its internals (server, session manager, stream).',
+      from: { path: '^shared/(modules|lib)/' },
+      to: { path: '^shared/core/', pathNot: '^shared/core/(registry|session|types|bounded|bare-jid-targets)\\.ts$' },
     },
     {
       name: 'only-the-assembly-knows-modules',

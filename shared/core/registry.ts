@@ -8,11 +8,24 @@ import type { Jid } from '../jid.ts';
 import type { Element } from '../xml/element.ts';
 import type { ClientSession } from './session.ts';
 import type { XmppServer } from './server.ts';
+
+/**
+ * What a module may use of the server, at setup (registration is the Registry's) and in every
+ * event it gets: storage, configuration, routing and delivery, disco's registered lists. Not the
+ * adapters' entry points (frames, disconnects, timers) nor the session manager's internals.
+ */
+export type ModuleServer = Pick<
+  XmppServer,
+  | 'store' | 'config' | 'isLocalDomain' | 'domainJid' | 'hostedDomains'
+  | 'route' | 'routeRemote' | 'runHooks' | 'answerIq' | 'bounce' | 'sendTo' | 'deliver' | 'deliverToFullJid' | 'deliverToSessions'
+  | 'sender' | 'closeOther' | 'removeAccount' | 'sessionAvailable'
+  | 'serverFeatures' | 'accountFeatures' | 'discoIdentities' | 'serverItemNodes' | 'accountItemProviders'
+>;
 import type { SessionRecord } from './types.ts';
 
 /** An iq of type get or set, addressed to the server domain or to a bare JID served here. */
 export interface IqRequest {
-  server: XmppServer;
+  server: ModuleServer;
   stanza: Element;
   payload: Element;
   type: 'get' | 'set';
@@ -27,7 +40,7 @@ export type IqHandler = (request: IqRequest) => Promise<Element | void | undefin
 
 /** A message or presence on its way from `from` to `to` (`to` absent for presence broadcasts). */
 export interface StanzaEvent {
-  server: XmppServer;
+  server: ModuleServer;
   stanza: Element;
   from: Jid;
   to?: Jid;
@@ -38,7 +51,7 @@ export interface StanzaEvent {
 export type StanzaHook = (event: StanzaEvent) => Promise<boolean | void>;
 
 export interface SessionEvent {
-  server: XmppServer;
+  server: ModuleServer;
   session: ClientSession;
   /**
    * session/ended only: a new session took over the same full JID (a resource conflict), and the
@@ -97,20 +110,20 @@ export interface DiscoIdentity {
  * takes the user out of other users' data it keeps (subscriptions, room affiliations, node
  * affiliations), so whoever registers the same name later inherits none of it.
  */
-export type AccountRemovalHook = (event: { server: XmppServer; bare: string }) => Promise<void>;
+export type AccountRemovalHook = (event: { server: ModuleServer; bare: string }) => Promise<void>;
 
 /**
  * Sees a stanza about to be posted to a local session; returns true when it took it instead (held
  * for later: XEP-0352). The stanza counts as delivered.
  */
-export type DeliveryFilter = (event: { server: XmppServer; session: SessionRecord; stanza: Element }) => Promise<boolean>;
+export type DeliveryFilter = (event: { server: ModuleServer; session: SessionRecord; stanza: Element }) => Promise<boolean>;
 
 /**
  * Messages were kept for a session whose socket is gone (XEP-0198 hibernation): posted to it while
  * it hibernates, one per event, or, when it begins to hibernate, those its client never
  * acknowledged. They wait for a resumption; the client may need waking (XEP-0357).
  */
-export type HibernatedMessagesHook = (event: { server: XmppServer; bare: string; resource: string; messages: Element[] }) => Promise<void>;
+export type HibernatedMessagesHook = (event: { server: ModuleServer; bare: string; resource: string; messages: Element[] }) => Promise<void>;
 
 /** Handles a non-stanza element a bound client sends in the namespace it was registered for (e.g. XEP-0352's <active/>). */
 export type StreamElementHandler = (session: ClientSession, el: Element) => Promise<void>;
@@ -149,7 +162,7 @@ export interface Registry {
   /** Takes the top-level elements of a namespace from bound clients (see StreamElementHandler). */
   streamElement(namespace: string, handler: StreamElementHandler): void;
   /** An element for the stream features, before or after authentication. */
-  streamFeature(stage: 'pre-auth' | 'post-auth', build: (server: XmppServer) => Element | undefined): void;
+  streamFeature(stage: 'pre-auth' | 'post-auth', build: (server: ModuleServer) => Element | undefined): void;
 }
 
 export interface XmppModule {

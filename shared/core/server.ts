@@ -5,7 +5,7 @@
  * federation service.
  */
 import type { ServerConfig } from '../config.ts';
-import { StanzaError, errorReply } from '../errors.ts';
+import { StanzaError, errorReply, type StreamError } from '../errors.ts';
 import { Jid, JidError, parseJid } from '../jid.ts';
 import type { Store } from '../storage/store.ts';
 import { faultsFromEnv } from '../faults.ts';
@@ -39,6 +39,7 @@ import type { ClientSession } from './session.ts';
 import { SessionManager, type FrameDelivery } from './session-manager.ts';
 import type { ConnectionState, SessionRecord } from './types.ts';
 import { forEachBounded } from './bounded.ts';
+import { removeAccount } from './account-removal.ts';
 
 /** Where stanzas for other domains go (the federation service); absent = federation off. */
 export interface RemoteRouter {
@@ -200,6 +201,16 @@ export class XmppServer implements Registry {
   /** A delayed event came due (timers.ts). */
   handleTimer(event: TimerEvent, delivery?: FrameInput): Promise<void> {
     return this.sessions.handleTimer(event, delivery);
+  }
+
+  /** Ends another session's stream from this frame (its account changed: password, removal). */
+  closeOther(sessionId: string, error: StreamError): Promise<void> {
+    return this.sessions.closeOther(sessionId, error);
+  }
+
+  /** Removes an account, its sessions first (core/account-removal.ts). */
+  removeAccount(bare: string, current?: ClientSession): Promise<boolean> {
+    return removeAccount(this, bare, current);
   }
 
   /** Ends a session: unavailable broadcast and cleanup by the modules, then its records. */

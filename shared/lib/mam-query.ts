@@ -5,7 +5,7 @@
  */
 import { StanzaError } from '../errors.ts';
 import { parseJid, type Jid } from '../jid.ts';
-import type { XmppServer } from '../core/server.ts';
+import type { ModuleServer } from '../core/registry.ts';
 import { ArchiveStore, isArchiveId, type ArchivePage, type ArchiveQuery, type ArchivedMessage } from '../storage/archive-store.ts';
 import { readForm, buildForm } from '../xml/data-form.ts';
 import { Element, NS, x } from '../xml/element.ts';
@@ -21,7 +21,7 @@ export const FORWARD = NS.FORWARD;
 export const MAX_PAGE = 100;
 const DEFAULT_PAGE = 50;
 
-export const archiveStore = (server: XmppServer): ArchiveStore => server.store.open(ArchiveStore);
+export const archiveStore = (server: ModuleServer): ArchiveStore => server.store.open(ArchiveStore);
 
 /** A user's archive is kept under the account's partition. */
 export const userArchive = userPk;
@@ -113,7 +113,7 @@ export function mamQueryForm(): Element {
  * is larger than a frame may be, is skipped with a log line: it must not fail the query.
  */
 export async function answerMamQuery(
-  server: XmppServer,
+  server: ModuleServer,
   archivePk: string,
   archiveJid: string,
   parsed: ParsedQuery,

@@ -12,7 +12,7 @@ import { randomBytes } from 'node:crypto';
 import { capsOf, type Caps } from '../caps.ts';
 import { StanzaError } from '../errors.ts';
 import { Jid, parseJid } from '../jid.ts';
-import type { XmppServer } from '../core/server.ts';
+import type { ModuleServer } from '../core/registry.ts';
 import type { ClientSession } from '../core/session.ts';
 import type { RosterItem, SessionRecord } from '../core/types.ts';
 import { CapsStore } from '../storage/caps-store.ts';
@@ -21,8 +21,8 @@ import { Element, NS, x } from '../xml/element.ts';
 import { parseStored } from '../xml/stored.ts';
 import { DEFAULT_CONFIG, PUBSUB_EVENT, applyConfig, checkPreconditions, pubsubError } from './pep-config.ts';
 
-export const pepStore = (server: XmppServer): PepStore => server.store.open(PepStore);
-export const capsStore = (server: XmppServer): CapsStore => server.store.open(CapsStore);
+export const pepStore = (server: ModuleServer): PepStore => server.store.open(PepStore);
+export const capsStore = (server: ModuleServer): CapsStore => server.store.open(CapsStore);
 
 const hasFrom = (item: RosterItem | undefined) => item?.subscription === 'from' || item?.subscription === 'both';
 
@@ -36,7 +36,7 @@ export function newNode(owner: string, node: string, config: NodeConfig = DEFAUL
  * Whether `requester` may retrieve items of (and be notified about) a node; throws the XEP-0060
  * §6.5.x error when not. `rosterItem` is the owner's roster item for the requester when already known.
  */
-export async function checkAccess(server: XmppServer, rec: PepNode, requester: string, rosterItem?: RosterItem | null): Promise<void> {
+export async function checkAccess(server: ModuleServer, rec: PepNode, requester: string, rosterItem?: RosterItem | null): Promise<void> {
   if (requester === rec.owner) return;
   const affiliation = rec.affiliations[requester];
   if (affiliation === 'outcast') throw new StanzaError('forbidden');
@@ -58,7 +58,7 @@ export async function checkAccess(server: XmppServer, rec: PepNode, requester: s
   }
 }
 
-async function mayAccess(server: XmppServer, rec: PepNode, requester: string, rosterItem?: RosterItem | null): Promise<boolean> {
+async function mayAccess(server: ModuleServer, rec: PepNode, requester: string, rosterItem?: RosterItem | null): Promise<boolean> {
   try {
     await checkAccess(server, rec, requester, rosterItem);
     return true;
@@ -82,7 +82,7 @@ export function rememberFeatures(caps: Pick<Caps, 'hash' | 'ver'>, features: str
 }
 
 /** The features behind a caps hash, when verified (memory, then the shared cache). */
-export async function knownFeatures(server: XmppServer, caps: Caps): Promise<Set<string> | undefined> {
+export async function knownFeatures(server: ModuleServer, caps: Caps): Promise<Set<string> | undefined> {
   const memo = featureMemo.get(`${caps.hash} ${caps.ver}`);
   if (memo) return memo;
   const features = await capsStore(server).getFeatures(caps.hash, caps.ver);
@@ -90,7 +90,7 @@ export async function knownFeatures(server: XmppServer, caps: Caps): Promise<Set
 }
 
 /** The +notify features of a session's last broadcast presence (empty without verified caps). */
-async function sessionFeatures(server: XmppServer, session: SessionRecord): Promise<Set<string>> {
+async function sessionFeatures(server: ModuleServer, session: SessionRecord): Promise<Set<string>> {
   const presence = session.available && session.presence ? parseStored(session.presence, 'stored presence') : undefined;
   const caps = presence ? capsOf(presence) : undefined;
   return (caps && (await knownFeatures(server, caps))) ?? new Set();
@@ -115,7 +115,7 @@ export type Target = { session: SessionRecord } | { remote: Jid };
  * blocked the other, XEP-0163 §4.3.3). `by` is the owner's session when the owner's own request
  * caused it. Returns whether it went out.
  */
-async function sendEvent(server: XmppServer, owner: string, target: Target, child: Element, delay?: string, by?: ClientSession): Promise<boolean> {
+async function sendEvent(server: ModuleServer, owner: string, target: Target, child: Element, delay?: string, by?: ClientSession): Promise<boolean> {
   const to = 'session' in target ? `${target.session.bare}/${target.session.resource}` : target.remote.toString();
   const message = eventMessage(owner, to, child, delay);
   const toJid = parseJid(to);
@@ -133,7 +133,7 @@ async function sendEvent(server: XmppServer, owner: string, target: Target, chil
  * The sessions (or remote JID) an explicit subscription of `jid` reaches: a full JID's session if
  * connected (as any message to a full JID), the available ones of a bare JID (as a headline).
  */
-async function subscriberTargets(server: XmppServer, jid: Jid): Promise<Target[]> {
+async function subscriberTargets(server: ModuleServer, jid: Jid): Promise<Target[]> {
   if (!server.isLocalDomain(jid.domain)) return [{ remote: jid }];
   const { sessions } = await server.store.getUserRoute(jid.bare);
   return sessions.filter((s) => (jid.resource ? s.resource === jid.resource : s.available)).map((session) => ({ session }));
@@ -151,7 +151,7 @@ async function subscriberTargets(server: XmppServer, jid: Jid): Promise<Target[]
  * §8.5.2.1.1); clients that did not ask for the node ignore it. Without it a contact on another
  * server never learns of a new OMEMO device and stops encrypting to it.
  */
-async function recipients(server: XmppServer, rec: PepNode): Promise<Target[]> {
+async function recipients(server: ModuleServer, rec: PepNode): Promise<Target[]> {
   if (!rec.config.deliverNotifications) return [];
   const want = `${rec.node}+notify`;
   const candidates: SessionRecord[] = [...(await server.store.getUserRoute(rec.owner)).sessions];
@@ -197,7 +197,7 @@ async function recipients(server: XmppServer, rec: PepNode): Promise<Target[]> {
   return out;
 }
 
-async function notify(server: XmppServer, rec: PepNode, child: () => Element, by?: ClientSession): Promise<void> {
+async function notify(server: ModuleServer, rec: PepNode, child: () => Element, by?: ClientSession): Promise<void> {
   for (const target of await recipients(server, rec)) await sendEvent(server, rec.owner, target, child(), undefined, by);
 }
 
@@ -223,7 +223,7 @@ export interface PublishRequest {
 const MAX_ATTEMPTS = 5;
 
 /** Publishes (auto-creating the node), evicts beyond max_items, notifies. Resolves the item id. */
-export async function publishItem(server: XmppServer, request: PublishRequest): Promise<string> {
+export async function publishItem(server: ModuleServer, request: PublishRequest): Promise<string> {
   const store = pepStore(server);
   const id = request.id ?? randomBytes(12).toString('hex');
   const xml = request.payload.toString();
@@ -253,7 +253,7 @@ export async function publishItem(server: XmppServer, request: PublishRequest): 
 }
 
 /** Removes items; notifies when asked to or when the node says so. Throws item-not-found for unknown ids. */
-export async function retractItems(server: XmppServer, owner: string, node: string, ids: string[], notifyRequested: boolean, by?: ClientSession): Promise<void> {
+export async function retractItems(server: ModuleServer, owner: string, node: string, ids: string[], notifyRequested: boolean, by?: ClientSession): Promise<void> {
   const store = pepStore(server);
   for (let attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
     const rec = await store.getNode(owner, node);
@@ -279,7 +279,7 @@ export async function retractItems(server: XmppServer, owner: string, node: stri
 }
 
 /** The items of a node, oldest first (the last one alone for nodes that do not persist items). */
-export async function readItems(server: XmppServer, rec: PepNode, ids?: string[]): Promise<PepItem[]> {
+export async function readItems(server: ModuleServer, rec: PepNode, ids?: string[]): Promise<PepItem[]> {
   const store = pepStore(server);
   if (!rec.config.persistItems) {
     const last = rec.last?.xml !== undefined ? [{ id: rec.last.id, xml: rec.last.xml, published: rec.last.published }] : [];
@@ -294,14 +294,14 @@ export async function readItems(server: XmppServer, rec: PepNode, ids?: string[]
 }
 
 /** Deletes a node and its items; subscribers learn it (pubsub#notify_delete). */
-export async function deleteNode(server: XmppServer, rec: PepNode, by?: ClientSession): Promise<void> {
+export async function deleteNode(server: ModuleServer, rec: PepNode, by?: ClientSession): Promise<void> {
   const targets = rec.config.notifyDelete ? await recipients(server, rec) : [];
   await pepStore(server).deleteNode(rec.owner, rec.node);
   for (const target of targets) await sendEvent(server, rec.owner, target, x('delete', { node: rec.node }), undefined, by);
 }
 
 /** Removes every item of a node, keeping the node. */
-export async function purgeNode(server: XmppServer, owner: string, node: string, by?: ClientSession): Promise<void> {
+export async function purgeNode(server: ModuleServer, owner: string, node: string, by?: ClientSession): Promise<void> {
   const store = pepStore(server);
   for (let attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
     const rec = await store.getNode(owner, node);
@@ -325,7 +325,7 @@ export async function purgeNode(server: XmppServer, owner: string, node: string,
  * with `+notify`, from its own account and from every local contact it has a presence subscription
  * to, where access allows and the node sends last items on presence.
  */
-export async function deliverLastItems(server: XmppServer, jid: Jid, features: Set<string>, already: Set<string> = new Set()): Promise<void> {
+export async function deliverLastItems(server: ModuleServer, jid: Jid, features: Set<string>, already: Set<string> = new Set()): Promise<void> {
   const wanted = new Set<string>();
   for (const f of features) if (f.endsWith('+notify') && !already.has(f)) wanted.add(f.slice(0, -'+notify'.length));
   if (wanted.size === 0) return;
@@ -368,7 +368,7 @@ export async function deliverLastItems(server: XmppServer, jid: Jid, features: S
  * XEP-0163 §6.1.2 for a contact on another server: its available presence (with caps) reached the
  * owner, so the last item of each node its caps ask for goes to its full JID, where access allows.
  */
-export async function deliverLastItemsRemote(server: XmppServer, owner: string, jid: Jid, features: Set<string>): Promise<void> {
+export async function deliverLastItemsRemote(server: ModuleServer, owner: string, jid: Jid, features: Set<string>): Promise<void> {
   const wanted = new Set<string>();
   for (const f of features) if (f.endsWith('+notify')) wanted.add(f.slice(0, -'+notify'.length));
   if (wanted.size === 0) return;
@@ -393,7 +393,7 @@ export async function deliverLastItemsRemote(server: XmppServer, owner: string, 
 const MAX_SUBSCRIBERS = 500;
 
 /** Subscribes `jid` (checked by the caller to be the requester's); sends the last item as XEP-0060 §6.1.7 says. */
-export async function subscribe(server: XmppServer, owner: string, node: string, jid: Jid): Promise<void> {
+export async function subscribe(server: ModuleServer, owner: string, node: string, jid: Jid): Promise<void> {
   const store = pepStore(server);
   for (let attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
     const rec = await store.getNode(owner, node);
@@ -420,7 +420,7 @@ export async function subscribe(server: XmppServer, owner: string, node: string,
 }
 
 /** Removes subscriptions; false when `jids` were not subscribed. */
-export async function unsubscribe(server: XmppServer, owner: string, node: string, jids: string[]): Promise<boolean> {
+export async function unsubscribe(server: ModuleServer, owner: string, node: string, jids: string[]): Promise<boolean> {
   const store = pepStore(server);
   for (let attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
     const rec = await store.getNode(owner, node);

@@ -3,7 +3,7 @@
  * directed presence) and the subscription state machine (lib/subscriptions.ts).
  */
 import type { Jid } from '../jid.ts';
-import type { XmppServer } from '../core/server.ts';
+import type { ModuleServer } from '../core/registry.ts';
 import type { SessionRecord, Subscription } from '../core/types.ts';
 import { Element, NS, x } from '../xml/element.ts';
 import { parseStored } from '../xml/stored.ts';
@@ -28,7 +28,7 @@ export function sessionJid(s: SessionRecord): string {
 }
 
 /** Sends `stanza` to a JID: the given session(s) locally, or through federation. */
-export async function sendPresence(server: XmppServer, to: Jid, stanza: Element, sessions?: SessionRecord[]): Promise<void> {
+export async function sendPresence(server: ModuleServer, to: Jid, stanza: Element, sessions?: SessionRecord[]): Promise<void> {
   if (!server.isLocalDomain(to.domain)) return server.routeRemote(copyWith(stanza, { to: to.toString() }));
   const targets = sessions ?? (await server.store.getUserRoute(to.bare)).sessions;
   await Promise.all(
@@ -49,7 +49,7 @@ export function presencesOf(sessions: SessionRecord[]): Element[] {
 }
 
 /** Sends the user's current presence (or unavailable) from each available session to a contact. */
-export async function sendCurrentPresence(server: XmppServer, user: string, contact: Jid, unavailable: boolean): Promise<void> {
+export async function sendCurrentPresence(server: ModuleServer, user: string, contact: Jid, unavailable: boolean): Promise<void> {
   const { sessions } = await server.store.getUserRoute(user);
   for (const p of presencesOf(sessions)) {
     await sendPresence(server, contact, unavailable ? x('presence', { xmlns: NS.CLIENT, type: 'unavailable', from: p.attrs.from }) : p);

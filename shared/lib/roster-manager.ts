@@ -3,7 +3,7 @@
  * subscription state change, registration) goes through saveRosterItem, which stores the item and
  * pushes it to the user's interested resources.
  */
-import type { XmppServer } from '../core/server.ts';
+import type { ModuleServer } from '../core/registry.ts';
 import type { RosterItem } from '../core/types.ts';
 import { Element, NS, x } from '../xml/element.ts';
 import { frameUnique } from '../storage/frame-context.ts';
@@ -19,7 +19,7 @@ export function rosterItemElement(item: RosterItem | { jid: string; subscription
 }
 
 /** Sends a roster push to every interested resource of the user (RFC 6121 §2.1.6). */
-export async function pushRosterItem(server: XmppServer, bare: string, item: RosterItem | { jid: string; subscription: 'remove' }, version: number): Promise<void> {
+export async function pushRosterItem(server: ModuleServer, bare: string, item: RosterItem | { jid: string; subscription: 'remove' }, version: number): Promise<void> {
   const { sessions } = await server.store.getUserRoute(bare);
   await Promise.all(
     sessions
@@ -35,7 +35,7 @@ export async function pushRosterItem(server: XmppServer, bare: string, item: Ros
 }
 
 /** Stores a changed item and pushes it. */
-export async function saveRosterItem(server: XmppServer, bare: string, item: RosterItem): Promise<void> {
+export async function saveRosterItem(server: ModuleServer, bare: string, item: RosterItem): Promise<void> {
   const version = await server.store.putRosterItem(bare, item);
   await pushRosterItem(server, bare, item, version);
 }

@@ -6,7 +6,7 @@
  * federation.
  */
 import { parseJid, type Jid } from '../jid.ts';
-import type { XmppServer } from '../core/server.ts';
+import type { ModuleServer } from '../core/registry.ts';
 import type { RosterItem, SessionRecord } from '../core/types.ts';
 import { Element, NS, x } from '../xml/element.ts';
 import { doneByEarlierRun, invalidateRoute, recordDone } from '../storage/frame-context.ts';
@@ -25,14 +25,14 @@ export function subscriptionStanza(type: string, from: string, to: string, origi
  * A subscription stanza the server sends on a user's behalf (auto-replies): to a local user it goes
  * through the inbound rules, so the recipient's roster changes too; otherwise out to its server.
  */
-async function sendSubscription(server: XmppServer, type: string, from: string, to: Jid): Promise<void> {
+async function sendSubscription(server: ModuleServer, type: string, from: string, to: Jid): Promise<void> {
   const stanza = subscriptionStanza(type, from, to.bare);
   if (server.isLocalDomain(to.domain)) await inboundSubscription(server, stanza, parseJid(from), to.toBare(), type);
   else await server.routeRemote(stanza);
 }
 
 /** The user's server, for subscription stanzas the user sends (RFC 6121 §3, "outbound"). Returns whether to route on. */
-export async function outboundSubscription(server: XmppServer, user: Jid, contact: Jid, type: string): Promise<boolean> {
+export async function outboundSubscription(server: ModuleServer, user: Jid, contact: Jid, type: string): Promise<boolean> {
   const bare = user.bare;
   const item = await server.store.getRosterItem(bare, contact.bare);
   const base: RosterItem = item ?? { jid: contact.bare, groups: [], subscription: 'none' };
@@ -73,7 +73,7 @@ export async function outboundSubscription(server: XmppServer, user: Jid, contac
  * XEP-0379: a subscription request carrying a token of an invitation the owner made approves
  * itself, once (the token is used up; a rerun of this frame keeps what it took).
  */
-async function invitedByOwner(server: XmppServer, stanza: Element, owner: string): Promise<boolean> {
+async function invitedByOwner(server: ModuleServer, stanza: Element, owner: string): Promise<boolean> {
   const token = (stanza.getChild('preauth', PARS[0]) ?? stanza.getChild('preauth', PARS[1]))?.attrs.token;
   if (!token) return false;
   const label = `pars:${token}`;
@@ -86,7 +86,7 @@ async function invitedByOwner(server: XmppServer, stanza: Element, owner: string
 }
 
 /** The contact's server, for subscription stanzas addressed to a local user ("inbound"). */
-export async function inboundSubscription(server: XmppServer, stanza: Element, from: Jid, to: Jid, type: string): Promise<void> {
+export async function inboundSubscription(server: ModuleServer, stanza: Element, from: Jid, to: Jid, type: string): Promise<void> {
   const owner = to.bare;
   const route = await server.store.getUserRoute(owner);
   if (!route.exists) {
@@ -144,12 +144,12 @@ export async function inboundSubscription(server: XmppServer, stanza: Element, f
  * Shows a pending subscription request to one session, once: the request's handler and the
  * session's login may both find the other (see above); the claim lets only one of them post.
  */
-export async function deliverPending(server: XmppServer, owner: string, from: string, request: Element, to: SessionRecord): Promise<void> {
+export async function deliverPending(server: ModuleServer, owner: string, from: string, request: Element, to: SessionRecord): Promise<void> {
   if (await server.store.claimPendingSubscription(owner, from, to.connectionId)) await server.deliver(to, copyWith(request, { to: sessionJid(to) }));
 }
 
 /** Removing a roster item cancels both directions (RFC 6121 §2.5.2). */
-export async function unsubscribeOnRemove(server: XmppServer, user: Jid, item: RosterItem): Promise<void> {
+export async function unsubscribeOnRemove(server: ModuleServer, user: Jid, item: RosterItem): Promise<void> {
   const contact = parseJid(item.jid);
   for (const type of ['unsubscribe', 'unsubscribed'] as const) {
     const applies = type === 'unsubscribe' ? hasTo(item.subscription) || item.ask : hasFrom(item.subscription);

@@ -11,8 +11,7 @@
  */
 import { makeCredentials } from '../accounts.ts';
 import type { IqRequest, XmppModule } from '../core/registry.ts';
-import type { XmppServer } from '../core/server.ts';
-import { removeAccount } from '../core/account-removal.ts';
+import type { ModuleServer } from '../core/registry.ts';
 import { StanzaError, StreamError } from '../errors.ts';
 import { JidError, normalizeLocal, parseJid } from '../jid.ts';
 import { INVITE_NODE, createInvite, inviteLinks } from '../lib/invites.ts';
@@ -33,11 +32,11 @@ interface Command {
   name: string;
   fields: FieldSpec[];
   /** Who may run it besides admins: every local user where the setting allows (invitations). */
-  forUsers?: (server: XmppServer) => boolean;
+  forUsers?: (server: ModuleServer) => boolean;
   /** The FORM_TYPE of its form (default: the XEP-0133 admin namespace). */
   formType?: string;
   /** Runs the submitted form; resolves to the note shown to the admin (and result fields, if any). */
-  run(server: XmppServer, fields: Fields, requester: string): Promise<{ note: string; result?: Element }>;
+  run(server: ModuleServer, fields: Fields, requester: string): Promise<{ note: string; result?: Element }>;
 }
 
 /** A result form (XEP-0004) of text fields. */
@@ -94,7 +93,7 @@ function one(fields: Fields, name: string): string {
 }
 
 /** A local account's bare JID from a form field. */
-function localAccount(server: XmppServer, value: string): string {
+function localAccount(server: ModuleServer, value: string): string {
   let jid;
   try {
     jid = parseJid(value);
@@ -134,7 +133,7 @@ const COMMANDS_BY_NODE: Record<string, Command> = {
       const accounts = (fields.get('accountjids') ?? []).map((v) => localAccount(server, v.trim()));
       if (!accounts.length) throw new StanzaError('bad-request', 'the form needs accountjids');
       const removed: string[] = [];
-      for (const bare of accounts) if (await removeAccount(server, bare)) removed.push(bare);
+      for (const bare of accounts) if (await server.removeAccount(bare)) removed.push(bare);
       return { note: removed.length ? `deleted: ${removed.join(', ')}` : 'no such accounts' };
     },
   },
@@ -151,7 +150,7 @@ const COMMANDS_BY_NODE: Record<string, Command> = {
       }
       // As with the user's own change: whoever logged in with the old password is logged out.
       const changed = new StreamError('reset', 'the password of this account was changed; log in again');
-      for (const s of (await server.store.getUserRoute(bare)).sessions) await server.sessions.closeOther(s.connectionId, changed);
+      for (const s of (await server.store.getUserRoute(bare)).sessions) await server.closeOther(s.connectionId, changed);
       return { note: `the password of ${bare} was changed` };
     },
   },

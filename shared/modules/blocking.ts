@@ -10,7 +10,7 @@ import { randomBytes } from 'node:crypto';
 import { StanzaError } from '../errors.ts';
 import { JidError, parseJid, type Jid } from '../jid.ts';
 import type { StanzaEvent, XmppModule } from '../core/registry.ts';
-import type { XmppServer } from '../core/server.ts';
+import type { ModuleServer } from '../core/registry.ts';
 import { BlockStore } from '../storage/block-store.ts';
 import { Element, NS, x } from '../xml/element.ts';
 import { parseStored } from '../xml/stored.ts';
@@ -20,7 +20,7 @@ const BLOCKING_ERRORS = 'urn:xmpp:blocking:errors';
 /** A bound on one user's list (each check reads it whole). */
 const MAX_BLOCKLIST = 1000;
 
-const blockStore = (server: XmppServer): BlockStore => server.store.open(BlockStore);
+const blockStore = (server: ModuleServer): BlockStore => server.store.open(BlockStore);
 
 /** Messages the 'message/out' check already cleared, so 'message/in' does not check again. */
 const cleared = new WeakSet<Element>();
@@ -45,7 +45,7 @@ export function isBlocked(list: string[], jid: Jid): boolean {
   return false;
 }
 
-const isUser = (server: XmppServer, jid: Jid) => !!jid.local && server.isLocalDomain(jid.domain);
+const isUser = (server: ModuleServer, jid: Jid) => !!jid.local && server.isLocalDomain(jid.domain);
 
 /**
  * Who blocks whom between a sender and a recipient: 'sender' when the (local) sender's list has
@@ -53,7 +53,7 @@ const isUser = (server: XmppServer, jid: Jid) => !!jid.local && server.isLocalDo
  * blocks its own resources, nor the server itself. The lists come with the users' routes, read
  * once per frame (storage/frame-context.ts).
  */
-async function blocking(server: XmppServer, from: Jid, to: Jid): Promise<'sender' | 'recipient' | undefined> {
+async function blocking(server: ModuleServer, from: Jid, to: Jid): Promise<'sender' | 'recipient' | undefined> {
   if (from.bare === to.bare) return undefined;
   if (!to.local && server.isLocalDomain(to.domain)) return undefined;
   const listOf = (j: Jid) => (isUser(server, j) ? blockStore(server).get(j.bare) : Promise.resolve([]));
@@ -116,7 +116,7 @@ function parseItems(el: Element): string[] {
 }
 
 /** Sends `build(session)` from each available session of `user` to `contact` (local sessions or its server). */
-async function presenceTo(server: XmppServer, user: string, contact: Jid, build: (fromJid: string, presenceXml?: string) => Element): Promise<void> {
+async function presenceTo(server: ModuleServer, user: string, contact: Jid, build: (fromJid: string, presenceXml?: string) => Element): Promise<void> {
   const own = (await server.store.getUserRoute(user)).sessions.filter((s) => s.available);
   const targets = server.isLocalDomain(contact.domain) ? (await server.store.getUserRoute(contact.bare)).sessions.filter((s) => s.available) : undefined;
   for (const s of own) {
@@ -132,14 +132,14 @@ async function presenceTo(server: XmppServer, user: string, contact: Jid, build:
 }
 
 /** Only contacts allowed to see the user's presence learn anything (XEP-0191 §3.3, §3.4). */
-async function seesPresence(server: XmppServer, user: string, jid: Jid): Promise<boolean> {
+async function seesPresence(server: ModuleServer, user: string, jid: Jid): Promise<boolean> {
   if (!jid.local) return false;
   const item = await server.store.getRosterItem(user, jid.bare);
   return item?.subscription === 'from' || item?.subscription === 'both';
 }
 
 /** The change goes to every resource of the user (XEP-0191 §3.3, §3.4). */
-async function push(server: XmppServer, user: string, payload: () => Element): Promise<void> {
+async function push(server: ModuleServer, user: string, payload: () => Element): Promise<void> {
   const { sessions } = await server.store.getUserRoute(user);
   const id = `block-${randomBytes(6).toString('base64url')}`;
   await Promise.all(sessions.map((s) => server.deliver(s, x('iq', { xmlns: NS.CLIENT, type: 'set', id, to: `${s.bare}/${s.resource}` }, payload()))));

@@ -10,7 +10,7 @@
 import { StanzaError, cloneElement } from '../errors.ts';
 import type { StanzaEvent, XmppModule } from '../core/registry.ts';
 import { forEachBounded } from '../core/bounded.ts';
-import type { XmppServer } from '../core/server.ts';
+import type { ModuleServer } from '../core/registry.ts';
 import { CarbonsStore, type CarbonsSession } from '../storage/carbons-store.ts';
 import type { SessionRecord } from '../core/types.ts';
 import { Element, NS, x } from '../xml/element.ts';
@@ -28,7 +28,7 @@ const IM_PAYLOADS: [string, string | undefined][] = [
 ];
 const IM_NAMESPACES = [NS.CHAT_STATES, 'urn:xmpp:chat-markers:0'];
 
-const carbonsStore = (server: XmppServer): CarbonsStore => server.store.open(CarbonsStore);
+const carbonsStore = (server: ModuleServer): CarbonsStore => server.store.open(CarbonsStore);
 
 function eligible(stanza: Element): boolean {
   const type = stanza.attrs.type ?? 'normal';
@@ -59,7 +59,7 @@ function copy(kind: 'sent' | 'received', bare: string, resource: string, stanza:
  * the delivery filters. A gone socket is cleaned up by its $disconnect; nothing to bounce for a
  * copy (§11.3).
  */
-async function post(server: XmppServer, bare: string, sessions: SessionRecord[], kind: 'sent' | 'received', stanza: Element): Promise<void> {
+async function post(server: ModuleServer, bare: string, sessions: SessionRecord[], kind: 'sent' | 'received', stanza: Element): Promise<void> {
   await forEachBounded(sessions, 16, async (s) => {
     await server.deliver(s, copy(kind, bare, s.resource, stanza));
   });

@@ -13,7 +13,7 @@
  * Room (XEP-0045) traffic is posted by the room service to its occupants directly and is not held.
  */
 import type { XmppModule } from '../core/registry.ts';
-import type { XmppServer } from '../core/server.ts';
+import type { ModuleServer } from '../core/registry.ts';
 import type { ClientSession } from '../core/session.ts';
 import { StreamError } from '../errors.ts';
 import { CsiStore, type HeldStanza } from '../storage/csi-store.ts';
@@ -24,7 +24,7 @@ const CHAT_STATES = NS.CHAT_STATES;
 /** What may ride along a chat state without making the message worth a post of its own. */
 const CHAT_STATE_COMPANIONS = new Set<string>([NS.HINTS, NS.SID, CHAT_STATES]);
 
-const csiStore = (server: XmppServer): CsiStore => server.store.open(CsiStore);
+const csiStore = (server: ModuleServer): CsiStore => server.store.open(CsiStore);
 
 /** The key a stanza is held under (the latest per key is kept), or undefined when it goes through. */
 export function holdKey(stanza: Element): string | undefined {

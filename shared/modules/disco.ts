@@ -6,7 +6,7 @@
 import { CAPS_NS, capsVer } from '../caps.ts';
 import { StanzaError } from '../errors.ts';
 import type { IqTarget, XmppModule } from '../core/registry.ts';
-import type { XmppServer } from '../core/server.ts';
+import type { ModuleServer } from '../core/registry.ts';
 import { Element, NS, x } from '../xml/element.ts';
 import { SOFTWARE_NAME } from '../version.ts';
 import { CONTACT_KINDS, type ContactAddresses } from '../contact-addresses.ts';
@@ -15,7 +15,7 @@ import { CONTACT_KINDS, type ContactAddresses } from '../contact-addresses.ts';
 export const CAPS_NODE = `urn:xmpp:${SOFTWARE_NAME}`;
 
 /** The disco#info <query/> of the server, or of an account, as registered by the modules. */
-export function discoInfo(server: XmppServer, target: IqTarget): Element {
+export function discoInfo(server: ModuleServer, target: IqTarget): Element {
   const identity = target === 'server' ? { category: 'server', type: 'im', name: 'Serverless XMPP' } : { category: 'account', type: 'registered' };
   const features = target === 'server' ? server.serverFeatures : server.accountFeatures;
   return x(
@@ -40,9 +40,9 @@ function contactForm(addresses: ContactAddresses): Element | undefined {
 }
 
 /** Registrations end with setup, so the server's verification string never changes afterwards. */
-const serverVers = new WeakMap<XmppServer, string>();
+const serverVers = new WeakMap<ModuleServer, string>();
 
-export function serverCapsVer(server: XmppServer): string {
+export function serverCapsVer(server: ModuleServer): string {
   let ver = serverVers.get(server);
   if (ver === undefined) {
     ver = capsVer(discoInfo(server, 'server'), 'sha-1')!;
@@ -52,7 +52,7 @@ export function serverCapsVer(server: XmppServer): string {
 }
 
 /** Others may learn an account exists only if they share a subscription (RFC 6121 privacy). */
-async function requireSubscription(server: XmppServer, from: string, to: string): Promise<void> {
+async function requireSubscription(server: ModuleServer, from: string, to: string): Promise<void> {
   if (from === to) return;
   const item = await server.store.getRosterItem(to, from);
   if (!item || item.subscription === 'none') throw new StanzaError('service-unavailable');
@@ -67,7 +67,7 @@ export const discoModule: XmppModule = {
     reg.feature(NS.DISCO_ITEMS, 'account');
     reg.feature(CAPS_NS);
     // XEP-0115 §6.3: the server's capabilities in the stream features.
-    const caps = (server: XmppServer) => x('c', { xmlns: CAPS_NS, hash: 'sha-1', node: CAPS_NODE, ver: serverCapsVer(server) });
+    const caps = (server: ModuleServer) => x('c', { xmlns: CAPS_NS, hash: 'sha-1', node: CAPS_NODE, ver: serverCapsVer(server) });
     reg.streamFeature('pre-auth', caps);
     reg.streamFeature('post-auth', caps);
     reg.iq('server', NS.DISCO_INFO, async ({ server, payload, type }) => {

@@ -13,7 +13,7 @@
 import { StanzaError, cloneElement } from '../errors.ts';
 import { parseJid, type Jid } from '../jid.ts';
 import type { StanzaEvent, XmppModule } from '../core/registry.ts';
-import type { XmppServer } from '../core/server.ts';
+import type { ModuleServer } from '../core/registry.ts';
 import { frameTask } from '../storage/frame-context.ts';
 import type { ArchiveDefault, ArchiveEntry, ArchivePrefs } from '../storage/archive-store.ts';
 import { Element, x } from '../xml/element.ts';
@@ -21,7 +21,7 @@ import { keepInArchive } from '../message-storage.ts';
 import { MAM, SID, answerMamQuery, archiveStore, mamQueryForm, parseMamQuery, stripStanzaIds, userArchive } from '../lib/mam-query.ts';
 
 /** XEP-0441: whether `user`'s preferences let a message with `contact` into the archive. */
-async function allowedByPrefs(server: XmppServer, user: string, contact: Jid): Promise<boolean> {
+async function allowedByPrefs(server: ModuleServer, user: string, contact: Jid): Promise<boolean> {
   const prefs = await archiveStore(server).getPrefs(server.store, user);
   if (!prefs) return true;
   const matches = (list: string[]) => list.includes(contact.bare) || list.includes(contact.toString());

@@ -4,12 +4,12 @@
  * their rooms when their session ends or when they send unavailable broadcast presence.
  */
 import type { XmppModule } from '../core/registry.ts';
-import type { XmppServer } from '../core/server.ts';
+import type { ModuleServer } from '../core/registry.ts';
 import { MucService } from './muc/service.ts';
 
-const services = new WeakMap<XmppServer, MucService>();
+const services = new WeakMap<ModuleServer, MucService>();
 
-function serviceFor(server: XmppServer, domain: string): MucService {
+function serviceFor(server: ModuleServer, domain: string): MucService {
   let service = services.get(server);
   if (!service) services.set(server, (service = new MucService(server, domain)));
   return service;

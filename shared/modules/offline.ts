@@ -9,7 +9,7 @@
  * stored item decides which one posts it (docs/architecture.md, "Delivery guarantees").
  */
 import type { XmppModule } from '../core/registry.ts';
-import type { XmppServer } from '../core/server.ts';
+import type { ModuleServer } from '../core/registry.ts';
 import type { SessionRecord } from '../core/types.ts';
 import { frameNow, invalidateRoute, recordDone } from '../storage/frame-context.ts';
 import { NS, x } from '../xml/element.ts';
@@ -22,7 +22,7 @@ import { bareJidTargets } from '../core/bare-jid-targets.ts';
  * cannot be parsed, or is larger than a frame may be, can never be delivered: it is deleted (with a
  * log line) and the next one follows.
  */
-async function deliverStored(server: XmppServer, bare: string, key: string, xml: string, target: SessionRecord): Promise<boolean | 'claimed-elsewhere' | 'undeliverable'> {
+async function deliverStored(server: ModuleServer, bare: string, key: string, xml: string, target: SessionRecord): Promise<boolean | 'claimed-elsewhere' | 'undeliverable'> {
   const context = { user: bare, key, action: 'deleted' };
   const message = parseStored(xml, 'offline message', context);
   if (!message || tooLargeToPost(message.toString(), server.config.maxFrameBytes, 'offline message', context)) {

@@ -15,7 +15,7 @@ import { capsOf, capsVer } from '../caps.ts';
 import { StanzaError } from '../errors.ts';
 import { parseJid, type Jid } from '../jid.ts';
 import type { IqRequest, StanzaEvent, XmppModule } from '../core/registry.ts';
-import type { XmppServer } from '../core/server.ts';
+import type { ModuleServer } from '../core/registry.ts';
 import type { ClientSession } from '../core/session.ts';
 import type { Affiliation } from '../storage/pep-store.ts';
 import { ReferenceStore } from '../storage/reference-store.ts';
@@ -98,7 +98,7 @@ function requireOwner({ from, to }: IqRequest): string {
 }
 
 /** Non-owners asking about an account that does not exist get what any stanza to it gets. */
-async function requireAccount(server: XmppServer, bare: string): Promise<void> {
+async function requireAccount(server: ModuleServer, bare: string): Promise<void> {
   if (!(await server.store.getUserRoute(bare)).exists) throw new StanzaError('service-unavailable');
 }
 
@@ -369,7 +369,7 @@ const remoteWaiter = (jid: Jid, owner: string) => `remote ${jid.toString()} ${ow
  * caps say which nodes it wants; unknown caps are asked of it (one query per hash, as for local
  * clients) and the last items follow the answer.
  */
-async function onRemotePresence(server: XmppServer, stanza: Element, from: Jid, to: Jid): Promise<boolean> {
+async function onRemotePresence(server: ModuleServer, stanza: Element, from: Jid, to: Jid): Promise<boolean> {
   const caps = capsOf(stanza);
   if (!caps || !from.resource) return false;
   const features = await knownFeatures(server, caps);
@@ -420,7 +420,7 @@ async function onPresence({ server, stanza, from, to, session }: StanzaEvent): P
 }
 
 /** One disco#info query per hash (XEP-0115 §6.2); others with the same hash wait for its answer. */
-async function askCaps(server: XmppServer, session: ClientSession, hash: string, node: string, ver: string): Promise<void> {
+async function askCaps(server: ModuleServer, session: ClientSession, hash: string, node: string, ver: string): Promise<void> {
   const jid = session.jid.toString();
   const state = await capsStore(server).addWaiter(hash, ver, jid);
   if (state.state === 'known') {
@@ -483,7 +483,7 @@ async function nodeItems({ server, from, to }: IqRequest): Promise<Element[]> {
 const pepTarget = (owner: string, node: string) => JSON.stringify([owner, node]);
 
 /** A removed account is taken off the nodes of others that named it (whitelists, publishers). */
-async function accountRemoved(server: XmppServer, bare: string): Promise<void> {
+async function accountRemoved(server: ModuleServer, bare: string): Promise<void> {
   const references = server.store.open(ReferenceStore);
   const store = pepStore(server);
   for (const target of await references.list(bare, 'pep-affiliation')) {

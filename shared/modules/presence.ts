@@ -6,7 +6,7 @@
 import { parseJid, type Jid } from '../jid.ts';
 import type { StanzaEvent, XmppModule } from '../core/registry.ts';
 import { forEachBounded } from '../core/bounded.ts';
-import type { XmppServer } from '../core/server.ts';
+import type { ModuleServer } from '../core/registry.ts';
 import type { ClientSession } from '../core/session.ts';
 import type { RosterItem } from '../core/types.ts';
 import { Element, NS, x } from '../xml/element.ts';
@@ -20,7 +20,7 @@ const SUBSCRIPTION_TYPES = new Set(['subscribe', 'subscribed', 'unsubscribe', 'u
 const CONTACT_CONCURRENCY = 16;
 
 /** Broadcast of a client's own presence (no 'to'), RFC 6121 §4.2–4.5. */
-async function broadcast(server: XmppServer, session: ClientSession, stanza: Element): Promise<void> {
+async function broadcast(server: ModuleServer, session: ClientSession, stanza: Element): Promise<void> {
   const unavailable = stanza.attrs.type === 'unavailable';
   if (stanza.attrs.type && !unavailable) return; // e.g. a stray probe or error without 'to'
   const wasAvailable = session.state.available ?? false;
@@ -44,7 +44,7 @@ async function broadcast(server: XmppServer, session: ClientSession, stanza: Ele
 }
 
 /** The broadcast itself: own resources, contacts, directed-presence recipients. */
-async function fanOut(server: XmppServer, session: ClientSession, presence: Element, roster: RosterItem[], initial: boolean, unavailable: boolean): Promise<void> {
+async function fanOut(server: ModuleServer, session: ClientSession, presence: Element, roster: RosterItem[], initial: boolean, unavailable: boolean): Promise<void> {
   const bare = session.bare;
   // The user's own and every local contact's sessions in a few batched reads (100 users each), not
   // one Query per contact.
@@ -86,7 +86,7 @@ function clampPriority(text: string | null): number {
 }
 
 /** Directed presence from a local client (RFC 6121 §4.6): remembered so 'unavailable' reaches it. */
-async function directed(server: XmppServer, session: ClientSession, stanza: Element, to: Jid): Promise<void> {
+async function directed(server: ModuleServer, session: ClientSession, stanza: Element, to: Jid): Promise<void> {
   const type = stanza.attrs.type;
   if (type === undefined || type === 'unavailable') {
     const item = await server.store.getRosterItem(session.bare, to.bare);
@@ -101,13 +101,13 @@ async function directed(server: XmppServer, session: ClientSession, stanza: Elem
 }
 
 /** Delivers presence (available, unavailable, error) to a local JID, or out (RFC 6121 §4.3). */
-async function deliverInbound(server: XmppServer, stanza: Element, to: Jid): Promise<void> {
+async function deliverInbound(server: ModuleServer, stanza: Element, to: Jid): Promise<void> {
   if (!server.isLocalDomain(to.domain)) return server.routeRemote(stanza);
   await sendPresence(server, to, stanza);
 }
 
 /** Probe from a contact: answer with current presence if they are subscribed to it (RFC 6121 §4.3.2). */
-async function probe(server: XmppServer, from: Jid, to: Jid): Promise<void> {
+async function probe(server: ModuleServer, from: Jid, to: Jid): Promise<void> {
   if (!server.isLocalDomain(to.domain) || !to.local) return;
   const item = await server.store.getRosterItem(to.bare, from.bare);
   if (!item || !hasFrom(item.subscription)) return;

@@ -8,7 +8,7 @@
 import { StanzaError } from '../errors.ts';
 import { JidError, parseJid } from '../jid.ts';
 import type { XmppModule } from '../core/registry.ts';
-import type { XmppServer } from '../core/server.ts';
+import type { ModuleServer } from '../core/registry.ts';
 import type { ClientSession } from '../core/session.ts';
 import { PrivateStore } from '../storage/private-store.ts';
 import { Element, x } from '../xml/element.ts';
@@ -26,7 +26,7 @@ const BOOKMARK_OPTIONS = new Map([
   ['pubsub#access_model', ['whitelist']],
 ]);
 
-const privateStore = (server: XmppServer): PrivateStore => server.store.open(PrivateStore);
+const privateStore = (server: ModuleServer): PrivateStore => server.store.open(PrivateStore);
 
 const truthy = (v: string | undefined) => v === 'true' || v === '1';
 
@@ -65,7 +65,7 @@ function toNative(legacy: Element): Element {
   );
 }
 
-async function readLegacyBookmarks(server: XmppServer, owner: string): Promise<Element> {
+async function readLegacyBookmarks(server: ModuleServer, owner: string): Promise<Element> {
   const storage = x('storage', { xmlns: LEGACY });
   const rec = await pepStore(server).getNode(owner, BOOKMARKS);
   for (const item of rec ? await readItems(server, rec) : []) {
@@ -78,7 +78,7 @@ async function readLegacyBookmarks(server: XmppServer, owner: string): Promise<E
 }
 
 /** Replaces the bookmarks with a XEP-0048 list: publishes changed rooms, retracts missing ones. */
-async function writeLegacyBookmarks(server: XmppServer, owner: string, storage: Element, by: ClientSession): Promise<void> {
+async function writeLegacyBookmarks(server: ModuleServer, owner: string, storage: Element, by: ClientSession): Promise<void> {
   const wanted = new Map<string, Element>();
   for (const conference of storage.getChildren('conference')) {
     let room: string;

@@ -21,7 +21,7 @@
  */
 import { createHash } from 'node:crypto';
 import type { XmppModule } from '../core/registry.ts';
-import type { XmppServer } from '../core/server.ts';
+import type { ModuleServer } from '../core/registry.ts';
 import { StanzaError } from '../errors.ts';
 import { JidError, parseJid } from '../jid.ts';
 import { frameUnique } from '../storage/frame-context.ts';
@@ -38,7 +38,7 @@ export const MAX_PUSH_REGISTRATIONS = 10;
 /** The publish-options form is a secret and a few settings. */
 const MAX_OPTIONS_BYTES = 4096;
 
-const pushStore = (server: XmppServer): PushStore => server.store.open(PushStore);
+const pushStore = (server: ModuleServer): PushStore => server.store.open(PushStore);
 
 /** The publish id names the node it was for (hashed), so an error answering it disables that registration only. */
 const nodeTag = (node: string) => createHash('sha256').update(node).digest('hex').slice(0, 12);
@@ -63,7 +63,7 @@ function summary(count: number, lastSender: string): Element {
 }
 
 /** Publishes one notification about `messages` to every app server the user registered. */
-async function notify(server: XmppServer, bare: string, messages: Element[]): Promise<void> {
+async function notify(server: ModuleServer, bare: string, messages: Element[]): Promise<void> {
   const wake = messages.filter(warrantsPush);
   if (!wake.length) return;
   const registrations = await pushStore(server).list(bare);

@@ -11,8 +11,7 @@ import { NS, x } from '../xml/element.ts';
 import { log } from '../log.ts';
 import { startRegistration } from '../sasl/auth-limits.ts';
 import { PasswordError, preparePassword } from '../sasl/scram.ts';
-import { removeAccount } from '../core/account-removal.ts';
-import type { XmppServer } from '../core/server.ts';
+import type { ModuleServer } from '../core/registry.ts';
 import { doneByEarlierRun, frameSlot, recordDone } from '../storage/frame-context.ts';
 import { InviteStore, type Invite } from '../storage/invite-store.ts';
 import { saveRosterItem } from '../lib/roster-manager.ts';
@@ -35,7 +34,7 @@ function checkPassword(password: string | null | undefined): string {
  * Uses up the invitation this stream presented (a rerun of a frame that already took it gets the
  * same one from the frame's journal). Refuses an invitation that is gone, or that was for another name.
  */
-async function takeInvite(server: XmppServer, token: string, local: string): Promise<Invite> {
+async function takeInvite(server: ModuleServer, token: string, local: string): Promise<Invite> {
   const slot = frameSlot(`invite:${token}`);
   const invites = server.store.open(InviteStore);
   const invite = slot?.value ? (JSON.parse(slot.value) as Invite) : await invites.take(token);
@@ -112,7 +111,7 @@ export const registerModule: XmppModule = {
         return x('query', { xmlns: NS.REGISTER }, x('registered'), x('username', {}, from.local));
       }
       if (payload.getChild('remove')) {
-        await removeAccount(server, from.bare, session);
+        await server.removeAccount(from.bare, session);
         // Answer, then close this stream (XEP-0077 §3.2).
         await session.send(x('iq', { xmlns: NS.CLIENT, type: 'result', id: payload.parent?.attrs.id, to: from.toString() }));
         throw new StreamError('not-authorized', 'account removed');
@@ -125,7 +124,7 @@ export const registerModule: XmppModule = {
       // is often a taken-over account being recovered. The session that changed it stays.
       const changed = new StreamError('reset', 'the password of this account was changed; log in again');
       for (const s of (await server.store.getUserRoute(from.bare)).sessions) {
-        if (s.connectionId !== session.id) await server.sessions.closeOther(s.connectionId, changed);
+        if (s.connectionId !== session.id) await server.closeOther(s.connectionId, changed);
       }
     };
     reg.iq('account', NS.REGISTER, ownAccount);

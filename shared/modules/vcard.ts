@@ -10,7 +10,7 @@
 import { createHash } from 'node:crypto';
 import { StanzaError } from '../errors.ts';
 import type { StanzaEvent, XmppModule } from '../core/registry.ts';
-import type { XmppServer } from '../core/server.ts';
+import type { ModuleServer } from '../core/registry.ts';
 import type { ClientSession } from '../core/session.ts';
 import type { PepNode } from '../storage/pep-store.ts';
 import { VCardStore } from '../storage/vcard-store.ts';
@@ -25,7 +25,7 @@ const AVATAR_DATA = 'urn:xmpp:avatar:data';
 const AVATAR_METADATA = 'urn:xmpp:avatar:metadata';
 const NEW_AVATAR_NODE = new Map([['pubsub#access_model', ['open']]]);
 
-const vcardStore = (server: XmppServer): VCardStore => server.store.open(VCardStore);
+const vcardStore = (server: ModuleServer): VCardStore => server.store.open(VCardStore);
 
 function parse(xml: string | undefined): Element | undefined {
   return xml === undefined ? undefined : parseStored(xml, 'vCard data');
@@ -39,7 +39,7 @@ interface Avatar {
 }
 
 /** The current XEP-0084 avatar: the metadata's first <info/> stored in PEP (not an external URL). */
-async function currentAvatar(server: XmppServer, owner: string): Promise<Avatar | null | undefined> {
+async function currentAvatar(server: ModuleServer, owner: string): Promise<Avatar | null | undefined> {
   const nodes = await pepStore(server).listNodes(owner, 'urn:xmpp:avatar:');
   const metadata = nodes.find((n) => n.node === AVATAR_METADATA);
   const data = nodes.find((n) => n.node === AVATAR_DATA);
@@ -51,7 +51,7 @@ async function currentAvatar(server: XmppServer, owner: string): Promise<Avatar 
   return { id: info.attrs.id!, type: info.attrs.type ?? 'image/png', data, metadata };
 }
 
-async function mayRead(server: XmppServer, avatar: Avatar, requester: string): Promise<boolean> {
+async function mayRead(server: ModuleServer, avatar: Avatar, requester: string): Promise<boolean> {
   try {
     await checkAccess(server, avatar.data, requester);
     await checkAccess(server, avatar.metadata, requester);
@@ -71,7 +71,7 @@ function sniffType(bytes: Buffer): string | undefined {
 }
 
 /** vCard → PEP (XEP-0398 §5.2): data item (id = SHA-1 of the image), then metadata pointing at it. */
-async function publishPhoto(server: XmppServer, owner: string, photo: Element, by?: ClientSession): Promise<void> {
+async function publishPhoto(server: ModuleServer, owner: string, photo: Element, by?: ClientSession): Promise<void> {
   const binval = (photo.getChildText('BINVAL') ?? '').replace(/\s+/g, '');
   if (!/^[A-Za-z0-9+/]+={0,2}$/.test(binval)) throw new StanzaError('bad-request', 'PHOTO/BINVAL is not base64');
   const bytes = Buffer.from(binval, 'base64');
@@ -102,13 +102,13 @@ async function publishPhoto(server: XmppServer, owner: string, photo: Element, b
 }
 
 /** A vCard without a photo means no avatar (XEP-0153): publish empty metadata (XEP-0084 §4.5). */
-async function disableAvatar(server: XmppServer, owner: string, by?: ClientSession): Promise<void> {
+async function disableAvatar(server: ModuleServer, owner: string, by?: ClientSession): Promise<void> {
   const current = await currentAvatar(server, owner);
   if (!current) return;
   await publishItem(server, { owner, node: AVATAR_METADATA, id: 'current', payload: x('metadata', { xmlns: AVATAR_METADATA }), by });
 }
 
-async function getVCard(server: XmppServer, owner: string, requester: string): Promise<Element> {
+async function getVCard(server: ModuleServer, owner: string, requester: string): Promise<Element> {
   const [stored, avatar] = await Promise.all([vcardStore(server).get(owner), currentAvatar(server, owner)]);
   const vcard = parse(stored) ?? x('vCard', { xmlns: VCARD });
   if (avatar && (await mayRead(server, avatar, requester))) {

@@ -16,7 +16,7 @@
 import { StanzaError, errorReply } from '../../errors.ts';
 import { tryParseJid, type Jid } from '../../jid.ts';
 import type { IqRequest, StanzaEvent } from '../../core/registry.ts';
-import type { XmppServer } from '../../core/server.ts';
+import type { ModuleServer } from '../../core/registry.ts';
 import type { ClientSession } from '../../core/session.ts';
 import { ReferenceStore } from '../../storage/reference-store.ts';
 import { MucStore, type Affiliation, type Room } from '../../storage/muc-store.ts';
@@ -37,7 +37,7 @@ export class MucService {
   private readonly references: ReferenceStore;
 
   constructor(
-    readonly server: XmppServer,
+    readonly server: ModuleServer,
     readonly domain: string,
   ) {
     this.store = server.store.open(MucStore);
