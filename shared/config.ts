@@ -38,6 +38,8 @@ export interface ServerConfig {
    * given up and retried (XMPP_POST_TIMEOUT_MS, default 3000); posts take milliseconds when all is well.
    */
   postTimeoutMs: number;
+  /** A closing stream waits this long after its session left before posting <close/> (posts of other handlers land first). */
+  closeGraceMs: number;
   /** XEP-0045 group chat service domain (XMPP_MUC_DOMAIN); loadConfig defaults it to `conference.<domain>`. */
   mucDomain?: string;
   /** Brute-force limits on logins and registrations (shared/sasl/auth-limits.ts). */
@@ -107,6 +109,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): ServerConfig {
     s2sEndpoint: env.XMPP_S2S_ENDPOINT || undefined,
     c2sQueueUrlPrefix: env.XMPP_C2S_QUEUE_URL_PREFIX || undefined,
     postTimeoutMs: integer(env.XMPP_POST_TIMEOUT_MS, 3000, 'XMPP_POST_TIMEOUT_MS'),
+    closeGraceMs: integer(env.XMPP_CLOSE_GRACE_MS, 250, 'XMPP_CLOSE_GRACE_MS'),
     mucDomain: (env.XMPP_MUC_DOMAIN || `conference.${domain}`).toLowerCase(),
     authLimits: {
       failuresPerAccount: integer(env.XMPP_LOGIN_FAILURES_PER_ACCOUNT, DEFAULT_AUTH_LIMITS.failuresPerAccount, 'XMPP_LOGIN_FAILURES_PER_ACCOUNT'),

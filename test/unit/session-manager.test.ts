@@ -24,6 +24,19 @@ beforeEach(async () => {
   h.sender.beforePost = undefined;
 });
 
+/** Alice on her phone and laptop, her contact Bob at his desk: everyone online. */
+async function aliceOnTwoDevicesWithBob() {
+  const [alice, bob] = await users('alice', 'bob');
+  await befriend(h, alice!, bob!);
+  const b = new Connection(h);
+  await b.online(bob!, 'secret', 'desk');
+  const phone = new Connection(h);
+  const laptop = new Connection(h);
+  await phone.online(alice!, 'secret', 'phone');
+  await laptop.online(alice!, 'secret', 'laptop');
+  return { alice, bob, b, phone, laptop };
+}
+
 const chat = (to: string, body: string, id = body) => `<message xmlns="jabber:client" to="${to}" type="chat" id="${id}"><body>${body}</body></message>`;
 
 describe('connection state across handler instances', () => {
@@ -164,14 +177,7 @@ describe('session records', () => {
   });
 
   it('account removal ends every session first: contacts see each resource leave, the other socket is closed', async () => {
-    const [alice, bob] = await users('alice', 'bob');
-    await befriend(h, alice!, bob!);
-    const b = new Connection(h);
-    await b.online(bob!, 'secret', 'desk');
-    const phone = new Connection(h);
-    const laptop = new Connection(h);
-    await phone.online(alice!, 'secret', 'phone');
-    await laptop.online(alice!, 'secret', 'laptop');
+    const { alice, b, phone, laptop } = await aliceOnTwoDevicesWithBob();
     await phone.frame('<iq type="set" id="rm" xmlns="jabber:client"><query xmlns="jabber:iq:register"><remove/></query></iq>');
     for (const resource of ['phone', 'laptop']) {
       expect(b.posts(new RegExp(`from="${alice}/${resource}"[^>]*type="unavailable"|type="unavailable"[^>]*from="${alice}/${resource}"`))).toHaveLength(1);
@@ -228,14 +234,7 @@ describe('account removal', () => {
 
 describe('password change', () => {
   it("logs the account's other sessions out (stream error reset), keeps the one that changed it, and only the new password works", async () => {
-    const [alice, bob] = await users('alice', 'bob');
-    await befriend(h, alice!, bob!);
-    const b = new Connection(h);
-    await b.online(bob!, 'secret', 'desk');
-    const phone = new Connection(h);
-    const laptop = new Connection(h);
-    await phone.online(alice!, 'secret', 'phone');
-    await laptop.online(alice!, 'secret', 'laptop');
+    const { alice, b, phone, laptop } = await aliceOnTwoDevicesWithBob();
     await phone.frame(`<iq type="set" id="pw" xmlns="jabber:client"><query xmlns="jabber:iq:register"><username>${alice!.split('@')[0]}</username><password>n3w</password></query></iq>`);
     expect(phone.posts('id="pw"')[0]).toContain('type="result"');
     expect(laptop.posts('<reset')).toHaveLength(1);
