@@ -4,6 +4,8 @@
  * with `xmpp://` and `xmpps://` against WebSocket users of @xmpp/client and StanzaJS.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { Stanzas } from 'stanza';
+import type { Element } from '../../shared/xml/element.ts';
 import { addUser, connectStanza, connectXmppJs, startTestStack, type LocalStack } from './helpers.ts';
 import { RawTcp, connectNative, trustCertificate, xml } from './native-helpers.ts';
 import type { DynamoStore } from '../../shared/storage/dynamo-store.ts';
@@ -83,7 +85,7 @@ describe('the whole protocol for a TCP user, with WebSocket users around', () =>
   it('presence both ways between a TCP and a WebSocket contact', async () => {
     await befriend('erin@localhost', 'fay@localhost');
     const ws = await connectStanza(stack.wsUrl, 'fay@localhost', 'fay-pass', 'web');
-    const seenByWs = new Promise<any>((resolve) => ws.on('available', (p: any) => p.from === 'erin@localhost/dino' && resolve(p)));
+    const seenByWs = new Promise<Stanzas.ReceivedPresence>((resolve) => ws.on('available', (p) => p.from === 'erin@localhost/dino' && resolve(p)));
     ws.sendPresence({ status: 'on the web' });
     const tcp = await connectNative(starttls, 'erin', 'erin-pass', 'dino');
     await tcp.client.send(xml('presence', {}, xml('status', {}, 'on the desktop')));
@@ -102,7 +104,7 @@ describe('the whole protocol for a TCP user, with WebSocket users around', () =>
     const room = 'mixed@conference.localhost';
     await ws.joinRoom(room, 'gus');
     await ws.configureRoom(room, { fields: [{ name: 'FORM_TYPE', value: 'http://jabber.org/protocol/muc#roomconfig' }] });
-    const groupchat = new Promise<any>((resolve) => ws.on('groupchat', (m: any) => m.body === 'hello from TCP' && resolve(m)));
+    const groupchat = new Promise<Stanzas.ReceivedMessage>((resolve) => ws.on('groupchat', (m) => m.body === 'hello from TCP' && resolve(m)));
     const tcp = await connectNative(direct, 'carol', 'carol-pass', 'conversations');
     await tcp.client.send(xml('presence'));
     await tcp.client.send(xml('presence', { to: `${room}/carol` }, xml('x', { xmlns: MUC })));
@@ -115,7 +117,7 @@ describe('the whole protocol for a TCP user, with WebSocket users around', () =>
     await ws.sendMessage({ to: 'carol@localhost', type: 'chat', body: 'archived for carol' });
     await tcp.inbox.wait((s) => s.getChildText('body') === 'archived for carol', 'chat on TCP');
     const results: string[] = [];
-    tcp.client.on('stanza', (s: any) => {
+    tcp.client.on('stanza', (s: Element) => {
       const fwd = s.getChild('result', 'urn:xmpp:mam:2')?.getChild('forwarded', 'urn:xmpp:forward:0');
       const body = fwd?.getChild('message')?.getChildText('body');
       if (body) results.push(body);

@@ -4,8 +4,9 @@
  * cut made invisible. Raw frames where the protocol details matter; @xmpp/client, which resumes on
  * its own, where a real client's behaviour is the point.
  */
+import type { EventEmitter } from 'node:events';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { RawClient, addUser, connectXmppJs, startTestStack, xml, type LocalStack } from './helpers.ts';
+import { RawClient, addUser, connectXmppJs, startTestStack, xml, type LocalStack, type XmppJsClient } from './helpers.ts';
 import type { DynamoStore } from '../../shared/storage/dynamo-store.ts';
 
 type Stack = LocalStack & { store: DynamoStore };
@@ -45,6 +46,9 @@ async function befriend(stack: Stack, a: string, b: string): Promise<void> {
   await stack.store.putRosterItem(b, { jid: a, groups: [], subscription: 'both' });
 }
 
+/** @xmpp/client's stream management emits 'resumed' at run time; its published type leaves the emitter out. */
+const smEvents = (client: XmppJsClient) => client.streamManagement as XmppJsClient['streamManagement'] & EventEmitter;
+
 /**
  * Sends through a client that may be between connections (cut, resuming): a send that fails
  * before it left is sent again once the client is back; one that left is @xmpp/client's to resend
@@ -53,7 +57,7 @@ async function befriend(stack: Stack, a: string, b: string): Promise<void> {
 async function sendWhileReconnecting(client: Awaited<ReturnType<typeof connectXmppJs>>['client'], el: ReturnType<typeof xml>): Promise<void> {
   for (let attempt = 0; attempt < 50; attempt++) {
     try {
-      if ((client as any).status === 'online') return await client.send(el);
+      if (client.status === 'online') return await client.send(el);
     } catch {
       // not sent: the socket went away under it
     }
@@ -155,7 +159,7 @@ describe('XEP-0198 stream management', () => {
     const fay = await connectXmppJs(stack.wsUrl, 'fay', 'pw', 'tablet');
     const sm = (fay.client as unknown as { streamManagement: { id: string; enabled: boolean } }).streamManagement;
     await expect.poll(() => sm.enabled).toBe(true); // <enabled/> comes after the client is online
-    const resumed = new Promise<void>((resolve) => (fay.client as any).streamManagement.on('resumed', resolve));
+    const resumed = new Promise<void>((resolve) => smEvents(fay.client).on('resumed', resolve));
     const bob = await RawClient.open(stack.wsUrl);
     await bob.login('bob', 'pw', 'desk2');
     const socket = (fay.client as unknown as { socket: { socket: { terminate?: () => void; close: () => void } } }).socket.socket;
@@ -229,7 +233,7 @@ describe('XEP-0198 across the gateway lifetime cut', () => {
     const jon = await connectXmppJs(stack.wsUrl, 'jon', 'pw', 'desk');
     const ivy = await connectXmppJs(stack.wsUrl, 'ivy', 'pw', 'phone');
     let resumptions = 0;
-    (ivy.client as any).streamManagement.on('resumed', () => resumptions++);
+    smEvents(ivy.client).on('resumed', () => resumptions++);
     await jon.client.send(xml('presence'));
     await ivy.client.send(xml('presence'));
     await jon.inbox.wait((s) => s.is('presence') && s.attrs.from === 'ivy@localhost/phone', 'ivy available');

@@ -6,24 +6,27 @@
  * test/integration/native-instances.test.ts.
  */
 import { describe, expect, it } from 'vitest';
-import type { SQSClient } from '@aws-sdk/client-sqs';
+import type { CreateQueueCommandInput, DeleteMessageBatchCommandInput, DeleteQueueCommandInput, ReceiveMessageCommandInput, SendMessageCommandInput, SQSClient } from '@aws-sdk/client-sqs';
 import { ClientConnectionSender, mailboxQueueUrl, type Mailbox } from '../../shared/transport/tcp-sessions.ts';
 import { QueueIntake, queueName } from '../../federation/c2s/queue-intake.ts';
 
 const PREFIX = 'https://sqs.eu-west-1.amazonaws.com/123456789012/xmpp-c2s-';
 const quiet = { debug() {}, info() {}, warn() {}, error() {} };
 
+/** What the commands the fake answers carry (each uses its own fields). */
+type SqsInput = Partial<CreateQueueCommandInput & SendMessageCommandInput & ReceiveMessageCommandInput & DeleteMessageBatchCommandInput & DeleteQueueCommandInput>;
+
 /** A stand-in for SQS: queues by URL, FIFO messages, long polls that wait for messages. */
 class FakeSqs {
   readonly queues = new Map<string, { body: string; group: string; handle: string }[]>();
-  readonly requests: { name: string; input: any }[] = [];
+  readonly requests: { name: string; input: SqsInput }[] = [];
   private handles = 0;
 
-  async send(command: { constructor: { name: string }; input: any }, options?: { abortSignal?: AbortSignal }): Promise<any> {
+  async send(command: { constructor: { name: string }; input: SqsInput }, options?: { abortSignal?: AbortSignal }): Promise<object> {
     const { name } = command.constructor;
     const input = command.input;
     this.requests.push({ name, input });
-    const queue = this.queues.get(input.QueueUrl);
+    const queue = this.queues.get(input.QueueUrl ?? '');
     const gone = () => Object.assign(new Error('The specified queue does not exist.'), { name: 'QueueDoesNotExist' });
     switch (name) {
       case 'CreateQueueCommand': {
@@ -33,7 +36,7 @@ class FakeSqs {
       }
       case 'SendMessageCommand':
         if (!queue) throw gone();
-        queue.push({ body: input.MessageBody, group: input.MessageGroupId, handle: `h${++this.handles}` });
+        queue.push({ body: input.MessageBody ?? '', group: input.MessageGroupId ?? '', handle: `h${++this.handles}` });
         return {};
       case 'ReceiveMessageCommand': {
         for (let waited = 0; queue && queue.length === 0 && waited < 2000 && !options?.abortSignal?.aborted; waited += 10) await new Promise((r) => setTimeout(r, 10));
@@ -43,13 +46,13 @@ class FakeSqs {
       }
       case 'DeleteMessageBatchCommand': {
         if (!queue) throw gone();
-        const handles = new Set(input.Entries.map((e: { ReceiptHandle: string }) => e.ReceiptHandle));
-        this.queues.set(input.QueueUrl, queue.filter((m) => !handles.has(m.handle)));
+        const handles = new Set((input.Entries ?? []).map((e) => e.ReceiptHandle));
+        this.queues.set(input.QueueUrl!, queue.filter((m) => !handles.has(m.handle)));
         return {};
       }
       case 'DeleteQueueCommand':
         if (!queue) throw gone();
-        this.queues.delete(input.QueueUrl);
+        this.queues.delete(input.QueueUrl!);
         return {};
       default:
         throw new Error(`unexpected ${name}`);
@@ -74,7 +77,7 @@ describe('the task mailbox queue', () => {
     const intake = await QueueIntake.create(PREFIX, '0123456789abcdef', sockets, quiet, sqs as unknown as SQSClient);
     expect(intake.queueUrl).toBe(`${PREFIX}0123456789abcdef.fifo`);
     expect(queueName(PREFIX, '0123456789abcdef')).toBe('xmpp-c2s-0123456789abcdef.fifo');
-    expect(sqs.requests[0]!.input.Attributes.FifoQueue).toBe('true');
+    expect(sqs.requests[0]!.input.Attributes?.FifoQueue).toBe('true');
 
     // A stream Lambda's sender: it reads the connection id from a session item, nothing else.
     const lambda = new ClientConnectionSender(undefined, undefined, { queueUrlPrefix: PREFIX, sqs: sqs as unknown as SQSClient });
