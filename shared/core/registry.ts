@@ -80,6 +80,12 @@ export type HookName =
    */
   | 'presence/broadcast'
   /**
+   * a client's own available presence about to be broadcast (`stanza`, a copy the hook may add to:
+   * the avatar hash); it runs alongside the broadcast's first writes and reads, and what it adds is
+   * stored with the presence just after
+   */
+  | 'presence/decorate'
+  /**
    * every iq (from a local client or another server) before it is routed, whatever its type or
    * destination (blocking, answers to requests the server sent); return true when it was handled
    */

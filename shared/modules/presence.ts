@@ -27,18 +27,23 @@ async function broadcast(server: ModuleServer, session: ClientSession, stanza: E
   if (unavailable && !wasAvailable) return;
   const priority = clampPriority(stanza.getChildText('priority'));
   const presence = copyWith(stanza, { to: undefined, id: undefined });
+  const sent = presence.toString();
   // This session's fact first, then the others' (read strongly consistent): of two sessions
   // coming online at the same moment, at least one sees the other (docs/architecture.md). The
-  // roster is read meanwhile.
+  // roster is read meanwhile, and modules add to the presence meanwhile (the avatar hash).
   const bare = session.bare;
   const [, roster] = await Promise.all([
-    session.updateSession({ available: !unavailable, priority: unavailable ? 0 : priority, presence: unavailable ? null : presence.toString() }),
+    session.updateSession({ available: !unavailable, priority: unavailable ? 0 : priority, presence: unavailable ? null : sent }),
     server.store.getRoster(bare),
+    unavailable ? undefined : server.runHooks('presence/decorate', { server, stanza: presence, from: session.jid, session }),
   ]);
   const initial = !unavailable && !wasAvailable;
+  const tasks = [() => fanOut(server, session, presence, roster, initial, unavailable)];
+  // What the modules added is stored too, alongside the broadcast: a session reading this one's
+  // presence in between sees it without (an avatar hash: its client keeps the avatar it has).
+  if (presence.toString() !== sent) tasks.push(async () => void (await session.updateSession({ presence: presence.toString() })));
   // A session coming online also gets what waited for it (stored messages, subscription
   // requests): side by side with the broadcast, one round trip instead of two.
-  const tasks = [() => fanOut(server, session, presence, roster, initial, unavailable)];
   if (initial) tasks.push(() => server.sessionAvailable(session));
   await forEachBounded(tasks, tasks.length, (task) => task());
 }

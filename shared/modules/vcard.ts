@@ -119,7 +119,10 @@ async function getVCard(server: ModuleServer, owner: string, requester: string):
   return vcard;
 }
 
-/** XEP-0398 §4: the avatar hash in every available presence a client sends. */
+/**
+ * XEP-0398 §4: the avatar hash in every available presence a client sends: directed presence on
+ * its way ('presence'), a broadcast alongside its first writes ('presence/decorate').
+ */
 async function injectHash({ server, stanza, to, session }: StanzaEvent): Promise<boolean> {
   if (!session || stanza.attrs.type) return false;
   const update = stanza.getChild('x', VCARD_UPDATE);
@@ -141,7 +144,8 @@ export const vcardModule: XmppModule = {
   setup(reg) {
     reg.feature(VCARD);
     reg.feature(CONVERSION, 'account');
-    reg.hook('presence', injectHash, 50);
+    reg.hook('presence', (event) => (event.to ? injectHash(event) : Promise.resolve(false)), 50);
+    reg.hook('presence/decorate', injectHash);
     reg.iq('account', VCARD, async ({ server, type, payload, from, to, session }) => {
       if (!payload.is('vCard')) throw new StanzaError('bad-request', 'expected <vCard/>');
       if (type === 'get') {

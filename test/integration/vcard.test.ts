@@ -129,6 +129,17 @@ describe('avatars between vCard and PEP', () => {
     pam.sendPresence();
     vic.sendPresence();
     expect((await seen).vcardAvatar).toBe(sha1(PNG));
+    // A session of Pam's that comes online later is shown Vic's stored presence: the hash was
+    // stored with it (added alongside the broadcast's first write).
+    const later = await login(pamUser, 'phone');
+    const stored = new Promise<Stanzas.ReceivedPresence>((resolve) => {
+      later.on('presence', (p) => {
+        if (p.from === `${vicUser}@localhost/tablet`) resolve(p);
+      });
+    });
+    await later.getRoster();
+    later.sendPresence();
+    expect((await stored).vcardAvatar).toBe(sha1(PNG));
   });
 
   it('shows a PEP-published avatar in the vCard of an open-avatar user, and a vCard without photo disables it', async () => {
