@@ -8,6 +8,7 @@ import type { Jid } from '../jid.ts';
 import type { Element } from '../xml/element.ts';
 import type { ClientSession } from './session.ts';
 import type { XmppServer } from './server.ts';
+import type { SessionRecord } from './types.ts';
 
 /**
  * What a module may use of the server, at setup (registration is the Registry's) and in every
@@ -21,7 +22,6 @@ export type ModuleServer = Pick<
   | 'sender' | 'closeOther' | 'removeAccount' | 'sessionAvailable'
   | 'serverFeatures' | 'accountFeatures' | 'discoIdentities' | 'serverItemNodes' | 'accountItemProviders'
 >;
-import type { SessionRecord } from './types.ts';
 
 /** An iq of type get or set, addressed to the server domain or to a bare JID served here. */
 export interface IqRequest {
