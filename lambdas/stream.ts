@@ -12,11 +12,13 @@ import type { ConnectionState } from '../shared/core/types.ts';
 import { log } from '../shared/log.ts';
 import { EVENT_ATTRIBUTES } from '../shared/transport/events.ts';
 import { parseTimerEvent } from '../shared/transport/timers.ts';
+import { parseJob } from '../shared/transport/jobs.ts';
 
 let server: XmppServer | undefined;
 
 function connectionOf(record: SQSRecord): string {
-  // Timer events come from a standard queue: no connection, no group; each is its own.
+  // Timer events come from a standard queue: no connection, no group; each is its own. A job's
+  // group is its ordering group (jobs.ts).
   return record.messageAttributes[EVENT_ATTRIBUTES.connectionId]?.stringValue ?? record.attributes.MessageGroupId ?? `timer:${record.messageId}`;
 }
 
@@ -39,6 +41,12 @@ async function processRecord(core: XmppServer, record: SQSRecord, state: Connect
     const timer = parseTimerEvent(record.body);
     if (timer) await core.handleTimer(timer, delivery);
     else log.error('unreadable timer event dropped', { body: record.body.slice(0, 200) });
+    return undefined;
+  }
+  if (type === 'JOB') {
+    const job = parseJob(record.body);
+    if (job) await core.handleJob(job, delivery);
+    else log.error('unreadable job dropped', { body: record.body.slice(0, 200) });
     return undefined;
   }
   return core.handleFrame(connectionId, record.body, { ...delivery, state });

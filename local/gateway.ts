@@ -26,6 +26,7 @@
  *   websocket-server.ts  handshake, frames, idle and lifetime cuts, DISCONNECT on close
  *   connections-api.ts   the @connections HTTP API
  *   timers.ts            delayed events (the cloud's timer queue)
+ *   jobs.ts              background jobs (the cloud's job queue)
  *   http.ts              listening, JSON answers, bounded body reads
  */
 import { WebSocket } from 'ws';
@@ -37,6 +38,7 @@ import { hostForUrl, listen } from './gateway/http.ts';
 import { callHandler } from './gateway/lambda-runner.ts';
 import { createGatewayState } from './gateway/state.ts';
 import { createTimerIntake } from './gateway/timers.ts';
+import { createJobIntake } from './gateway/jobs.ts';
 import type { Gateway, GatewayOptions } from './gateway/types.ts';
 import { createWebSocketServer } from './gateway/websocket-server.ts';
 
@@ -63,8 +65,8 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
   const { busy } = queue;
   const wsServer = createWebSocketServer(config, state, queue);
   const timers = createTimerIntake(state, queue);
-  const timerPath = timers.path;
-  const connectionsServer = createConnectionsServer(config, state, timers);
+  const jobs = createJobIntake(state, queue);
+  const connectionsServer = createConnectionsServer(config, state, [timers, jobs]);
 
   // --- start ----------------------------------------------------------------------------------------
 
@@ -125,7 +127,8 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
     port: wsPort,
     close: () => (closed ??= close()),
     connectionIds: () => [...live.keys()],
-    timerEndpoint: `http://127.0.0.1:${connectionsPort}${timerPath}`,
+    timerEndpoint: `http://127.0.0.1:${connectionsPort}${timers.path}`,
+    jobEndpoint: `http://127.0.0.1:${connectionsPort}${jobs.path}`,
     idle: () => (busy() ? new Promise<void>((resolve) => idleWaiters.add(resolve)) : Promise.resolve()),
   };
 }

@@ -278,6 +278,7 @@ async function start(
     });
     setEnv('XMPP_CONNECTIONS_ENDPOINT', gateway.connectionsEndpoint);
     setEnv('XMPP_TIMER_ENDPOINT', gateway.timerEndpoint);
+    setEnv('XMPP_JOB_ENDPOINT', gateway.jobEndpoint);
     // Slots point at this same port (shared/upload/local-storage.ts signs them with the secret).
     setEnv('XMPP_UPLOAD_URL', uploads ? new URL(UPLOAD_PATH, gateway.wsUrl.replace(/^ws/, 'http')).href.replace(/\/$/, '') : undefined);
     setEnv('XMPP_UPLOAD_SECRET', uploads ? uploadSecret : undefined);

@@ -73,6 +73,15 @@ export interface ServerConfig {
   timerQueueUrl?: string;
   /** Loopback HTTP intake of the local gateway's timers (XMPP_TIMER_ENDPOINT), used when there is no queue. */
   timerEndpoint?: string;
+  /** FIFO queue of background jobs (XMPP_JOB_QUEUE_URL): room fan-out to big rooms (docs/muc-fanout.md). */
+  jobQueueUrl?: string;
+  /** Loopback HTTP intake of the local gateway's job queue (XMPP_JOB_ENDPOINT), used when there is no queue. */
+  jobEndpoint?: string;
+  /**
+   * A room stanza to more sessions than this goes out through fan-out jobs instead of the sender's
+   * own invocation, when there is a job queue (XMPP_MUC_INLINE_FANOUT_MAX, default 200).
+   */
+  mucInlineFanoutMax: number;
   /** XEP-0363 upload service (XMPP_UPLOAD_*; upload/storage.ts); absent = not offered. */
   upload?: UploadConfig;
 }
@@ -128,6 +137,9 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): ServerConfig {
     inviteTtlSeconds: integer(env.XMPP_INVITE_TTL_SECONDS, 7 * 86_400, 'XMPP_INVITE_TTL_SECONDS'),
     timerQueueUrl: env.XMPP_TIMER_QUEUE_URL || undefined,
     timerEndpoint: env.XMPP_TIMER_ENDPOINT || undefined,
+    jobQueueUrl: env.XMPP_JOB_QUEUE_URL || undefined,
+    jobEndpoint: env.XMPP_JOB_ENDPOINT || undefined,
+    mucInlineFanoutMax: integer(env.XMPP_MUC_INLINE_FANOUT_MAX, 200, 'XMPP_MUC_INLINE_FANOUT_MAX'),
     upload: uploadConfigFromEnv(env, domain),
   };
 }

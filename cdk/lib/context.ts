@@ -150,6 +150,8 @@ export function servicePropsFromContext(read: ContextReader): XmppServiceProps {
     federationAzs: int(read, 'federationAzs'),
     registration: bool(read, 'registration'),
     smResumeSeconds: nonNegativeInt(read, 'resumeSeconds'),
+    mucInlineFanoutMax: int(read, 'mucInlineFanoutMax'),
+    roomFanoutConcurrency: int(read, 'roomFanoutConcurrency'),
     pushSummary: bool(read, 'pushSummary'),
     contactAddresses: contactAddresses(str(read, 'contactAddresses')),
     turn: turn(str(read, 'turnHost'), str(read, 'turnSecretArn')),

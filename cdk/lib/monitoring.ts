@@ -16,11 +16,14 @@ export interface XmppMonitoringProps {
   readonly stageName: string;
   readonly connectFunction: lambda.IFunction;
   readonly streamFunction: lambda.IFunction;
+  readonly roomFanoutFunction?: lambda.IFunction;
   readonly streamLogGroup: logs.ILogGroup;
   readonly inboundQueue: sqs.IQueue;
   readonly deadLetterQueue: sqs.IQueue;
   /** Delayed events (ends of XEP-0198 resumption windows) the stream Lambda failed repeatedly. */
   readonly timerDeadLetterQueue?: sqs.IQueue;
+  /** Room fan-out jobs that failed five times. */
+  readonly jobDeadLetterQueue?: sqs.IQueue;
   readonly table: dynamodb.ITable;
   readonly federation?: XmppFederation;
   /** Subscribe this address to the alarm topic. */
@@ -68,7 +71,9 @@ export class XmppMonitoring extends Construct {
     };
 
     // Lambda
-    for (const [name, fn] of [['Connect', props.connectFunction], ['Stream', props.streamFunction]] as const) {
+    const functions: Array<[string, lambda.IFunction]> = [['Connect', props.connectFunction], ['Stream', props.streamFunction]];
+    if (props.roomFanoutFunction) functions.push(['RoomFanout', props.roomFanoutFunction]);
+    for (const [name, fn] of functions) {
       alarm(`${name}Errors`, fn.metricErrors({ period: fiveMinutes, statistic: 'Sum' }), 1, `${name} Lambda: invocations failed`);
       alarm(`${name}Throttles`, fn.metricThrottles({ period: fiveMinutes, statistic: 'Sum' }), 1, `${name} Lambda: invocations throttled (concurrency limit)`);
     }
@@ -95,6 +100,9 @@ export class XmppMonitoring extends Construct {
 
     // Queues
     alarm('DeadLetters', props.deadLetterQueue.metricApproximateNumberOfMessagesVisible({ period: fiveMinutes, statistic: 'Maximum' }), 1, 'Frames the stream Lambda failed to process repeatedly are in the dead-letter queue');
+    if (props.jobDeadLetterQueue) {
+      alarm('JobDeadLetters', props.jobDeadLetterQueue.metricApproximateNumberOfMessagesVisible({ period: fiveMinutes, statistic: 'Maximum' }), 1, 'Room fan-out jobs failed repeatedly: some occupants missed room messages (they are in the room archive)');
+    }
     if (props.timerDeadLetterQueue) {
       alarm('TimerDeadLetters', props.timerDeadLetterQueue.metricApproximateNumberOfMessagesVisible({ period: fiveMinutes, statistic: 'Maximum' }), 1, 'Ends of resumption windows failed repeatedly: hibernated sessions stay available until their items expire');
     }

@@ -99,6 +99,17 @@ export interface XmppServiceProps {
    */
   readonly smResumeSeconds?: number;
   /**
+   * Rooms with more sessions than this get their copies from fan-out jobs (a FIFO queue and a
+   * function of their own) instead of the sender's invocation (docs/muc-fanout.md). @default 200
+   */
+  readonly mucInlineFanoutMax?: number;
+  /**
+   * The most room fan-out jobs that run at once (the job queue's event source maximum concurrency,
+   * 2 to 1000): about 580 posts/s each at 512 MB, so big rooms do not take the account's 10,000
+   * @connections posts per second from everyone else. @default 10
+   */
+  readonly roomFanoutConcurrency?: number;
+  /**
    * XEP-0357 notifications carry a summary (message count and last sender, never the body) instead
    * of nothing about the message. @default false
    */
@@ -249,8 +260,13 @@ export class XmppService extends Construct {
   /** Delayed events for the stream Lambda (the end of XEP-0198 resumption windows), with its DLQ. */
   readonly timerQueue: sqs.Queue;
   readonly timerDeadLetterQueue: sqs.Queue;
+  /** Background jobs (shared/transport/jobs.ts): room fan-out to big rooms, with its DLQ. */
+  readonly jobQueue: sqs.Queue;
+  readonly jobDeadLetterQueue: sqs.Queue;
   readonly connectFunction: lambda.Function;
   readonly streamFunction: lambda.Function;
+  /** Runs the jobs (the stream bundle), at most `roomFanoutConcurrency` at once: that caps the fan-out's post rate. */
+  readonly roomFanoutFunction: lambda.Function;
   readonly federation?: XmppFederation;
   readonly uploads?: XmppUploads;
   readonly monitoring: XmppMonitoring;
@@ -360,6 +376,27 @@ export class XmppService extends Construct {
       deadLetterQueue: { queue: this.timerDeadLetterQueue, maxReceiveCount: 5 },
     });
 
+    // ---- Job queue: room fan-out (shared/transport/jobs.ts, docs/muc-fanout.md) ---------------------
+    this.jobDeadLetterQueue = new sqs.Queue(this, 'JobDeadLetterQueue', { ...queueBasics, fifo: true, retentionPeriod: Duration.days(14) });
+    this.jobQueue = new sqs.Queue(this, 'JobQueue', {
+      ...queueBasics,
+      fifo: true,
+      contentBasedDeduplication: false,
+      // Groups are room shards: quotas per group, as for the inbound queue's connections.
+      deduplicationScope: sqs.DeduplicationScope.MESSAGE_GROUP,
+      fifoThroughputLimit: sqs.FifoThroughputLimit.PER_MESSAGE_GROUP_ID,
+      visibilityTimeout: Duration.seconds(STREAM_TIMEOUT.toSeconds() * 6 + 30),
+      // A room message older than this is in the archive for whoever missed it.
+      retentionPeriod: Duration.hours(1),
+      deadLetterQueue: { queue: this.jobDeadLetterQueue, maxReceiveCount: 5 },
+    });
+    const mucInlineFanoutMax = props.mucInlineFanoutMax ?? 200;
+    const roomFanoutConcurrency = props.roomFanoutConcurrency ?? 10;
+    if (!Number.isInteger(mucInlineFanoutMax) || mucInlineFanoutMax < 1) throw new Error(`XmppService: mucInlineFanoutMax must be a positive integer, got ${mucInlineFanoutMax}`);
+    if (!Number.isInteger(roomFanoutConcurrency) || roomFanoutConcurrency < 2 || roomFanoutConcurrency > 1000) {
+      throw new Error(`XmppService: roomFanoutConcurrency must be an integer from 2 to 1000 (SQS event source maximum concurrency), got ${roomFanoutConcurrency}`);
+    }
+
     // ---- WebSocket API ---------------------------------------------------------------------------
     const logLevel = props.logLevel ?? lambda.ApplicationLogLevel.INFO;
     const fnDefaults = (name: string) => {
@@ -462,6 +499,8 @@ export class XmppService extends Construct {
       grantee.grantPrincipal.addToPrincipalPolicy(
         new iam.PolicyStatement({ actions: TABLE_ACTIONS, resources: [this.table.tableArn] }),
       );
+      // Room messages to big rooms are queued as fan-out jobs by whoever handles them.
+      grantee.grantPrincipal.addToPrincipalPolicy(new iam.PolicyStatement({ actions: ['sqs:SendMessage'], resources: [this.jobQueue.queueArn] }));
       grantee.grantPrincipal.addToPrincipalPolicy(
         new iam.PolicyStatement({ actions: ['execute-api:ManageConnections'], resources: manageConnectionsArns }),
       );
@@ -475,6 +514,8 @@ export class XmppService extends Construct {
       ...(props.contactAddresses ? { XMPP_CONTACT_ADDRESSES: props.contactAddresses } : {}),
       ...(props.admins?.length ? { XMPP_ADMINS: props.admins.join(',') } : {}),
       XMPP_USER_INVITES: String(props.userInvites ?? false),
+      XMPP_JOB_QUEUE_URL: this.jobQueue.queueUrl,
+      XMPP_MUC_INLINE_FANOUT_MAX: String(mucInlineFanoutMax),
     };
 
     if (federation) {
@@ -533,6 +574,23 @@ export class XmppService extends Construct {
       new SqsEventSource(this.inboundQueue, { batchSize: 10, reportBatchItemFailures: true }),
     );
     this.streamFunction.addEventSource(new SqsEventSource(this.timerQueue, { batchSize: 10, reportBatchItemFailures: true }));
+
+    // ---- Room fan-out function: the stream bundle on the job queue ----------------------------------
+    this.roomFanoutFunction = new lambda.Function(this, 'RoomFanoutFunction', {
+      ...fnDefaults('RoomFanout'),
+      description: 'XMPP room fan-out: posts the copies of a big room\'s stanzas, queued as jobs by the stream Lambda',
+      code: bundledCode(entries.stream),
+      memorySize: props.streamMemoryMiB ?? 512,
+      timeout: STREAM_TIMEOUT,
+      environment: { ...coreEnvironment, XMPP_TIMER_QUEUE_URL: this.timerQueue.queueUrl, XMPP_SM_RESUME_SECONDS: String(smResumeSeconds) },
+    });
+    grantCore(this.roomFanoutFunction);
+    // A gone occupant's session leaves its room from the job; with XEP-0198 it may hibernate there.
+    this.roomFanoutFunction.addToRolePolicy(new iam.PolicyStatement({ actions: ['sqs:SendMessage'], resources: [this.timerQueue.queueArn] }));
+    // One job per invocation (up to 500 posts, about a second); the event source's maximum
+    // concurrency caps the post rate without throttling (a reserved concurrency would throttle the
+    // poller's extra invocations and take capacity from the account's pool).
+    this.roomFanoutFunction.addEventSource(new SqsEventSource(this.jobQueue, { batchSize: 1, reportBatchItemFailures: true, maxConcurrency: roomFanoutConcurrency }));
     if (props.uploads) {
       this.uploads = new XmppUploads(this, 'Uploads', { ...(props.uploads === true ? {} : props.uploads), removalPolicy });
       this.uploads.grantSigning(this.streamFunction);
@@ -545,10 +603,12 @@ export class XmppService extends Construct {
       stageName,
       connectFunction: this.connectFunction,
       streamFunction: this.streamFunction,
+      roomFanoutFunction: this.roomFanoutFunction,
       streamLogGroup: this.streamFunction.logGroup,
       inboundQueue: this.inboundQueue,
       deadLetterQueue: this.deadLetterQueue,
       timerDeadLetterQueue: this.timerDeadLetterQueue,
+      jobDeadLetterQueue: this.jobDeadLetterQueue,
       table: this.table,
       federation: this.federation,
       alarmEmail: props.alarmEmail,
@@ -577,9 +637,10 @@ export class XmppService extends Construct {
     );
     const connectionsReason = 'execute-api:ManageConnections is granted on this API and stage only; the connection id is known only at run time, so the last part must be a wildcard';
     acknowledge(this.streamFunction.role!, connectionsReason, ...connectionFindings);
+    acknowledge(this.roomFanoutFunction.role!, connectionsReason, ...connectionFindings);
     if (this.federation) acknowledge(this.federation.taskDefinition.taskRole, connectionsReason, ...connectionFindings);
     if (tracing) {
-      for (const fn of [this.connectFunction, this.streamFunction]) {
+      for (const fn of [this.connectFunction, this.streamFunction, this.roomFanoutFunction]) {
         acknowledge(fn.role!, 'X-Ray PutTraceSegments/PutTelemetryRecords have no resource-level permissions (granted by CDK for tracing)', 'AwsSolutions-IAM5[Resource::*]');
       }
     }
@@ -594,7 +655,7 @@ export class XmppService extends Construct {
       'XMPP authenticates inside the stream (SASL, RFC 6120 §6): the WebSocket handshake carries no credentials, and a stream that has not authenticated can only do SASL (and registration when enabled)',
       'AwsSolutions-APIG4',
     );
-    for (const fn of [this.connectFunction, this.streamFunction]) {
+    for (const fn of [this.connectFunction, this.streamFunction, this.roomFanoutFunction]) {
       acknowledge(
         fn,
         'Node.js 22 is the runtime the code is built and tested for (CI runs Node 22; it is in LTS until April 2027); moving to a newer runtime is a tested change of its own',
@@ -610,6 +671,13 @@ export class XmppService extends Construct {
       'Serverless-LambdaDLQ',
       'Serverless-LambdaEventSourceMappingDestination',
     );
+    acknowledge(
+      this.roomFanoutFunction,
+      'Invoked by the SQS event source: a job that fails five times goes to the job queue\'s dead-letter queue (alarmed); the room archive still has the message',
+      'Serverless-LambdaDLQ',
+      'Serverless-LambdaEventSourceMappingDestination',
+    );
+    acknowledge(this.jobDeadLetterQueue, 'This is the dead-letter queue of the job queue; it has no dead-letter queue of its own', 'Serverless-SQSRedrivePolicy');
     acknowledge(this.deadLetterQueue, 'This is the dead-letter queue of the inbound queue; it has no dead-letter queue of its own', 'Serverless-SQSRedrivePolicy');
     acknowledge(this.timerDeadLetterQueue, 'This is the dead-letter queue of the timer queue; it has no dead-letter queue of its own', 'Serverless-SQSRedrivePolicy');
   }

@@ -3,7 +3,8 @@
  * ApiGatewayManagementApiClient calls it: 410 GoneException for unknown or closed connections,
  * 413 PayloadTooLargeException over maxPayload, posts count as activity for the idle timeout,
  * fault injection (410 with the connection dropped, or never answered), late-delivery detection
- * (onLateDelivery) and per-call observation (onConnectionsRequest). Also routes the timer intake.
+ * (onLateDelivery) and per-call observation (onConnectionsRequest). Also routes the timer and job
+ * intakes.
  */
 import { randomUUID } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
@@ -11,12 +12,11 @@ import { WebSocket } from 'ws';
 import type { GatewayConfig } from './config.ts';
 import { readBody, sendJson } from './http.ts';
 import type { GatewayState } from './state.ts';
-import type { TimerIntake } from './timers.ts';
+import type { Intake } from './timers.ts';
 
-export function createConnectionsServer(config: GatewayConfig, state: GatewayState, timers: TimerIntake): Server {
+export function createConnectionsServer(config: GatewayConfig, state: GatewayState, intakes: Intake[]): Server {
   const { maxPayload, log, options } = config;
   const { live, heldPosts } = state;
-  const { path: timerPath, handle: handleTimerIntake } = timers;
   /** SDK invocation ids of recently delivered posts (onLateDelivery), oldest first, bounded. */
   const deliveredInvocations = new Set<string>();
 
@@ -24,7 +24,8 @@ export function createConnectionsServer(config: GatewayConfig, state: GatewaySta
 
   async function handleConnectionsApi(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const pathname = new URL(req.url ?? '/', 'http://local').pathname;
-    if (pathname === timerPath) return handleTimerIntake(req, res);
+    const intake = intakes.find((i) => i.path === pathname);
+    if (intake) return intake.handle(req, res);
     // The SDK appends /@connections/{id} to the endpoint's path (in the cloud: /{stage}).
     const marker = pathname.indexOf('/@connections/');
     let connectionId: string | undefined;

@@ -10,13 +10,14 @@ import type { FifoQueue } from './fifo-queue.ts';
 import { readBody, sendJson } from './http.ts';
 import type { GatewayState } from './state.ts';
 
-export interface TimerIntake {
-  /** `/@timers/<random token>` on the @connections API's server. */
+/** A loopback intake of the stream handler's own events, served on the @connections API's server. */
+export interface Intake {
+  /** `/@timers/<random token>`, `/@jobs/<random token>`. */
   path: string;
   handle(req: IncomingMessage, res: ServerResponse): Promise<void>;
 }
 
-export function createTimerIntake(state: GatewayState, queue: FifoQueue): TimerIntake {
+export function createTimerIntake(state: GatewayState, queue: FifoQueue): Intake {
   const { enqueue } = queue;
   const { pendingTimers } = state;
   const timerToken = randomBytes(16).toString('hex');

@@ -142,4 +142,9 @@ export interface Gateway {
    * loopback, with a random token in the path. In the cloud this is an SQS queue with per-message delay.
    */
   timerEndpoint: string;
+  /**
+   * Where the stream handler queues background jobs (XMPP_JOB_ENDPOINT, shared/transport/jobs.ts):
+   * loopback, with a random token in the path. In the cloud this is an SQS FIFO queue.
+   */
+  jobEndpoint: string;
 }

@@ -8,6 +8,7 @@ import { defaultModules } from '../modules/index.ts';
 import { DynamoStore } from '../storage/dynamo-store.ts';
 import { remoteRouterFromConfig } from '../transport/s2s-queue.ts';
 import { timerSchedulerFromConfig } from '../transport/timers.ts';
+import { jobQueueFromConfig } from '../transport/jobs.ts';
 import { ApiGatewayConnectionSender, type ConnectionSender } from '../transport/connections.ts';
 import { ClientConnectionSender, type Mailbox } from '../transport/tcp-sessions.ts';
 import { XmppServer, type RemoteRouter } from './server.ts';
@@ -29,6 +30,7 @@ export function createServer(config: ServerConfig, overrides: ServerOverrides = 
     sender: new ClientConnectionSender(websocket, overrides.ownTcp, { queueUrlPrefix: config.c2sQueueUrlPrefix }),
     remote: overrides.remote ?? remoteRouterFromConfig(config),
     timers: timerSchedulerFromConfig(config),
+    jobs: jobQueueFromConfig(config),
     modules: defaultModules,
   });
 }

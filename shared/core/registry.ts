@@ -9,6 +9,7 @@ import type { Element } from '../xml/element.ts';
 import type { ClientSession } from './session.ts';
 import type { XmppServer } from './server.ts';
 import type { SessionRecord } from './types.ts';
+import type { Job } from '../transport/jobs.ts';
 
 /**
  * What a module may use of the server, at setup (registration is the Registry's) and in every
@@ -19,7 +20,7 @@ export type ModuleServer = Pick<
   XmppServer,
   | 'store' | 'config' | 'isLocalDomain' | 'domainJid' | 'hostedDomains'
   | 'route' | 'routeRemote' | 'runHooks' | 'answerIq' | 'bounce' | 'sendTo' | 'deliver' | 'deliverToFullJid' | 'deliverToSessions'
-  | 'sender' | 'closeOther' | 'removeAccount' | 'sessionAvailable'
+  | 'sender' | 'closeOther' | 'removeAccount' | 'sessionAvailable' | 'jobs'
   | 'serverFeatures' | 'accountFeatures' | 'discoIdentities' | 'serverItemNodes' | 'accountItemProviders'
 >;
 
@@ -131,6 +132,13 @@ export type DeliveryFilter = (event: { server: ModuleServer; session: SessionRec
  */
 export type HibernatedMessagesHook = (event: { server: ModuleServer; bare: string; resource: string; messages: Element[] }) => Promise<void>;
 
+/**
+ * Runs a background job a frame queued (server.jobs, transport/jobs.ts). Jobs of one group run in
+ * order; a job may run more than once (its posts are journaled like a frame's, so a rerun skips
+ * those that went out).
+ */
+export type JobHandler = (event: { server: ModuleServer; job: Job }) => Promise<void>;
+
 /** Handles a non-stanza element a bound client sends in the namespace it was registered for (e.g. XEP-0352's <active/>). */
 export type StreamElementHandler = (session: ClientSession, el: Element) => Promise<void>;
 
@@ -163,6 +171,8 @@ export interface Registry {
   serverItems(node: string, items: (request: IqRequest) => Promise<Element[]>): void;
   /** Runs before each post to a local session (see DeliveryFilter). */
   deliveryFilter(filter: DeliveryFilter): void;
+  /** Runs the background jobs of a type (see JobHandler). */
+  job(type: string, handler: JobHandler): void;
   /** Runs when messages are kept for a hibernated session (see HibernatedMessagesHook). */
   onHibernatedMessages(hook: HibernatedMessagesHook): void;
   /** Takes the top-level elements of a namespace from bound clients (see StreamElementHandler). */

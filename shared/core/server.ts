@@ -13,28 +13,13 @@ import { inFrame, type FrameInput } from '../storage/frame-context.ts';
 import { journaledSender } from '../transport/journaled-sender.ts';
 import { streamManagementSender } from '../transport/sm-sender.ts';
 import type { TimerEvent, TimerScheduler } from '../transport/timers.ts';
+import type { Job, JobQueue } from '../transport/jobs.ts';
 import { SmStore } from '../storage/sm-store.ts';
 import { parseStored } from '../xml/stored.ts';
 import type { ConnectionSender } from '../transport/connections.ts';
 import { Element, NS, x } from '../xml/element.ts';
-import type {
-  AccountRemovalHook,
-  DeliveryFilter,
-  DiscoIdentity,
-  HibernatedMessagesHook,
-  HookName,
-  HostHandler,
-  IqHandler,
-  IqRequest,
-  IqTarget,
-  Registry,
-  SessionEvent,
-  SessionHookName,
-  StanzaEvent,
-  StanzaHook,
-  StreamElementHandler,
-  XmppModule,
-} from './registry.ts';
+import type { AccountRemovalHook, DeliveryFilter, DiscoIdentity, HibernatedMessagesHook, HookName, HostHandler, IqHandler, IqRequest, IqTarget } from './registry.ts';
+import type { JobHandler, Registry, SessionEvent, SessionHookName, StanzaEvent, StanzaHook, StreamElementHandler, XmppModule } from './registry.ts';
 import type { ClientSession } from './session.ts';
 import { SessionManager, type FrameDelivery } from './session-manager.ts';
 import type { ConnectionState, SessionRecord } from './types.ts';
@@ -53,6 +38,8 @@ export interface ServerDependencies {
   remote?: RemoteRouter;
   /** Delayed events (the end of XEP-0198 resumption windows); without it sessions are not resumable. */
   timers?: TimerScheduler;
+  /** Background jobs (room fan-out to big rooms); without it everything runs in the frame's invocation. */
+  jobs?: JobQueue;
   modules: XmppModule[];
 }
 
@@ -65,6 +52,8 @@ export class XmppServer implements Registry {
   readonly socketSender: ConnectionSender;
   readonly remote?: RemoteRouter;
   readonly timers?: TimerScheduler;
+  readonly jobs?: JobQueue;
+  readonly jobHandlers = new Map<string, JobHandler>();
   /** XEP-0198 outbound state of sessions. */
   readonly sm: SmStore;
   readonly serverFeatures = new Set<string>();
@@ -100,6 +89,7 @@ export class XmppServer implements Registry {
     );
     this.socketSender = journaledSender(deps.sender, faults);
     this.timers = deps.timers;
+    this.jobs = deps.jobs;
     this.sessions = new SessionManager(this);
     this.remote = deps.remote;
     for (const module of deps.modules) module.setup(this);
@@ -162,6 +152,10 @@ export class XmppServer implements Registry {
     this.deliveryFilters.push(filter);
   }
 
+  job(type: string, handler: JobHandler): void {
+    this.jobHandlers.set(type, handler);
+  }
+
   onHibernatedMessages(hook: HibernatedMessagesHook): void {
     this.hibernatedMessageHooks.push(hook);
   }
@@ -201,6 +195,11 @@ export class XmppServer implements Registry {
   /** A delayed event came due (timers.ts). */
   handleTimer(event: TimerEvent, delivery?: FrameInput): Promise<void> {
     return this.sessions.handleTimer(event, delivery);
+  }
+
+  /** A background job's turn came (jobs.ts). */
+  handleJob(job: Job, delivery?: FrameInput): Promise<void> {
+    return this.sessions.handleJob(job, delivery);
   }
 
   /** Ends another session's stream from this frame (its account changed: password, removal). */

@@ -23,6 +23,7 @@ import { ClientSession } from './session.ts';
 import { closeStream, processFrame } from './stream.ts';
 import { endHibernated, handOverUnacknowledged, hibernate } from './stream-management.ts';
 import type { TimerEvent } from '../transport/timers.ts';
+import type { Job } from '../transport/jobs.ts';
 import type { ConnectionState } from './types.ts';
 
 export interface FrameDelivery extends FrameInput {
@@ -119,6 +120,27 @@ export class SessionManager {
       await inFrame(() => endHibernated(this.server, event.session, event.socket), frame);
     } catch (err) {
       if (state) await this.saveJournal(event.socket, state.version, frame);
+      throw err;
+    }
+  }
+
+  /**
+   * A background job's turn came (transport/jobs.ts). Its posts are journaled under the job's queue
+   * message id, like a frame's with its connection, so a job run again skips what went out.
+   */
+  async handleJob(job: Job, delivery: FrameInput = {}): Promise<void> {
+    const handler = this.server.jobHandlers.get(job.type);
+    if (!handler) {
+      log.error('job of an unknown type dropped', { type: job.type });
+      return;
+    }
+    const journalKey = delivery.id ? `job:${delivery.id}` : undefined;
+    const { journal } = journalKey ? await this.server.store.loadConnection(journalKey) : {};
+    const frame = newFrame({ ...delivery, before: journal });
+    try {
+      await inFrame(() => handler({ server: this.server, job }), frame);
+    } catch (err) {
+      if (journalKey) await this.saveJournal(journalKey, 0, frame);
       throw err;
     }
   }

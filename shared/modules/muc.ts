@@ -6,6 +6,8 @@
 import type { XmppModule } from '../core/registry.ts';
 import type { ModuleServer } from '../core/registry.ts';
 import { MucService } from './muc/service.ts';
+import { ROOM_FANOUT_JOB, isRoomFanoutJob, runRoomFanout } from './muc/fanout-jobs.ts';
+import { log } from '../log.ts';
 
 const services = new WeakMap<ModuleServer, MucService>();
 
@@ -26,6 +28,11 @@ export const mucModule: XmppModule = {
       if (!replaced) await serviceFor(server, domain).sessionEnded(session);
     });
     reg.onSession('session/released', ({ server, session }) => serviceFor(server, domain).sessionEnded(session));
+    // Big rooms' copies, queued by the sender's frame (docs/muc-fanout.md).
+    reg.job(ROOM_FANOUT_JOB, async ({ server, job }) => {
+      if (isRoomFanoutJob(job)) await runRoomFanout(serviceFor(server, domain), job);
+      else log.error('malformed room fan-out job dropped', { room: String(job.room) });
+    });
     reg.onAccountRemoval(({ server, bare }) => serviceFor(server, domain).accountRemoved(bare));
     // Unavailable broadcast presence also reaches the rooms the session is in (RFC 6121 §4.6.3).
     reg.hook(

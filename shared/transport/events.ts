@@ -8,7 +8,7 @@
  */
 export const EVENT_ATTRIBUTES = {
   connectionId: 'connectionId',
-  /** 'MESSAGE' for a frame, 'DISCONNECT' when the socket closed, 'TIMER' for a delayed event (timers.ts). */
+  /** 'MESSAGE' for a frame, 'DISCONNECT' when the socket closed, 'TIMER' for a delayed event (timers.ts), 'JOB' for a background job (jobs.ts). */
   eventType: 'eventType',
   /** Epoch milliseconds when API Gateway received the event ($context.requestTimeEpoch). */
   requestTimeEpoch: 'requestTimeEpoch',
@@ -16,5 +16,5 @@ export const EVENT_ATTRIBUTES = {
   sourceIp: 'sourceIp',
 } as const;
 
-export type StreamEventType = 'MESSAGE' | 'DISCONNECT' | 'TIMER';
+export type StreamEventType = 'MESSAGE' | 'DISCONNECT' | 'TIMER' | 'JOB';
 export const DISCONNECT_BODY = '-';

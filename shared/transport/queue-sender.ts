@@ -4,7 +4,7 @@
  * when the stream Lambda starts: most invocations never send to a queue, and every module loaded
  * at init is paid by every cold start (docs/performance.md, "Cold start").
  */
-import type { SendMessageCommandInput, SQSClient } from '@aws-sdk/client-sqs';
+import type { SendMessageBatchCommandInput, SendMessageCommandInput, SQSClient } from '@aws-sdk/client-sqs';
 
 let sdk: Promise<typeof import('@aws-sdk/client-sqs')> | undefined;
 const loadSdk = () => (sdk ??= import('@aws-sdk/client-sqs'));
@@ -21,5 +21,13 @@ export class QueueSender {
     const { SQSClient, SendMessageCommand } = await loadSdk();
     const client = await (this.client ??= Promise.resolve(new SQSClient({ maxAttempts: 4 })));
     await client.send(new SendMessageCommand(input));
+  }
+
+  /** Up to 10 entries; an entry SQS refuses fails the whole call (the caller's frame is redelivered). */
+  async sendBatch(input: SendMessageBatchCommandInput): Promise<void> {
+    const { SQSClient, SendMessageBatchCommand } = await loadSdk();
+    const client = await (this.client ??= Promise.resolve(new SQSClient({ maxAttempts: 4 })));
+    const out = await client.send(new SendMessageBatchCommand(input));
+    if (out.Failed?.length) throw new Error(`SQS refused ${out.Failed.length} of ${input.Entries?.length} messages: ${out.Failed[0]!.Code} ${out.Failed[0]!.Message ?? ''}`);
   }
 }

@@ -16,7 +16,8 @@ describe('the app with the real Lambda entry points', () => {
     new XmppStack(app, stackNameFromContext(read), { service: servicePropsFromContext(read) });
     const assembly = app.synth();
     const template = assembly.getStackByName('Xmpp').template as { Resources: Record<string, { Type: string }> };
-    expect(Object.values(template.Resources).filter((r) => r.Type === 'AWS::Lambda::Function')).toHaveLength(2);
+    // Connect, stream, and room fan-out (the stream bundle on the job queue).
+    expect(Object.values(template.Resources).filter((r) => r.Type === 'AWS::Lambda::Function')).toHaveLength(3);
 
     const bundles = readdirSync(outdir)
       .filter((d) => d.startsWith('asset.'))

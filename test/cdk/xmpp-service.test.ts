@@ -59,7 +59,7 @@ beforeAll(() => {
   });
 }, 60_000);
 
-const fn = (s: Synthesized, name: 'Connect' | 'Stream') => logicalId(s, 'AWS::Lambda::Function', `Xmpp${name}Function`);
+const fn = (s: Synthesized, name: 'Connect' | 'Stream' | 'RoomFanout') => logicalId(s, 'AWS::Lambda::Function', `Xmpp${name}Function`);
 const inboundQueue = (s: Synthesized) => logicalId(s, 'AWS::SQS::Queue', 'XmppInboundQueue');
 
 describe('WebSocket API', () => {
@@ -174,7 +174,7 @@ describe('inbound FIFO queue', () => {
   it('feeds the stream Lambda in batches of 10 with partial batch responses, frames and timer events', () => {
     const mappings = resourcesOfType(base, 'AWS::Lambda::EventSourceMapping').map(([, m]) => m.Properties);
     const timerQueue = logicalId(base, 'AWS::SQS::Queue', 'XmppTimerQueue');
-    expect(mappings).toHaveLength(2);
+    expect(mappings).toHaveLength(3); // and the job queue's, below
     for (const queue of [inboundQueue(base), timerQueue]) {
       expect(mappings).toContainEqual(
         expect.objectContaining({
@@ -195,14 +195,39 @@ describe('inbound FIFO queue', () => {
     expect(env).toMatchObject({ XMPP_TIMER_QUEUE_URL: { Ref: logicalId(base, 'AWS::SQS::Queue', 'XmppTimerQueue') }, XMPP_SM_RESUME_SECONDS: '300' });
     const role = roleOfFunction(base, fn(base, 'Stream'));
     const send = statementsOfRole(base, role).filter((st) => actions(st).includes('sqs:SendMessage'));
-    expect(send.map((st) => st.Resource)).toEqual([{ 'Fn::GetAtt': [logicalId(base, 'AWS::SQS::Queue', 'XmppTimerQueue'), 'Arn'] }]);
+    expect(send.map((st) => st.Resource)).toEqual(
+      expect.arrayContaining([{ 'Fn::GetAtt': [logicalId(base, 'AWS::SQS::Queue', 'XmppTimerQueue'), 'Arn'] }, { 'Fn::GetAtt': [logicalId(base, 'AWS::SQS::Queue', 'XmppJobQueue'), 'Arn'] }]),
+    );
+    expect(send).toHaveLength(2);
+  });
+
+  it('has a FIFO job queue with a dead-letter queue, feeding the room fan-out function one job per invocation at a capped concurrency', () => {
+    const jobQueue = logicalId(base, 'AWS::SQS::Queue', 'XmppJobQueue');
+    const q = base.json.Resources[jobQueue]!.Properties!;
+    expect(q.FifoQueue).toBe(true);
+    expect(q.ContentBasedDeduplication).toBe(false);
+    expect(q.RedrivePolicy).toMatchObject({ maxReceiveCount: 5, deadLetterTargetArn: { 'Fn::GetAtt': [logicalId(base, 'AWS::SQS::Queue', 'XmppJobDeadLetterQueue'), 'Arn'] } });
+    const mappings = resourcesOfType(base, 'AWS::Lambda::EventSourceMapping').map(([, m]) => m.Properties);
+    expect(mappings).toContainEqual(
+      expect.objectContaining({ BatchSize: 1, FunctionResponseTypes: ['ReportBatchItemFailures'], EventSourceArn: { 'Fn::GetAtt': [jobQueue, 'Arn'] }, FunctionName: { Ref: fn(base, 'RoomFanout') } }),
+    );
+    expect(mappings).toContainEqual(expect.objectContaining({ EventSourceArn: { 'Fn::GetAtt': [jobQueue, 'Arn'] }, ScalingConfig: { MaximumConcurrency: 10 } }));
+    const fanout = base.json.Resources[fn(base, 'RoomFanout')]!.Properties!;
+    expect(fanout.Environment.Variables).toMatchObject({ XMPP_JOB_QUEUE_URL: { Ref: jobQueue }, XMPP_MUC_INLINE_FANOUT_MAX: '200' });
+    expect(base.json.Resources[fn(base, 'Stream')]!.Properties!.Environment.Variables).toMatchObject({ XMPP_JOB_QUEUE_URL: { Ref: jobQueue } });
+    // The fan-out function posts to connections and reads and writes the table, like the stream function; it sends to no queue but the timers'.
+    const send = statementsOfRole(base, roleOfFunction(base, fn(base, 'RoomFanout'))).filter((st) => actions(st).includes('sqs:SendMessage'));
+    expect(send.map((st) => st.Resource)).toEqual(
+      expect.arrayContaining([{ 'Fn::GetAtt': [logicalId(base, 'AWS::SQS::Queue', 'XmppTimerQueue'), 'Arn'] }, { 'Fn::GetAtt': [jobQueue, 'Arn'] }]),
+    );
+    expect(send).toHaveLength(2);
   });
 });
 
 describe('Lambda functions', () => {
   it('run Node 22 on arm64 with JSON logs, source maps and an ESM bundle', () => {
     for (const s of [base, full]) {
-      for (const name of ['Connect', 'Stream'] as const) {
+      for (const name of ['Connect', 'Stream', 'RoomFanout'] as const) {
         const p = s.json.Resources[fn(s, name)]!.Properties!;
         expect(p.Runtime).toBe('nodejs22.x');
         expect(p.Architectures).toEqual(['arm64']);
@@ -334,8 +359,8 @@ describe('IAM least privilege', () => {
     }
 
     const sqsActions = roleActions(base, role).filter((a) => a.startsWith('sqs:'));
-    // Sending: to the timer queue only (checked with the timer queue above).
-    expect(statements.filter((st) => actions(st).includes('sqs:SendMessage'))).toHaveLength(1);
+    // Sending: to the timer and job queues only (checked with those queues above).
+    expect(statements.filter((st) => actions(st).includes('sqs:SendMessage'))).toHaveLength(2);
     expect(sqsActions).toEqual(expect.arrayContaining(['sqs:ReceiveMessage', 'sqs:DeleteMessage', 'sqs:ChangeMessageVisibility']));
   });
 
@@ -349,7 +374,7 @@ describe('IAM least privilege', () => {
 describe('federation', () => {
   it('creates no federation resources when off', () => {
     for (const type of FEDERATION_TYPES) expect(resourcesOfType(base, type), type).toHaveLength(0);
-    expect(resourcesOfType(base, 'AWS::SQS::Queue')).toHaveLength(4); // inbound, timer and their dead-letter queues
+    expect(resourcesOfType(base, 'AWS::SQS::Queue')).toHaveLength(6); // inbound, timer, job and their dead-letter queues
     expect(base.json.Outputs!.FederationEndpoint).toBeUndefined();
   });
 
@@ -429,7 +454,9 @@ describe('federation', () => {
     const statements = statementsOfRole(full, taskRole);
     const all = statements.flatMap(actions);
     expect(all).toEqual(expect.arrayContaining([...TABLE_ACTIONS, 'execute-api:ManageConnections', 'sqs:ReceiveMessage', 'sqs:DeleteMessage']));
-    expect(all).not.toContain('sqs:SendMessage');
+    // Sending: only room fan-out jobs (a remote occupant's message to a big room).
+    const send = statements.filter((st) => actions(st).includes('sqs:SendMessage'));
+    expect(send.map((st) => st.Resource)).toEqual([{ 'Fn::GetAtt': [logicalId(full, 'AWS::SQS::Queue', 'XmppJobQueue'), 'Arn'] }]);
     const consume = statements.find((st) => actions(st).includes('sqs:ReceiveMessage'))!;
     expect(consume.Resource).toEqual({ 'Fn::GetAtt': [logicalId(full, 'AWS::SQS::Queue', 'XmppFederationS2sQueue'), 'Arn'] });
     // The execution role reads exactly the two secrets.
@@ -456,13 +483,13 @@ describe('operations', () => {
   it('alarms on Lambda errors and throttles, dead letters, API Gateway errors', () => {
     const alarms = resourcesOfType(base, 'AWS::CloudWatch::Alarm').map(([, a]) => a.Properties!);
     const metric = (namespace: string, name: string) => alarms.filter((a) => a.Namespace === namespace && a.MetricName === name);
-    expect(metric('AWS/Lambda', 'Errors')).toHaveLength(2);
-    expect(metric('AWS/Lambda', 'Throttles')).toHaveLength(2);
+    expect(metric('AWS/Lambda', 'Errors')).toHaveLength(3); // connect, stream, room fan-out
+    expect(metric('AWS/Lambda', 'Throttles')).toHaveLength(3);
     expect(metric('AWS/ApiGateway', 'IntegrationError')).toHaveLength(1);
     expect(metric('AWS/ApiGateway', 'ExecutionError')).toHaveLength(1);
     const dlqs = metric('AWS/SQS', 'ApproximateNumberOfMessagesVisible');
-    expect(dlqs).toHaveLength(2); // frames and timer events
-    for (const [dlq, queue] of dlqs.map((d, i) => [d, ['XmppDeadLetterQueue', 'XmppTimerDeadLetterQueue'][i]!] as const)) {
+    expect(dlqs).toHaveLength(3); // frames, jobs and timer events
+    for (const [dlq, queue] of dlqs.map((d, i) => [d, ['XmppDeadLetterQueue', 'XmppJobDeadLetterQueue', 'XmppTimerDeadLetterQueue'][i]!] as const)) {
       expect(text(dlq.Dimensions)).toContain(logicalId(base, 'AWS::SQS::Queue', queue));
       expect(dlq).toMatchObject({ Threshold: 1, ComparisonOperator: 'GreaterThanOrEqualToThreshold' });
     }
@@ -480,7 +507,7 @@ describe('operations', () => {
   it('adds federation alarms, an e-mail subscription and the dashboard', () => {
     const alarms = resourcesOfType(full, 'AWS::CloudWatch::Alarm').map(([, a]) => a.Properties!);
     expect(alarms.filter((a) => a.MetricName === 'HealthyHostCount')).toHaveLength(1);
-    expect(alarms.filter((a) => a.MetricName === 'ApproximateNumberOfMessagesVisible')).toHaveLength(3);
+    expect(alarms.filter((a) => a.MetricName === 'ApproximateNumberOfMessagesVisible')).toHaveLength(4);
     full.template.hasResourceProperties('AWS::SNS::Subscription', { Protocol: 'email', Endpoint: 'ops@example.com' });
     expect(resourcesOfType(base, 'AWS::CloudWatch::Dashboard')).toHaveLength(1);
   });
@@ -541,6 +568,8 @@ describe('input validation', () => {
     expect(construct({ federation: true, componentListener: true })).toThrow(/componentListener needs componentSources/);
     expect(construct({ federation: true, componentListener: true, componentSources: ['0.0.0.0/33'] })).toThrow(/"0.0.0.0\/33" is not an IPv4 CIDR block/);
     expect(construct({ smResumeSeconds: 901 })).toThrow(/smResumeSeconds must be an integer from 0 to 900/);
+    expect(construct({ mucInlineFanoutMax: 0 })).toThrow(/mucInlineFanoutMax must be a positive integer/);
+    expect(construct({ roomFanoutConcurrency: 1 })).toThrow(/roomFanoutConcurrency must be an integer from 2 to 1000/);
   });
 
   it('says which Lambda entry is missing', () => {

@@ -18,6 +18,7 @@ import { DynamoStore } from '../../shared/storage/dynamo-store.ts';
 import { ensureTable } from '../../shared/storage/table.ts';
 import type { ConnectionSender, SendHint } from '../../shared/transport/connections.ts';
 import type { TimerEvent, TimerScheduler } from '../../shared/transport/timers.ts';
+import type { Job, JobQueue, QueuedJob } from '../../shared/transport/jobs.ts';
 
 export interface Post {
   connectionId: string;
@@ -86,6 +87,31 @@ export class RecordingTimers implements TimerScheduler {
   }
 }
 
+/**
+ * Background jobs (an SQS FIFO queue in the cloud: the edge we cannot reach): queued with the
+ * queue's deduplication (an id seen before is dropped, as SQS FIFO does within 5 minutes), and run
+ * by the test when it chooses, on the instance it chooses, in the order it chooses. Each job gets a
+ * message id, the same on every run, as SQS gives a redelivered message.
+ */
+export class RecordingJobs implements JobQueue {
+  readonly queued: Array<{ group: string; job: Job; messageId: string }> = [];
+  private readonly seen = new Set<string>();
+
+  async enqueue(jobs: QueuedJob[]): Promise<void> {
+    for (const j of jobs) {
+      if (this.seen.has(j.dedupId)) continue;
+      this.seen.add(j.dedupId);
+      // Serialized and parsed, as the queue carries it.
+      this.queued.push({ group: j.group, job: JSON.parse(JSON.stringify(j.job)) as Job, messageId: `job-${randomBytes(6).toString('hex')}` });
+    }
+  }
+
+  /** Takes every queued job out, oldest first. */
+  take(): Array<{ group: string; job: Job; messageId: string }> {
+    return this.queued.splice(0, this.queued.length);
+  }
+}
+
 /** Stanzas the servers sent out to other domains (the federation service's queue: an edge of its own, tested elsewhere). */
 export class RecordingRemote implements RemoteRouter {
   readonly sent: Element[] = [];
@@ -107,8 +133,9 @@ export async function startHarness(instances = 3, env: Record<string, string> = 
   const store = new DynamoStore({ tableName, client: crash.client });
   const timers = new RecordingTimers();
   const remote = options.remote ? new RecordingRemote() : undefined;
-  const servers = Array.from({ length: instances }, () => new XmppServer({ config, store, sender, timers, remote, modules: defaultModules }));
-  return { servers, store, sender, crash, config, timers, remote };
+  const jobs = new RecordingJobs();
+  const servers = Array.from({ length: instances }, () => new XmppServer({ config, store, sender, timers, remote, jobs, modules: defaultModules }));
+  return { servers, store, sender, crash, config, timers, remote, jobs };
 }
 
 export type Harness = Awaited<ReturnType<typeof startHarness>>;

@@ -14,6 +14,7 @@ import { SID, archiveStore, stripStanzaIds } from '../../lib/mam-query.ts';
 import { applyRole } from './admin.ts';
 import { roomArchive } from './archive.ts';
 import { broadcast, fanout, mayDeliver, targets } from './fanout.ts';
+import { fansOutThroughJobs, queueRoomFanout } from './fanout-jobs.ts';
 import { LostRace } from './lost-race.ts';
 import { leaveRoom } from './occupancy.ts';
 import { AFFILIATION_RANK, FrameTemplate, MUC_USER } from './stanzas.ts';
@@ -113,7 +114,7 @@ async function groupchat(muc: MucService, event: HostEvent, room: Room, occupant
     stripStanzaIds(out, room.jid);
   }
   if (sender.occupantId) out.append(x('occupant-id', { xmlns: OCCUPANT_ID, id: sender.occupantId }));
-  if (!body && !subject) return broadcast(muc, room.jid, occupants, out);
+  if (!body && !subject) return toEveryone(muc, room.jid, occupants, out);
   // Archived before it goes out, so every copy carries the same stanza-id; and the occupants are
   // read again after that write, so a session joining meanwhile finds the message in the
   // archive as history, or is found here (docs/architecture.md, "room message vs join").
@@ -126,7 +127,18 @@ async function groupchat(muc: MucService, event: HostEvent, room: Room, occupant
   out.append(x('stanza-id', { xmlns: SID, by: room.jid, id: item.id }));
   const current = await muc.store.listOccupants(room.jid);
   const at = Date.parse(item.stamp);
-  await broadcast(muc, room.jid, current, out, false, body ? (t) => mayDeliver(muc, room.jid, item.id, at, t.session) : undefined);
+  await toEveryone(muc, room.jid, current, out, body ? { id: item.id, at } : undefined);
+}
+
+/**
+ * A groupchat stanza to every occupant: posted from this frame, or, in a room with more sessions
+ * than the inline limit, through fan-out jobs (fanout-jobs.ts). `admit`: the archived message's id
+ * and time, for sessions that joined about then (fanout.ts, mayDeliver).
+ */
+async function toEveryone(muc: MucService, room: string, occupants: Occupant[], out: Element, admit?: { id: string; at: number }): Promise<void> {
+  const sessions = occupants.reduce((n, o) => n + o.sessions.length, 0);
+  if (fansOutThroughJobs(muc.server, sessions)) return queueRoomFanout(muc.server, room, occupants, new FrameTemplate(out), admit);
+  await broadcast(muc, room, occupants, out, false, admit ? (t) => mayDeliver(muc, room, admit.id, admit.at, t.session) : undefined);
 }
 
 async function privateMessage(muc: MucService, event: HostEvent, room: Room, occupants: Occupant[]): Promise<void> {

@@ -86,7 +86,14 @@ export class FrameTemplate {
   private readonly head: string;
   private readonly tail: string;
 
-  constructor(el: Element) {
+  /** From the stanza, or from the parts of a template made elsewhere (a fan-out job carries them). */
+  constructor(source: Element | { head: string; tail: string }) {
+    if (!('name' in source)) {
+      this.head = source.head;
+      this.tail = source.tail;
+      return;
+    }
+    const el = source;
     const attrs = { ...el.attrs };
     delete attrs.to;
     el.attrs = { to: MARK, ...attrs };
@@ -95,6 +102,10 @@ export class FrameTemplate {
     if (!text.startsWith(this.head + MARK + '"')) throw new Error('frame template: unexpected serialization');
     this.tail = text.slice(this.head.length + MARK.length);
     el.attrs = attrs;
+  }
+
+  parts(): { head: string; tail: string } {
+    return { head: this.head, tail: this.tail };
   }
 
   for(to: string): string {
