@@ -101,9 +101,6 @@ async function roomFanOut(o: BenchOptions, target: Target, log: (l: string) => v
   const mod = (await import(file)) as { runMucFanout?: RunMucFanout };
   if (typeof mod.runMucFanout !== 'function') return { status: 'bench/muc-fanout.ts exports no runMucFanout(target, log, options): not folded in' };
   if (o.roomSizes.length === 0) return { status: 'skipped (no room sizes given)' };
-  if (target.kind === 'prosody' && !o.roomsOnProsody) {
-    return { status: "not run against Prosody: bench/muc-fanout.ts's client sends stanzas without xmlns='jabber:client', which Prosody's mod_websocket refuses (unsupported-stanza-type)" };
-  }
   log(`[${target.kind}] room fan-out (bench/muc-fanout.ts): rooms of ${o.roomSizes.join(', ')}`);
   const result = await mod.runMucFanout({ wsUrl: target.wsUrl, domain: target.domain, kind: target.kind }, (l) => log(`  ${l.trim()}`), { sizes: o.roomSizes, runs: o.roomRuns });
   return { status: result.status ?? 'measured', result };

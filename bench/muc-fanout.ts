@@ -26,6 +26,7 @@ import type { Element } from 'ltx';
 import { forEachBounded } from '../shared/core/bounded.ts';
 import { FANOUT_CONCURRENCY } from '../shared/modules/muc/service.ts';
 import { DynamoStore } from '../shared/storage/dynamo-store.ts';
+import { MucStore } from '../shared/storage/muc-store.ts';
 import { ApiGatewayConnectionSender } from '../shared/transport/connections.ts';
 import { esc, nextId, XmppWsClient, type XmppClientError } from './client.ts';
 
@@ -34,6 +35,14 @@ process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
 const REPO = resolve(import.meta.dirname, '..');
 const PASSWORD = 'bench-muc-pass';
 const MUC = 'http://jabber.org/protocol/muc';
+/**
+ * Rooms of more occupants than this are filled by writing their occupant items (when the bench
+ * started the stack and so reaches its table): each join reads the whole occupant list, so joining
+ * 5,000 one by one is O(N²), about 20 minutes on two cores. The owner still joins for real.
+ */
+const JOIN_AT_MOST = 1000;
+/** The server's inline fan-out limit (shared/config.ts): rooms above it go through fan-out jobs. */
+const INLINE_FANOUT_MAX = Number(process.env.XMPP_MUC_INLINE_FANOUT_MAX || 200);
 
 export interface FanoutTarget {
   wsUrl: string;
@@ -64,7 +73,17 @@ export interface FanoutResult {
   machine: { cpus: number; node: string; loadAverageAtStart: number[] };
   fanoutConcurrency: number;
   setup: { occupants: number; registerMs: number; loginMs: number; joinMs: Record<string, number> };
-  rooms: { occupants: number; runs: number; lastDeliveryMs: Stats; firstDeliveryMs: Stats; occupantsPerSecond: number }[];
+  rooms: {
+    occupants: number;
+    runs: number;
+    /** How the occupants got in: by joining, or written to the table (JOIN_AT_MOST). */
+    filled: 'joined' | 'seeded';
+    /** Where the copies were posted from (local stack only: XMPP_MUC_INLINE_FANOUT_MAX). */
+    fanout?: 'sender invocation' | 'fan-out jobs';
+    lastDeliveryMs: Stats;
+    firstDeliveryMs: Stats;
+    occupantsPerSecond: number;
+  }[];
   /** Raw @connections POSTs from this process (the real SDK client): rate and the sender's CPU per post. */
   postRate?: { concurrency: number; posts: number; ms: number; postsPerSecond: number; senderCpuMsPerPost: number }[];
   status?: string;
@@ -98,10 +117,10 @@ async function occupant(target: FanoutTarget, user: string): Promise<XmppWsClien
   return c;
 }
 
-/** An iq (stanzas without xmlns='jabber:client', see roomFanOut in bench/harness.ts); an error reply rejects. */
+/** An iq; an error reply rejects. Every frame names jabber:client (RFC 7395 §3.3.3: Prosody refuses those that do not). */
 function iq(c: XmppWsClient, type: 'get' | 'set', to: string, payload: string): Promise<Element> {
   const id = nextId('q');
-  return c.iq(`<iq type="${type}" id="${id}" to="${esc(to)}">${payload}</iq>`, id);
+  return c.iq(`<iq xmlns="jabber:client" type="${type}" id="${id}" to="${esc(to)}">${payload}</iq>`, id);
 }
 
 /** Joins without history; resolves on the self-presence (status 110). */
@@ -115,7 +134,7 @@ async function joinRoom(c: XmppWsClient, room: string, nick: string): Promise<vo
     `self-presence in ${room}`,
     120_000,
   );
-  c.send(`<presence to="${esc(room)}/${esc(nick)}"><x xmlns="${MUC}"><history maxchars="0"/></x></presence>`);
+  c.send(`<presence xmlns="jabber:client" to="${esc(room)}/${esc(nick)}"><x xmlns="${MUC}"><history maxchars="0"/></x></presence>`);
   const el = await self;
   if (el.attrs.type === 'error') throw new Error(`joining ${room} as ${nick}: ${el.toString()}`);
 }
@@ -180,11 +199,16 @@ export async function runMucFanout(target: FanoutTarget, log: (line: string) => 
           `<field var="muc#roomconfig_presencebroadcast"><value>moderator</value></field>` +
           `</x></query>`,
       );
-      await forEachBounded(clients.slice(1, size), 16, async (c) => {
-        await joinRoom(c, room, `c${clients.indexOf(c)}`);
-      });
+      const seeded = size > JOIN_AT_MOST && target.dynamoEndpoint !== undefined && target.tableName !== undefined;
+      if (seeded) {
+        await seedOccupants(target, room, names.slice(1, size));
+      } else {
+        await forEachBounded(clients.slice(1, size), 16, async (c) => {
+          await joinRoom(c, room, `c${clients.indexOf(c)}`);
+        });
+      }
       result.setup.joinMs[String(size)] = round(performance.now() - joinStart);
-      log(`  room of ${size}: joined in ${result.setup.joinMs[String(size)]} ms`);
+      log(`  room of ${size}: ${seeded ? 'occupants written' : 'joined'} in ${result.setup.joinMs[String(size)]} ms`);
 
       const members = clients.slice(0, size);
       const last: number[] = [];
@@ -210,7 +234,7 @@ export async function runMucFanout(target: FanoutTarget, log: (line: string) => 
           }
         });
         const sent = performance.now();
-        owner.send(`<message to="${room}" type="groupchat" id="${marker}"><body>${marker}</body></message>`);
+        owner.send(`<message xmlns="jabber:client" to="${room}" type="groupchat" id="${marker}"><body>${marker}</body></message>`);
         const end = await done;
         for (const c of members) c.onFrame = undefined;
         if (run === 0) continue; // warm-up
@@ -218,7 +242,8 @@ export async function runMucFanout(target: FanoutTarget, log: (line: string) => 
         first.push(firstAt - sent);
       }
       const lastStats = stats(last);
-      result.rooms.push({ occupants: size, runs, lastDeliveryMs: lastStats, firstDeliveryMs: stats(first), occupantsPerSecond: round((size / lastStats.p50) * 1000, 0) });
+      const fanout = target.kind === 'local' ? (size > INLINE_FANOUT_MAX ? 'fan-out jobs' : 'sender invocation') : undefined;
+      result.rooms.push({ occupants: size, runs, filled: seeded ? 'seeded' : 'joined', fanout, lastDeliveryMs: lastStats, firstDeliveryMs: stats(first), occupantsPerSecond: round((size / lastStats.p50) * 1000, 0) });
       log(`  room of ${size}: last occupant after ${lastStats.p50} ms (p50 of ${runs})`);
     }
 
@@ -253,6 +278,28 @@ async function measurePostRate(target: FanoutTarget, tag: string, log: (l: strin
   const rows = JSON.parse(output) as NonNullable<FanoutResult['postRate']>;
   for (const row of rows) log(`  @connections POST at concurrency ${row.concurrency}: ${row.postsPerSecond}/s, ${row.senderCpuMsPerPost} ms CPU per post`);
   return rows;
+}
+
+/**
+ * Puts the bench users `names` (logged in, one session each) into `room` as participants, as their
+ * joins would: an occupant item per nick and the user's join record. Nicks are c1, c2… as joinRoom's.
+ */
+async function seedOccupants(target: FanoutTarget, room: string, names: string[]): Promise<void> {
+  localAwsEnv();
+  const store = new DynamoStore({ tableName: target.tableName!, endpoint: target.dynamoEndpoint });
+  const muc = store.open(MucStore);
+  const sessions = new Map((await store.listSessions()).map((s) => [s.bare, s]));
+  await forEachBounded(names, 32, async (name) => {
+    const bare = `${name}@${target.domain}`;
+    const session = sessions.get(bare);
+    if (!session) throw new Error(`seeding ${room}: ${bare} has no session`);
+    const nick = `c${Number(name.split('-').at(-1))}`;
+    const jid = `${bare}/${session.resource}`;
+    // Joined two minutes ago: a room in its steady state. A message within a minute of a join also
+    // claims its delivery to that session (fanout.ts, mayDeliver): one conditional write per recent joiner.
+    await muc.putOccupant(room, { nick, bare, role: 'participant', affiliation: 'none', sessions: [{ jid, connectionId: session.connectionId, joinedAt: Date.now() - 120_000 }], version: 0 }, 0);
+    await muc.putJoin(bare, { room, nick, resource: session.resource, connectionId: session.connectionId });
+  });
 }
 
 /** DynamoDB Local and the local gateway ignore signatures, but the SDK wants a region and keys. */

@@ -35,8 +35,6 @@ export interface BenchOptions {
   /** Room fan-out (bench/muc-fanout.ts): room sizes and measured messages per room. */
   roomSizes: number[];
   roomRuns: number;
-  /** Also run the room fan-out against Prosody (its client must qualify stanzas with jabber:client). */
-  roomsOnProsody?: boolean;
   /** Cap the stream handler process's V8 heap (MB), as a small function's runtime would; default: V8's own limit. */
   handlerHeapMb?: number;
   log: (line: string) => void;

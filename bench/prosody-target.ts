@@ -86,6 +86,8 @@ allow_unencrypted_plain_auth = false
 consider_websocket_secure = true
 http_default_host = ${luaString(domain)}
 VirtualHost ${luaString(domain)}
+-- Group chat, for the room fan-out phase (bench/muc-fanout.ts) side by side with ours.
+Component ${luaString(`conference.${domain}`)} "muc"
 `;
     writeFileSync(join(dir, 'prosody.cfg.lua'), config);
     const target = new ProsodyTarget(dir, domain, httpPort, prosodyVersion());
