@@ -7,10 +7,12 @@
  * its own (its reserved concurrency caps the post rate); locally the gateway's loopback intake
  * queues each job as a JOB record of its group for the same handler.
  */
+import { createHash } from 'node:crypto';
 import type { SQSClient } from '@aws-sdk/client-sqs';
 import type { ServerConfig } from '../config.ts';
 import { EVENT_ATTRIBUTES } from './events.ts';
 import { QueueSender } from './queue-sender.ts';
+import { forEachBounded } from '../core/bounded.ts';
 
 export interface Job {
   /** The registered handler's name (Registry.job). */
@@ -32,6 +34,8 @@ export interface JobQueue {
 
 /** The largest body SQS takes is 256 KiB; jobs stay well below it (room for attributes). */
 export const MAX_JOB_BYTES = 200 * 1024;
+/** What one SendMessageBatch may carry in all. */
+const MAX_BATCH_BYTES = 256 * 1024;
 
 export function parseJob(body: string): Job | undefined {
   try {
@@ -43,10 +47,13 @@ export function parseJob(body: string): Job | undefined {
   return undefined;
 }
 
-/** SQS ids allow [A-Za-z0-9] and punctuation, at most 128 characters; JIDs may hold anything. */
+/**
+ * SQS group and deduplication ids allow [A-Za-z0-9] and punctuation, at most 128 characters; a
+ * room JID may hold anything. One that does not fit is replaced by its SHA-256: two ids never become one.
+ */
 function sqsId(value: string): string {
-  const safe = value.replace(/[^A-Za-z0-9!"#$%&'()*+,\-./:;<=>?@[\\\]^_`{|}~]/g, '_');
-  return safe.length <= 128 ? safe : safe.slice(0, 128);
+  if (value.length <= 128 && /^[A-Za-z0-9!"#$%&'()*+,\-./:;<=>?@[\\\]^_`{|}~]+$/.test(value)) return value;
+  return createHash('sha256').update(value).digest('hex');
 }
 
 export class SqsJobQueue implements JobQueue {
@@ -60,19 +67,33 @@ export class SqsJobQueue implements JobQueue {
   }
 
   async enqueue(jobs: QueuedJob[]): Promise<void> {
-    // In order, ten at a time: a batch keeps its entries' order within a group.
-    for (let i = 0; i < jobs.length; i += 10) {
-      await this.queue.sendBatch({
-        QueueUrl: this.queueUrl,
-        Entries: jobs.slice(i, i + 10).map((j, n) => ({
-          Id: String(n),
-          MessageBody: JSON.stringify(j.job),
+    // A group's jobs go in order, batch after batch (a batch keeps its entries' order within a
+    // group); groups go side by side. A batch holds at most 10 messages and 256 KiB in all.
+    const groups = new Map<string, QueuedJob[]>();
+    for (const j of jobs) groups.set(j.group, [...(groups.get(j.group) ?? []), j]);
+    await forEachBounded([...groups.values()], 8, async (list) => {
+      let batch: { Id: string; MessageBody: string; MessageGroupId: string; MessageDeduplicationId: string; MessageAttributes: Record<string, { DataType: string; StringValue: string }> }[] = [];
+      let bytes = 0;
+      const flush = async () => {
+        if (batch.length) await this.queue.sendBatch({ QueueUrl: this.queueUrl, Entries: batch });
+        batch = [];
+        bytes = 0;
+      };
+      for (const j of list) {
+        const body = JSON.stringify(j.job);
+        const size = Buffer.byteLength(body) + 100; // and its attributes
+        if (batch.length === 10 || (batch.length > 0 && bytes + size > MAX_BATCH_BYTES)) await flush();
+        batch.push({
+          Id: String(batch.length),
+          MessageBody: body,
           MessageGroupId: sqsId(j.group),
           MessageDeduplicationId: sqsId(j.dedupId),
           MessageAttributes: { [EVENT_ATTRIBUTES.eventType]: { DataType: 'String', StringValue: 'JOB' } },
-        })),
-      });
-    }
+        });
+        bytes += size;
+      }
+      await flush();
+    });
   }
 }
 
