@@ -13,6 +13,19 @@ function write(level: Level, message: string, extra?: Record<string, unknown>): 
   (level === 'ERROR' || level === 'WARN' ? process.stderr : process.stdout).write(line + '\n');
 }
 
+/** Whether debug lines are written: tracing that costs work (a regex per post) checks it first. */
+export const debugOn = threshold <= ORDER.DEBUG;
+
+/**
+ * A debug line about one stanza, tagged with its XEP-0359 origin-id when it has one: following a
+ * message through posts, numbering, acknowledgements and re-routing (the chaos test's traces).
+ */
+export function trace(message: string, frame: string | undefined, extra?: Record<string, unknown>): void {
+  if (!debugOn) return;
+  const id = frame ? /<origin-id[^>]*\bid="([^"]+)"/.exec(frame)?.[1] : undefined;
+  write('DEBUG', message, { ...(id ? { stanza: id } : {}), ...extra });
+}
+
 export const log = {
   debug: (m: string, e?: Record<string, unknown>) => write('DEBUG', m, e),
   info: (m: string, e?: Record<string, unknown>) => write('INFO', m, e),

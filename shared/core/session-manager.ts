@@ -15,7 +15,7 @@
  *   attribute updates only (ClientSession.updateSession), never replaced whole by a module.
  */
 import { StreamError } from '../errors.ts';
-import { log } from '../log.ts';
+import { log, trace } from '../log.ts';
 import { NS, x } from '../xml/element.ts';
 import { frameJournal, frameSettled, inFrame, newFrame, type Frame, type FrameInput } from '../storage/frame-context.ts';
 import type { XmppServer } from './server.ts';
@@ -47,7 +47,11 @@ export class SessionManager {
     const { store } = this.server;
     const loaded = delivery.state ? { state: delivery.state } : await store.loadConnection(connectionId);
     const stored = loaded.state;
-    if (delivery.id && stored?.lastFrame === delivery.id) return stored; // committed before: a redelivery
+    if (delivery.id && stored?.lastFrame === delivery.id) {
+      trace('frame skipped: committed before', text, { connectionId, delivery: delivery.id });
+      return stored; // committed before: a redelivery
+    }
+    trace('frame', text, { connectionId, delivery: delivery.id, stage: stored?.stage });
     const journal = 'journal' in loaded ? loaded.journal : undefined;
     const state = structuredClone(stored ?? newConnectionState(connectionId));
     const expectedVersion = state.version;
@@ -71,6 +75,7 @@ export class SessionManager {
       }
       return state;
     } catch (err) {
+      trace('frame failed', text, { connectionId, delivery: delivery.id, error: String(err).slice(0, 120) });
       await this.saveJournal(connectionId, expectedVersion, frame);
       throw err;
     }

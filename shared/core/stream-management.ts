@@ -10,7 +10,7 @@
  */
 import { StanzaError, StreamError } from '../errors.ts';
 import { parseJid } from '../jid.ts';
-import { log } from '../log.ts';
+import { log, trace } from '../log.ts';
 import { bareJidTargets } from './bare-jid-targets.ts';
 import { frameUnique, frameValue } from '../storage/frame-context.ts';
 import { DRAIN_WAIT_MS, resumingNow, type LoggedStanza, type SmRecord } from '../storage/sm-store.ts';
@@ -93,6 +93,7 @@ async function acknowledged(session: ClientSession, el: Element): Promise<void> 
   // More than were logged: a post delivered twice (an SDK retry of one that had arrived) is counted
   // twice by the client. XEP-0198 would end the stream; the double is the transport's, not the
   // client's, so the count is taken as everything and the difference absorbed (sm-store.ts).
+  trace('sm: acknowledged', undefined, { session: session.id, socket: session.socket, h });
   if ((await session.server.sm.ack(session.id, h)) === 'ahead') log.warn('stream management: the client counts more stanzas than were sent', { session: session.id, h });
 }
 
@@ -208,14 +209,20 @@ async function resendUnacknowledged(session: ClientSession, record: SmRecord, { 
   if (record.socket === session.socket) {
     // Moved by an earlier run of this frame: resend what it had to (its posts are journaled).
     const movedAt = Number(frameValue('sm-moved-at', () => String(acked)));
-    for (const s of await loggedStanzas(server, sessionId, acked + 1, movedAt)) await server.socketSender.send(session.socket, s.xml);
+    for (const s of await loggedStanzas(server, sessionId, acked + 1, movedAt)) {
+      trace('sm: resent', s.xml, { session: sessionId, socket: session.socket, seq: s.seq });
+      await server.socketSender.send(session.socket, s.xml);
+    }
     return;
   }
   let expected = record;
   let next = acked + 1;
   for (let attempt = 0; ; attempt++) {
     if (attempt === 20) throw new Error(`session ${sessionId}: still busy after 20 attempts to resume it`);
-    for (const s of await loggedStanzas(server, sessionId, next, expected.out)) await server.socketSender.send(session.socket, s.xml);
+    for (const s of await loggedStanzas(server, sessionId, next, expected.out)) {
+      trace('sm: resent', s.xml, { session: sessionId, socket: session.socket, seq: s.seq });
+      await server.socketSender.send(session.socket, s.xml);
+    }
     next = Math.max(next, expected.out + 1);
     if (await server.sm.moveTo(sessionId, expected, session.socket, acked, ackedCount)) {
       frameValue('sm-moved-at', () => String(expected.out));
@@ -320,6 +327,7 @@ export async function endHibernated(server: XmppServer, sessionId: string, socke
  */
 export async function handOverUnacknowledged(server: XmppServer, sessionId: string, record?: SmRecord): Promise<void> {
   const final = record ?? (await server.sm.finish(sessionId));
+  trace('sm: handing over what was not acknowledged', undefined, { session: sessionId, acked: final?.acked, out: final?.out });
   if (final) {
     for (const s of await loggedStanzas(server, sessionId, final.acked + 1, final.out)) await reroute(server, final, s);
   }
@@ -328,6 +336,7 @@ export async function handOverUnacknowledged(server: XmppServer, sessionId: stri
 
 async function reroute(server: XmppServer, record: SmRecord, logged: LoggedStanza): Promise<void> {
   const stanza = parseStored(logged.xml, 'unacknowledged stanza', { bare: record.bare });
+  trace('sm: re-routing', logged.xml, { from: `${record.bare}/${record.resource}`, seq: logged.seq });
   if (!stanza?.attrs.to || !stanza.attrs.from) return;
   const type = stanza.attrs.type;
   if (stanza.name === 'iq') {
@@ -343,6 +352,7 @@ async function reroute(server: XmppServer, record: SmRecord, logged: LoggedStanz
     // that were there: a session bound since (the user logged in again while this one hibernated)
     // never saw it. Offline storage is only for when no session is left.
     targets = targets.filter((s) => logged.at !== undefined && s.boundAt > logged.at);
+    trace('sm: re-routed to the sessions bound since', logged.xml, { to: targets.map((t) => t.connectionId) });
     if (targets.length === 0) return;
   }
   if ((await server.deliverToSessions(targets, stanza)) > 0) return;

@@ -15,6 +15,7 @@ import { frameNow, invalidateRoute, recordDone } from '../storage/frame-context.
 import { NS, x } from '../xml/element.ts';
 import { parseStored, tooLargeToPost } from '../xml/stored.ts';
 import { keepOffline } from '../message-storage.ts';
+import { trace } from '../log.ts';
 import { bareJidTargets } from '../core/bare-jid-targets.ts';
 
 /**
@@ -31,9 +32,11 @@ async function deliverStored(server: ModuleServer, bare: string, key: string, xm
   }
   if (!(await server.store.claimOffline(bare, key))) return 'claimed-elsewhere';
   if (!(await server.deliver(target, message))) {
+    trace('offline: not delivered, kept', xml, { to: target.connectionId, key });
     await server.store.releaseOffline(bare, key);
     return false;
   }
+  trace('offline: delivered', xml, { to: target.connectionId, key });
   await server.store.deleteOffline(bare, [key]);
   return true;
 }
@@ -58,6 +61,7 @@ export const offlineModule: XmppModule = {
       recordDone(`offline:${bare}`);
       // A burst from one sender shares a millisecond: its connection's frame count keeps the order.
       const key = await server.store.storeOffline(bare, xml, stamp, session?.state.version);
+      trace('offline: stored', xml, { to: bare, key });
       // Stored first, then a fresh look: a session that became available since may have missed it.
       invalidateRoute(bare);
       for (const target of bareJidTargets((await server.store.getUserRoute(bare)).sessions)) {

@@ -7,18 +7,23 @@
 import { maybeCrash, type FaultSettings } from '../faults.ts';
 import { postKey, recordPost, trackPost } from '../storage/frame-context.ts';
 import type { ConnectionSender } from './connections.ts';
+import { trace } from '../log.ts';
 
 export function journaledSender(inner: ConnectionSender, faults?: FaultSettings): ConnectionSender {
   return {
     async send(connectionId, frame, hint) {
       const journal = postKey(connectionId, frame);
-      if (journal?.done) return true;
+      if (journal?.done) {
+        trace('post skipped: made by an earlier run of the frame', frame, { to: connectionId });
+        return true;
+      }
       const ok = await trackPost(
         inner.send(connectionId, frame, hint).then((posted) => {
           if (posted && journal) recordPost(journal.key);
           return posted;
         }),
       );
+      trace('post', frame, { to: connectionId, ok });
       maybeCrash(faults, 'a post');
       return ok;
     },

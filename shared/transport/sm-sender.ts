@@ -17,7 +17,7 @@ import { createHash } from 'node:crypto';
 import { frameSlot } from '../storage/frame-context.ts';
 import { resumingNow, type SmRecord, type SmStore } from '../storage/sm-store.ts';
 import { NS } from '../xml/element.ts';
-import { log } from '../log.ts';
+import { log, trace } from '../log.ts';
 import type { ConnectionSender } from './connections.ts';
 
 /** Ask the client for an acknowledgement after this many unacknowledged stanzas (and each time again). */
@@ -49,6 +49,7 @@ export function streamManagementSender(inner: ConnectionSender, sm: SmStore, onK
       if (!record) return inner.send(target, frame);
       const seq = pinned ?? record.out;
       slot?.set(String(seq));
+      trace('sm: numbered', frame, { session: target, socket: record.socket, seq, hibernated: record.hibernatedUntil !== undefined, postedBefore: postedBefore === 'p' });
       let posted = postedBefore === 'p';
       try {
         if (!posted) {

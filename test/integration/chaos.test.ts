@@ -84,10 +84,16 @@ function chaosClient(wsUrl: string, local: string, room: string): ChaosClient {
   };
   xmpp.on('offline', () => (c.online = false));
   if (process.env.CHAOS_TRACE) {
-    // Stanzas the client library gave up on (XEP-0198: not acknowledged when a resumption failed or the stream ended).
-    const sm = (xmpp as unknown as { streamManagement?: { on(e: string, f: (s: El) => void): void } }).streamManagement;
-    sm?.on('fail', (s: El) => console.log(`client ${local} gave up on ${s.attrs.id ?? s.name}`));
-    sm?.on('resumed', () => console.log(`client ${local} resumed`));
+    // Stanzas the client library gave up on (XEP-0198: not acknowledged when a resumption failed
+    // or the stream ended), resumptions and new sessions, with the time and the server's session
+    // id (the first part of the SM id) to line them up with the server's trace lines.
+    const sm = (xmpp as unknown as { streamManagement?: { id?: string; inbound?: number; on(e: string, f: (s: El) => void): void } }).streamManagement;
+    const session = () => Buffer.from((sm?.id ?? '').split('.')[0] ?? '', 'base64url').toString('utf8');
+    const say = (what: string) => console.log(`${new Date().toISOString()} client ${local} ${what}`);
+    sm?.on('fail', (s: El) => say(`gave up on ${s.getChild('origin-id', SID)?.attrs.id ?? s.attrs.id ?? s.name}`));
+    sm?.on('resumed', () => say(`resumed session ${session()} (inbound ${sm?.inbound})`));
+    xmpp.on('online', () => say(`online, generation ${c.generation + 1}, session ${session()}`));
+    xmpp.on('disconnect', () => say(`socket closed (session ${session()}, inbound ${sm?.inbound})`));
   }
   xmpp.on('disconnect', () => {
     c.online = false;
@@ -149,7 +155,7 @@ async function relog(c: ChaosClient): Promise<void> {
 describe('chaos', () => {
   it(`${MESSAGES} messages among ${CLIENTS} clients under faults: none lost, none doubled by the server, archived once`, { timeout: 1_500_000 }, async () => {
     /** origin-id → who should get it ('room' for room messages), counted when the gateway accepted the frame. */
-    const sent = new Map<string, { from: string; to: string; room?: string; accepted: number; resent: number; connectionId?: string }>();
+    const sent = new Map<string, { from: string; to: string; room?: string; accepted: number; resent: number; connectionId?: string; at?: string }>();
     let deadLetters = 0;
     /** `user|origin-id` of posts delivered after their sender gave up on them (see the header). */
     const repeatedPosts = new Set<string>();
@@ -206,7 +212,7 @@ describe('chaos', () => {
         const id = `o${seq++}`;
         const toRoom = Math.random() < 0.2;
         const to = toRoom ? c.room : `${locals[(locals.indexOf(c.local) + 1 + Math.floor(Math.random() * (CLIENTS - 1))) % CLIENTS]}@localhost`;
-        sent.set(id, { from: c.local, to: toRoom ? `${to} from ${c.local}` : to, room: toRoom ? c.room : undefined, accepted: 0, resent: 0 });
+        sent.set(id, { from: c.local, to: toRoom ? `${to} from ${c.local}` : to, room: toRoom ? c.room : undefined, accepted: 0, resent: 0, at: new Date().toISOString() });
         c.xmpp
           .send(xml('message', { to, type: toRoom ? 'groupchat' : 'chat', id }, xml('body', {}, id), xml('origin-id', { xmlns: SID, id })))
           .catch(() => {});
@@ -301,7 +307,7 @@ describe('chaos', () => {
     for (const [id, e] of [...direct, ...roomMessages]) {
       const lost = e.room ? !archived.has(id) : (byUser.get(e.to)!.received.get(id) ?? 0) === 0 && !byUser.get(e.to)!.afterClose.has(id);
       if (lost) lostFrom.set(e.from, (lostFrom.get(e.from) ?? 0) + 1);
-      if (lost && process.env.CHAOS_TRACE) console.log(`lost ${id} from ${e.from} on ${e.connectionId} to ${e.to}`);
+      if (lost && process.env.CHAOS_TRACE) console.log(`lost ${id} from ${e.from} on ${e.connectionId} to ${e.to}, sent at ${e.at}`);
     }
     console.log(`chaos diagnostics: lost by sender ${JSON.stringify(Object.fromEntries(lostFrom))}`);
     const errors = new Map<string, number>();
