@@ -3,7 +3,9 @@
  * through the local stack with three stream handler instances, while 5 % of DynamoDB requests are
  * throttled, 2 % of @connections posts fail (half 410 with the socket dropped, half never
  * answered), 1 % of a frame's steps crash the invocation right after they took effect, and clients
- * also log out and back in at random. SQS-style redelivery has to make everything right.
+ * also log out and back in at random. SQS-style redelivery has to make everything right. Rooms of
+ * ten are over the inline fan-out limit (7) while full, so their copies go out through fan-out jobs,
+ * which the same faults hit.
  *
  * What counts as sent: a frame the gateway accepted (API Gateway took it; from there the server is
  * responsible). At the end every 1:1 message must have reached its recipient exactly once (live,
@@ -29,6 +31,8 @@ import { queryAll } from '../../shared/storage/table-ops.ts';
 const MESSAGES = Number(process.env.CHAOS_MESSAGES ?? 2_000);
 const CLIENTS = 50;
 const ROOMS = 5;
+/** Room stanzas to more sessions than this go through fan-out jobs (docs/muc-fanout.md). */
+const INLINE_FANOUT_MAX = 7;
 const FAULTS = 'throttle=0.05,gone=0.01,timeout=0.01,crash=0.01';
 /**
  * Posts answered later than this are retried, and were delivered: on two cores, with clients,
@@ -165,7 +169,14 @@ describe('chaos', () => {
       // not resume. With it on (CHAOS_SM=true), the same faults at 500 messages are not exact yet:
       // the measurements and what remains are in docs/mobile.md ("Under the chaos test's faults");
       // stream management's own several-instance fault tests are test/unit/stream-management.test.ts.
-      env: { XMPP_FAULTS: FAULTS, XMPP_POST_TIMEOUT_MS: String(POST_TIMEOUT_MS), XMPP_SM: process.env.CHAOS_SM ?? 'false' },
+      env: {
+        XMPP_FAULTS: FAULTS,
+        XMPP_POST_TIMEOUT_MS: String(POST_TIMEOUT_MS),
+        XMPP_SM: process.env.CHAOS_SM ?? 'false',
+        // A room of ten goes through fan-out jobs while more than 7 of its sessions are in, and is
+        // posted from the sender's frame when relogs thin it out: both paths under the same faults.
+        XMPP_MUC_INLINE_FANOUT_MAX: String(INLINE_FANOUT_MAX),
+      },
       gateway: {
         redeliveryDelayMs: 50,
         maxReceiveCount: 50,
