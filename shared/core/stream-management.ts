@@ -209,20 +209,14 @@ async function resendUnacknowledged(session: ClientSession, record: SmRecord, { 
   if (record.socket === session.socket) {
     // Moved by an earlier run of this frame: resend what it had to (its posts are journaled).
     const movedAt = Number(frameValue('sm-moved-at', () => String(acked)));
-    for (const s of await loggedStanzas(server, sessionId, acked + 1, movedAt)) {
-      trace('sm: resent', s.xml, { session: sessionId, socket: session.socket, seq: s.seq });
-      await server.socketSender.send(session.socket, s.xml);
-    }
+    await resendOnce(server, sessionId, session.socket, await loggedStanzas(server, sessionId, acked + 1, movedAt));
     return;
   }
   let expected = record;
   let next = acked + 1;
   for (let attempt = 0; ; attempt++) {
     if (attempt === 20) throw new Error(`session ${sessionId}: still busy after 20 attempts to resume it`);
-    for (const s of await loggedStanzas(server, sessionId, next, expected.out)) {
-      trace('sm: resent', s.xml, { session: sessionId, socket: session.socket, seq: s.seq });
-      await server.socketSender.send(session.socket, s.xml);
-    }
+    await resendOnce(server, sessionId, session.socket, await loggedStanzas(server, sessionId, next, expected.out));
     next = Math.max(next, expected.out + 1);
     if (await server.sm.moveTo(sessionId, expected, session.socket, acked, ackedCount)) {
       frameValue('sm-moved-at', () => String(expected.out));
@@ -231,6 +225,27 @@ async function resendUnacknowledged(session: ClientSession, record: SmRecord, { 
     const now = await server.sm.get(sessionId);
     if (!now || now.smId !== record.smId || now.ending) throw new StreamError('undefined-condition', 'the session ended while it was being resumed');
     expected = now;
+  }
+}
+
+/**
+ * Resends logged stanzas to the resuming socket, each at most once, as numbered posts go
+ * (sm-sender.ts, postOnce): a resend retried after a timeout may arrive twice, and the client would
+ * count one stanza more than it was sent, so that a later acknowledgement covers one it never got.
+ * When a resend's outcome is unknown the socket is cut instead and the rest are not sent: the
+ * session moves on to it all the same and hibernates when its $disconnect comes, and the client
+ * resumes again with its own count.
+ */
+async function resendOnce(server: XmppServer, sessionId: string, socket: string, stanzas: LoggedStanza[]): Promise<void> {
+  for (const s of stanzas) {
+    trace('sm: resent', s.xml, { session: sessionId, socket, seq: s.seq });
+    try {
+      if (!(await server.socketSender.send(socket, s.xml, { once: true }))) return; // gone: the next resumption resends
+    } catch (err) {
+      log.warn('stream management: a resent stanza may or may not have arrived: the connection is cut for another resumption', { session: sessionId, socket, seq: s.seq, error: String(err) });
+      await server.socketSender.close(socket).catch(() => {});
+      return;
+    }
   }
 }
 

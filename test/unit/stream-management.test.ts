@@ -137,6 +137,37 @@ describe('stream management on several handler instances', () => {
     expect(again.posts(/<stream:error|<failed/)).toEqual([]);
   });
 
+  it('a resent stanza whose outcome is unknown is not resent again on that socket: the socket is cut, and the next resumption resends only what the client lacks', async () => {
+    const { alice, b, smId } = await hibernatedAlice();
+    for (const body of ['one', 'two', 'three']) await b.frame(chat(`${alice}/phone`, body));
+    const again = await authenticated(alice!);
+    let timedOut = 0;
+    h.sender.afterPost = ({ frame }, hint) => {
+      if (frame.includes('<body>two</body>') && timedOut++ === 0) {
+        expect(hint?.once).toBe(true); // resends are never retried by the SDK
+        throw Object.assign(new Error('socket timed out'), { name: 'TimeoutError' });
+      }
+    };
+    try {
+      await again.frame(`<resume xmlns="${SM}" previd="${smId}" h="0"/>`);
+    } finally {
+      h.sender.afterPost = undefined;
+    }
+    expect(bodies(again.posts())).toEqual(['one', 'two']); // 'two' arrived once; 'three' waits for the next socket
+    expect(h.sender.closed).toContain(again.id);
+    await again.disconnect(); // the cut socket's $disconnect: the session hibernates again
+
+    // Her client counted both: the next resumption resends exactly 'three'.
+    const third = await authenticated(alice!);
+    await third.frame(`<resume xmlns="${SM}" previd="${smId}" h="2"/>`);
+    expect(third.posts('<resumed')).toHaveLength(1);
+    expect(bodies(third.posts())).toEqual(['three']);
+    await b.frame(chat(`${alice}/phone`, 'four'));
+    expect(bodies(third.posts())).toEqual(['three', 'four']);
+    await third.frame(`<a xmlns="${SM}" h="4"/>`);
+    expect(third.posts(/<stream:error|<failed/)).toEqual([]);
+  });
+
   it('a resumption that crashes after moving the session runs again without resending twice', async () => {
     const { alice, b, smId } = await hibernatedAlice();
     for (let i = 1; i <= 3; i++) await b.frame(chat(`${alice}/phone`, `gap${i}`));
