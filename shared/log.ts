@@ -23,7 +23,9 @@ export const debugOn = threshold <= ORDER.DEBUG;
 export function trace(message: string, frame: string | undefined, extra?: Record<string, unknown>): void {
   if (!debugOn) return;
   const id = frame ? /<origin-id[^>]*\bid="([^"]+)"/.exec(frame)?.[1] : undefined;
-  write('DEBUG', message, { ...(id ? { stanza: id } : {}), ...extra });
+  // The element and its type: what an untagged line was (a presence, an <r/>, an iq result…).
+  const head = frame ? /^<([^\s/>]+)(?:[^>]*?\stype="([^"]*)")?/.exec(frame) : undefined;
+  write('DEBUG', message, { ...(id ? { stanza: id } : {}), ...(head ? { el: head[2] ? `${head[1]}/${head[2]}` : head[1] } : {}), ...extra });
 }
 
 export const log = {

@@ -23,7 +23,7 @@ export function journaledSender(inner: ConnectionSender, faults?: FaultSettings)
           return posted;
         }),
       );
-      trace('post', frame, { to: connectionId, ok });
+      trace('post', frame, { to: connectionId, ok, ...(hint?.sm !== undefined ? { sm: hint.sm } : {}) });
       maybeCrash(faults, 'a post');
       return ok;
     },
