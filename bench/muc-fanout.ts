@@ -1,21 +1,19 @@
 /**
  * Room fan-out: how long one groupchat message takes to reach every occupant of rooms of 10, 100
- * and 1,000 occupants, through a real server (the local stack by default), with the lean client of
- * bench/client.ts (RFC 7395 frames by hand; a full client library per occupant would measure the
- * library). Prints JSON.
+ * and 1,000 occupants (more with --sizes), through a real server (the local stack by default), with
+ * the lean client of bench/client.ts (RFC 7395 frames by hand, jabber:client in every frame, so
+ * Prosody takes them too). Prints JSON.
  *
- *   npx tsx bench/muc-fanout.ts                 starts its own local stack (a child process), 10/100/1000
- *   npx tsx bench/muc-fanout.ts --sizes 10,100  other room sizes
- *   npx tsx bench/muc-fanout.ts --runs 10       measured messages per room (default 5, after one warm-up)
+ *   npx tsx bench/muc-fanout.ts                      its own local stack (a child process), 10/100/1000
+ *   npx tsx bench/muc-fanout.ts --sizes 1000,5000    other room sizes; --runs 10: measured messages per room
  *
- * `runMucFanout(target, log)` is the entry point for `npm run bench` (bench/harness.ts), which
- * passes a running server: { wsUrl, domain, kind }.
+ * `runMucFanout(target, log)` is the entry point for `npm run bench` (bench/harness.ts).
  *
- * What is measured: from the sender's frame leaving the client to the last occupant (sender's own
- * reflection included) receiving the message. With the local stack that is one FIFO hop to the
- * stream handler, two DynamoDB reads (room, occupants), one archive write, and one @connections
- * POST per occupant made FANOUT_CONCURRENCY at a time. When it starts its own stack it also
- * measures the raw @connections POST rate at several concurrencies (docs/muc-fanout.md uses both).
+ * Measured: from the sender's frame leaving the client to the last occupant (the sender's own
+ * reflection included) receiving it. Locally: a FIFO hop to the stream handler, the room and
+ * occupant reads, the archive write, then the posts (FANOUT_CONCURRENCY at a time), from the
+ * sender's frame up to XMPP_MUC_INLINE_FANOUT_MAX sessions and from fan-out jobs above it
+ * (docs/muc-fanout.md). With its own stack it also measures the raw @connections POST rate.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
@@ -35,11 +33,7 @@ process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
 const REPO = resolve(import.meta.dirname, '..');
 const PASSWORD = 'bench-muc-pass';
 const MUC = 'http://jabber.org/protocol/muc';
-/**
- * Rooms of more occupants than this are filled by writing their occupant items (when the bench
- * started the stack and so reaches its table): each join reads the whole occupant list, so joining
- * 5,000 one by one is O(N²), about 20 minutes on two cores. The owner still joins for real.
- */
+/** Rooms above this are filled by writing occupant items (each join reads the whole list: 5,000 joins are O(N²), ~20 min). */
 const JOIN_AT_MOST = 1000;
 /** The server's inline fan-out limit (shared/config.ts): rooms above it go through fan-out jobs. */
 const INLINE_FANOUT_MAX = Number(process.env.XMPP_MUC_INLINE_FANOUT_MAX || 200);

@@ -380,7 +380,7 @@ export class XmppServer implements Registry {
    */
   async deliver(session: SessionRecord, el: Element, frame = el.toString()): Promise<boolean> {
     for (const filter of this.deliveryFilters) if (await filter({ server: this, session, stanza: el })) return true;
-    return this.sender.send(session.connectionId, frame, { sm: session.sm === true });
+    return this.sender.send(session.connectionId, frame, { sm: session.sm === true ? true : session.smOpen ? undefined : false });
   }
 
   /** Posts to several sessions in parallel (bounded); resolves to how many took it. */

@@ -73,7 +73,10 @@ export class ClientSession {
    * newer session with the same resource).
    */
   async updateSession(changes: SessionChanges): Promise<Account | undefined> {
-    const { presence, sm, inactive, ...mirrored } = changes;
+    // Available without XEP-0198: its client did not enable it right after bind, and routers may
+    // trust the item's `sm` from now on (a later enable waits out their older copies).
+    if (changes.available === true && !this.state.sm) changes = { ...changes, smOpen: null };
+    const { presence, sm, inactive, smOpen, ...mirrored } = changes;
     this.update(inactive === undefined ? mirrored : { ...mirrored, inactive: inactive ?? undefined });
     return this.server.store.updateSession(this.bare, this.state.resource!, this.id, changes);
   }

@@ -8,6 +8,7 @@
  * socket closes, the session hibernates: it stays available and in its rooms, posts to it are kept,
  * and a timer ends it when the window closes unless a new connection resumed it first.
  */
+import { setTimeout as sleep } from 'node:timers/promises';
 import { StanzaError, StreamError } from '../errors.ts';
 import { parseJid } from '../jid.ts';
 import { log, trace } from '../log.ts';
@@ -72,8 +73,12 @@ async function enable(session: ClientSession, el: Element): Promise<void> {
   // random part makes it unguessable. Derived from the frame id, so a redelivery makes the same one.
   const smId = `${Buffer.from(session.id).toString('base64url')}.${frameUnique('sm-id', 16)}`;
   await server.sm.create(session.id, { smId, bare: session.bare, resource: state.resource!, socket: session.socket, max });
-  // Routers read the session item: from now on they number their posts to this session.
-  await server.store.updateSession(session.bare, state.resource!, session.id, { sm: true });
+  // Routers read the session item: from now on they number their posts to this session. Those that
+  // read it before and post after <enabled/> would post unnumbered stanzas the client counts; until
+  // the session is available its item says `smOpen` and they ask the numbering (server.deliver).
+  // A client enabling later than that: older copies are waited out, as at a close (stream.ts).
+  await server.store.updateSession(session.bare, state.resource!, session.id, { sm: true, smOpen: null });
+  if (state.available && server.config.closeGraceMs > 0) await sleep(server.config.closeGraceMs);
   session.update({ sm: { id: smId, inbound: 0, max } });
   await session.send(
     x('enabled', { xmlns: NS.SM, id: max ? smId : undefined, resume: max ? 'true' : undefined, max: max ? String(max) : undefined }),

@@ -198,7 +198,8 @@ async function bind(session: ClientSession, el: Element): Promise<void> {
   if (existing && existing.connectionId !== session.id) await replaceSession(session, existing.connectionId);
   session.update({ stage: 'bound', resource, available: false, interested: false, priority: 0, directed: [] });
   // Bound now (not when the socket connected): re-routing after XEP-0198 tells newer sessions by it.
-  await server.store.putSession({ ...session.toRecord(), boundAt: Date.now() });
+  // Open to XEP-0198 until it becomes available (SessionRecord.smOpen).
+  await server.store.putSession({ ...session.toRecord(), boundAt: Date.now(), ...(server.config.streamManagement ? { smOpen: true } : {}) });
   await reply(x('bind', { xmlns: NS.BIND }, x('jid', {}, session.jid.toString())));
 }
 

@@ -24,6 +24,13 @@ export interface SessionRecord {
   boundAt: number;
   /** XEP-0198 is on: posts to it are numbered and kept (transport/sm-sender.ts). */
   sm?: boolean;
+  /**
+   * Bound, and neither available nor with XEP-0198 yet: its client may be enabling it right now
+   * (clients do right after bind), and a router's copy of this item may predate the enable, so a
+   * post to it asks the numbering instead of trusting `sm` (server.deliver). Cleared when the
+   * session becomes available or enables it.
+   */
+  smOpen?: boolean;
   /** XEP-0352: the client said it is inactive (presence and chat states are held for it, modules/csi.ts). */
   inactive?: boolean;
 }

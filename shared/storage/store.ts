@@ -38,6 +38,8 @@ export interface SessionChanges {
   presence?: string | null;
   /** XEP-0198 was enabled (set once, at <enable/>). */
   sm?: boolean;
+  /** Cleared (SessionRecord.smOpen) when the session becomes available or enables XEP-0198. */
+  smOpen?: null;
   /** XEP-0352 client state; null when active. */
   inactive?: boolean | null;
 }

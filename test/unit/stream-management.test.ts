@@ -17,9 +17,29 @@ function users(...names: string[]): Promise<string[]> {
   return freshUsers(h, ...names);
 }
 
+/**
+ * While set, the next DynamoDB read whose input contains `marker` answers only on `release`: a
+ * router holding a copy read then, and using it later (a slow frame under load).
+ */
+let hold: { marker: string; reached: () => void; release: Promise<void> } | undefined;
+
 beforeEach(async () => {
   // A 1 s window, so a test can let it pass.
-  h ??= await startHarness(3, { XMPP_SM_RESUME_SECONDS: '1' });
+  if (!h) {
+    h = await startHarness(3, { XMPP_SM_RESUME_SECONDS: '1' });
+    h.crash.client.middlewareStack.add(
+      (next, context) => async (args) => {
+        const held = hold;
+        if (!held || !/Query|Get/.test(context.commandName ?? '') || !JSON.stringify(args.input).includes(held.marker)) return next(args);
+        hold = undefined;
+        const out = await next(args);
+        held.reached();
+        await held.release;
+        return out;
+      },
+      { step: 'initialize', name: 'holdRouter' },
+    );
+  }
   h.sender.beforePost = undefined;
 });
 
@@ -166,6 +186,40 @@ describe('stream management on several handler instances', () => {
     expect(bodies(third.posts())).toEqual(['three', 'four']);
     await third.frame(`<a xmlns="${SM}" h="4"/>`);
     expect(third.posts(/<stream:error|<failed/)).toEqual([]);
+  });
+
+  it('a message routed on her session item as it was before <enable/> and posted after <enabled/> is numbered: a resumption with her count resends exactly what she lacks', async () => {
+    const [alice, bob, carol] = await users('alice', 'bob', 'carol');
+    const b = new Connection(h);
+    await b.online(bob!, 'secret', 'desk');
+    const c = new Connection(h);
+    await c.online(carol!, 'secret', 'desk');
+    const a = new Connection(h);
+    await a.login(alice!, 'secret', 'phone'); // bound; <enable/> is next in her queue
+    // Bob's message reads her account (her session: no XEP-0198 yet), and is slow to go on.
+    let reached!: () => void;
+    const readHers = new Promise<void>((r) => (reached = r));
+    let release!: () => void;
+    hold = { marker: `user#${alice}`, reached, release: new Promise<void>((r) => (release = r)) };
+    const routed = b.frame(chat(`${alice}/phone`, 'held'), 0);
+    await readHers;
+    await a.frame(`<enable xmlns="${SM}" resume="true"/>`, 1);
+    const smId = /id="([^"]+)"/.exec(a.posts('<enabled')[0]!)![1]!;
+    await c.frame(chat(`${alice}/phone`, 'first'), 2);
+    release();
+    await routed;
+    // Her client counts every stanza after <enabled/>: two. Then her socket dies, and carol writes again.
+    const enabledAt = a.posts().findIndex((f) => f.startsWith('<enabled'));
+    const counted = a.posts().slice(enabledAt + 1).filter(isStanzaFrame);
+    expect(bodies(counted)).toEqual(['first', 'held']);
+    await kill(a);
+    await c.frame(chat(`${alice}/phone`, 'while-away'));
+    // Her count covers exactly what she got: the resumption resends what she lacks, no more, no less
+    // (an unnumbered 'held' would have made her count cover 'while-away').
+    const again = await authenticated(alice!);
+    await again.frame(`<resume xmlns="${SM}" previd="${smId}" h="${counted.length}"/>`);
+    expect(again.posts('<resumed')).toHaveLength(1);
+    expect(bodies(again.posts())).toEqual(['while-away']);
   });
 
   it('a resumption that crashes after moving the session runs again without resending twice', async () => {
