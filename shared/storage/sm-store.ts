@@ -41,6 +41,12 @@ export interface SmRecord {
   /** The number of the stanza being posted now (the post lease), and until when (epoch ms) its poster holds the lease. */
   posting?: number;
   postingUntil?: number;
+  /**
+   * Written by each draw of a number: the expiry of the lease it found still held (its poster never
+   * gave it back), or 0 when it found the lease free. Non-zero means posting now could overtake an
+   * earlier stanza (sm-sender.ts).
+   */
+  leaseBroken?: number;
 }
 
 /**
@@ -114,10 +120,12 @@ export class SmStore {
    */
   async count(session: string, now = Date.now()): Promise<Draw> {
     return this.leased(session, now, true, {
-      UpdateExpression: 'ADD #out :one SET posting = #out + :one, postingUntil = :until',
+      // `leaseBroken`: the lease was still there, expired (its poster never gave it back: its post
+      // hangs, or it died). Right-hand sides read the item as it was.
+      UpdateExpression: 'ADD #out :one SET posting = #out + :one, postingUntil = :until, leaseBroken = if_not_exists(postingUntil, :zero)',
       ConditionExpression: `attribute_exists(smId) AND attribute_not_exists(ending) AND ${LEASE_FREE}`,
       ExpressionAttributeNames: { '#out': 'out' },
-      ExpressionAttributeValues: { ':one': 1, ':now': now, ':until': now + POST_LEASE_MS },
+      ExpressionAttributeValues: { ':one': 1, ':now': now, ':until': now + POST_LEASE_MS, ':zero': 0 },
     });
   }
 

@@ -408,6 +408,43 @@ describe('stream management on several handler instances', () => {
     expect(bodies(a2.posts())).toEqual([arrived[2]]);
   });
 
+  it('a post that outlives its lease is not overtaken: the next poster cuts the socket, and the resumption resends both in order', async () => {
+    const [alice, bob] = await users('alice', 'bob');
+    const desks = [0, 1].map(() => new Connection(h));
+    for (const [i, d] of desks.entries()) await d.online(bob!, 'secret', `desk${i}`);
+    const a = new Connection(h);
+    const smId = await onlineWithSm(a, alice!, 'phone');
+    const since = a.posts().findIndex((f) => f.startsWith('<enabled'));
+    const counted = () => a.posts().slice(since).filter(isStanzaFrame).length;
+    // The first post hangs past its lease (an answer that does not come for seconds), and the
+    // socket dies before it arrives.
+    let hanging!: () => void;
+    const hung = new Promise<void>((r) => (hanging = r));
+    let release!: () => void;
+    const released = new Promise<void>((r) => (release = r));
+    h.sender.beforePost = async ({ connectionId, frame }) => {
+      if (connectionId !== a.id || !frame.includes('<body>slow</body>')) return;
+      hanging();
+      await released;
+      h.sender.gone.add(a.id);
+    };
+    const slow = desks[0]!.frame(chat(`${alice}/phone`, 'slow'), 0);
+    await hung;
+    await sleep(1200); // past the 1 s lease
+    await desks[1]!.frame(chat(`${alice}/phone`, 'fast'), 1);
+    release();
+    await slow;
+    h.sender.beforePost = undefined;
+    // Nothing overtook the hanging post: her client got neither.
+    expect(bodies(a.posts())).toEqual([]);
+    expect(h.sender.closed).toContain(a.id);
+    await a.disconnect();
+    const a2 = await authenticated(alice!);
+    await a2.frame(`<resume xmlns="${SM}" previd="${smId}" h="${counted()}"/>`);
+    expect(a2.posts('<resumed')).toHaveLength(1);
+    expect(bodies(a2.posts())).toEqual(['slow', 'fast']);
+  });
+
   it('a frame that dies right after its post gave the lease back runs again without posting twice', async () => {
     const [alice, bob] = await users('alice', 'bob');
     const b = new Connection(h);
