@@ -212,11 +212,6 @@ export class XmppServer implements Registry {
     return removeAccount(this, bare, current);
   }
 
-  /** Ends a session: unavailable broadcast and cleanup by the modules, then its records. */
-  endSession(session: ClientSession): Promise<void> {
-    return this.sessions.endSession(session);
-  }
-
   /**
    * A session's hooks run side by side: each reads and posts its own things (stored messages and
    * pending requests when it comes online; contacts, rooms, carbons and held stanzas when it ends),

@@ -105,9 +105,12 @@ export async function closeStream(session: ClientSession, error?: StreamError): 
   const routable = state.stage === 'bound' && !session.ended;
   await server.sessions.leave(session);
   if (routable && server.config.closeGraceMs > 0) await setTimeout(server.config.closeGraceMs);
-  await session.send(x('close', { xmlns: NS.FRAMING }));
+  // A socket that is gone by now (the client's </close> was processed late) did not get what was
+  // posted to it meanwhile: under XEP-0198 what it never acknowledged is re-routed, as when a
+  // socket dies (measured: resends after a late resumption, lost at the close that followed).
+  const open = await session.send(x('close', { xmlns: NS.FRAMING }));
   await server.sender.close(state.id);
-  await server.endSession(session);
+  await server.sessions.endSession(session, { socketGone: !open });
 }
 
 async function preAuth(session: ClientSession, el: Element): Promise<void> {

@@ -445,6 +445,21 @@ describe('stream management on several handler instances', () => {
     expect(bodies(a2.posts())).toEqual(['slow', 'fast']);
   });
 
+  it('a </close> processed after the socket died: what the client never acknowledged goes to offline storage, not nowhere', async () => {
+    const [alice, bob] = await users('alice', 'bob');
+    const b = new Connection(h);
+    await b.online(bob!, 'secret', 'desk');
+    const a = new Connection(h);
+    await onlineWithSm(a, alice!, 'phone');
+    await b.frame(chat(`${alice}/phone`, 'before'));
+    h.sender.gone.add(a.id); // the socket dies; its $disconnect is still queued behind her </close>
+    await b.frame(chat(`${alice}/phone`, 'after'));
+    await a.frame('<close xmlns="urn:ietf:params:xml:ns:xmpp-framing"/>');
+    // Neither was acknowledged: both are undeliverable to that session (XEP-0198 §4), and stored.
+    const stored = bodies((await h.store.listOffline(alice!)).map((m) => m.xml));
+    expect(stored.sort()).toEqual(['after', 'before']);
+  });
+
   it('a frame that dies right after its post gave the lease back runs again without posting twice', async () => {
     const [alice, bob] = await users('alice', 'bob');
     const b = new Connection(h);
