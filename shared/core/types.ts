@@ -20,8 +20,10 @@ export interface SessionRecord {
   priority: number;
   /** Last broadcast presence (XML), to answer probes. */
   presence?: string;
-  /** Epoch ms of the bind (stream-management.ts: a session bound after a stanza was routed did not get it). */
+  /** Epoch ms of the bind. */
   boundAt: number;
+  /** Epoch ms when it sent initial presence (stream-management.ts: a session available only after a stanza to the bare JID was routed did not get it). */
+  availableAt?: number;
   /** XEP-0198 is on: posts to it are numbered and kept (transport/sm-sender.ts). */
   sm?: boolean;
   /**

@@ -590,6 +590,7 @@ function toSession(item: Record<string, any>): SessionRecord {
     presence: item.presence,
     boundAt: item.boundAt,
     sm: item.sm === true,
+    ...(item.availableAt !== undefined ? { availableAt: item.availableAt } : {}),
     ...(item.smOpen === true ? { smOpen: true } : {}),
     ...(item.inactive === true ? { inactive: true } : {}),
   };

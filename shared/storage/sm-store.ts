@@ -51,12 +51,15 @@ export interface SmRecord {
 
 /**
  * How long a poster holds a session's post lease at most. A post takes milliseconds; the lease
- * only runs out when its holder died mid-post (or its post hangs in SDK retries), and then the
- * next poster takes it over. Short, because every frame that waits behind a dead holder holds up
- * its connection's queue: with 5 s, frames of a connection being resumed outlasted the drain
- * (DRAIN_WAIT_MS) and the chaos test with stream management doubled 15 messages of 500.
+ * runs out when its holder died mid-post or its post hangs, and the next poster, finding it so,
+ * cuts the socket rather than overtake (sm-sender.ts). With 1 s, holders that were only slow (a
+ * throttled log write retried, an event loop stalled) had their leases broken too: the chaos test
+ * with stream management cut about 2,400 connections in 17 minutes. Not much longer, because every
+ * frame that waits behind a dead holder holds up its connection's queue: with 5 s (before the cut),
+ * frames of a connection being resumed outlasted the drain (DRAIN_WAIT_MS) and the same test
+ * doubled 15 messages of 500.
  */
-export const POST_LEASE_MS = 1000;
+export const POST_LEASE_MS = 3000;
 
 /** What drawing a number found: a number and the lease, a lease held by another poster, or no stream management. */
 export type Draw = { record: SmRecord } | { busyUntil: number } | undefined;

@@ -40,6 +40,8 @@ export interface SessionChanges {
   sm?: boolean;
   /** Cleared (SessionRecord.smOpen) when the session becomes available or enables XEP-0198. */
   smOpen?: null;
+  /** Set when the session becomes available (SessionRecord.availableAt). */
+  availableAt?: number;
   /** XEP-0352 client state; null when active. */
   inactive?: boolean | null;
 }

@@ -6,6 +6,7 @@
  */
 import { beforeEach, describe, expect, it } from 'vitest';
 import { isStanzaFrame } from '../../shared/transport/sm-sender.ts';
+import { POST_LEASE_MS } from '../../shared/storage/sm-store.ts';
 import { authenticated as authenticatedIn, befriend, Connection, freshUsers, kill, onlineWithSm, startHarness, type Harness } from './handler-harness.ts';
 
 let h: Harness;
@@ -222,6 +223,18 @@ describe('stream management on several handler instances', () => {
     expect(bodies(again.posts())).toEqual(['while-away']);
   });
 
+  it('the window ends: a session bound before a kept message but available only after it gets it, not nothing', async () => {
+    const { alice, b, event } = await hibernatedAlice({ contacts: true });
+    const tablet = new Connection(h);
+    await tablet.login(alice!, 'secret', 'tablet'); // bound, no initial presence yet
+    await b.frame(chat(alice!, 'kept before the tablet was available')); // to the bare JID: only the hibernated phone takes it
+    await tablet.frame('<presence xmlns="jabber:client"/>');
+    await sleep(1100);
+    await h.servers[1]!.handleTimer(event, { id: `due-${n}` });
+    expect(bodies(tablet.posts())).toEqual(['kept before the tablet was available']);
+    expect(await h.store.listOffline(alice!)).toEqual([]);
+  });
+
   it('a resumption that crashes after moving the session runs again without resending twice', async () => {
     const { alice, b, smId } = await hibernatedAlice();
     for (let i = 1; i <= 3; i++) await b.frame(chat(`${alice}/phone`, `gap${i}`));
@@ -430,7 +443,7 @@ describe('stream management on several handler instances', () => {
     };
     const slow = desks[0]!.frame(chat(`${alice}/phone`, 'slow'), 0);
     await hung;
-    await sleep(1200); // past the 1 s lease
+    await sleep(POST_LEASE_MS + 200); // past the lease
     await desks[1]!.frame(chat(`${alice}/phone`, 'fast'), 1);
     release();
     await slow;
