@@ -25,7 +25,6 @@ import { SessionManager, type FrameDelivery } from './session-manager.ts';
 import type { ConnectionState, SessionRecord } from './types.ts';
 import { forEachBounded } from './bounded.ts';
 import { removeAccount } from './account-removal.ts';
-import { mayBeEnablingSm } from './sm-window.ts';
 
 /** Where stanzas for other domains go (the federation service); absent = federation off. */
 export interface RemoteRouter {
@@ -376,7 +375,7 @@ export class XmppServer implements Registry {
    */
   async deliver(session: SessionRecord, el: Element, frame = el.toString()): Promise<boolean> {
     for (const filter of this.deliveryFilters) if (await filter({ server: this, session, stanza: el })) return true;
-    return this.sender.send(session.connectionId, frame, { sm: session.sm === true ? true : this.config.streamManagement && mayBeEnablingSm(session) ? undefined : false });
+    return this.sender.send(session.connectionId, frame, { sm: session.sm === true ? true : session.smOpen ? undefined : false });
   }
 
   /** Posts to several sessions in parallel (bounded); resolves to how many took it. */

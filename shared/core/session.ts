@@ -78,7 +78,7 @@ export class ClientSession {
     if (changes.available === true && !this.state.sm) changes = { ...changes, smOpen: null };
     // When it became available: a message to the bare JID routed before that did not reach it.
     if (changes.available === true && !this.state.available) changes = { ...changes, availableAt: Date.now() };
-    const { presence, sm, inactive, smOpen, ...mirrored } = changes;
+    const { presence, sm, inactive, smOpen, availableAt, ...mirrored } = changes;
     this.update(inactive === undefined ? mirrored : { ...mirrored, inactive: inactive ?? undefined });
     return this.server.store.updateSession(this.bare, this.state.resource!, this.id, changes);
   }

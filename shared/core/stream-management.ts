@@ -19,7 +19,6 @@ import { parseStored } from '../xml/stored.ts';
 import { Element, NS, x } from '../xml/element.ts';
 import type { XmppServer } from './server.ts';
 import { ClientSession } from './session.ts';
-import { SM_LATE_ENABLE_MS } from './sm-window.ts';
 import type { ConnectionState } from './types.ts';
 
 const CARBONS = NS.CARBONS;
@@ -76,18 +75,14 @@ async function enable(session: ClientSession, el: Element): Promise<void> {
   await server.sm.create(session.id, { smId, bare: session.bare, resource: state.resource!, socket: session.socket, max });
   // Routers read the session item: from now on they number their posts to this session. Those that
   // read it before and post after <enabled/> would post unnumbered stanzas the client counts; until
-  // the session is available, and for SM_LATE_ENABLE_MS after (@xmpp/client sends its initial
-  // presence first), its item tells them to ask the numbering (server.deliver). A client enabling
-  // later than that: older copies are waited out, as at a close (stream.ts).
+  // the session is available its item says `smOpen` and they ask the numbering (server.deliver).
+  // A client enabling later than that: older copies are waited out, as at a close (stream.ts).
   await server.store.updateSession(session.bare, state.resource!, session.id, { sm: true, smOpen: null });
-  const late = state.available && (state.availableAt === undefined || Date.now() - state.availableAt >= SM_LATE_ENABLE_MS);
-  if (late && server.config.closeGraceMs > 0) await sleep(server.config.closeGraceMs);
+  if (state.available && server.config.closeGraceMs > 0) await sleep(server.config.closeGraceMs);
   session.update({ sm: { id: smId, inbound: 0, max } });
   await session.send(
     x('enabled', { xmlns: NS.SM, id: max ? smId : undefined, resume: max ? 'true' : undefined, max: max ? String(max) : undefined }),
   );
-  // The lease the record was created with (sm-store.ts, create): numbered posts may go now.
-  await server.sm.release(session.id, 0);
 }
 
 

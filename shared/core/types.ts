@@ -100,7 +100,6 @@ export interface ConnectionState {
   authFailures: number;
   /** Mirrors of the session record, so the hot path needs no read. */
   available?: boolean;
-  availableAt?: number;
   interested?: boolean;
   priority?: number;
   /** XEP-0352: the client said <inactive/> (mirror of the session item). */

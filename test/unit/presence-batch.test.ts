@@ -16,10 +16,7 @@ let commands: string[] = [];
 let counting = false;
 
 beforeAll(async () => {
-  // Without XEP-0198: a post to a session in its first seconds would otherwise also ask the
-  // numbering (core/sm-window.ts), one refused write per fresh recipient, which is not what these
-  // tests count.
-  h = await startHarness(3, { XMPP_SM: 'false' });
+  h = await startHarness(3);
   h.crash.client.middlewareStack.add(
     (next, context) => async (args) => {
       if (counting) commands.push(context.commandName ?? '?');
