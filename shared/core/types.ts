@@ -6,6 +6,8 @@ export interface Account {
   createdAt: number;
   /** Roster version counter (RFC 6121 §2.6), bumped on every roster change. */
   rosterVersion: number;
+  /** Its live sessions, where the account was read or written with them (a session update's result). */
+  sessions?: SessionRecord[];
 }
 
 /** A bound resource: where to reach one of a user's sessions. */

@@ -8,7 +8,7 @@ import type { StanzaEvent, XmppModule } from '../core/registry.ts';
 import { forEachBounded } from '../core/bounded.ts';
 import type { ModuleServer } from '../core/registry.ts';
 import type { ClientSession } from '../core/session.ts';
-import type { RosterItem } from '../core/types.ts';
+import type { RosterItem, SessionRecord } from '../core/types.ts';
 import { Element, NS, x } from '../xml/element.ts';
 import { parseStored } from '../xml/stored.ts';
 import { saveRosterItem } from '../lib/roster-manager.ts';
@@ -32,13 +32,15 @@ async function broadcast(server: ModuleServer, session: ClientSession, stanza: E
   // coming online at the same moment, at least one sees the other (docs/architecture.md). The
   // roster is read meanwhile, and modules add to the presence meanwhile (the avatar hash).
   const bare = session.bare;
-  const [, roster] = await Promise.all([
+  const [account, roster] = await Promise.all([
     session.updateSession({ available: !unavailable, priority: unavailable ? 0 : priority, presence: unavailable ? null : sent }),
     server.store.getRoster(bare),
     unavailable ? undefined : server.runHooks('presence/decorate', { server, stanza: presence, from: session.jid, session }),
   ]);
   const initial = !unavailable && !wasAvailable;
-  const tasks = [() => fanOut(server, session, presence, roster, initial, unavailable)];
+  // The update returns the account item as written, with the user's sessions: the own resources
+  // need no read of their own (and see this session's fact, the item's writes being atomic).
+  const tasks = [() => fanOut(server, session, presence, roster, initial, unavailable, account?.sessions)];
   // What the modules added is stored too, alongside the broadcast: a session reading this one's
   // presence in between sees it without (an avatar hash: its client keeps the avatar it has).
   if (presence.toString() !== sent) tasks.push(async () => void (await session.updateSession({ presence: presence.toString() })));
@@ -49,14 +51,14 @@ async function broadcast(server: ModuleServer, session: ClientSession, stanza: E
 }
 
 /** The broadcast itself: own resources, contacts, directed-presence recipients. */
-async function fanOut(server: ModuleServer, session: ClientSession, presence: Element, roster: RosterItem[], initial: boolean, unavailable: boolean): Promise<void> {
+async function fanOut(server: ModuleServer, session: ClientSession, presence: Element, roster: RosterItem[], initial: boolean, unavailable: boolean, ownSessions: SessionRecord[] | undefined): Promise<void> {
   const bare = session.bare;
-  // The user's own and every local contact's sessions in a few batched reads (100 users each), not
-  // one Query per contact.
+  // Every local contact's sessions (and the user's own, unless known) in a few batched reads (100
+  // users each), not one Query per contact: 100 contacts are one request.
   const contacts = roster.map((item) => ({ item, jid: parseJid(item.jid) }));
   const local = contacts.filter((c) => server.isLocalDomain(c.jid.domain) && c.jid.local && (hasFrom(c.item.subscription) || (initial && hasTo(c.item.subscription))));
-  const sessionsOf = await server.store.getSessionsOf([bare, ...local.map((c) => c.jid.bare)]);
-  const own = (sessionsOf.get(bare) ?? []).filter((s) => s.resource !== session.state.resource);
+  const sessionsOf = await server.store.getSessionsOf([...(ownSessions ? [] : [bare]), ...local.map((c) => c.jid.bare)]);
+  const own = (ownSessions ?? sessionsOf.get(bare) ?? []).filter((s) => s.resource !== session.state.resource);
 
   // Own other resources see it; a new session also learns theirs (RFC 6121 §4.2.2, 4.4.2).
   await Promise.all(own.filter((s) => s.available).map((s) => server.deliver(s, copyWith(presence, { to: sessionJid(s) }))));

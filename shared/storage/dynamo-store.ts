@@ -283,7 +283,11 @@ export class DynamoStore implements Store {
           ReturnValues: 'ALL_NEW',
         }),
       );
-      return out.Attributes ? toAccount(out.Attributes) : undefined;
+      if (!out.Attributes) return undefined;
+      // With the sessions as written: a broadcast learns the user's other sessions from this write,
+      // and (as from a batched read) whether the user ever blocked anyone.
+      if (out.Attributes.blocking !== true) rememberNoBlockList(bare);
+      return { ...toAccount(out.Attributes), sessions: sessionsOf(out.Attributes) };
     } catch (err) {
       if ((err as Error).name === 'ConditionalCheckFailedException') return undefined;
       throw err;

@@ -62,6 +62,29 @@ describe('presence broadcast with batched session reads', () => {
     expect(commands.length).toBeLessThanOrEqual(8);
   });
 
+  it("a change to 100 contacts is one batched read: the user's own other sessions come back with the session's update", async () => {
+    const [alice, bob] = await freshUsers(h, 'alice', 'bob');
+    const offline = Array.from({ length: 99 }, (_, i) => alice!.replace('alice', `away${i}-`));
+    for (const bare of offline) await addAccount(h, bare);
+    for (const contact of [bob!, ...offline]) await befriend(h, alice!, contact);
+    const b = new Connection(h);
+    await b.online(bob!, 'secret', 'desk');
+    const [phone, laptop] = [new Connection(h), new Connection(h)];
+    await laptop.online(alice!, 'secret', 'laptop');
+    await phone.online(alice!, 'secret', 'phone');
+
+    commands = [];
+    counting = true;
+    await phone.frame(presence('in a meeting'), 2);
+    counting = false;
+    expect(statuses(b, alice!).filter((s) => s === 'in a meeting')).toHaveLength(1);
+    expect(laptop.posts(new RegExp(`^<presence[^>]*from="${alice}/phone"[^>]*>.*in a meeting`))).toHaveLength(1);
+    // The connection, the roster, the avatar, the session's update (which returns the account
+    // item with the user's sessions) and one batch of 100 contacts: N/50 + 3 for N = 100.
+    expect(commands.filter((n) => n === 'BatchGetItemCommand')).toHaveLength(1);
+    expect(commands.length).toBeLessThanOrEqual(5);
+  });
+
   it('a status change commits no connection state, and the next frame on another instance still knows the session is available', async () => {
     const [alice, bob] = await freshUsers(h, 'alice', 'bob');
     await befriend(h, alice!, bob!);
