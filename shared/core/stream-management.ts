@@ -83,6 +83,8 @@ async function enable(session: ClientSession, el: Element): Promise<void> {
   await session.send(
     x('enabled', { xmlns: NS.SM, id: max ? smId : undefined, resume: max ? 'true' : undefined, max: max ? String(max) : undefined }),
   );
+  // The lease the record was created with (sm-store.ts, create): numbered posts may go now.
+  await server.sm.release(session.id, 0);
 }
 
 

@@ -96,8 +96,14 @@ export class SmStore {
     return nowSeconds() + BASE_TTL_SECONDS + max;
   }
 
-  /** Creates the record at <enable/>; false when it exists (a redelivered frame created it already). */
-  create(session: string, record: Omit<SmRecord, 'out' | 'acked'>): Promise<boolean> {
+  /**
+   * Creates the record at <enable/>, with the post lease held by the enabling frame (number 0) until
+   * it has posted <enabled/> and gives it back: a stanza numbered meanwhile must not reach the socket
+   * before <enabled/>, where the client would not count it (and resend it twice at a resumption).
+   * False when it exists (a redelivered frame created it already).
+   */
+  create(session: string, record: Omit<SmRecord, 'out' | 'acked'>, now = Date.now()): Promise<boolean> {
+    record = { ...record, posting: 0, postingUntil: now + POST_LEASE_MS };
     return conditionally(
       this.db.doc.send(
         new PutCommand({

@@ -223,6 +223,36 @@ describe('stream management on several handler instances', () => {
     expect(bodies(again.posts())).toEqual(['while-away']);
   });
 
+  it('a message numbered while <enabled/> is on its way (enable after initial presence, as @xmpp/client does) reaches her after it: her count covers it, and a resumption resends nothing twice', async () => {
+    const [alice, carol] = await users('alice', 'carol');
+    const c = new Connection(h);
+    await c.online(carol!, 'secret', 'desk');
+    const a = new Connection(h);
+    await a.online(alice!, 'secret', 'phone');
+    // The enabling frame (instance 1) has created the record and marked her session item when its
+    // <enabled/> is slow to go: carol's message (instance 2) is routed and numbered meanwhile.
+    let routed: Promise<unknown> | undefined;
+    h.sender.beforePost = async ({ frame }) => {
+      if (!frame.startsWith('<enabled') || routed) return;
+      routed = c.frame(chat(`${alice}/phone`, 'during enable'), 2);
+      await Promise.race([routed, sleep(500)]);
+    };
+    await a.frame(`<enable xmlns="${SM}" resume="true"/>`, 1);
+    h.sender.beforePost = undefined;
+    await routed;
+    const smId = /id="([^"]+)"/.exec(a.posts('<enabled')[0]!)![1]!;
+    const enabledAt = a.posts().findIndex((f) => f.startsWith('<enabled'));
+    const counted = a.posts().slice(enabledAt + 1).filter(isStanzaFrame);
+    expect(bodies(counted)).toEqual(['during enable']);
+    // Her socket dies with her count at what reached her after <enabled/>: nothing is resent twice.
+    await kill(a);
+    await c.frame(chat(`${alice}/phone`, 'while away'));
+    const again = await authenticated(alice!);
+    await again.frame(`<resume xmlns="${SM}" previd="${smId}" h="${counted.length}"/>`);
+    expect(again.posts('<resumed')).toHaveLength(1);
+    expect(bodies(again.posts())).toEqual(['while away']);
+  });
+
   it('the window ends: a session bound before a kept message but available only after it gets it, not nothing', async () => {
     const { alice, b, event } = await hibernatedAlice({ contacts: true });
     const tablet = new Connection(h);
