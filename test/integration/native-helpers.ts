@@ -31,8 +31,8 @@ export function trustCertificate(cert: string): void {
 }
 
 /** @xmpp/client over TCP: `xmpp://127.0.0.1:port` (STARTTLS) or `xmpps://127.0.0.1:port` (TLS). */
-export async function connectNative(service: string, username: string, password: string, resource?: string) {
-  const c = xmppjsClient({ service, domain: 'localhost', username, password, resource });
+export async function connectNative(service: string, username: string, password: string, resource?: string, timeoutMs?: number) {
+  const c = xmppjsClient({ service, domain: 'localhost', username, password, resource, ...(timeoutMs ? { timeout: timeoutMs } : {}) } as Parameters<typeof xmppjsClient>[0]);
   const inbox = new Inbox<XmppJsElement>();
   c.on('stanza', (s: XmppJsElement) => inbox.push(s));
   c.on('error', () => {});

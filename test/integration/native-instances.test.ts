@@ -68,7 +68,9 @@ describe('two stream-service instances', () => {
       const body = s.getChildText('body');
       if (body?.startsWith('f')) arrived.push(body);
     });
-    const dave = await connectNative(`xmpp://127.0.0.1:${b.c2sPort}`, 'dave', 'dave-pass', 'flaky');
+    // Its frames are run again after a crash (with a pause): answers may take longer than the
+    // library's 2 s default, which is not what this test is about.
+    const dave = await connectNative(`xmpp://127.0.0.1:${b.c2sPort}`, 'dave', 'dave-pass', 'flaky', 30_000);
     const N = 40;
     for (let i = 1; i <= N; i++) await dave.client.send(xml('message', { to: carol.jid, type: 'chat' }, xml('body', {}, `f${i}`)));
     await carol.inbox.wait((s) => s.getChildText('body') === `f${N}`, `f${N}`, 30_000);
