@@ -19,6 +19,7 @@ import { parseStored } from '../xml/stored.ts';
 import { Element, NS, x } from '../xml/element.ts';
 import type { XmppServer } from './server.ts';
 import { ClientSession } from './session.ts';
+import { drawWithLease } from '../transport/sm-sender.ts';
 import type { ConnectionState } from './types.ts';
 
 const CARBONS = NS.CARBONS;
@@ -219,19 +220,31 @@ async function resendUnacknowledged(session: ClientSession, record: SmRecord, { 
     await resendOnce(server, sessionId, session.socket, await loggedStanzas(server, sessionId, acked + 1, movedAt));
     return;
   }
-  let expected = record;
-  let next = acked + 1;
-  for (let attempt = 0; ; attempt++) {
-    if (attempt === 20) throw new Error(`session ${sessionId}: still busy after 20 attempts to resume it`);
-    await resendOnce(server, sessionId, session.socket, await loggedStanzas(server, sessionId, next, expected.out));
-    next = Math.max(next, expected.out + 1);
-    if (await server.sm.moveTo(sessionId, expected, session.socket, acked, ackedCount)) {
-      frameValue('sm-moved-at', () => String(expected.out));
-      return;
+  // The post lease, under a number of this frame's own (negative: no stanza's), while the log is
+  // resent and the session moved: nothing is numbered meanwhile, so the move's condition (nothing
+  // numbered since the last look) holds at the first attempt. Without it a busy session, posted to
+  // by several handlers, kept the move failing for seconds while the client waited (chaos test).
+  const lease = -1 - Buffer.from(frameUnique('sm-resume-lease', 4), 'base64url').readUInt32BE(0);
+  const leased = await drawWithLease(server.sm, sessionId, lease);
+  if (!leased) throw new StreamError('undefined-condition', 'the session ended while it was being resumed');
+  try {
+    let expected = leased;
+    let next = acked + 1;
+    for (let attempt = 0; ; attempt++) {
+      if (attempt === 20) throw new Error(`session ${sessionId}: still busy after 20 attempts to resume it`);
+      await resendOnce(server, sessionId, session.socket, await loggedStanzas(server, sessionId, next, expected.out));
+      next = Math.max(next, expected.out + 1);
+      if (await server.sm.moveTo(sessionId, expected, session.socket, acked, ackedCount)) {
+        frameValue('sm-moved-at', () => String(expected.out));
+        return;
+      }
+      // Only if the lease ran out while resending (a poster took it over, and cut the socket).
+      const now = await server.sm.get(sessionId);
+      if (!now || now.smId !== record.smId || now.ending) throw new StreamError('undefined-condition', 'the session ended while it was being resumed');
+      expected = now;
     }
-    const now = await server.sm.get(sessionId);
-    if (!now || now.smId !== record.smId || now.ending) throw new StreamError('undefined-condition', 'the session ended while it was being resumed');
-    expected = now;
+  } finally {
+    await server.sm.release(sessionId, lease);
   }
 }
 

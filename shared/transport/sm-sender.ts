@@ -109,7 +109,7 @@ async function cutForOrder(inner: ConnectionSender, socket: string, session: str
  * doubled of 500 in the chaos test with stream management). Waiting costs only when two posts to
  * one session meet, for as long as one post takes.
  */
-async function drawWithLease(sm: SmStore, session: string, pinned: number | undefined): Promise<SmRecord | undefined> {
+export async function drawWithLease(sm: SmStore, session: string, pinned: number | undefined): Promise<SmRecord | undefined> {
   for (let wait = 2; ; wait = Math.min(wait * 2, 50)) {
     const draw = pinned === undefined ? await sm.count(session) : await sm.hold(session, pinned);
     if (!draw) return undefined;

@@ -106,6 +106,38 @@ describe('stream management on several handler instances', () => {
     expect(a2.posts('later')).toHaveLength(1);
   });
 
+  it('a resumption of a session that other instances keep posting to moves it at once: no new stanza slips in between its resends and the move', async () => {
+    const { alice, b, smId } = await hibernatedAlice();
+    for (let i = 1; i <= 3; i++) await b.frame(chat(`${alice}/phone`, `gap${i}`));
+    const a2 = await authenticated(alice!);
+    // Each stanza resent to her new socket sets off another message to her on another instance (a
+    // busy session): a resumption that retried its move each time something new was numbered
+    // would not finish (it gives up after 20 tries).
+    let more = 0;
+    let resuming = true;
+    const extra: Promise<unknown>[] = [];
+    h.sender.beforePost = async ({ connectionId, frame }) => {
+      if (!resuming || connectionId !== a2.id || !isStanzaFrame(frame) || more >= 60) return;
+      more += 1;
+      const routed = b.frame(chat(`${alice}/phone`, `more${more}`), more % 3);
+      extra.push(routed);
+      await Promise.race([routed, sleep(300)]);
+    };
+    await a2.frame(`<resume xmlns="${SM}" previd="${smId}" h="0"/>`, 1);
+    resuming = false;
+    for (let settled = 0; settled < extra.length; ) {
+      const now = extra.length;
+      await Promise.all(extra.slice(0, now));
+      settled = now;
+    }
+    h.sender.beforePost = undefined;
+    const got = bodies(a2.posts());
+    expect(got.slice(0, 3)).toEqual(['gap1', 'gap2', 'gap3']);
+    expect(new Set(got).size).toBe(got.length); // each once
+    expect(got.filter((g) => g.startsWith('more'))).toHaveLength(more);
+    expect(a2.posts('<resumed')).toHaveLength(1);
+  });
+
   it('carbon copies are counted like any stanza: one sent while the session hibernates comes with the resumption, and the count stays right', async () => {
     const [alice, bob] = await users('alice', 'bob');
     const desk = new Connection(h);
