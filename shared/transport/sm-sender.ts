@@ -40,23 +40,32 @@ export function streamManagementSender(inner: ConnectionSender, sm: SmStore, onK
     async send(target, frame, hint) {
       if (!isStanzaFrame(frame) || hint?.sm === false) return inner.send(target, frame);
       // A frame that failed after numbering this stanza runs again with the same number (its
-      // journal keeps it): one stanza, one number, however often its post is tried. `p` marks one
-      // that was posted already (the frame failed in what followed the post).
+      // journal keeps it, with the socket it was numbered for): one stanza, one number, however
+      // often its post is tried. `p` marks one that was posted already (the frame failed in what
+      // followed the post).
       const slot = frameSlot(`sm:${target}:${createHash('sha256').update(frame).digest('base64url').slice(0, 12)}`);
-      const [pinnedText, postedBefore] = slot?.value?.split(':') ?? [];
+      const [pinnedText, postedBefore, numberedFor] = slot?.value?.split(' ') ?? [];
       const pinned = pinnedText === undefined ? undefined : Number(pinnedText);
       const record = await drawWithLease(sm, target, pinned);
       if (!record) return inner.send(target, frame);
       const seq = pinned ?? record.out;
-      slot?.set(String(seq));
+      const socketAtNumbering = numberedFor ?? record.socket;
+      const remember = (isPosted: boolean) => slot?.set(`${seq} ${isPosted ? 'p' : '-'} ${socketAtNumbering}`);
+      remember(false);
       trace('sm: numbered', frame, { session: target, socket: record.socket, seq, hibernated: record.hibernatedUntil !== undefined, postedBefore: postedBefore === 'p' });
       let posted = postedBefore === 'p';
+      // Run again after a resumption moved the session: the resumption resent what was logged by
+      // then (it takes the lease, which this stanza's first run gave back after logging it).
+      if (!posted && pinned !== undefined && record.socket !== socketAtNumbering && (await sm.logged(target, seq, seq)).length > 0) {
+        trace('sm: resent by a resumption', frame, { session: target, socket: record.socket, seq });
+        posted = true;
+      }
       try {
         if (!posted) {
           await sm.log(target, seq, frame, record.max);
           if (pinned === undefined && record.leaseBroken) await cutForOrder(inner, record.socket, target, seq);
           else posted = await postOnce(inner, record.socket, frame, target, seq);
-          if (posted) slot?.set(`${seq}:p`);
+          if (posted) remember(true);
         }
       } finally {
         await sm.release(target, seq);

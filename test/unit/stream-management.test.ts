@@ -535,6 +535,26 @@ describe('stream management on several handler instances', () => {
     expect(stored.sort()).toEqual(['after', 'before']);
   });
 
+  it('a frame that died after numbering and logging a stanza for a hibernated session runs again after a resumption resent it: not posted twice', async () => {
+    const { alice, b, a, smId } = await hibernatedAlice();
+    // The post to her dead socket fails; the next UpdateItem gives the lease back, and the instance dies after it.
+    h.sender.beforePost = ({ connectionId, frame }) => {
+      if (connectionId === a.id && frame.includes('kept')) h.crash.crashAfter('UpdateItemCommand');
+    };
+    await expect(b.frame(chat(`${alice}/phone`, 'kept'), 0)).rejects.toThrow(/crash after UpdateItemCommand/);
+    h.sender.beforePost = undefined;
+    const a2 = await authenticated(alice!);
+    await a2.frame(`<resume xmlns="${SM}" previd="${smId}" h="0"/>`, 1);
+    expect(bodies(a2.posts())).toEqual(['kept']);
+    // The frame runs again (its journal has the stanza's number): the resumption resent it already.
+    await b.redeliver(2);
+    expect(bodies(a2.posts())).toEqual(['kept']);
+    await b.frame(chat(`${alice}/phone`, 'next'), 0);
+    expect(bodies(a2.posts())).toEqual(['kept', 'next']);
+    await a2.frame(`<a xmlns="${SM}" h="2"/>`);
+    expect(a2.posts(/<stream:error|<failed/)).toEqual([]);
+  });
+
   it('a frame that dies right after its post gave the lease back runs again without posting twice', async () => {
     const [alice, bob] = await users('alice', 'bob');
     const b = new Connection(h);
