@@ -44,7 +44,8 @@ export function streamManagementSender(inner: ConnectionSender, sm: SmStore, onK
       // often its post is tried. `p` marks one that was posted already (the frame failed in what
       // followed the post).
       const slot = frameSlot(`sm:${target}:${createHash('sha256').update(frame).digest('base64url').slice(0, 12)}`);
-      const [pinnedText, postedBefore, numberedFor] = slot?.value?.split(' ') ?? [];
+      // (`17:p` is how journals written before the socket was kept say it.)
+      const [pinnedText, postedBefore, numberedFor] = slot?.value?.split(/[ :]/) ?? [];
       const pinned = pinnedText === undefined ? undefined : Number(pinnedText);
       const record = await drawWithLease(sm, target, pinned);
       if (!record) return inner.send(target, frame);
