@@ -54,7 +54,6 @@ export class SessionManager {
     trace('frame', text, { connectionId, delivery: delivery.id, stage: stored?.stage });
     const journal = 'journal' in loaded ? loaded.journal : undefined;
     const state = structuredClone(stored ?? newConnectionState(connectionId));
-    const expectedVersion = state.version;
     const frame = newFrame({ ...delivery, before: journal });
     const session = new ClientSession(this.server, state);
     try {
@@ -68,15 +67,21 @@ export class SessionManager {
       }, frame);
       if (state.stage === 'closed') return undefined;
       if (!session.isDirty) return state;
-      state.version = expectedVersion + 1;
+      // From the version this frame began with, or from its own commit half-way (commitNow).
+      const base = state.version;
+      state.version = base + 1;
       state.lastFrame = delivery.id;
-      if (!(await store.putConnection(state, expectedVersion))) {
-        throw new Error(`connection ${connectionId}: stale state (version ${expectedVersion})`);
+      let committed = false;
+      try {
+        committed = await store.putConnection(state, base);
+      } finally {
+        if (!committed) state.version = base; // the journal goes with the version the table has
       }
+      if (!committed) throw new Error(`connection ${connectionId}: stale state (version ${base})`);
       return state;
     } catch (err) {
       trace('frame failed', text, { connectionId, delivery: delivery.id, error: String(err).slice(0, 120) });
-      await this.saveJournal(connectionId, expectedVersion, frame);
+      await this.saveJournal(connectionId, state.version, frame);
       throw err;
     }
   }
@@ -89,6 +94,12 @@ export class SessionManager {
     const { store } = this.server;
     const { state, journal } = await store.loadConnection(connectionId);
     if (!state || state.stage === 'hibernated') return;
+    if (state.stage === 'bound' && state.resumingFrame !== undefined && (await this.server.sm.get(state.session ?? state.id))?.socket !== connectionId) {
+      // A resumption committed this connection but never moved the session here (it died, or
+      // another connection took the session first): the session is not this connection's to end.
+      log.debug('connection of a resumption that did not happen: its item goes', { connectionId });
+      return store.deleteConnection(connectionId);
+    }
     if (state.stage === 'resumed') {
       // A resumption took this connection over. Once it moved the session, the session lives on
       // on the new connection and only this item goes. Until then (still under way, or it failed:

@@ -58,6 +58,23 @@ export class ClientSession {
     }
   }
 
+  /**
+   * Commits the connection state now, in the middle of a frame (a resumption, before the session
+   * moves to this connection); the frame's own commit at its end follows on from it. False when
+   * another frame or connection changed it meanwhile.
+   */
+  async commitNow(): Promise<boolean> {
+    const base = this.state.version;
+    this.state.version = base + 1;
+    let committed = false;
+    try {
+      committed = await this.server.store.putConnection(this.state, base);
+    } finally {
+      if (!committed) this.state.version = base;
+    }
+    return committed;
+  }
+
   get isDirty(): boolean {
     return this.dirty;
   }

@@ -120,4 +120,11 @@ export interface ConnectionState {
   version: number;
   /** Queue message id of the last frame that committed (a redelivery of it is skipped). */
   lastFrame?: string;
+  /**
+   * The frame whose <resume/> committed this connection as the session's before moving the
+   * session to it (stream-management.ts): a run of that frame again goes on with the resumption.
+   */
+  resumingFrame?: string;
+  /** The connection that resumption took the session from. */
+  resumingFrom?: string;
 }

@@ -138,6 +138,28 @@ describe('stream management on several handler instances', () => {
     expect(a2.posts('<resumed')).toHaveLength(1);
   });
 
+  it('two resumptions of one session at once: the one that moves it first keeps it, the other lets go without ending it', async () => {
+    const { alice, b, smId } = await hibernatedAlice({ contacts: true });
+    await b.frame(chat(`${alice}/phone`, 'kept'));
+    const [a2, a3] = [await authenticated(alice!), await authenticated(alice!)];
+    // Her client gave up on a2 (its <resumed/> was slow) and resumed again on a3, which finishes
+    // first, while a2 is between its own commit and its move.
+    h.sender.beforePost = async ({ connectionId, frame }) => {
+      if (connectionId !== a2.id || !frame.startsWith('<resumed')) return;
+      h.sender.beforePost = undefined;
+      await a3.frame(`<resume xmlns="${SM}" previd="${smId}" h="0"/>`, 1);
+    };
+    await a2.frame(`<resume xmlns="${SM}" previd="${smId}" h="0"/>`, 0);
+    expect(bodies(a3.posts())).toEqual(['kept']);
+    expect(h.sender.closed).toContain(a2.id);
+    await a2.disconnect(2);
+    // The session lives on on a3: contacts saw nothing, and what comes next reaches a3 only.
+    await b.frame(chat(`${alice}/phone`, 'next'));
+    expect(bodies(a3.posts())).toEqual(['kept', 'next']);
+    expect(bodies(a2.posts())).not.toContain('next');
+    expect(b.posts(/type="unavailable"/)).toEqual([]);
+  });
+
   it('carbon copies are counted like any stanza: one sent while the session hibernates comes with the resumption, and the count stays right', async () => {
     const [alice, bob] = await users('alice', 'bob');
     const desk = new Connection(h);
