@@ -25,6 +25,7 @@ import { SessionManager, type FrameDelivery } from './session-manager.ts';
 import type { ConnectionState, SessionRecord } from './types.ts';
 import { forEachBounded } from './bounded.ts';
 import { removeAccount } from './account-removal.ts';
+import { gatedJobs, gatedRemote, gatedTimers } from '../transport/gated.ts';
 
 /** Where stanzas for other domains go (the federation service); absent = federation off. */
 export interface RemoteRouter {
@@ -88,10 +89,10 @@ export class XmppServer implements Registry {
       faults,
     );
     this.socketSender = journaledSender(deps.sender, faults);
-    this.timers = deps.timers;
-    this.jobs = deps.jobs;
+    this.timers = deps.timers && gatedTimers(deps.timers);
+    this.jobs = deps.jobs && gatedJobs(deps.jobs);
     this.sessions = new SessionManager(this);
-    this.remote = deps.remote;
+    this.remote = deps.remote && gatedRemote(deps.remote);
     for (const module of deps.modules) module.setup(this);
   }
 

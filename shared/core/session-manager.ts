@@ -4,8 +4,13 @@
  *
  * - state is read strongly consistent at the start of each invocation and copied; the caller may
  *   keep the copy this returns for the next frame of the same batch (one instance, in order) and
- *   must drop it on any error. Nothing is cached across invocations: another instance may have
- *   moved the connection on since.
+ *   must drop it on any error.
+ * - across invocations, an instance remembers the state each connection's last frame here ended
+ *   with, but never trusts it: the next frame it gets for that connection runs on it while the
+ *   stored state is read alongside, and lets nothing out (a post, a write, a queued message) until
+ *   that read shows the same version; if another instance moved the connection on meanwhile, the
+ *   run is thrown away and the frame runs on the stored state. What this saves is time, not reads:
+ *   the frame's own first reads overlap the state's (docs/performance.md).
  * - a frame's changes are committed with one conditional write on the version it started from;
  *   a lost race fails the frame and the queue redelivers it against the newer state.
  * - a committed frame records its queue message id: its redelivery is skipped.
@@ -17,7 +22,8 @@
 import { StreamError } from '../errors.ts';
 import { log, trace } from '../log.ts';
 import { NS, x } from '../xml/element.ts';
-import { frameJournal, frameSettled, inFrame, newFrame, type Frame, type FrameInput } from '../storage/frame-context.ts';
+import { frameJournal, frameSettled, inFrame, newFrame, StaleSpeculation, type Frame, type FrameInput } from '../storage/frame-context.ts';
+import type { ConnectionItem } from '../storage/store.ts';
 import type { XmppServer } from './server.ts';
 import { ClientSession } from './session.ts';
 import { closeStream, processFrame } from './stream.ts';
@@ -35,7 +41,13 @@ export function newConnectionState(id: string): ConnectionState {
   return { id, stage: 'connected', streamId: '', connectedAt: Date.now(), authFailures: 0, version: 0 };
 }
 
+/** Connection states an instance keeps for the next frame it may get (about 1–3 KB each). */
+const REMEMBERED_CONNECTIONS = 2000;
+
 export class SessionManager {
+  /** The state each connection's last frame here ended with (see handleFrame); oldest first. */
+  private readonly remembered = new Map<string, ConnectionState>();
+
   constructor(private readonly server: XmppServer) {}
 
   /**
@@ -44,8 +56,49 @@ export class SessionManager {
    * undefined when the stream is closed.
    */
   async handleFrame(connectionId: string, text: string, delivery: FrameDelivery = {}): Promise<ConnectionState | undefined> {
+    const remembered = delivery.state ? undefined : this.remembered.get(connectionId);
+    if (!remembered) return this.remember(connectionId, await this.runFrame(connectionId, text, delivery, delivery.state ? { state: delivery.state } : undefined));
+    if (delivery.id && remembered.lastFrame === delivery.id) {
+      trace('frame skipped: this instance committed it', text, { connectionId, delivery: delivery.id });
+      return remembered;
+    }
+    // Runs on the state this instance last saw while the stored one is read alongside: the frame's
+    // reads overlap that read, and everything it lets out waits for it (frame-context.ts, gate).
+    const loading = this.server.store.loadConnection(connectionId);
+    const gate = loading.then((loaded) => {
+      const current = loaded.state?.version === remembered.version && !(delivery.id && loaded.journal?.frame === delivery.id);
+      if (!current) throw new StaleSpeculation(connectionId);
+    });
+    gate.catch(() => {}); // awaited by the frame (its effects) and by runFrame
+    try {
+      return this.remember(connectionId, await this.runFrame(connectionId, text, { ...delivery, gate }, { state: remembered }));
+    } catch (err) {
+      if (!(err instanceof StaleSpeculation)) throw err;
+      trace('frame runs again on the stored state: the remembered one was not current', text, { connectionId, delivery: delivery.id });
+      return this.remember(connectionId, await this.runFrame(connectionId, text, { ...delivery, routes: err.routes }, await loading));
+    }
+  }
+
+  /** Keeps the state a frame ended with for the connection's next frame on this instance (or forgets it). */
+  private remember(connectionId: string, state: ConnectionState | undefined): ConnectionState | undefined {
+    this.remembered.delete(connectionId);
+    if (state) {
+      this.remembered.set(connectionId, state);
+      // Oldest first: a Map keeps insertion order.
+      if (this.remembered.size > REMEMBERED_CONNECTIONS) this.remembered.delete(this.remembered.keys().next().value!);
+    }
+    return state;
+  }
+
+  /**
+   * One run of a frame on `loaded` (read now, or remembered: then `delivery.gate` holds its
+   * confirmation, and a run on a state that was not current throws StaleSpeculation having let
+   * nothing out, its journal included).
+   */
+  private async runFrame(connectionId: string, text: string, delivery: FrameDelivery, loaded?: ConnectionItem): Promise<ConnectionState | undefined> {
     const { store } = this.server;
-    const loaded = delivery.state ? { state: delivery.state } : await store.loadConnection(connectionId);
+    this.remembered.delete(connectionId); // until this run succeeds
+    loaded ??= await store.loadConnection(connectionId);
     const stored = loaded.state;
     if (delivery.id && stored?.lastFrame === delivery.id) {
       trace('frame skipped: committed before', text, { connectionId, delivery: delivery.id });
@@ -64,7 +117,8 @@ export class SessionManager {
           if (!(err instanceof StreamError)) throw err;
           await closeStream(session, err);
         }
-      }, frame);
+      }, frame, { own: true });
+      await delivery.gate; // a frame that let nothing out still ran on the right state
       if (state.stage === 'closed') return undefined;
       if (!session.isDirty) return state;
       // From the version this frame began with, or from its own commit half-way (commitNow).
@@ -80,6 +134,11 @@ export class SessionManager {
       if (!committed) throw new Error(`connection ${connectionId}: stale state (version ${base})`);
       return state;
     } catch (err) {
+      // Throws when the run was on a state that was not current: nothing to save.
+      await delivery.gate?.catch((stale: unknown) => {
+        if (stale instanceof StaleSpeculation) stale.routes = frame.routes;
+        throw stale;
+      });
       trace('frame failed', text, { connectionId, delivery: delivery.id, error: String(err).slice(0, 120) });
       await this.saveJournal(connectionId, state.version, frame);
       throw err;
@@ -92,6 +151,7 @@ export class SessionManager {
    */
   async handleDisconnect(connectionId: string, delivery: FrameInput = {}): Promise<void> {
     const { store } = this.server;
+    this.remembered.delete(connectionId);
     const { state, journal } = await store.loadConnection(connectionId);
     if (!state || state.stage === 'hibernated') return;
     if (state.stage === 'bound' && state.resumingFrame !== undefined && (await this.server.sm.get(state.session ?? state.id))?.socket !== connectionId) {

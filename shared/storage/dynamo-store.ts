@@ -23,7 +23,7 @@ import type { Account, ConnectionState, RosterItem, SessionRecord } from '../cor
 import type { ScramCredentials, ScramHash } from '../sasl/scram.ts';
 import type { ConnectionItem, OfflineMessage, SessionChanges, FeatureStoreClass, Store, TableAccess, UserRoute } from './store.ts';
 import { TTL_ATTRIBUTE } from './table.ts';
-import { frameUnique, invalidateRoute, memoizedRoute, rememberNoBlockList, type FrameJournal } from './frame-context.ts';
+import { beforeEffect, frameUnique, invalidateRoute, memoizedRoute, rememberNoBlockList, type FrameJournal } from './frame-context.ts';
 import { batchGet, claimOnce, claimOwner, conditionally, deleteKeys, isLive as live, nowSeconds, queryAll, scanAll } from './table-ops.ts';
 import { connectionPk, rosterSk, userPk } from './keys.ts';
 
@@ -67,6 +67,25 @@ export function addDynamoClientHook(hook: DynamoClientHook): () => void {
   return () => clientHooks.delete(hook);
 }
 
+/** Commands with no effect: a frame on a remembered connection state may send them before it is confirmed. */
+const READS = new Set(['GetItemCommand', 'BatchGetItemCommand', 'QueryCommand', 'ScanCommand', 'TransactGetItemsCommand', 'DescribeTableCommand']);
+
+/**
+ * Every other command waits for the frame's gate (frame-context.ts, beforeEffect). It runs first
+ * (priority high), so that nothing after it, such as a test's injected crash, sees a write of a
+ * frame that is then thrown away.
+ */
+function gateWrites(client: DynamoDBClient): void {
+  if (client.middlewareStack.identify().some((name) => name.startsWith('frameGate'))) return; // a client shared by several stores
+  client.middlewareStack.add(
+    (next, context) => async (args) => {
+      if (!READS.has(context.commandName ?? '')) await beforeEffect();
+      return next(args);
+    },
+    { step: 'initialize', priority: 'high', name: 'frameGate' },
+  );
+}
+
 export class DynamoStore implements Store {
   readonly doc: DynamoDBDocumentClient;
   readonly table: string;
@@ -76,6 +95,7 @@ export class DynamoStore implements Store {
     for (const hook of clientHooks) hook(client);
     const faults = options.client ? undefined : faultsFromEnv();
     if (faults) injectDynamoFaults(client, faults);
+    gateWrites(client);
     this.doc = DynamoDBDocumentClient.from(client, { marshallOptions: { removeUndefinedValues: true } });
     this.table = options.tableName;
   }

@@ -31,6 +31,14 @@ export interface FrameInput {
   channelBindings?: ChannelBindings;
   /** What an earlier run of this frame recorded before it failed (its journal). */
   before?: FrameJournal;
+  /**
+   * Set when the frame runs on a connection state remembered from an earlier invocation while the
+   * stored one is read alongside (session-manager.ts): every effect outside the process (a post, a
+   * write, a queued message) waits for it, and it rejects when the remembered state was not current.
+   */
+  gate?: Promise<void>;
+  /** Users' routes read by a run of this frame that was thrown away (StaleSpeculation): still good. */
+  routes?: Map<string, Promise<unknown>>;
 }
 
 /** What a failed run of a frame leaves for the next run (saved with the connection). */
@@ -47,6 +55,7 @@ export interface Frame {
   readonly receivedAt?: number;
   readonly sourceIp?: string;
   readonly channelBindings?: ChannelBindings;
+  readonly gate?: Promise<void>;
   routes: Map<string, Promise<unknown>>;
   /** Writes that may run alongside delivery but must finish before the frame is done. */
   tasks: Promise<unknown>[];
@@ -69,7 +78,8 @@ export function newFrame(input: FrameInput = {}): Frame {
     receivedAt: input.receivedAt,
     sourceIp: input.sourceIp,
     channelBindings: input.channelBindings,
-    routes: new Map(),
+    gate: input.gate,
+    routes: new Map(input.routes),
     tasks: [],
     posted: [],
     postedBefore: new Set(before?.posted ?? []),
@@ -104,12 +114,13 @@ export function frameJournal(frame: Frame): FrameJournal | undefined {
 }
 
 /**
- * Runs `fn` in a fresh frame, unless it already runs inside one (nested routing shares it). The
+ * Runs `fn` in a fresh frame, unless it already runs inside one (nested routing shares it; `own`:
+ * a frame of its own all the same, for a client frame processed while another runs). The
  * frame ends when `fn` and every task it started with frameTask() are done; a failed task fails the
  * frame (so the queue redelivers it).
  */
-export function inFrame<T>(fn: () => Promise<T>, frame: Frame = newFrame()): Promise<T> {
-  if (frames.getStore()) return fn();
+export function inFrame<T>(fn: () => Promise<T>, frame: Frame = newFrame(), options: { own?: boolean } = {}): Promise<T> {
+  if (frames.getStore() && !options.own) return fn();
   return frames.run(frame, async () => {
     let result: T;
     try {
@@ -125,6 +136,30 @@ export function inFrame<T>(fn: () => Promise<T>, frame: Frame = newFrame()): Pro
     }
     return result;
   });
+}
+
+/**
+ * Thrown by every effect of a frame that ran on a remembered connection state which turned out not
+ * to be current: nothing left the process, and the frame runs again on the stored state.
+ */
+export class StaleSpeculation extends Error {
+  /** What the thrown-away run read of users' routes: they do not depend on the connection's state. */
+  routes?: Map<string, Promise<unknown>>;
+
+  constructor(connectionId: string) {
+    super(`connection ${connectionId}: the remembered state was not current`);
+    this.name = 'StaleSpeculation';
+  }
+}
+
+/**
+ * Call before any effect outside the process (a post, a DynamoDB write, a queued message): waits,
+ * in a frame that runs on a remembered state, until the stored state has confirmed it (see
+ * FrameInput.gate), and throws StaleSpeculation when it did not. Reads need not wait.
+ */
+export async function beforeEffect(): Promise<void> {
+  const gate = frames.getStore()?.gate;
+  if (gate) await gate;
 }
 
 /** The frame being processed, if any. */

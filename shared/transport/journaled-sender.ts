@@ -5,13 +5,14 @@
  * (tests only), an invocation may crash right after a post took effect.
  */
 import { maybeCrash, type FaultSettings } from '../faults.ts';
-import { postKey, recordPost, trackPost } from '../storage/frame-context.ts';
+import { beforeEffect, postKey, recordPost, trackPost } from '../storage/frame-context.ts';
 import type { ConnectionSender } from './connections.ts';
 import { trace } from '../log.ts';
 
 export function journaledSender(inner: ConnectionSender, faults?: FaultSettings): ConnectionSender {
   return {
     async send(connectionId, frame, hint) {
+      await beforeEffect();
       const journal = postKey(connectionId, frame);
       if (journal?.done) {
         trace('post skipped: made by an earlier run of the frame', frame, { to: connectionId });
@@ -27,6 +28,9 @@ export function journaledSender(inner: ConnectionSender, faults?: FaultSettings)
       maybeCrash(faults, 'a post');
       return ok;
     },
-    close: (connectionId) => inner.close(connectionId),
+    close: async (connectionId) => {
+      await beforeEffect();
+      return inner.close(connectionId);
+    },
   };
 }

@@ -78,6 +78,81 @@ describe('connection state across handler instances', () => {
   });
 });
 
+describe('a connection state an instance remembers from the last frame it ran', () => {
+  /** Holds every GetItem of a connection item until `release` (a slow read of the connection's state). */
+  function holdConnectionReads() {
+    const name = `hold${n}`;
+    const started: string[] = [];
+    let release!: () => void;
+    const released = new Promise<void>((resolve) => (release = resolve));
+    h.crash.client.middlewareStack.add(
+      (next, context) => async (args) => {
+        started.push(context.commandName ?? '');
+        // The document client's input, not yet marshalled at this step.
+        const key = (args.input as { Key?: { pk?: unknown } }).Key?.pk;
+        if (context.commandName === 'GetItemCommand' && typeof key === 'string' && key.startsWith('conn#')) await released;
+        return next(args);
+      },
+      { step: 'initialize', name },
+    );
+    return { started, release, done: () => h.crash.client.middlewareStack.remove(name) };
+  }
+
+  it("reads the recipient's route while the sender's state is still being read, and posts once that read confirms it", async () => {
+    const [alice, bob] = await users('alice', 'bob');
+    const a = new Connection(h);
+    const b = new Connection(h);
+    await a.online(alice!, 'secret', 'phone'); // its last frame ran on instance 2
+    await b.online(bob!, 'secret', 'desk');
+    const hold = holdConnectionReads();
+    try {
+      const sent = a.frame(chat(bob!, 'overlapped'), 2);
+      // The route Query starts while the connection's GetItem is held: the two overlap. Nothing is
+      // posted until the GetItem answers.
+      for (let i = 0; i < 200 && !hold.started.includes('QueryCommand'); i++) await new Promise((r) => setTimeout(r, 10));
+      expect(hold.started.slice(0, 2).sort()).toEqual(['GetItemCommand', 'QueryCommand']);
+      expect(b.posts('overlapped')).toEqual([]);
+      hold.release();
+      await sent;
+    } finally {
+      hold.done();
+    }
+    expect(b.posts('overlapped')).toHaveLength(1);
+  });
+
+  it('is thrown away when another instance moved the connection on: nothing of that run gets out, the frame runs on the stored state', async () => {
+    const [alice] = await users('alice');
+    const a = new Connection(h);
+    await a.login(alice!, 'secret', 'phone'); // open 0, auth 1, restart 2, bind 0
+    await a.frame('<presence xmlns="jabber:client"/>', 0); // instance 0 remembers: no stream management
+    await a.frame('<enable xmlns="urn:xmpp:sm:3" resume="true"/>', 1); // instance 1 enables it
+    await a.frame('<iq xmlns="jabber:client" type="get" id="p1"><ping xmlns="urn:xmpp:ping"/></iq>', 1);
+    // Instance 0's remembered state has no stream management: an <r/> run on it would be refused.
+    // Run on the stored state, it is answered with the one stanza counted since <enable/>.
+    const state = await a.frame('<r xmlns="urn:xmpp:sm:3"/>', 0);
+    expect(a.posts('<a ')).toEqual(['<a xmlns="urn:xmpp:sm:3" h="1"/>']);
+    expect(a.posts('stream:error')).toEqual([]);
+    expect(state?.stage).toBe('bound');
+    // A message after it, on instance 0 again: the state it remembers now is current.
+    await a.frame('<iq xmlns="jabber:client" type="get" id="p2"><ping xmlns="urn:xmpp:ping"/></iq>', 0);
+    await a.frame('<r xmlns="urn:xmpp:sm:3"/>', 0);
+    expect(a.posts('<a ')).toEqual(['<a xmlns="urn:xmpp:sm:3" h="1"/>', '<a xmlns="urn:xmpp:sm:3" h="2"/>']);
+  });
+
+  it('fails the frame, having let nothing out, when the read of the stored state fails; the redelivery delivers once', async () => {
+    const [alice, bob] = await users('alice', 'bob');
+    const a = new Connection(h);
+    const b = new Connection(h);
+    await a.online(alice!, 'secret', 'phone');
+    await b.online(bob!, 'secret', 'desk');
+    h.crash.crashBefore('GetItemCommand'); // the connection's read is the frame's first request
+    await expect(a.frame(chat(bob!, 'read failed'), 2)).rejects.toThrow(/crash before GetItemCommand/);
+    expect(b.posts('read failed')).toEqual([]);
+    await a.redeliver(2);
+    expect(b.posts('read failed')).toHaveLength(1);
+  });
+});
+
 describe('a redelivered SCRAM step', () => {
   const sasl = (name: string, data: string, mechanism = '') =>
     `<${name} xmlns="urn:ietf:params:xml:ns:xmpp-sasl"${mechanism && ` mechanism="${mechanism}"`}>${Buffer.from(data).toString('base64')}</${name}>`;
