@@ -46,6 +46,11 @@ export interface StanzaEvent {
   from: Jid;
   to?: Jid;
   session?: ClientSession;
+  /**
+   * message/offline: where it goes among messages stored in the same millisecond (default: the
+   * sending connection's frame count); stanzas handed over from a session's log pass their number.
+   */
+  order?: number;
 }
 
 /** Returns true when it fully handled the stanza (later hooks are skipped). */

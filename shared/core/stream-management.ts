@@ -439,5 +439,5 @@ async function reroute(server: XmppServer, record: SmRecord, logged: LoggedStanz
     if (targets.length === 0) return;
   }
   if ((await server.deliverToSessions(targets, stanza)) > 0) return;
-  await server.runHooks('message/offline', { server, stanza, from: parseJid(stanza.attrs.from), to: to.toBare() });
+  await server.runHooks('message/offline', { server, stanza, from: parseJid(stanza.attrs.from), to: to.toBare(), order: logged.seq });
 }

@@ -7,7 +7,7 @@ import { StanzaError, StreamError, errorReply } from '../errors.ts';
 import { JidError, normalizeResource, parseJid } from '../jid.ts';
 import { log } from '../log.ts';
 import { bindingTypes, continueMechanism, decodeSaslPayload, offeredMechanisms, startMechanism, type SaslStep } from '../sasl/mechanisms.ts';
-import { frameChannelBindings, frameUnique } from '../storage/frame-context.ts';
+import { frameChannelBindings, frameSlot, frameUnique } from '../storage/frame-context.ts';
 import { DEFAULT_XML_LIMITS, XmlFrameError, exceedsLimits, parseFrame, type XmlLimits } from '../xml/parse.ts';
 import { Element, NS, x } from '../xml/element.ts';
 import { ClientSession } from './session.ts';
@@ -195,10 +195,18 @@ async function bind(session: ClientSession, el: Element): Promise<void> {
     await session.send(errorReply(el, new StanzaError('bad-request', err.message))!);
     return;
   }
-  // RFC 6120 §7.7.2.2: on a conflicting resource the older session is replaced.
+  // RFC 6120 §7.7.2.2: on a conflicting resource the older session is replaced. A run again of a
+  // bind that began replacing it finishes the replacement, though the old session's item is gone
+  // by then (traced in the chaos test: left half-done, the old socket's $disconnect handed its
+  // unacknowledged stanzas over a second time, and they arrived twice).
   const { sessions } = await server.store.getUserRoute(session.state.user!);
-  const existing = sessions.find((s) => s.resource === resource);
-  if (existing && existing.connectionId !== session.id) await replaceSession(session, existing.connectionId);
+  const existing = sessions.find((s) => s.resource === resource && s.connectionId !== session.id);
+  const replacing = frameSlot('bind-replaces');
+  const replaced = existing?.connectionId ?? replacing?.value;
+  if (replaced) {
+    replacing?.set(replaced);
+    await replaceSession(session, replaced);
+  }
   session.update({ stage: 'bound', resource, available: false, interested: false, priority: 0, directed: [] });
   // Bound now (not when the socket connected): re-routing after XEP-0198 tells newer sessions by it.
   // Open to XEP-0198 until it becomes available (SessionRecord.smOpen).

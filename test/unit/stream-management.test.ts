@@ -577,6 +577,42 @@ describe('stream management on several handler instances', () => {
     expect(a2.posts(/<stream:error|<failed/)).toEqual([]);
   });
 
+  it("a bind that replaces her session and dies while handing over what it kept: its run again finishes the replacement, and the old socket's $disconnect hands nothing over twice", async () => {
+    const [alice, bob] = await users('alice', 'bob');
+    const b = new Connection(h);
+    await b.online(bob!, 'secret', 'desk');
+    const phone = new Connection(h);
+    await onlineWithSm(phone, alice!, 'phone');
+    h.sender.gone.add(phone.id); // the socket dies; its $disconnect comes later
+    await b.frame(chat(`${alice}/phone`, 'first'));
+    await b.frame(chat(`${alice}/phone`, 'second'));
+    // She logs in again with the same resource. The bind ends the old session (its item goes) and
+    // hands over what it never acknowledged, and the instance dies before the hand-over is done.
+    const again = await authenticated(alice!);
+    const crashName = `crashAtSmRemoval${n}`;
+    h.crash.client.middlewareStack.add(
+      (next, context) => async (args) => {
+        const key = (args.input as { Key?: { sk?: unknown } }).Key;
+        if (context.commandName === 'DeleteItemCommand' && key?.sk === 'sm') {
+          h.crash.client.middlewareStack.remove(crashName);
+          throw new Error('crash before the stream management record goes');
+        }
+        return next(args);
+      },
+      { step: 'initialize', name: crashName },
+    );
+    const bind = `<iq type="set" id="bind" xmlns="jabber:client"><bind xmlns="urn:ietf:params:xml:ns:xmpp-bind"><resource>phone</resource></bind></iq>`;
+    await expect(again.frame(bind)).rejects.toThrow(/crash before the stream management record goes/);
+    // Run again, it finds no session item of that resource any more, and still finishes the replacement.
+    await again.redeliver();
+    expect((await h.store.getConnection(phone.id))?.stage).toBe('replaced');
+    expect(await h.servers[0]!.sm.get(phone.id)).toBeUndefined();
+    await again.frame('<presence xmlns="jabber:client"/>');
+    await phone.disconnect();
+    await again.frame('<iq type="get" id="r" xmlns="jabber:client"><query xmlns="jabber:iq:roster"/></iq>');
+    expect(bodies(again.posts('<message'))).toEqual(['first', 'second']);
+  });
+
   it('a frame that dies right after its post gave the lease back runs again without posting twice', async () => {
     const [alice, bob] = await users('alice', 'bob');
     const b = new Connection(h);
