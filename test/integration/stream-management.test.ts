@@ -228,7 +228,8 @@ describe('XEP-0198 across the gateway lifetime cut', () => {
   });
   afterAll(() => stack?.stop());
 
-  it('cuts a busy session again and again without losing or doubling a message, and contacts see no flap', async () => {
+  // Its own waits allow 20 s per message: on a loaded machine the whole run passes 30 s.
+  it('cuts a busy session again and again without losing or doubling a message, and contacts see no flap', { timeout: 90_000 }, async () => {
     // Both are real clients that resume: the cut (every 2 s) hits the sender's socket too.
     const jon = await connectXmppJs(stack.wsUrl, 'jon', 'pw', 'desk');
     const ivy = await connectXmppJs(stack.wsUrl, 'ivy', 'pw', 'phone');
