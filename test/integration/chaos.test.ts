@@ -131,13 +131,29 @@ function chaosClient(wsUrl: string, local: string, room: string): ChaosClient {
   return c;
 }
 
-async function ping(c: ChaosClient): Promise<boolean> {
-  try {
-    await c.xmpp.iqCaller.request(xml('iq', { type: 'get', to: 'localhost' }, xml('ping', { xmlns: 'urn:xmpp:ping' })), 15_000);
-    return true;
-  } catch {
-    return false;
-  }
+let pings = 0;
+/**
+ * A ping sent as a plain stanza, its answer awaited on the 'stanza' event. Not through
+ * `iqCaller.request`: @xmpp/iq's caller (with @xmpp/client 0.14.0) ends the middleware chain on
+ * an answer to its own request, before the stream management middleware counts it, so each such
+ * answer left the client's `h` one short, and its next resumption got resent stanzas it already
+ * had (traced: o168, received live twice, in a run of 2026-12-07).
+ */
+function ping(c: ChaosClient): Promise<boolean> {
+  const id = `chaos-ping-${++pings}`;
+  return new Promise<boolean>((resolve) => {
+    const done = (ok: boolean) => {
+      clearTimeout(timer);
+      c.xmpp.off('stanza', answer);
+      resolve(ok);
+    };
+    const answer = (s: El) => {
+      if (s.is('iq') && s.attrs.id === id) done(s.attrs.type === 'result');
+    };
+    const timer = setTimeout(() => done(false), 15_000);
+    c.xmpp.on('stanza', answer);
+    c.xmpp.send(xml('iq', { type: 'get', to: 'localhost', id }, xml('ping', { xmlns: 'urn:xmpp:ping' }))).catch(() => done(false));
+  });
 }
 
 /** Logs out gracefully and back in (the 'online' handler sends presence and rejoins). */
