@@ -122,6 +122,33 @@ describe('room fan-out through jobs, across handler instances', () => {
     }
   });
 
+  it('a message posted from the frame that fails half-way, in a room that grew over the limit before the frame ran again: the run again posts what is missing, from the frame (jobs would post again what went out, and cannot take over the first run\'s join-race claims: here e2 got nothing)', async () => {
+    const users = await freshUsers(h, 'edge', 'e1', 'e2', 'late');
+    const room = `edge${++n}@conference.localhost`;
+    const join = async (bare: string) => {
+      const c = new Connection(h);
+      await c.online(bare, 'secret', 'desk');
+      await c.frame(`<presence xmlns="jabber:client" to="${room}/${bare.split('@')[0]}"><x xmlns="http://jabber.org/protocol/muc"><history maxstanzas="0"/></x></presence>`);
+      return c;
+    };
+    const owner = await join(users[0]!);
+    await owner.frame(`<iq xmlns="jabber:client" type="set" id="instant" to="${room}"><query xmlns="http://jabber.org/protocol/muc#owner"><x xmlns="jabber:x:data" type="submit"/></query></iq>`);
+    const e1 = await join(users[1]!);
+    const e2 = await join(users[2]!);
+    // Three sessions, at the limit: the frame posts the copies itself, and the post to e2 fails.
+    h.sender.beforePost = ({ connectionId, frame }) => {
+      if (connectionId === e2.id && frame.includes('at-the-edge')) throw new Error('post failed (injected)');
+    };
+    await expect(owner.frame(groupchat(room, 'at-the-edge'), 0)).rejects.toThrow(/injected/);
+    h.sender.beforePost = undefined;
+    expect(e1.posts('at-the-edge')).toHaveLength(1);
+    // A fourth session joins before the queue hands the frame over again: over the limit now.
+    await join(users[3]!);
+    await owner.redeliver(1);
+    await runJobs();
+    for (const c of [owner, e1, e2]) expect(c.posts('at-the-edge')).toHaveLength(1);
+  });
+
   it('a room under the limit is still served from the sender\'s frame', async () => {
     const [a, b] = await freshUsers(h, 'small', 'smaller');
     const room = `small${++n}@conference.localhost`;
