@@ -2,7 +2,7 @@
  * Where the CPU of a 1:1 message goes: the local stack in this process, two users, N messages one
  * after the other under the V8 profiler (node:inspector), self time grouped by what spends it.
  *
- *   npx tsx bench/profile-message.ts [N=300]
+ *   npx tsx bench/profile-message.ts [N=300]     (PROFILE_TOP=40: also the 40 functions that spend most)
  *
  * Everything in this process is counted (the gateway, both clients and the handlers), so read the
  * groups rather than the total; `npm run bench` measures the handler's own CPU per operation.
@@ -87,6 +87,19 @@ async function main(): Promise<void> {
     console.log(`${n} messages: ${((used.user + used.system) / 1000 / n).toFixed(2)} ms CPU and ${(wall / n).toFixed(2)} ms wall per message (whole process)`);
     for (const [g, ms] of [...groups].sort((x, y) => y[1] - x[1])) {
       console.log(`${((100 * ms) / busy).toFixed(1).padStart(5)} %  ${(ms / n).toFixed(3).padStart(7)} ms/message  ${g}`);
+    }
+    if (process.env.PROFILE_TOP) {
+      // The functions that spend the most, by self time (PROFILE_TOP=<how many>).
+      const byFunction = new Map<string, number>();
+      for (const id of profile.samples) {
+        const { url, functionName } = byId.get(id)!.callFrame;
+        if (functionName === '(idle)' || functionName === '(program)') continue;
+        const key = `${functionName || '(anonymous)'} ${url.replace(/^.*node_modules\//, '')}`;
+        byFunction.set(key, (byFunction.get(key) ?? 0) + perSample);
+      }
+      for (const [f, ms] of [...byFunction].sort((x, y) => y[1] - x[1]).slice(0, Number(process.env.PROFILE_TOP))) {
+        console.log(`${((100 * ms) / busy).toFixed(1).padStart(5)} %  ${f}`);
+      }
     }
   } finally {
     for (const c of clients) c.terminate();
