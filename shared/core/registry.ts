@@ -51,6 +51,12 @@ export interface StanzaEvent {
    * sending connection's frame count); stanzas handed over from a session's log pass their number.
    */
   order?: number;
+  /**
+   * message/offline: a name for the stored copy, the same in every run of the frame (default: the
+   * frame's count of messages it stored). Given where one frame stores several and a run again may
+   * store fewer of them (a session's hand-over: some go live on the second run).
+   */
+  storedAs?: string;
 }
 
 /** Returns true when it fully handled the stanza (later hooks are skipped). */

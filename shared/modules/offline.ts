@@ -45,7 +45,7 @@ export const offlineModule: XmppModule = {
   name: 'offline',
   setup(reg) {
     reg.feature('msgoffline');
-    reg.hook('message/offline', async ({ server, stanza, to, session, order }) => {
+    reg.hook('message/offline', async ({ server, stanza, to, session, order, storedAs }) => {
       const type = stanza.attrs.type ?? 'normal';
       if (type !== 'chat' && type !== 'normal') return false;
       // Only messages with content are worth keeping (not chat states or receipts alone; message-storage.ts).
@@ -60,7 +60,7 @@ export const offlineModule: XmppModule = {
       // once delivered, is there.
       recordDone(`offline:${bare}`);
       // A burst from one sender shares a millisecond: its connection's frame count keeps the order.
-      const key = await server.store.storeOffline(bare, xml, stamp, order ?? session?.state.version);
+      const key = await server.store.storeOffline(bare, xml, stamp, order ?? session?.state.version, storedAs);
       trace('offline: stored', xml, { to: bare, key });
       // Stored first, then a fresh look: a session that became available since may have missed it.
       invalidateRoute(bare);

@@ -488,11 +488,11 @@ export class DynamoStore implements Store {
 
   // offline messages
 
-  async storeOffline(bare: string, xml: string, stamp: string, order?: number): Promise<string> {
+  async storeOffline(bare: string, xml: string, stamp: string, order?: number, name = 'offline'): Promise<string> {
     // The key is the frame's (frame-context.ts): a redelivered frame finds its own item. `order`
     // is only an attribute: a redelivered frame may see another value (a replaced stream's version
     // was bumped) and must still find the same key.
-    const key = `${OFFLINE}${stamp}#${frameUnique('offline')}`;
+    const key = `${OFFLINE}${stamp}#${frameUnique(name)}`;
     try {
       await this.doc.send(
         new PutCommand({

@@ -267,8 +267,16 @@ export function frameChannelBindings(): ChannelBindings | undefined {
 
 /** The frame's arrival time (stable across redelivery), or now outside a frame. */
 export function frameNow(): number {
-  return frames.getStore()?.receivedAt ?? Date.now();
+  const frame = frames.getStore();
+  if (frame?.receivedAt !== undefined) return frame.receivedAt;
+  if (!frame?.id) return Date.now();
+  // No arrival time from the queue (timer events, jobs): the first run's clock, kept in the
+  // journal, so keys made from it are the same in every run (an offline item stored by a
+  // hand-over that died was stored again under a new key, and delivered twice).
+  return Number((frame.values[FIRST_RUN_NOW] ??= String(Date.now())));
 }
+
+const FIRST_RUN_NOW = 'now';
 
 /** The `to` of a frame's top element (attribute values escape '>', so the tag ends at the first one). */
 const ADDRESSEE = /^<[^>\s]+[^>]*\sto=(?:"([^"]*)"|'([^']*)')/;

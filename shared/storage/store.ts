@@ -125,7 +125,8 @@ export interface Store {
    * it, and finds the item, or its tombstone once delivered, there already: it writes nothing).
    * `order` sorts messages stored at the same millisecond (the sending connection's frame count).
    */
-  storeOffline(bare: string, xml: string, stamp: string, order?: number): Promise<string>;
+  /** `name`: what the key is made from within the frame (StanzaEvent.storedAs); default, the frame's count of stored messages. */
+  storeOffline(bare: string, xml: string, stamp: string, order?: number, name?: string): Promise<string>;
   listOffline(bare: string): Promise<OfflineMessage[]>;
   /**
    * Claims a stored message for delivery by this frame: false when another frame holds a live claim

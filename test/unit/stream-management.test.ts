@@ -381,6 +381,22 @@ describe('stream management on several handler instances', () => {
     expect(await h.store.getConnection(a.id)).toBeUndefined();
   });
 
+  it('the window ends and the hand-over dies half-way; she logs in before it runs again: each kept message reaches her once (traced in a chaos run: stored offline by the first run, flushed at her login, then posted live by the run again)', async () => {
+    const { alice, b, event } = await hibernatedAlice({ contacts: true });
+    for (const body of ['one', 'two', 'three']) await b.frame(chat(`${alice}/phone`, body));
+    await windowPasses();
+    // The first run stores 'one' offline (no session is left) and dies right after.
+    h.crash.crashAfter('PutItemCommand');
+    await expect(h.servers[1]!.handleTimer(event, { id: `due-${n}` })).rejects.toThrow(/crash after PutItemCommand/);
+    expect((await h.store.listOffline(alice!)).map((m) => bodies([m.xml])[0])).toEqual(['one']);
+    const tablet = new Connection(h);
+    await tablet.online(alice!, 'secret', 'tablet'); // her login flushes what is stored
+    expect(bodies(tablet.posts())).toEqual(['one']);
+    await h.servers[2]!.handleTimer(event, { id: `due-${n}` }); // the queue's redelivery
+    expect(bodies(tablet.posts()).sort()).toEqual(['one', 'three', 'two']);
+    expect(await h.store.listOffline(alice!)).toEqual([]);
+  });
+
   it('the window ends after she logged in again elsewhere: the new session gets what the hibernated one kept, a session that was there already does not get it twice', async () => {
     const { alice, b, event } = await hibernatedAlice({ contacts: true });
     const tablet = new Connection(h);
