@@ -61,6 +61,12 @@ export function streamManagementSender(inner: ConnectionSender, sm: SmStore, onK
         trace('sm: resent by a resumption', frame, { session: target, socket: record.socket, seq });
         posted = true;
       }
+      // The lease is given back once the post is over, whatever came of it. A failure before that
+      // (the instance died after logging, the log write failed) keeps it: the next poster waits
+      // for this frame's run again or for the lease to expire, and then cuts the socket rather
+      // than overtake (traced in a chaos run: a later stanza reached the client first, the
+      // client's count then covered the earlier one, and its resumption resent the later twice).
+      let over = false;
       try {
         if (!posted) {
           await sm.log(target, seq, frame, record.max);
@@ -68,8 +74,9 @@ export function streamManagementSender(inner: ConnectionSender, sm: SmStore, onK
           else posted = await postOnce(inner, record.socket, frame, target, seq);
           if (posted) remember(true);
         }
+        over = true;
       } finally {
-        await sm.release(target, seq);
+        if (over || posted) await sm.release(target, seq);
       }
       if (record.hibernatedUntil !== undefined && !resumingNow(record) && MESSAGE.test(frame)) await onKept?.(record, frame);
       const unacked = record.out - record.acked;

@@ -564,6 +564,29 @@ describe('stream management on several handler instances', () => {
     expect(bodies(a2.posts())).toEqual(['slow', 'fast']);
   });
 
+  it('a frame that dies after numbering a stanza and before posting it keeps its lease: the next post does not overtake it, and the resumption resends both in order (traced in a chaos run: the later one reached the client first, and its count then covered the wrong stanza)', { timeout: 20_000 }, async () => {
+    const [alice, bob] = await users('alice', 'bob');
+    const desks = [0, 1].map(() => new Connection(h));
+    for (const [i, d] of desks.entries()) await d.online(bob!, 'secret', `desk${i}`);
+    const a = new Connection(h);
+    const smId = await onlineWithSm(a, alice!, 'phone');
+    const since = a.posts().findIndex((f) => f.startsWith('<enabled'));
+    const counted = () => a.posts().slice(since).filter(isStanzaFrame).length;
+    // The instance dies right after the stanza was numbered and logged, before its post.
+    h.crash.crashAfter('PutItemCommand');
+    await expect(desks[0]!.frame(chat(`${alice}/phone`, 'first'), 0)).rejects.toThrow(/crash after PutItemCommand/);
+    await desks[1]!.frame(chat(`${alice}/phone`, 'second'), 1);
+    await desks[0]!.redeliver(2); // the queue hands the first frame over again
+    // Her client's socket dies now; what it got, it got in the order numbered.
+    const got = bodies(a.posts());
+    expect(['first', 'second'].slice(0, got.length)).toEqual(got);
+    await kill(a);
+    const a2 = await authenticated(alice!);
+    await a2.frame(`<resume xmlns="${SM}" previd="${smId}" h="${counted()}"/>`);
+    expect(a2.posts('<resumed')).toHaveLength(1);
+    expect([...got, ...bodies(a2.posts())]).toEqual(['first', 'second']);
+  });
+
   it('a </close> processed after the socket died: what the client never acknowledged goes to offline storage, not nowhere', async () => {
     const [alice, bob] = await users('alice', 'bob');
     const b = new Connection(h);
