@@ -80,7 +80,10 @@ export function streamManagementSender(inner: ConnectionSender, sm: SmStore, onK
       }
       if (record.hibernatedUntil !== undefined && !resumingNow(record) && MESSAGE.test(frame)) await onKept?.(record, frame);
       const unacked = record.out - record.acked;
-      if (posted && unacked >= ACK_REQUEST_EVERY && unacked % ACK_REQUEST_EVERY === 0) await inner.send(record.socket, ACK_REQUEST);
+      if (posted && unacked >= ACK_REQUEST_EVERY && unacked % ACK_REQUEST_EVERY === 0) {
+        trace('sm: acknowledgement requested', undefined, { session: target, socket: record.socket, seq, unacked });
+        await inner.send(record.socket, ACK_REQUEST);
+      }
       // Kept for a resumption (or re-routed when the window ends): delivered, as far as the sender is concerned.
       return posted || record.max > 0;
     },
