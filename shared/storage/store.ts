@@ -123,9 +123,10 @@ export interface Store {
   /**
    * Stores a message once; returns its key (derived from the frame, so a redelivered frame reuses
    * it, and finds the item, or its tombstone once delivered, there already: it writes nothing).
-   * `order` sorts messages stored at the same millisecond (the sending connection's frame count).
+   * `order` sorts messages stored at the same millisecond (the sending connection's frame count);
+   * `name`, what the key is made from within the frame (StanzaEvent.storedAs; default, the frame's
+   * count of the messages it stored).
    */
-  /** `name`: what the key is made from within the frame (StanzaEvent.storedAs); default, the frame's count of stored messages. */
   storeOffline(bare: string, xml: string, stamp: string, order?: number, name?: string): Promise<string>;
   listOffline(bare: string): Promise<OfflineMessage[]>;
   /**
