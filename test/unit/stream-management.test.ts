@@ -75,6 +75,21 @@ async function hibernatedAlice(options: { contacts?: boolean; before?: (bob: str
   return { alice: alice!, bob: bob!, a, b, smId, timers: h.timers.scheduled.slice(timer), event: h.timers.scheduled[timer]!.event };
 }
 
+/**
+ * Bob online on two desks, Alice with stream management on her phone; `counted()` is what her
+ * client counted so far (the stanzas after <enabled/>).
+ */
+async function aliceAndTwoDesks() {
+  const [alice, bob] = await users('alice', 'bob');
+  const desks = [0, 1].map(() => new Connection(h));
+  for (const [i, d] of desks.entries()) await d.online(bob!, 'secret', `desk${i}`);
+  const a = new Connection(h);
+  const smId = await onlineWithSm(a, alice!, 'phone');
+  const since = a.posts().findIndex((f) => f.startsWith('<enabled'));
+  const counted = () => a.posts().slice(since).filter(isStanzaFrame).length;
+  return { alice: alice!, desks, a, smId, counted };
+}
+
 describe('stream management on several handler instances', () => {
   it('hibernates on $disconnect: contacts see nothing, posts are kept, one timer is set for the window', async () => {
     const { alice, a, b, timers } = await hibernatedAlice({ contacts: true });
@@ -528,13 +543,7 @@ describe('stream management on several handler instances', () => {
   });
 
   it('a post that outlives its lease is not overtaken: the next poster cuts the socket, and the resumption resends both in order', async () => {
-    const [alice, bob] = await users('alice', 'bob');
-    const desks = [0, 1].map(() => new Connection(h));
-    for (const [i, d] of desks.entries()) await d.online(bob!, 'secret', `desk${i}`);
-    const a = new Connection(h);
-    const smId = await onlineWithSm(a, alice!, 'phone');
-    const since = a.posts().findIndex((f) => f.startsWith('<enabled'));
-    const counted = () => a.posts().slice(since).filter(isStanzaFrame).length;
+    const { alice, desks, a, smId, counted } = await aliceAndTwoDesks();
     // The first post hangs past its lease (an answer that does not come for seconds), and the
     // socket dies before it arrives.
     let hanging!: () => void;
@@ -565,13 +574,7 @@ describe('stream management on several handler instances', () => {
   });
 
   it('a frame that dies after numbering a stanza and before posting it keeps its lease: the next post does not overtake it, and the resumption resends both in order (traced in a chaos run: the later one reached the client first, and its count then covered the wrong stanza)', { timeout: 20_000 }, async () => {
-    const [alice, bob] = await users('alice', 'bob');
-    const desks = [0, 1].map(() => new Connection(h));
-    for (const [i, d] of desks.entries()) await d.online(bob!, 'secret', `desk${i}`);
-    const a = new Connection(h);
-    const smId = await onlineWithSm(a, alice!, 'phone');
-    const since = a.posts().findIndex((f) => f.startsWith('<enabled'));
-    const counted = () => a.posts().slice(since).filter(isStanzaFrame).length;
+    const { alice, desks, a, smId, counted } = await aliceAndTwoDesks();
     // The instance dies right after the stanza was numbered and logged, before its post.
     h.crash.crashAfter('PutItemCommand');
     await expect(desks[0]!.frame(chat(`${alice}/phone`, 'first'), 0)).rejects.toThrow(/crash after PutItemCommand/);
