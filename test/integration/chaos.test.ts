@@ -67,6 +67,18 @@ interface ChaosClient {
    * end of the stream; the client drops them, as clients do). The known window without XEP-0198.
    */
   afterClose: Set<string>;
+  /**
+   * With XEP-0198: origin-ids that arrived after the client's final <a/> of a graceful logout
+   * (@xmpp/client sends it right before its </close>). The count told the server they were not
+   * handled, so the server re-routes them (offline storage, other resources), as XEP-0198 §4 says:
+   * the client drops them rather than handle them twice. Not counted as received here; they must
+   * arrive again, or they count as lost.
+   */
+  afterFinalAck: Set<string>;
+  /** A graceful logout is under way (relog): the next <a/> sent is the final one. */
+  closing: boolean;
+  /** The final <a/> went out: stanzas from now on are not handled (see afterFinalAck). */
+  finalAckSent: boolean;
   /** Sessions so far (diagnostics: which session a copy came on). */
   generation: number;
 }
@@ -76,7 +88,7 @@ function chaosClient(wsUrl: string, local: string, room: string): ChaosClient {
   // arrives after the SDK's 10 s retry, past the library's 2 s default (whose rejection it leaves
   // unhandled). 30 s outlasts one held post.
   const xmpp = xmppClient({ service: wsUrl, domain: 'localhost', username: local, password: 'pw', resource: 'chaos', timeout: 30_000 } as Parameters<typeof xmppClient>[0]);
-  const c: ChaosClient = { local, room, xmpp, online: false, received: new Map(), errors: new Map(), how: new Map(), afterClose: new Set(), generation: 0 };
+  const c: ChaosClient = { local, room, xmpp, online: false, received: new Map(), errors: new Map(), how: new Map(), afterClose: new Set(), afterFinalAck: new Set(), closing: false, finalAckSent: false, generation: 0 };
   (xmpp as unknown as { reconnect: { delay: number } }).reconnect.delay = 200;
   xmpp.on('error', () => {});
   // A frame after the server's <close/> is dropped (@xmpp/client throws on it otherwise).
@@ -87,6 +99,9 @@ function chaosClient(wsUrl: string, local: string, room: string): ChaosClient {
     for (const m of String(data).matchAll(/<origin-id[^>]*id="([^"]+)"/g)) c.afterClose.add(m[1]!);
   };
   xmpp.on('offline', () => (c.online = false));
+  xmpp.on('send', (el: El) => {
+    if (c.closing && el.is('a', 'urn:xmpp:sm:3')) c.finalAckSent = true;
+  });
   if (process.env.CHAOS_TRACE) {
     // Stanzas the client library gave up on (XEP-0198: not acknowledged when a resumption failed
     // or the stream ended), resumptions and new sessions, with the time and the server's session
@@ -109,6 +124,8 @@ function chaosClient(wsUrl: string, local: string, room: string): ChaosClient {
     xmpp.removeAllListeners('nonza');
   });
   xmpp.on('online', () => {
+    c.closing = false;
+    c.finalAckSent = false;
     c.generation += 1;
     // Initial presence (flushes offline storage), and back into the room without history: a
     // client that reconnects catches up with MAM, not with join history.
@@ -125,6 +142,10 @@ function chaosClient(wsUrl: string, local: string, room: string): ChaosClient {
     if (s.name !== 'message' || !s.getChild('body')) return;
     const id = s.getChild('origin-id', SID)?.attrs.id;
     if (!id) return;
+    if (c.finalAckSent) {
+      c.afterFinalAck.add(id);
+      return;
+    }
     c.received.set(id, (c.received.get(id) ?? 0) + 1);
     c.how.set(id, [...(c.how.get(id) ?? []), `${s.attrs.type}:${s.getChild('delay', 'urn:xmpp:delay') ? 'delayed' : 'live'}@${c.generation}/${s.getChild('stanza-id', SID)?.attrs.id?.slice(-6)}`]);
   });
@@ -158,17 +179,12 @@ function ping(c: ChaosClient): Promise<boolean> {
 
 /**
  * Logs out gracefully and back in (the 'online' handler sends presence and rejoins). With stream
- * management, an <a/> first, as XEP-0198 §4 ("Acks") recommends before a graceful close (@xmpp/client does
- * not send one): without it the server re-routes, by the rules, what the client got but had not
- * acknowledged (to offline storage, so the next login gets it again; traced in a run of
- * 2026-12-07: 9 of its 20 doubles).
+ * management, @xmpp/client sends a final <a/> right before its </close>, as XEP-0198 §4 recommends;
+ * what arrives after it is not handled (ChaosClient.afterFinalAck): the server re-routes it.
  */
 async function relog(c: ChaosClient): Promise<void> {
   c.online = false; // nothing is sent after our own </close>
-  try {
-    const sm = (c.xmpp as unknown as { streamManagement?: { enabled: boolean; inbound: number } }).streamManagement;
-    if (sm?.enabled) await c.xmpp.send(xml('a', { xmlns: 'urn:xmpp:sm:3', h: String(sm.inbound) }));
-  } catch {}
+  c.closing = true;
   try {
     await c.xmpp.stop();
   } catch {}
@@ -328,6 +344,7 @@ describe('chaos', () => {
       directLost,
       directDoubled,
       directAfterClose,
+      droppedAfterFinalAck: clients.reduce((n, c) => n + c.afterFinalAck.size, 0),
       roomLost,
       roomDoubledInArchive: roomDoubled,
       receivedTwiceByAnyClient: receivedTwice,
