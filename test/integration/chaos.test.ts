@@ -99,6 +99,11 @@ function chaosClient(wsUrl: string, local: string, room: string): ChaosClient {
     for (const m of String(data).matchAll(/<origin-id[^>]*id="([^"]+)"/g)) c.afterClose.add(m[1]!);
   };
   xmpp.on('offline', () => (c.online = false));
+  // A resumed stream is online again: @xmpp/client emits no 'online' for it (its status is set
+  // directly), so without this a client stopped sending after its first resumption.
+  (xmpp as unknown as { streamManagement?: { on(e: 'resumed', f: () => void): void } }).streamManagement?.on('resumed', () => {
+    if (!c.closing) c.online = true;
+  });
   xmpp.on('send', (el: El) => {
     if (c.closing && el.is('a', 'urn:xmpp:sm:3')) c.finalAckSent = true;
   });
