@@ -27,7 +27,7 @@ import type { ConnectionItem } from '../storage/store.ts';
 import type { XmppServer } from './server.ts';
 import { ClientSession } from './session.ts';
 import { closeStream, processFrame } from './stream.ts';
-import { endHibernated, handOverUnacknowledged, hibernate } from './stream-management.ts';
+import { continueOwnHandOver, endHibernated, handOverUnacknowledged, hibernate } from './stream-management.ts';
 import type { TimerEvent } from '../transport/timers.ts';
 import type { Job } from '../transport/jobs.ts';
 import type { ConnectionState } from './types.ts';
@@ -287,7 +287,9 @@ export class SessionManager {
     // does one whose resumption never finished (its connection taken over, the session not moved):
     // the client binding anew gave up on it.
     if (state?.stage === 'hibernated' || state?.stage === 'resumed') return endHibernated(this.server, sessionId, state.id, true);
-    if (!state || state.stage !== 'bound') return;
+    // A run again of this bind after its first run began the hand-over: the old connection may be
+    // marked replaced or gone (its $disconnect) by now, and the hand-over goes on.
+    if (!state || state.stage !== 'bound') return continueOwnHandOver(this.server, sessionId);
     const old = new ClientSession(this.server, structuredClone(state));
     await old.send(error.toElement());
     await this.leave(old, { replaced: true });

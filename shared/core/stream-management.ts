@@ -396,8 +396,10 @@ export async function endHibernated(server: XmppServer, sessionId: string, socke
       await server.timers?.schedule({ type: 'sm-expire', session: sessionId, socket }, Math.max(1, left / 1000));
       return;
     }
-    record = force ? await server.sm.beginEndingNow(sessionId, socket) : await server.sm.beginEnding(sessionId, socket, Date.now());
+    record = force ? await server.sm.beginEndingNow(sessionId, socket, handOverOwner()) : await server.sm.beginEnding(sessionId, socket, Date.now(), handOverOwner());
     if (!record) return;
+  } else if (!ownsHandOver(record)) {
+    return; // another frame or event is ending it, and hands over what it kept
   }
   const state = await server.store.getConnection(socket);
   if (state && (state.stage === 'hibernated' || state.stage === 'bound' || state.stage === 'resumed')) {
@@ -414,12 +416,31 @@ export async function endHibernated(server: XmppServer, sessionId: string, socke
  * target itself). `record` is the final one when the caller already marked the session as ending.
  */
 export async function handOverUnacknowledged(server: XmppServer, sessionId: string, record?: SmRecord): Promise<void> {
-  const final = record ?? (await server.sm.finish(sessionId));
-  trace('sm: handing over what was not acknowledged', undefined, { session: sessionId, acked: final?.acked, out: final?.out });
-  if (final) {
-    for (const s of await loggedStanzas(server, sessionId, final.acked + 1, final.out)) await reroute(server, final, s);
-  }
+  const final = record ?? (await server.sm.finish(sessionId, handOverOwner()));
+  // None: ended and removed already, or another frame or event is handing it over.
+  if (!final) return;
+  trace('sm: handing over what was not acknowledged', undefined, { session: sessionId, acked: final.acked, out: final.out });
+  for (const s of await loggedStanzas(server, sessionId, final.acked + 1, final.out)) await reroute(server, final, s);
   await server.sm.remove(sessionId);
+}
+
+/**
+ * A run again of the frame that began ending the session (it owns the hand-over) finds the session
+ * where the first run left it, or its connection gone meanwhile (the old socket's $disconnect):
+ * the hand-over goes on from the record. Anything else does nothing.
+ */
+export async function continueOwnHandOver(server: XmppServer, sessionId: string): Promise<void> {
+  const record = await server.sm.get(sessionId);
+  if (record?.ending && record.endedBy !== undefined && ownsHandOver(record)) await handOverUnacknowledged(server, sessionId, record);
+}
+
+/** Who ends a session: the queue message id of the frame, event or job running (the same on each run of it). */
+function handOverOwner(): string | undefined {
+  return currentFrame()?.id;
+}
+
+function ownsHandOver(record: SmRecord): boolean {
+  return record.endedBy === undefined || record.endedBy === handOverOwner();
 }
 
 async function reroute(server: XmppServer, record: SmRecord, logged: LoggedStanza): Promise<void> {

@@ -34,6 +34,11 @@ export interface SmRecord {
   hibernatedUntil?: number;
   /** Set when the session is being ended: nothing more is numbered, a resumption is refused. */
   ending?: boolean;
+  /**
+   * The frame, event or job (its queue message id) that ends the session and hands over what was
+   * not acknowledged: only it, run again if it dies, does that hand-over (markEnding).
+   */
+  endedBy?: string;
   /** Epoch ms when a client began resuming the session (its old connection is being drained): no push then. */
   resumingSince?: number;
   /** The client's count at `acked` (they differ once a number was drawn for a post that never happened, or a post arrived twice). */
@@ -322,29 +327,36 @@ export class SmStore {
    * resumption is refused) and answers with the final record. Undefined when it was resumed
    * meanwhile (another socket) or its window is still open.
    */
-  async beginEnding(session: string, socket: string, now: number): Promise<SmRecord | undefined> {
-    return this.markEnding(session, 'socket = :s AND hibernatedUntil <= :now', { ':s': socket, ':now': now });
+  async beginEnding(session: string, socket: string, now: number, owner?: string): Promise<SmRecord | undefined> {
+    return this.markEnding(session, 'socket = :s AND hibernatedUntil <= :now', { ':s': socket, ':now': now }, owner);
   }
 
   /** Ends the session now, whatever its window (a new session took its resource), unless another socket carries it. */
-  async beginEndingNow(session: string, socket: string): Promise<SmRecord | undefined> {
-    return this.markEnding(session, 'socket = :s', { ':s': socket });
+  async beginEndingNow(session: string, socket: string, owner?: string): Promise<SmRecord | undefined> {
+    return this.markEnding(session, 'socket = :s', { ':s': socket }, owner);
   }
 
   /** The session ends (any other way): marks it as ending and answers with the final record, if any. */
-  finish(session: string): Promise<SmRecord | undefined> {
-    return this.markEnding(session, 'attribute_exists(smId)', {});
+  finish(session: string, owner?: string): Promise<SmRecord | undefined> {
+    return this.markEnding(session, 'attribute_exists(smId)', {}, owner);
   }
 
-  private async markEnding(session: string, condition: string, values: Record<string, unknown>): Promise<SmRecord | undefined> {
+  /**
+   * Marks the session as ending, for `owner` (a queue message id): undefined when the condition
+   * fails or another owner ends it already. Two ways of ending one session can meet (a bind taking
+   * its resource and the old socket's $disconnect; measured in a chaos run, each handed the same
+   * stanzas over, under keys of its own, and the client got them twice); the first owns the
+   * hand-over, and its runs again go on with it.
+   */
+  private async markEnding(session: string, condition: string, values: Record<string, unknown>, owner?: string): Promise<SmRecord | undefined> {
     try {
       const out = await this.db.doc.send(
         new UpdateCommand({
           TableName: this.db.table,
           Key: { pk: pk(session), sk: SM },
-          UpdateExpression: 'SET ending = :t',
-          ConditionExpression: condition,
-          ExpressionAttributeValues: { ...values, ':t': true },
+          UpdateExpression: owner ? 'SET ending = :t, endedBy = :by' : 'SET ending = :t',
+          ConditionExpression: owner ? `(${condition}) AND (attribute_not_exists(endedBy) OR endedBy = :by)` : condition,
+          ExpressionAttributeValues: { ...values, ':t': true, ...(owner ? { ':by': owner } : {}) },
           ReturnValues: 'ALL_NEW',
         }),
       );
