@@ -68,16 +68,18 @@ interface ChaosClient {
    */
   afterClose: Set<string>;
   /**
-   * With XEP-0198: origin-ids that arrived after the client's final <a/> of a graceful logout
-   * (@xmpp/client sends it right before its </close>). The count told the server they were not
-   * handled, so the server re-routes them (offline storage, other resources), as XEP-0198 §4 says:
-   * the client drops them rather than handle them twice. Not counted as received here; they must
-   * arrive again, or they count as lost.
+   * With XEP-0198, a graceful logout: what arrives after the client's final <a/> (@xmpp/client sends
+   * it right before its </close>) is not covered by its count. The server's </close> tells the
+   * client which way it went: when it came, the server closed an open socket, so everything posted
+   * before it arrived and is not re-routed (counted as received); when the client closed its socket
+   * first (its close timed out behind a backlog), the server finds the socket gone and re-routes
+   * what was not acknowledged, as XEP-0198 §4 says: the client drops those (they come again, or
+   * count as lost). Origin-ids held meanwhile, and those dropped.
    */
-  afterFinalAck: Set<string>;
+  afterFinalAck: { held: { id: string; how: string }[]; dropped: Set<string> };
   /** A graceful logout is under way (relog): the next <a/> sent is the final one. */
   closing: boolean;
-  /** The final <a/> went out: stanzas from now on are not handled (see afterFinalAck). */
+  /** The final <a/> went out (see afterFinalAck). */
   finalAckSent: boolean;
   /** Sessions so far (diagnostics: which session a copy came on). */
   generation: number;
@@ -88,7 +90,7 @@ function chaosClient(wsUrl: string, local: string, room: string): ChaosClient {
   // arrives after the SDK's 10 s retry, past the library's 2 s default (whose rejection it leaves
   // unhandled). 30 s outlasts one held post.
   const xmpp = xmppClient({ service: wsUrl, domain: 'localhost', username: local, password: 'pw', resource: 'chaos', timeout: 30_000 } as Parameters<typeof xmppClient>[0]);
-  const c: ChaosClient = { local, room, xmpp, online: false, received: new Map(), errors: new Map(), how: new Map(), afterClose: new Set(), afterFinalAck: new Set(), closing: false, finalAckSent: false, generation: 0 };
+  const c: ChaosClient = { local, room, xmpp, online: false, received: new Map(), errors: new Map(), how: new Map(), afterClose: new Set(), afterFinalAck: { held: [], dropped: new Set() }, closing: false, finalAckSent: false, generation: 0 };
   (xmpp as unknown as { reconnect: { delay: number } }).reconnect.delay = 200;
   xmpp.on('error', () => {});
   // A frame after the server's <close/> is dropped (@xmpp/client throws on it otherwise).
@@ -106,6 +108,13 @@ function chaosClient(wsUrl: string, local: string, room: string): ChaosClient {
   });
   xmpp.on('send', (el: El) => {
     if (c.closing && el.is('a', 'urn:xmpp:sm:3')) c.finalAckSent = true;
+  });
+  // The server's </close> came (a clean stream close): what was held arrived before it.
+  xmpp.on('close', (info?: { clean?: boolean }) => {
+    if (info?.clean) for (const { id, how } of c.afterFinalAck.held.splice(0)) count(id, how);
+  });
+  xmpp.on('disconnect', () => {
+    for (const { id } of c.afterFinalAck.held.splice(0)) c.afterFinalAck.dropped.add(id);
   });
   if (process.env.CHAOS_TRACE) {
     // Stanzas the client library gave up on (XEP-0198: not acknowledged when a resumption failed
@@ -147,13 +156,14 @@ function chaosClient(wsUrl: string, local: string, room: string): ChaosClient {
     if (s.name !== 'message' || !s.getChild('body')) return;
     const id = s.getChild('origin-id', SID)?.attrs.id;
     if (!id) return;
-    if (c.finalAckSent) {
-      c.afterFinalAck.add(id);
-      return;
-    }
-    c.received.set(id, (c.received.get(id) ?? 0) + 1);
-    c.how.set(id, [...(c.how.get(id) ?? []), `${s.attrs.type}:${s.getChild('delay', 'urn:xmpp:delay') ? 'delayed' : 'live'}@${c.generation}/${s.getChild('stanza-id', SID)?.attrs.id?.slice(-6)}`]);
+    const how = `${s.attrs.type}:${s.getChild('delay', 'urn:xmpp:delay') ? 'delayed' : 'live'}@${c.generation}/${s.getChild('stanza-id', SID)?.attrs.id?.slice(-6)}`;
+    if (c.finalAckSent) c.afterFinalAck.held.push({ id, how });
+    else count(id, how);
   });
+  function count(id: string, how: string): void {
+    c.received.set(id, (c.received.get(id) ?? 0) + 1);
+    c.how.set(id, [...(c.how.get(id) ?? []), how]);
+  }
   return c;
 }
 
@@ -185,7 +195,7 @@ function ping(c: ChaosClient): Promise<boolean> {
 /**
  * Logs out gracefully and back in (the 'online' handler sends presence and rejoins). With stream
  * management, @xmpp/client sends a final <a/> right before its </close>, as XEP-0198 §4 recommends;
- * what arrives after it is not handled (ChaosClient.afterFinalAck): the server re-routes it.
+ * what arrives after it counts by how the stream ended (ChaosClient.afterFinalAck).
  */
 async function relog(c: ChaosClient): Promise<void> {
   c.online = false; // nothing is sent after our own </close>
@@ -349,7 +359,7 @@ describe('chaos', () => {
       directLost,
       directDoubled,
       directAfterClose,
-      droppedAfterFinalAck: clients.reduce((n, c) => n + c.afterFinalAck.size, 0),
+      droppedAfterFinalAck: clients.reduce((n, c) => n + c.afterFinalAck.dropped.size, 0),
       roomLost,
       roomDoubledInArchive: roomDoubled,
       receivedTwiceByAnyClient: receivedTwice,
