@@ -115,6 +115,14 @@ function chaosClient(wsUrl: string, local: string, room: string): ChaosClient {
   });
   xmpp.on('disconnect', () => {
     for (const { id } of c.afterFinalAck.held.splice(0)) c.afterFinalAck.dropped.add(id);
+    // @xmpp/client 0.14.0: stanzas sent while its <enable/> was on its way stay queued when the
+    // socket drops before <enabled/> came, and the next connection's enable then fails its own
+    // assertion ("queue should be empty after enable") and never takes <enabled/>: the client
+    // counts from its start, not from <enabled/>, while the server numbers (traced in a chaos run:
+    // `<a h="22"/>` with 6 numbered, and what the server re-routed by its count came twice). What
+    // the library does on 'offline', done on a reconnect that cannot resume.
+    const sm = (xmpp as unknown as { streamManagement?: { id: string; outbound_q: unknown[] } }).streamManagement;
+    if (sm && !sm.id) sm.outbound_q = [];
   });
   if (process.env.CHAOS_TRACE) {
     // Stanzas the client library gave up on (XEP-0198: not acknowledged when a resumption failed
@@ -331,7 +339,10 @@ describe('chaos', () => {
     for (const [id, e] of direct) {
       const recipient = byUser.get(e.to)!;
       const n = recipient.received.get(id) ?? 0;
-      if (n === 0 && recipient.afterClose.has(id)) directAfterClose++;
+      // Reached the client's socket, and the server took it as delivered: after its own </close>
+      // (without XEP-0198), or after the client's final <a/> when the server's </close> posted
+      // fine just as the client gave up waiting for it (so nothing was re-routed).
+      if (n === 0 && (recipient.afterClose.has(id) || recipient.afterFinalAck.dropped.has(id))) directAfterClose++;
       else if (n === 0) directLost++;
       if (n > 1) directDoubled++;
     }
@@ -374,7 +385,8 @@ describe('chaos', () => {
     console.log(`chaos: ${JSON.stringify(report)}`);
     const lostFrom = new Map<string, number>();
     for (const [id, e] of [...direct, ...roomMessages]) {
-      const lost = e.room ? !archived.has(id) : (byUser.get(e.to)!.received.get(id) ?? 0) === 0 && !byUser.get(e.to)!.afterClose.has(id);
+      const r = byUser.get(e.to)!;
+      const lost = e.room ? !archived.has(id) : (r.received.get(id) ?? 0) === 0 && !r.afterClose.has(id) && !r.afterFinalAck.dropped.has(id);
       if (lost) lostFrom.set(e.from, (lostFrom.get(e.from) ?? 0) + 1);
       if (lost && process.env.CHAOS_TRACE) console.log(`lost ${id} from ${e.from} on ${e.connectionId} to ${e.to}, sent at ${e.at}`);
     }
