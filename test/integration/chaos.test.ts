@@ -14,9 +14,13 @@
  * where the gateway delivered a post after its sender had given up on it (the sender posts it
  * again: a copy API Gateway would deliver too, and that only XEP-0198 can remove). Those are
  * counted and printed.
+ *
+ * It runs without stream management, or with it (CHAOS_SM, see VARIANTS: XEP-0198 resumption and
+ * acks, every cut socket resumed or its session handed over), where the clients' counts decide
+ * what the server resends or re-routes and the same "once" must hold.
  */
 import { monitorEventLoopDelay } from 'node:perf_hooks';
-import { afterAll, describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it } from 'vitest';
 import { client as xmppClient, xml } from '@xmpp/client';
 import { addUser, startTestStack, type LocalStack } from './helpers.ts';
 import type { DynamoStore } from '../../shared/storage/dynamo-store.ts';
@@ -29,6 +33,20 @@ import { queryAll } from '../../shared/storage/table-ops.ts';
  * one process); CI runs 2,000 to stay well inside its time budget.
  */
 const MESSAGES = Number(process.env.CHAOS_MESSAGES ?? 2_000);
+/**
+ * The same run with XEP-0198 on (resumption, acks, hand-overs under the same faults): fewer
+ * messages, as every socket cut is a resumption (CHAOS_SM_MESSAGES; about 2 minutes here).
+ */
+const SM_MESSAGES = Number(process.env.CHAOS_SM_MESSAGES ?? 500);
+/**
+ * Which runs: without stream management (the default, and what CI runs), CHAOS_SM=true with it
+ * only, CHAOS_SM=both both. The run with it is not exact yet in every run (docs/mobile.md, "Under
+ * the chaos test's faults"), so it stays out of CI until it is.
+ */
+const VARIANTS = [
+  { sm: false, messages: MESSAGES },
+  { sm: true, messages: SM_MESSAGES },
+].filter((v) => (process.env.CHAOS_SM === 'both' ? true : v.sm === (process.env.CHAOS_SM === 'true')));
 const CLIENTS = 50;
 const ROOMS = 5;
 /** Room stanzas to more sessions than this go through fan-out jobs (docs/muc-fanout.md). */
@@ -47,8 +65,9 @@ type El = ReturnType<typeof xml>;
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 let stack: (LocalStack & { store: DynamoStore }) | undefined;
-afterAll(async () => {
+afterEach(async () => {
   await stack?.stop();
+  stack = undefined;
 });
 
 interface ChaosClient {
@@ -90,6 +109,9 @@ function chaosClient(wsUrl: string, local: string, room: string): ChaosClient {
   // arrives after the SDK's 10 s retry, past the library's 2 s default (whose rejection it leaves
   // unhandled). 30 s outlasts one held post.
   const xmpp = xmppClient({ service: wsUrl, domain: 'localhost', username: local, password: 'pw', resource: 'chaos', timeout: 30_000 } as Parameters<typeof xmppClient>[0]);
+  const trace = (what: string) => {
+    if (process.env.CHAOS_TRACE) console.log(`${new Date().toISOString()} client ${local} ${what}`);
+  };
   const c: ChaosClient = { local, room, xmpp, online: false, received: new Map(), errors: new Map(), how: new Map(), afterClose: new Set(), afterFinalAck: { held: [], dropped: new Set() }, closing: false, finalAckSent: false, generation: 0 };
   (xmpp as unknown as { reconnect: { delay: number } }).reconnect.delay = 200;
   xmpp.on('error', () => {});
@@ -104,16 +126,27 @@ function chaosClient(wsUrl: string, local: string, room: string): ChaosClient {
   // A resumed stream is online again: @xmpp/client emits no 'online' for it (its status is set
   // directly), so without this a client stopped sending after its first resumption.
   (xmpp as unknown as { streamManagement?: { on(e: 'resumed', f: () => void): void } }).streamManagement?.on('resumed', () => {
-    if (!c.closing) c.online = true;
+    // A logout whose socket died before the server's </close>, and the library resumed: the count
+    // in <resume/> covered what was held, and the stream goes on.
+    if (c.afterFinalAck.held.length > 0) trace(`counts ${c.afterFinalAck.held.map((h) => h.id).join(' ')}: after its final <a/>, then resumed with them counted`);
+    for (const { id, how } of c.afterFinalAck.held.splice(0)) count(id, how);
+    c.closing = false;
+    c.finalAckSent = false;
+    c.online = true;
   });
   xmpp.on('send', (el: El) => {
-    if (c.closing && el.is('a', 'urn:xmpp:sm:3')) c.finalAckSent = true;
+    if (!c.closing || !el.is('a', 'urn:xmpp:sm:3')) return;
+    c.finalAckSent = true;
+    trace(`final <a h="${el.attrs.h}"/>`);
   });
   // The server's </close> came (a clean stream close): what was held arrived before it.
   xmpp.on('close', (info?: { clean?: boolean }) => {
-    if (info?.clean) for (const { id, how } of c.afterFinalAck.held.splice(0)) count(id, how);
+    if (!info?.clean) return;
+    if (c.afterFinalAck.held.length > 0) trace(`counts ${c.afterFinalAck.held.map((h) => h.id).join(' ')}: after its final <a/>, before the server's </close>`);
+    for (const { id, how } of c.afterFinalAck.held.splice(0)) count(id, how);
   });
   xmpp.on('disconnect', () => {
+    if (c.afterFinalAck.held.length > 0) trace(`drops ${c.afterFinalAck.held.map((h) => h.id).join(' ')}: after its final <a/>, and no </close> from the server`);
     for (const { id } of c.afterFinalAck.held.splice(0)) c.afterFinalAck.dropped.add(id);
     // @xmpp/client 0.14.0: stanzas sent while its <enable/> was on its way stay queued when the
     // socket drops before <enabled/> came, and the next connection's enable then fails its own
@@ -222,200 +255,203 @@ async function relog(c: ChaosClient): Promise<void> {
 }
 
 describe('chaos', () => {
-  it(`${MESSAGES} messages among ${CLIENTS} clients under faults: none lost, none doubled by the server, archived once`, { timeout: 1_500_000 }, async () => {
-    /** origin-id → who should get it ('room' for room messages), counted when the gateway accepted the frame. */
-    const sent = new Map<string, { from: string; to: string; room?: string; accepted: number; resent: number; connectionId?: string; at?: string }>();
-    let deadLetters = 0;
-    /** `user|origin-id` of posts delivered after their sender gave up on them (see the header). */
-    const repeatedPosts = new Set<string>();
-    stack = await startTestStack({
-      handlerInstances: 3,
-      // Without XEP-0198: this test proves the delivery guarantees of issue 12 for clients that do
-      // not resume. With it on (CHAOS_SM=true), the same faults at 500 messages are not exact yet:
-      // the measurements and what remains are in docs/mobile.md ("Under the chaos test's faults");
-      // stream management's own several-instance fault tests are test/unit/stream-management.test.ts.
-      env: {
-        XMPP_FAULTS: FAULTS,
-        XMPP_POST_TIMEOUT_MS: String(POST_TIMEOUT_MS),
-        XMPP_SM: process.env.CHAOS_SM ?? 'false',
-        // A room of ten goes through fan-out jobs while more than 7 of its sessions are in, and is
-        // posted from the sender's frame when relogs thin it out: both paths under the same faults.
-        XMPP_MUC_INLINE_FANOUT_MAX: String(INLINE_FANOUT_MAX),
-      },
-      gateway: {
-        redeliveryDelayMs: 50,
-        maxReceiveCount: 50,
-        onDeadLetter: () => void deadLetters++,
-        onLateDelivery: (_connectionId, body) => {
-          const to = /^<message[^>]* to="([^"/]+)/.exec(body)?.[1];
-          const id = /<origin-id[^>]*id="([^"]+)"/.exec(body)?.[1];
-          if (to && id) repeatedPosts.add(`${to}|${id}`);
-        },
-        onFrame: (connectionId, body) => {
-          const id = /<origin-id[^>]*id="([^"]+)"/.exec(body)?.[1];
-          const entry = id ? sent.get(id) : undefined;
-          if (!entry) return;
-          // @xmpp/client sends again, stamped with a delay, what a resumed stream's count did not
-          // cover (XEP-0198): the client's resend, not a second message.
-          if (/<delay xmlns="urn:xmpp:delay"/.test(body)) entry.resent += 1;
-          else entry.accepted += 1;
-          entry.connectionId = connectionId;
-        },
-      },
-    });
-    const { store } = stack;
-    // Everything (clients, gateway, handlers) shares this process's event loop: a stall longer
-    // than the post timeout makes a delivered post look timed out, and its retry a double.
-    const lag = monitorEventLoopDelay({ resolution: 20 });
-    lag.enable();
-    const locals = Array.from({ length: CLIENTS }, (_, i) => `chaos${i}`);
-    await Promise.all(locals.map((l) => addUser(store, `${l}@localhost`, 'pw')));
-    const muc = new MucStore(store.db);
-    const rooms = Array.from({ length: ROOMS }, (_, i) => `chaosroom${i}@conference.localhost`);
-    for (const jid of rooms) await muc.createRoom({ jid, config: { ...defaultConfig(), persistent: true }, locked: false, createdAt: Date.now() });
-
-    const clients = locals.map((l, i) => chaosClient(stack!.wsUrl, l, rooms[i % ROOMS]!));
-    await Promise.all(clients.map((c) => relog(c)));
-
-    // Sending, with random logouts alongside, until MESSAGES frames were accepted.
-    const accepted = () => [...sent.values()].reduce((n, e) => n + (e.accepted + e.resent > 0 ? 1 : 0), 0);
-    let seq = 0;
-    let sending = true;
-    const senders = clients.map(async (c) => {
-      while (sending) {
-        await sleep(20 + Math.random() * 80);
-        if (!c.online || !sending) continue;
-        const id = `o${seq++}`;
-        const toRoom = Math.random() < 0.2;
-        const to = toRoom ? c.room : `${locals[(locals.indexOf(c.local) + 1 + Math.floor(Math.random() * (CLIENTS - 1))) % CLIENTS]}@localhost`;
-        sent.set(id, { from: c.local, to: toRoom ? `${to} from ${c.local}` : to, room: toRoom ? c.room : undefined, accepted: 0, resent: 0, at: new Date().toISOString() });
-        c.xmpp
-          .send(xml('message', { to, type: toRoom ? 'groupchat' : 'chat', id }, xml('body', {}, id), xml('origin-id', { xmlns: SID, id })))
-          .catch(() => {});
-      }
-    });
-    const relogs = (async () => {
-      while (sending) {
-        await sleep(1000);
-        const c = clients[Math.floor(Math.random() * CLIENTS)]!;
-        if (c.online) void relog(c);
-      }
-    })();
-    const started = Date.now();
-    while (accepted() < MESSAGES) {
-      await sleep(500);
-      if (Date.now() - started > 1_200_000) break;
-    }
-    sending = false;
-    await Promise.all([...senders, relogs]);
-
-    // Quiet down: every client back online and caught up (a ping answered means its earlier frames
-    // were processed), offline stores drained by logins.
-    for (let round = 0; round < 20; round++) {
-      // Clients reconnecting by themselves are left to it; only a stopped one is started here.
-      await Promise.all(clients.map(async (c) => {
-        for (let wait = 0; wait < 50 && c.xmpp.status !== 'online' && c.xmpp.status !== 'offline'; wait++) await sleep(100);
-        if (c.xmpp.status === 'offline') await relog(c);
-        // Only an authenticated stream may ping: a stanza before SASL is a stream error.
-        else if (c.xmpp.status === 'online') await ping(c);
-      }));
-      // Frames still queued on sockets that closed (a replaced stream's backlog) are processed too.
-      await Promise.race([stack!.gateway.idle(), sleep(30_000)]);
-      const pending = (await Promise.all(locals.map(async (l) => (await store.listOffline(`${l}@localhost`)).length))).reduce((a, b) => a + b, 0);
-      if (pending === 0 && clients.every((c) => c.online)) break;
-      await Promise.all(clients.map((c) => (c.xmpp.status === 'online' ? relog(c) : undefined)));
-    }
-    await Promise.all(clients.map((c) => (c.xmpp.status === 'online' ? ping(c) : false)));
-    await Promise.race([stack!.gateway.idle(), sleep(30_000)]);
-    await sleep(2000);
-
-    // Count.
-    const direct = [...sent].filter(([, e]) => e.accepted + e.resent > 0 && !e.room);
-    const roomMessages = [...sent].filter(([, e]) => e.accepted + e.resent > 0 && e.room);
-    const byUser = new Map(clients.map((c) => [`${c.local}@localhost`, c]));
-    let directLost = 0;
-    let directDoubled = 0;
-    let directAfterClose = 0;
-    for (const [id, e] of direct) {
-      const recipient = byUser.get(e.to)!;
-      const n = recipient.received.get(id) ?? 0;
-      // Reached the client's socket, and the server took it as delivered: after its own </close>
-      // (without XEP-0198), or after the client's final <a/> when the server's </close> posted
-      // fine just as the client gave up waiting for it (so nothing was re-routed).
-      if (n === 0 && (recipient.afterClose.has(id) || recipient.afterFinalAck.dropped.has(id))) directAfterClose++;
-      else if (n === 0) directLost++;
-      if (n > 1) directDoubled++;
-    }
-    const archived = new Map<string, number>();
-    for (const room of rooms) {
-      const items = await queryAll(store.db, { KeyConditionExpression: 'pk = :pk AND begins_with(sk, :m)', ExpressionAttributeValues: { ':pk': `room#${room}`, ':m': 'mam#' } });
-      for (const item of items) {
-        const id = /<origin-id[^>]*id="([^"]+)"/.exec(item.xml as string)?.[1];
-        if (id) archived.set(id, (archived.get(id) ?? 0) + 1);
-      }
-    }
-    const roomLost = roomMessages.filter(([id]) => !archived.has(id)).length;
-    const roomDoubled = roomMessages.filter(([id]) => (archived.get(id) ?? 0) > 1).length;
-    const receivedTwice = clients.reduce((n, c) => n + [...c.received.values()].filter((v) => v > 1).length, 0);
-    const doubledByServer = clients.reduce(
-      (n, c) => n + [...c.received].filter(([id, v]) => v > 1 && !repeatedPosts.has(`${c.local}@localhost|${id}`)).length,
-      0,
-    );
-    const acceptedTwice = [...sent.values()].filter((e) => e.accepted > 1).length;
-    const leftOffline = (await Promise.all(locals.map(async (l) => (await store.listOffline(`${l}@localhost`)).length))).reduce((a, b) => a + b, 0);
-    const report = {
-      accepted: direct.length + roomMessages.length,
-      direct: direct.length,
-      room: roomMessages.length,
-      directLost,
-      directDoubled,
-      directAfterClose,
-      droppedAfterFinalAck: clients.reduce((n, c) => n + c.afterFinalAck.dropped.size, 0),
-      roomLost,
-      roomDoubledInArchive: roomDoubled,
-      receivedTwiceByAnyClient: receivedTwice,
-      ofWhichDeliveredLate: receivedTwice - doubledByServer,
-      acceptedTwice,
-      resentAfterResumption: [...sent.values()].filter((e) => e.resent > 0).length,
-      leftOffline,
-      deadLetters,
-      maxEventLoopStallMs: Math.round(lag.max / 1e6),
-      seconds: Math.round((Date.now() - started) / 1000),
-    };
-    console.log(`chaos: ${JSON.stringify(report)}`);
-    const lostFrom = new Map<string, number>();
-    for (const [id, e] of [...direct, ...roomMessages]) {
-      const r = byUser.get(e.to)!;
-      const lost = e.room ? !archived.has(id) : (r.received.get(id) ?? 0) === 0 && !r.afterClose.has(id) && !r.afterFinalAck.dropped.has(id);
-      if (lost) lostFrom.set(e.from, (lostFrom.get(e.from) ?? 0) + 1);
-      if (lost && process.env.CHAOS_TRACE) console.log(`lost ${id} from ${e.from} on ${e.connectionId} to ${e.to}, sent at ${e.at}`);
-    }
-    console.log(`chaos diagnostics: lost by sender ${JSON.stringify(Object.fromEntries(lostFrom))}`);
-    const errors = new Map<string, number>();
-    for (const c of clients) for (const [k, v] of c.errors) errors.set(k, (errors.get(k) ?? 0) + v);
-    const doubles = clients.flatMap((c) => [...c.how].filter(([, h]) => h.length > 1).map(([id, h]) => `${c.local}:${id}:${h.join(',')}`));
-    const sharedConnections: string[] = [];
-    for (const room of rooms) {
-      const seen = new Map<string, string>();
-      for (const o of await muc.listOccupants(room)) {
-        for (const sess of o.sessions) {
-          const key = sess.connectionId ?? '';
-          if (seen.has(key)) sharedConnections.push(`${room}:${o.nick}/${seen.get(key)}:${key}`);
-          seen.set(key, o.nick);
-        }
-      }
-    }
-    console.log(`chaos diagnostics: connections in two occupant entries ${JSON.stringify(sharedConnections)}; senders of doubles ${clients.flatMap((c) => [...c.how].filter(([, h]) => h.length > 1).map(([id]) => `${id}<-${sent.get(id)?.to}`)).slice(0, 10).join(' ')}`);
-    console.log(`chaos diagnostics: errors ${JSON.stringify(Object.fromEntries(errors))}; doubles ${doubles.slice(0, 20).join(' ')}`);
-    await Promise.all(clients.map((c) => c.xmpp.stop().catch(() => {})));
-
-    expect(report.accepted).toBeGreaterThanOrEqual(MESSAGES);
-    expect(acceptedTwice).toBe(0);
-    // Nothing lost: every 1:1 message reached its recipient (live or from offline storage), every
-    // room message is in the room's archive, once; no frame was given up, nothing left offline.
-    expect({ directLost, roomLost, roomDoubled, leftOffline, deadLetters }).toEqual({ directLost: 0, roomLost: 0, roomDoubled: 0, leftOffline: 0, deadLetters: 0 });
-    // Nothing doubled by the server: every copy a client got twice is a post delivered after its
-    // sender gave up on it (printed above; docs/architecture.md, "Delivery guarantees").
-    expect(doubledByServer).toBe(0);
-  });
+  for (const { sm, messages } of VARIANTS) {
+    it(`${messages} messages among ${CLIENTS} clients under faults, ${sm ? 'with stream management (XEP-0198)' : 'without stream management'}: none lost, none doubled by the server, archived once`, { timeout: 1_500_000 }, () => runChaos(sm, messages));
+  }
 });
+
+/** One run: the clients send and log out and in under the faults, then everything is counted. */
+async function runChaos(sm: boolean, messages: number): Promise<void> {
+  /** origin-id → who should get it ('room' for room messages), counted when the gateway accepted the frame. */
+  const sent = new Map<string, { from: string; to: string; room?: string; accepted: number; resent: number; connectionId?: string; at?: string }>();
+  let deadLetters = 0;
+  /** `user|origin-id` of posts delivered after their sender gave up on them (see the header). */
+  const repeatedPosts = new Set<string>();
+  stack = await startTestStack({
+    handlerInstances: 3,
+    // Without XEP-0198: the delivery guarantees of issue 12 for clients that do not resume. With
+    // it: the same faults, every cut socket resumed or its session handed over (docs/mobile.md).
+    env: {
+      XMPP_FAULTS: FAULTS,
+      XMPP_POST_TIMEOUT_MS: String(POST_TIMEOUT_MS),
+      XMPP_SM: String(sm),
+      // A room of ten goes through fan-out jobs while more than 7 of its sessions are in, and is
+      // posted from the sender's frame when relogs thin it out: both paths under the same faults.
+      XMPP_MUC_INLINE_FANOUT_MAX: String(INLINE_FANOUT_MAX),
+    },
+    gateway: {
+      redeliveryDelayMs: 50,
+      maxReceiveCount: 50,
+      onDeadLetter: () => void deadLetters++,
+      onLateDelivery: (_connectionId, body) => {
+        const to = /^<message[^>]* to="([^"/]+)/.exec(body)?.[1];
+        const id = /<origin-id[^>]*id="([^"]+)"/.exec(body)?.[1];
+        if (to && id) repeatedPosts.add(`${to}|${id}`);
+      },
+      onFrame: (connectionId, body) => {
+        const id = /<origin-id[^>]*id="([^"]+)"/.exec(body)?.[1];
+        const entry = id ? sent.get(id) : undefined;
+        if (!entry) return;
+        // @xmpp/client sends again, stamped with a delay, what a resumed stream's count did not
+        // cover (XEP-0198): the client's resend, not a second message.
+        if (/<delay xmlns="urn:xmpp:delay"/.test(body)) entry.resent += 1;
+        else entry.accepted += 1;
+        entry.connectionId = connectionId;
+      },
+    },
+  });
+  const { store } = stack;
+  // Everything (clients, gateway, handlers) shares this process's event loop: a stall longer
+  // than the post timeout makes a delivered post look timed out, and its retry a double.
+  const lag = monitorEventLoopDelay({ resolution: 20 });
+  lag.enable();
+  const locals = Array.from({ length: CLIENTS }, (_, i) => `chaos${i}`);
+  await Promise.all(locals.map((l) => addUser(store, `${l}@localhost`, 'pw')));
+  const muc = new MucStore(store.db);
+  const rooms = Array.from({ length: ROOMS }, (_, i) => `chaosroom${i}@conference.localhost`);
+  for (const jid of rooms) await muc.createRoom({ jid, config: { ...defaultConfig(), persistent: true }, locked: false, createdAt: Date.now() });
+
+  const clients = locals.map((l, i) => chaosClient(stack!.wsUrl, l, rooms[i % ROOMS]!));
+  await Promise.all(clients.map((c) => relog(c)));
+
+  // Sending, with random logouts alongside, until `messages` frames were accepted.
+  const accepted = () => [...sent.values()].reduce((n, e) => n + (e.accepted + e.resent > 0 ? 1 : 0), 0);
+  let seq = 0;
+  let sending = true;
+  const senders = clients.map(async (c) => {
+    while (sending) {
+      await sleep(20 + Math.random() * 80);
+      if (!c.online || !sending) continue;
+      const id = `o${seq++}`;
+      const toRoom = Math.random() < 0.2;
+      const to = toRoom ? c.room : `${locals[(locals.indexOf(c.local) + 1 + Math.floor(Math.random() * (CLIENTS - 1))) % CLIENTS]}@localhost`;
+      sent.set(id, { from: c.local, to: toRoom ? `${to} from ${c.local}` : to, room: toRoom ? c.room : undefined, accepted: 0, resent: 0, at: new Date().toISOString() });
+      c.xmpp
+        .send(xml('message', { to, type: toRoom ? 'groupchat' : 'chat', id }, xml('body', {}, id), xml('origin-id', { xmlns: SID, id })))
+        .catch(() => {});
+    }
+  });
+  const relogs = (async () => {
+    while (sending) {
+      await sleep(1000);
+      const c = clients[Math.floor(Math.random() * CLIENTS)]!;
+      if (c.online) void relog(c);
+    }
+  })();
+  const started = Date.now();
+  while (accepted() < messages) {
+    await sleep(500);
+    if (Date.now() - started > 1_200_000) break;
+  }
+  sending = false;
+  await Promise.all([...senders, relogs]);
+
+  // Quiet down: every client back online and caught up (a ping answered means its earlier frames
+  // were processed), offline stores drained by logins.
+  for (let round = 0; round < 20; round++) {
+    // Clients reconnecting by themselves are left to it; only a stopped one is started here.
+    await Promise.all(clients.map(async (c) => {
+      for (let wait = 0; wait < 50 && c.xmpp.status !== 'online' && c.xmpp.status !== 'offline'; wait++) await sleep(100);
+      if (c.xmpp.status === 'offline') await relog(c);
+      // Only an authenticated stream may ping: a stanza before SASL is a stream error.
+      else if (c.xmpp.status === 'online') await ping(c);
+    }));
+    // Frames still queued on sockets that closed (a replaced stream's backlog) are processed too.
+    await Promise.race([stack!.gateway.idle(), sleep(30_000)]);
+    const pending = (await Promise.all(locals.map(async (l) => (await store.listOffline(`${l}@localhost`)).length))).reduce((a, b) => a + b, 0);
+    if (pending === 0 && clients.every((c) => c.online)) break;
+    await Promise.all(clients.map((c) => (c.xmpp.status === 'online' ? relog(c) : undefined)));
+  }
+  await Promise.all(clients.map((c) => (c.xmpp.status === 'online' ? ping(c) : false)));
+  await Promise.race([stack!.gateway.idle(), sleep(30_000)]);
+  await sleep(2000);
+
+  // Count.
+  const direct = [...sent].filter(([, e]) => e.accepted + e.resent > 0 && !e.room);
+  const roomMessages = [...sent].filter(([, e]) => e.accepted + e.resent > 0 && e.room);
+  const byUser = new Map(clients.map((c) => [`${c.local}@localhost`, c]));
+  let directLost = 0;
+  let directDoubled = 0;
+  let directAfterClose = 0;
+  for (const [id, e] of direct) {
+    const recipient = byUser.get(e.to)!;
+    const n = recipient.received.get(id) ?? 0;
+    // Reached the client's socket, and the server took it as delivered: after its own </close>
+    // (without XEP-0198), or after the client's final <a/> when the server's </close> posted
+    // fine just as the client gave up waiting for it (so nothing was re-routed).
+    if (n === 0 && (recipient.afterClose.has(id) || recipient.afterFinalAck.dropped.has(id))) directAfterClose++;
+    else if (n === 0) directLost++;
+    if (n > 1) directDoubled++;
+  }
+  const archived = new Map<string, number>();
+  for (const room of rooms) {
+    const items = await queryAll(store.db, { KeyConditionExpression: 'pk = :pk AND begins_with(sk, :m)', ExpressionAttributeValues: { ':pk': `room#${room}`, ':m': 'mam#' } });
+    for (const item of items) {
+      const id = /<origin-id[^>]*id="([^"]+)"/.exec(item.xml as string)?.[1];
+      if (id) archived.set(id, (archived.get(id) ?? 0) + 1);
+    }
+  }
+  const roomLost = roomMessages.filter(([id]) => !archived.has(id)).length;
+  const roomDoubled = roomMessages.filter(([id]) => (archived.get(id) ?? 0) > 1).length;
+  const receivedTwice = clients.reduce((n, c) => n + [...c.received.values()].filter((v) => v > 1).length, 0);
+  const doubledByServer = clients.reduce(
+    (n, c) => n + [...c.received].filter(([id, v]) => v > 1 && !repeatedPosts.has(`${c.local}@localhost|${id}`)).length,
+    0,
+  );
+  const acceptedTwice = [...sent.values()].filter((e) => e.accepted > 1).length;
+  const leftOffline = (await Promise.all(locals.map(async (l) => (await store.listOffline(`${l}@localhost`)).length))).reduce((a, b) => a + b, 0);
+  const report = {
+    accepted: direct.length + roomMessages.length,
+    direct: direct.length,
+    room: roomMessages.length,
+    directLost,
+    directDoubled,
+    directAfterClose,
+    droppedAfterFinalAck: clients.reduce((n, c) => n + c.afterFinalAck.dropped.size, 0),
+    roomLost,
+    roomDoubledInArchive: roomDoubled,
+    receivedTwiceByAnyClient: receivedTwice,
+    ofWhichDeliveredLate: receivedTwice - doubledByServer,
+    acceptedTwice,
+    resentAfterResumption: [...sent.values()].filter((e) => e.resent > 0).length,
+    leftOffline,
+    deadLetters,
+    maxEventLoopStallMs: Math.round(lag.max / 1e6),
+    seconds: Math.round((Date.now() - started) / 1000),
+  };
+  console.log(`chaos: ${JSON.stringify(report)}`);
+  const lostFrom = new Map<string, number>();
+  for (const [id, e] of [...direct, ...roomMessages]) {
+    const r = byUser.get(e.to)!;
+    const lost = e.room ? !archived.has(id) : (r.received.get(id) ?? 0) === 0 && !r.afterClose.has(id) && !r.afterFinalAck.dropped.has(id);
+    if (lost) lostFrom.set(e.from, (lostFrom.get(e.from) ?? 0) + 1);
+    if (lost && process.env.CHAOS_TRACE) console.log(`lost ${id} from ${e.from} on ${e.connectionId} to ${e.to}, sent at ${e.at}`);
+  }
+  console.log(`chaos diagnostics: lost by sender ${JSON.stringify(Object.fromEntries(lostFrom))}`);
+  const errors = new Map<string, number>();
+  for (const c of clients) for (const [k, v] of c.errors) errors.set(k, (errors.get(k) ?? 0) + v);
+  const doubles = clients.flatMap((c) => [...c.how].filter(([, h]) => h.length > 1).map(([id, h]) => `${c.local}:${id}:${h.join(',')}`));
+  const sharedConnections: string[] = [];
+  for (const room of rooms) {
+    const seen = new Map<string, string>();
+    for (const o of await muc.listOccupants(room)) {
+      for (const sess of o.sessions) {
+        const key = sess.connectionId ?? '';
+        if (seen.has(key)) sharedConnections.push(`${room}:${o.nick}/${seen.get(key)}:${key}`);
+        seen.set(key, o.nick);
+      }
+    }
+  }
+  console.log(`chaos diagnostics: connections in two occupant entries ${JSON.stringify(sharedConnections)}; senders of doubles ${clients.flatMap((c) => [...c.how].filter(([, h]) => h.length > 1).map(([id]) => `${id}<-${sent.get(id)?.to}`)).slice(0, 10).join(' ')}`);
+  console.log(`chaos diagnostics: errors ${JSON.stringify(Object.fromEntries(errors))}; doubles ${doubles.slice(0, 20).join(' ')}`);
+  await Promise.all(clients.map((c) => c.xmpp.stop().catch(() => {})));
+
+  expect(report.accepted).toBeGreaterThanOrEqual(messages);
+  expect(acceptedTwice).toBe(0);
+  // Nothing lost: every 1:1 message reached its recipient (live or from offline storage), every
+  // room message is in the room's archive, once; no frame was given up, nothing left offline.
+  expect({ directLost, roomLost, roomDoubled, leftOffline, deadLetters }).toEqual({ directLost: 0, roomLost: 0, roomDoubled: 0, leftOffline: 0, deadLetters: 0 });
+  // Nothing doubled by the server: every copy a client got twice is a post delivered after its
+  // sender gave up on it (printed above; docs/architecture.md, "Delivery guarantees").
+  expect(doubledByServer).toBe(0);
+}
