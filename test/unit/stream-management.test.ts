@@ -500,13 +500,16 @@ describe('stream management on several handler instances', () => {
     expect((await h.store.getSessionsOf([alice])).get(alice)?.map((s) => s.connectionId)).toEqual([a3.id]); // the old session went
   });
 
-  it("a client resuming while its old connection's queue is stuck (a post that hangs): the resumption is refused, the stuck frames are handled once when they come, and a new session gets what the old one kept", { timeout: 30_000 }, async () => {
+  it("a client resuming while its old connection's queue is stuck (a post that hangs): the resumption is refused, the stuck frames are handled once when they come, and a new session gets what the old one kept and she did not count", { timeout: 30_000 }, async () => {
     const [alice, bob] = await users('alice', 'bob');
     const b = new Connection(h);
     await b.online(bob!, 'secret', 'desk');
     const a = new Connection(h);
     const smId = await onlineWithSm(a, alice!, 'phone');
-    await b.frame(chat(`${alice}/phone`, 'before the network went'));
+    await b.frame(chat(`${alice}/phone`, 'she got this one'));
+    // What her client counted: the stanzas after <enabled/>.
+    const since = a.posts().findIndex((f) => f.startsWith('<enabled'));
+    const counted = a.posts().slice(since).filter(isStanzaFrame).length;
     // Her old connection's frame hangs in its post to Bob (longer than the drain waits); the one
     // queued behind it, and its $disconnect, come only after it.
     let release!: () => void;
@@ -516,7 +519,8 @@ describe('stream management on several handler instances', () => {
     };
     const stuck = a.frame(chat(`${bob}/desk`, 'hangs'), 0);
     const a2 = await authenticated(alice!);
-    await a2.frame(`<resume xmlns="${SM}" previd="${smId}" h="0"/>`, 1);
+    await b.frame(chat(`${alice}/phone`, 'sent as her network went'), 2); // numbered, never reached her
+    await a2.frame(`<resume xmlns="${SM}" previd="${smId}" h="${counted}"/>`, 1);
     expect(a2.posts('<failed')).toHaveLength(1);
     expect(a2.posts('<failed')[0]).toContain('item-not-found');
     expect(a2.posts('<resumed')).toEqual([]);
@@ -529,11 +533,11 @@ describe('stream management on several handler instances', () => {
     await a.disconnect(0);
     expect(bodies(b.posts())).toEqual(['hangs', 'queued behind it']); // each once
     // Her client binds anew (the same resource) on the connection whose resumption failed: the new
-    // session gets what the old one kept unacknowledged.
+    // session gets what the old one kept and her count in <resume/> did not cover, not what it did.
     await a2.frame('<iq type="set" id="bind" xmlns="jabber:client"><bind xmlns="urn:ietf:params:xml:ns:xmpp-bind"><resource>phone</resource></bind></iq>');
     await a2.frame('<presence xmlns="jabber:client"/>');
     await b.frame(chat(alice!, 'after'));
-    expect(bodies(a2.posts())).toEqual(['before the network went', 'after']);
+    expect(bodies(a2.posts())).toEqual(['sent as her network went', 'after']);
     expect(bodies(b.posts())).toEqual(['hangs', 'queued behind it']);
   });
 
