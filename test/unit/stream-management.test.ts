@@ -659,18 +659,29 @@ describe('stream management on several handler instances', () => {
     expect(a2.posts(/<stream:error|<failed/)).toEqual([]);
   });
 
-  it("a bind that replaces her session and dies while handing over what it kept: its run again finishes the replacement, and the old socket's $disconnect hands nothing over twice", async () => {
+  /**
+   * Alice's phone (stream management) got 'first' and 'second' from Bob but never acknowledged them,
+   * and its socket died ($disconnect later); she is authenticated again on a new connection, about
+   * to bind the same resource.
+   */
+  async function phoneDiedWithTwoKept() {
     const [alice, bob] = await users('alice', 'bob');
     const b = new Connection(h);
     await b.online(bob!, 'secret', 'desk');
     const phone = new Connection(h);
     await onlineWithSm(phone, alice!, 'phone');
-    h.sender.gone.add(phone.id); // the socket dies; its $disconnect comes later
+    h.sender.gone.add(phone.id);
     await b.frame(chat(`${alice}/phone`, 'first'));
     await b.frame(chat(`${alice}/phone`, 'second'));
-    // She logs in again with the same resource. The bind ends the old session (its item goes) and
-    // hands over what it never acknowledged, and the instance dies before the hand-over is done.
     const again = await authenticated(alice!);
+    return { alice: alice!, phone, again };
+  }
+  const BIND_PHONE = `<iq type="set" id="bind" xmlns="jabber:client"><bind xmlns="urn:ietf:params:xml:ns:xmpp-bind"><resource>phone</resource></bind></iq>`;
+
+  it("a bind that replaces her session and dies while handing over what it kept: its run again finishes the replacement, and the old socket's $disconnect hands nothing over twice", async () => {
+    const { alice, phone, again } = await phoneDiedWithTwoKept();
+    // The bind ends the old session (its item goes) and hands over what it never acknowledged, and
+    // the instance dies before the hand-over is done.
     const crashName = `crashAtSmRemoval${n}`;
     h.crash.client.middlewareStack.add(
       (next, context) => async (args) => {
@@ -683,8 +694,7 @@ describe('stream management on several handler instances', () => {
       },
       { step: 'initialize', name: crashName },
     );
-    const bind = `<iq type="set" id="bind" xmlns="jabber:client"><bind xmlns="urn:ietf:params:xml:ns:xmpp-bind"><resource>phone</resource></bind></iq>`;
-    await expect(again.frame(bind)).rejects.toThrow(/crash before the stream management record goes/);
+    await expect(again.frame(BIND_PHONE)).rejects.toThrow(/crash before the stream management record goes/);
     // Run again, it finds no session item of that resource any more, and still finishes the replacement.
     await again.redeliver();
     expect((await h.store.getConnection(phone.id))?.stage).toBe('replaced');
@@ -696,20 +706,11 @@ describe('stream management on several handler instances', () => {
   });
 
   it("a bind that replaces her session dies half-way through the hand-over, and the old socket's $disconnect comes before it runs again: the hand-over is the bind's, each kept message reaches her once", async () => {
-    const [alice, bob] = await users('alice', 'bob');
-    const b = new Connection(h);
-    await b.online(bob!, 'secret', 'desk');
-    const phone = new Connection(h);
-    await onlineWithSm(phone, alice!, 'phone');
-    h.sender.gone.add(phone.id); // the socket dies; its $disconnect comes later
-    await b.frame(chat(`${alice}/phone`, 'first'));
-    await b.frame(chat(`${alice}/phone`, 'second'));
-    // She logs in again with the same resource; the bind hands over what the old session never
-    // acknowledged (offline: she has no other session) and dies after storing the first.
-    const again = await authenticated(alice!);
+    const { alice, phone, again } = await phoneDiedWithTwoKept();
+    // The bind hands over what the old session never acknowledged (offline: she has no other
+    // session) and dies after storing the first.
     h.crash.crashAfter('PutItemCommand');
-    const bind = `<iq type="set" id="bind" xmlns="jabber:client"><bind xmlns="urn:ietf:params:xml:ns:xmpp-bind"><resource>phone</resource></bind></iq>`;
-    await expect(again.frame(bind, 0)).rejects.toThrow(/crash after PutItemCommand/);
+    await expect(again.frame(BIND_PHONE, 0)).rejects.toThrow(/crash after PutItemCommand/);
     expect(bodies((await h.store.listOffline(alice!)).map((m) => m.xml))).toEqual(['first']);
     // The old socket's $disconnect, on another instance, before the bind runs again (traced in a
     // chaos run: it handed the same stanzas over under keys of its own, and she got them twice).
