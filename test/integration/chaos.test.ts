@@ -112,6 +112,8 @@ function chaosClient(wsUrl: string, local: string, room: string): ChaosClient {
   const trace = (what: string) => {
     if (process.env.CHAOS_TRACE) console.log(`${new Date().toISOString()} client ${local} ${what}`);
   };
+  /** @xmpp/client's stream management state (not in its types). */
+  const sm = (xmpp as unknown as { streamManagement?: { id: string; inbound: number; outbound_q: unknown[]; on(e: string, f: (s: El) => void): void } }).streamManagement;
   const c: ChaosClient = { local, room, xmpp, online: false, received: new Map(), errors: new Map(), how: new Map(), afterClose: new Set(), afterFinalAck: { held: [], dropped: new Set() }, closing: false, finalAckSent: false, generation: 0 };
   (xmpp as unknown as { reconnect: { delay: number } }).reconnect.delay = 200;
   xmpp.on('error', () => {});
@@ -125,7 +127,7 @@ function chaosClient(wsUrl: string, local: string, room: string): ChaosClient {
   xmpp.on('offline', () => (c.online = false));
   // A resumed stream is online again: @xmpp/client emits no 'online' for it (its status is set
   // directly), so without this a client stopped sending after its first resumption.
-  (xmpp as unknown as { streamManagement?: { on(e: 'resumed', f: () => void): void } }).streamManagement?.on('resumed', () => {
+  sm?.on('resumed', () => {
     // A logout whose socket died before the server's </close>, and the library resumed: the count
     // in <resume/> covered what was held, and the stream goes on.
     if (c.afterFinalAck.held.length > 0) trace(`counts ${c.afterFinalAck.held.map((h) => h.id).join(' ')}: after its final <a/>, then resumed with them counted`);
@@ -154,20 +156,17 @@ function chaosClient(wsUrl: string, local: string, room: string): ChaosClient {
     // counts from its start, not from <enabled/>, while the server numbers (traced in a chaos run:
     // `<a h="22"/>` with 6 numbered, and what the server re-routed by its count came twice). What
     // the library does on 'offline', done on a reconnect that cannot resume.
-    const sm = (xmpp as unknown as { streamManagement?: { id: string; outbound_q: unknown[] } }).streamManagement;
     if (sm && !sm.id) sm.outbound_q = [];
   });
   if (process.env.CHAOS_TRACE) {
     // Stanzas the client library gave up on (XEP-0198: not acknowledged when a resumption failed
     // or the stream ended), resumptions and new sessions, with the time and the server's session
     // id (the first part of the SM id) to line them up with the server's trace lines.
-    const sm = (xmpp as unknown as { streamManagement?: { id?: string; inbound?: number; on(e: string, f: (s: El) => void): void } }).streamManagement;
     const session = () => Buffer.from((sm?.id ?? '').split('.')[0] ?? '', 'base64url').toString('utf8');
-    const say = (what: string) => console.log(`${new Date().toISOString()} client ${local} ${what}`);
-    sm?.on('fail', (s: El) => say(`gave up on ${s.getChild('origin-id', SID)?.attrs.id ?? s.attrs.id ?? s.name}`));
-    sm?.on('resumed', () => say(`resumed session ${session()} (inbound ${sm?.inbound})`));
-    xmpp.on('online', () => say(`online, generation ${c.generation + 1}, session ${session()}`));
-    xmpp.on('disconnect', () => say(`socket closed (session ${session()}, inbound ${sm?.inbound})`));
+    sm?.on('fail', (s: El) => trace(`gave up on ${s.getChild('origin-id', SID)?.attrs.id ?? s.attrs.id ?? s.name}`));
+    sm?.on('resumed', () => trace(`resumed session ${session()} (inbound ${sm?.inbound})`));
+    xmpp.on('online', () => trace(`online, generation ${c.generation + 1}, session ${session()}`));
+    xmpp.on('disconnect', () => trace(`socket closed (session ${session()}, inbound ${sm?.inbound})`));
   }
   xmpp.on('disconnect', () => {
     c.online = false;
