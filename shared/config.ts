@@ -51,6 +51,13 @@ export interface ServerConfig {
    */
   smResumeSeconds: number;
   /**
+   * How long after binding a client may still enable XEP-0198 (XMPP_SM_ENABLE_SECONDS, default 60;
+   * clients enable right after bind or right after their initial presence). Until then every post to
+   * the session is ordered against its <enabled/>; later, the session's item is trusted as it is
+   * (docs/mobile.md, "Enabling: the open window").
+   */
+  smEnableSeconds: number;
+  /**
    * XEP-0357 notifications carry a summary (message count, last sender; never the body) instead of
    * nothing (XMPP_PUSH_SUMMARY, default false: nothing about messages reaches app servers).
    */
@@ -127,6 +134,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): ServerConfig {
       registrationsPerSource: integer(env.XMPP_REGISTRATIONS_PER_SOURCE, DEFAULT_AUTH_LIMITS.registrationsPerSource, 'XMPP_REGISTRATIONS_PER_SOURCE'),
     },
     smResumeSeconds: resumeSeconds(env.XMPP_SM_RESUME_SECONDS),
+    smEnableSeconds: integer(env.XMPP_SM_ENABLE_SECONDS, 60, 'XMPP_SM_ENABLE_SECONDS'),
     streamManagement: flag(env.XMPP_SM, true),
     pushSummary: flag(env.XMPP_PUSH_SUMMARY, false),
     contactAddresses: parseContactAddresses(env.XMPP_CONTACT_ADDRESSES),

@@ -11,12 +11,12 @@ import type { Store } from '../storage/store.ts';
 import { faultsFromEnv } from '../faults.ts';
 import { inFrame, type FrameInput } from '../storage/frame-context.ts';
 import { journaledSender } from '../transport/journaled-sender.ts';
-import { streamManagementSender } from '../transport/sm-sender.ts';
+import { sessionHint, streamManagementSender } from '../transport/sm-sender.ts';
 import type { TimerEvent, TimerScheduler } from '../transport/timers.ts';
 import type { Job, JobQueue } from '../transport/jobs.ts';
 import { SmStore } from '../storage/sm-store.ts';
 import { parseStored } from '../xml/stored.ts';
-import type { ConnectionSender } from '../transport/connections.ts';
+import { longestPostMs, type ConnectionSender } from '../transport/connections.ts';
 import { Element, NS, x } from '../xml/element.ts';
 import type { AccountRemovalHook, DeliveryFilter, DiscoIdentity, HibernatedMessagesHook, HookName, HostHandler, IqHandler, IqRequest, IqTarget } from './registry.ts';
 import type { JobHandler, Registry, SessionEvent, SessionHookName, StanzaEvent, StanzaHook, StreamElementHandler, XmppModule } from './registry.ts';
@@ -85,7 +85,12 @@ export class XmppServer implements Registry {
     const faults = faultsFromEnv();
     this.sm = deps.store.open(SmStore);
     this.sender = journaledSender(
-      streamManagementSender(deps.sender, this.sm, (record, frame) => this.runHibernatedMessageHooks(record.bare, record.resource, [frame])),
+      streamManagementSender(
+        deps.sender,
+        this.sm,
+        (record, frame) => this.runHibernatedMessageHooks(record.bare, record.resource, [frame]),
+        longestPostMs(deps.config.postTimeoutMs),
+      ),
       faults,
     );
     this.socketSender = journaledSender(deps.sender, faults);
@@ -376,7 +381,7 @@ export class XmppServer implements Registry {
    */
   async deliver(session: SessionRecord, el: Element, frame = el.toString()): Promise<boolean> {
     for (const filter of this.deliveryFilters) if (await filter({ server: this, session, stanza: el })) return true;
-    return this.sender.send(session.connectionId, frame, { sm: session.sm === true ? true : session.smOpen ? undefined : false });
+    return this.sender.send(session.connectionId, frame, sessionHint(session));
   }
 
   /** Posts to several sessions in parallel (bounded); resolves to how many took it. */

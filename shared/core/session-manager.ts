@@ -107,7 +107,7 @@ export class SessionManager {
     trace('frame', text, { connectionId, delivery: delivery.id, stage: stored?.stage });
     const journal = 'journal' in loaded ? loaded.journal : undefined;
     const state = structuredClone(stored ?? newConnectionState(connectionId));
-    const frame = newFrame({ ...delivery, before: journal });
+    const frame = newFrame({ ...delivery, before: journal, connectionId });
     const session = new ClientSession(this.server, state);
     try {
       await inFrame(async () => {

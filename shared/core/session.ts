@@ -90,12 +90,9 @@ export class ClientSession {
    * newer session with the same resource).
    */
   async updateSession(changes: SessionChanges): Promise<Account | undefined> {
-    // Available without XEP-0198: its client did not enable it right after bind, and routers may
-    // trust the item's `sm` from now on (a later enable waits out their older copies).
-    if (changes.available === true && !this.state.sm) changes = { ...changes, smOpen: null };
     // When it became available: a message to the bare JID routed before that did not reach it.
     if (changes.available === true && !this.state.available) changes = { ...changes, availableAt: Date.now() };
-    const { presence, sm, inactive, smOpen, availableAt, ...mirrored } = changes;
+    const { presence, sm, inactive, smOpenUntil, availableAt, ...mirrored } = changes;
     this.update(inactive === undefined ? mirrored : { ...mirrored, inactive: inactive ?? undefined });
     return this.server.store.updateSession(this.bare, this.state.resource!, this.id, changes);
   }

@@ -12,7 +12,6 @@
  * of it) and the window's end are one protocol over one record; split next, when the code is
  * restructured (issue "A codebase the next engineer can change safely").
  */
-import { setTimeout as sleep } from 'node:timers/promises';
 import { StanzaError, StreamError } from '../errors.ts';
 import { parseJid } from '../jid.ts';
 import { log, trace } from '../log.ts';
@@ -23,7 +22,8 @@ import { parseStored } from '../xml/stored.ts';
 import { Element, NS, x } from '../xml/element.ts';
 import type { XmppServer } from './server.ts';
 import { ClientSession } from './session.ts';
-import { drawWithLease } from '../transport/sm-sender.ts';
+import { drawWithLease, waitForUnnumbered } from '../transport/sm-sender.ts';
+import type { ServerConfig } from '../config.ts';
 import type { ConnectionState } from './types.ts';
 
 const CARBONS = NS.CARBONS;
@@ -71,6 +71,21 @@ export async function streamManagementElement(session: ClientSession, el: Elemen
   }
 }
 
+/**
+ * How much longer than the enable itself routers treat a session as possibly enabling XEP-0198:
+ * an enable accepted at the end of its window still commits well before any router takes the
+ * window as closed (clock skew between handlers, an eventually consistent read of the item).
+ * 10 s, less for a window shorter than that (tests).
+ */
+function enableMarginMs(config: Pick<ServerConfig, 'smEnableSeconds'>): number {
+  return Math.min(10_000, config.smEnableSeconds * 1000);
+}
+
+/** How long after bind routers treat a session as possibly enabling XEP-0198 (SessionRecord.smOpenUntil). */
+export function enableWindowMs(config: Pick<ServerConfig, 'smEnableSeconds'>): number {
+  return config.smEnableSeconds * 1000 + enableMarginMs(config);
+}
+
 async function enable(session: ClientSession, el: Element): Promise<void> {
   const { server, state } = session;
   if (state.sm) return failed(session, 'unexpected-request', 'stream management is already enabled');
@@ -79,14 +94,21 @@ async function enable(session: ClientSession, el: Element): Promise<void> {
   // The session id travels in the SM id (a resumption finds the session without an index); the
   // random part makes it unguessable. Derived from the frame id, so a redelivery makes the same one.
   const smId = `${Buffer.from(session.id).toString('base64url')}.${frameUnique('sm-id', 16)}`;
+  // After its window routers post to the session as its item says, unnumbered, without asking: a
+  // post decided so could reach the socket after <enabled/>, and the client would count a stanza
+  // the server did not number. So later than that it is refused (a run again of an enable that
+  // was accepted finds its record).
+  const open = state.smOpenUntil !== undefined && Date.now() < state.smOpenUntil - enableMarginMs(server.config);
+  if (!open && (await server.sm.get(session.id))?.smId !== smId) {
+    return failed(session, 'unexpected-request', `stream management can be enabled within ${server.config.smEnableSeconds} seconds of binding a resource`);
+  }
   await server.sm.create(session.id, { smId, bare: session.bare, resource: state.resource!, socket: session.socket, max });
   // Routers read the session item: from now on they number their posts to this session. Those that
-  // read it before and post after <enabled/> would post unnumbered stanzas the client counts; until
-  // the session is available its item says `smOpen` and they ask the numbering (server.deliver).
-  // A client enabling later than that: older copies are waited out, as at a close (stream.ts).
-  await server.store.updateSession(session.bare, state.resource!, session.id, { sm: true, smOpen: null });
-  if (state.available && server.config.closeGraceMs > 0) await sleep(server.config.closeGraceMs);
-  session.update({ sm: { id: smId, inbound: 0, max } });
+  // read it before ask the numbering (within the window: sessionHint) and find the record, or were
+  // told there was none and post unnumbered: those are recorded on the same item, and waited for.
+  await server.store.updateSession(session.bare, state.resource!, session.id, { sm: true, smOpenUntil: null });
+  await waitForUnnumbered(server.sm, session.id);
+  session.update({ sm: { id: smId, inbound: 0, max }, smOpenUntil: undefined });
   await session.send(
     x('enabled', { xmlns: NS.SM, id: max ? smId : undefined, resume: max ? 'true' : undefined, max: max ? String(max) : undefined }),
   );

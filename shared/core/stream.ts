@@ -11,7 +11,7 @@ import { frameChannelBindings, frameSlot, frameUnique } from '../storage/frame-c
 import { DEFAULT_XML_LIMITS, XmlFrameError, exceedsLimits, parseFrame, type XmlLimits } from '../xml/parse.ts';
 import { Element, NS, x } from '../xml/element.ts';
 import { ClientSession } from './session.ts';
-import { countInbound, streamManagementElement, streamManagementFeature } from './stream-management.ts';
+import { countInbound, enableWindowMs, streamManagementElement, streamManagementFeature } from './stream-management.ts';
 
 /** RFC 6120 §6.4.5: allow a few retries, then close. */
 const MAX_AUTH_FAILURES = 3;
@@ -207,10 +207,12 @@ async function bind(session: ClientSession, el: Element): Promise<void> {
     replacing?.set(replaced);
     await replaceSession(session, replaced);
   }
-  session.update({ stage: 'bound', resource, available: false, interested: false, priority: 0, directed: [] });
   // Bound now (not when the socket connected): re-routing after XEP-0198 tells newer sessions by it.
-  // Open to XEP-0198 until it becomes available (SessionRecord.smOpen).
-  await server.store.putSession({ ...session.toRecord(), boundAt: Date.now(), ...(server.config.streamManagement ? { smOpen: true } : {}) });
+  const boundAt = Date.now();
+  // Open to XEP-0198 for a while (SessionRecord.smOpenUntil, stream-management.ts: enableWindow).
+  const smOpenUntil = server.config.streamManagement ? boundAt + enableWindowMs(server.config) : undefined;
+  session.update({ stage: 'bound', resource, available: false, interested: false, priority: 0, directed: [], smOpenUntil });
+  await server.store.putSession({ ...session.toRecord(), boundAt, ...(smOpenUntil ? { smOpenUntil } : {}) });
   await reply(x('bind', { xmlns: NS.BIND }, x('jid', {}, session.jid.toString())));
 }
 

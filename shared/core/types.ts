@@ -29,12 +29,12 @@ export interface SessionRecord {
   /** XEP-0198 is on: posts to it are numbered and kept (transport/sm-sender.ts). */
   sm?: boolean;
   /**
-   * Bound, and neither available nor with XEP-0198 yet: its client may be enabling it right now
-   * (clients do right after bind), and a router's copy of this item may predate the enable, so a
-   * post to it asks the numbering instead of trusting `sm` (server.deliver). Cleared when the
-   * session becomes available or enables it.
+   * Epoch ms until which its client may be enabling XEP-0198 (clients do right after bind or right
+   * after initial presence): a router's copy of this item may predate the enable, so a post to it
+   * asks the numbering and, unnumbered, is ordered before the <enabled/> (sm-sender.ts, `enabling`).
+   * Cleared when it enables; after it, `sm` is trusted (a later <enable/> is refused).
    */
-  smOpen?: boolean;
+  smOpenUntil?: number;
   /** XEP-0352: the client said it is inactive (presence and chat states are held for it, modules/csi.ts). */
   inactive?: boolean;
 }
@@ -116,6 +116,8 @@ export interface ConnectionState {
   session?: string;
   /** XEP-0198, once enabled. */
   sm?: StreamManagementState;
+  /** Epoch ms until which routers treat the session as possibly enabling XEP-0198 (SessionRecord.smOpenUntil). */
+  smOpenUntil?: number;
   /** Optimistic-locking counter (see docs/architecture.md). */
   version: number;
   /** Queue message id of the last frame that committed (a redelivery of it is skipped). */

@@ -615,7 +615,7 @@ function toSession(item: Record<string, any>): SessionRecord {
     boundAt: item.boundAt,
     sm: item.sm === true,
     ...(item.availableAt !== undefined ? { availableAt: item.availableAt } : {}),
-    ...(item.smOpen === true ? { smOpen: true } : {}),
+    ...(typeof item.smOpenUntil === 'number' ? { smOpenUntil: item.smOpenUntil } : {}),
     ...(item.inactive === true ? { inactive: true } : {}),
   };
 }

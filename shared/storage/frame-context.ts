@@ -37,6 +37,11 @@ export interface FrameInput {
    * write, a queued message) waits for it, and it rejects when the remembered state was not current.
    */
   gate?: Promise<void>;
+  /**
+   * The client connection whose frame this is (none for events and jobs): its frames run one at a
+   * time, so what this one posts to the connection lands before the next frame is handled.
+   */
+  connectionId?: string;
   /** Users' routes read by a run of this frame that was thrown away (StaleSpeculation): still good. */
   routes?: Map<string, Promise<unknown>>;
 }
@@ -56,6 +61,7 @@ export interface Frame {
   readonly sourceIp?: string;
   readonly channelBindings?: ChannelBindings;
   readonly gate?: Promise<void>;
+  readonly connectionId?: string;
   routes: Map<string, Promise<unknown>>;
   /** Writes that may run alongside delivery but must finish before the frame is done. */
   tasks: Promise<unknown>[];
@@ -79,6 +85,7 @@ export function newFrame(input: FrameInput = {}): Frame {
     sourceIp: input.sourceIp,
     channelBindings: input.channelBindings,
     gate: input.gate,
+    connectionId: input.connectionId,
     routes: new Map(input.routes),
     tasks: [],
     posted: [],

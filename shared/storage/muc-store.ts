@@ -65,6 +65,8 @@ export interface OccupantSession {
   joinedAt?: number;
   /** Whether the session had XEP-0198 on when it joined (a later enable is found by the sender itself). */
   sm?: boolean;
+  /** Without it: until when the session may enable XEP-0198 (SessionRecord.smOpenUntil). */
+  smOpenUntil?: number;
 }
 
 export interface Occupant {

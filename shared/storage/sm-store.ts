@@ -6,9 +6,14 @@
  *   (`acked`), the socket that carries the session now, and, while no socket does, until when it
  *   may be resumed. `out` is bumped by an atomic update before each post, so every handler draws
  *   the next number; the socket comes back in the same answer, so a post after a resumption goes
- *   to the new connection.
+ *   to the new connection. Before the enable, the same item holds the unnumbered posts on their
+ *   way to the session (beginUnnumbered), which the enable waits for.
  * - `conn#<session>` / `sm#q#<out>`: each posted stanza under its number, written before the post,
  *   for resending after a resumption or re-routing when the window ends.
+ *
+ * Long because: every operation here is a conditional update of one item whose conditions read
+ * each other's attributes (numbering, the post lease, acknowledgements, hibernation, the end's
+ * owner, unnumbered posts before the enable); split, the conditions would be spread over files.
  */
 import { DeleteCommand, GetCommand, PutCommand, QueryCommand, UpdateCommand } from '@aws-sdk/lib-dynamodb';
 import type { AttributeValue } from '@aws-sdk/client-dynamodb';
@@ -52,6 +57,13 @@ export interface SmRecord {
    * earlier stanza (sm-sender.ts).
    */
   leaseBroken?: number;
+  /**
+   * Posts routed to the session before it enabled XEP-0198, still on their way (unnumbered: the
+   * client must get them before <enabled/>, which waits for them), and until when they may take.
+   * Kept on the item before the record exists (beginUnnumbered).
+   */
+  unnumbered?: Set<string>;
+  unnumberedUntil?: number;
 }
 
 /**
@@ -88,6 +100,8 @@ export interface LoggedStanza {
 const BASE_TTL_SECONDS = 3 * 3600;
 /** A resumed session's record lives on for another connection lifetime plus the longest window. */
 const MAX_TTL_MARGIN = 900;
+/** An item that only ever held unnumbered posts (a session that never enabled XEP-0198) goes after an hour. */
+const UNNUMBERED_TTL_SECONDS = 3600;
 const SM = 'sm';
 const QUEUE = 'sm#q#';
 const LEASE_FREE = '(attribute_not_exists(postingUntil) OR postingUntil < :now)';
@@ -108,21 +122,65 @@ export class SmStore {
    * False when it exists (a redelivered frame created it already).
    */
   create(session: string, record: Omit<SmRecord, 'out' | 'acked'>, now = Date.now()): Promise<boolean> {
-    record = { ...record, posting: 0, postingUntil: now + POST_LEASE_MS };
+    // An update, not a put: the item may be there already, holding the unnumbered posts (beginUnnumbered).
+    const fields: Record<string, unknown> = { ...record, out: 0, acked: 0, posting: 0, postingUntil: now + POST_LEASE_MS, [TTL_ATTRIBUTE]: this.ttl(record.max) };
+    const names = Object.keys(fields).filter((n) => fields[n] !== undefined);
     return conditionally(
       this.db.doc.send(
-        new PutCommand({
+        new UpdateCommand({
           TableName: this.db.table,
-          Item: { pk: pk(session), sk: SM, ...record, out: 0, acked: 0, [TTL_ATTRIBUTE]: this.ttl(record.max) },
-          ConditionExpression: 'attribute_not_exists(pk)',
+          Key: { pk: pk(session), sk: SM },
+          UpdateExpression: `SET ${names.map((_, i) => `#f${i} = :f${i}`).join(', ')}`,
+          ConditionExpression: 'attribute_not_exists(smId)',
+          ExpressionAttributeNames: Object.fromEntries(names.map((n, i) => [`#f${i}`, n])),
+          ExpressionAttributeValues: Object.fromEntries(names.map((n, i) => [`:f${i}`, fields[n]])),
         }),
       ),
     );
   }
 
+  /** The session's record; undefined without XEP-0198 (an item holding only unnumbered posts is not one). */
   async get(session: string): Promise<SmRecord | undefined> {
     const out = await this.db.doc.send(new GetCommand({ TableName: this.db.table, Key: { pk: pk(session), sk: SM }, ConsistentRead: true }));
-    return out.Item as SmRecord | undefined;
+    return out.Item?.smId ? (out.Item as SmRecord) : undefined;
+  }
+
+  /**
+   * Before an unnumbered post to a session that may be enabling XEP-0198 right now: records it on
+   * the session's item (`key`, and until when it may take), so an <enable/> that comes meanwhile
+   * waits for it before <enabled/>. False when the session has enabled it: number the post instead.
+   * One item, so the two cannot miss each other: this update is either before the record's
+   * creation (which then finds it) or after it (and fails).
+   */
+  beginUnnumbered(session: string, key: string, until: number): Promise<boolean> {
+    return conditionally(
+      this.db.doc.send(
+        new UpdateCommand({
+          TableName: this.db.table,
+          Key: { pk: pk(session), sk: SM },
+          UpdateExpression: 'ADD unnumbered :key SET unnumberedUntil = :until, #ttl = if_not_exists(#ttl, :ttl)',
+          ConditionExpression: 'attribute_not_exists(smId)',
+          ExpressionAttributeNames: { '#ttl': TTL_ATTRIBUTE },
+          ExpressionAttributeValues: { ':key': new Set([key]), ':until': until, ':ttl': nowSeconds() + UNNUMBERED_TTL_SECONDS },
+        }),
+      ),
+    );
+  }
+
+  /** The unnumbered post `key` is over (whether or not it reached the socket). */
+  async endUnnumbered(session: string, key: string): Promise<void> {
+    await conditionally(
+      this.db.doc.send(
+        new UpdateCommand({
+          TableName: this.db.table,
+          Key: { pk: pk(session), sk: SM },
+          UpdateExpression: 'DELETE unnumbered :key',
+          // Not on an item that is gone (the session ended): an update would create it again.
+          ConditionExpression: 'attribute_exists(pk)',
+          ExpressionAttributeValues: { ':key': new Set([key]) },
+        }),
+      ),
+    );
   }
 
   /**

@@ -38,8 +38,8 @@ export interface SessionChanges {
   presence?: string | null;
   /** XEP-0198 was enabled (set once, at <enable/>). */
   sm?: boolean;
-  /** Cleared (SessionRecord.smOpen) when the session becomes available or enables XEP-0198. */
-  smOpen?: null;
+  /** Cleared (SessionRecord.smOpenUntil) when the session enables XEP-0198. */
+  smOpenUntil?: null;
   /** Set when the session becomes available (SessionRecord.availableAt). */
   availableAt?: number;
   /** XEP-0352 client state; null when active. */

@@ -18,6 +18,22 @@ export interface SendHint {
    * client's count by one and make a later acknowledgement cover a stanza it never got.
    */
   once?: boolean;
+  /**
+   * The target may be enabling XEP-0198 right now (SessionRecord.smOpenUntil): a post that goes out
+   * unnumbered is recorded until it is over, and the <enabled/> waits for it (sm-sender.ts).
+   */
+  enabling?: boolean;
+}
+
+/** Attempts of a post the SDK may retry (a timeout, a 5xx, throttling). */
+const POST_ATTEMPTS = 4;
+
+/**
+ * The longest a post may take with its retries: each attempt may wait `timeoutMs` for its
+ * connection and again for its answer, and the SDK backs off under a second between attempts.
+ */
+export function longestPostMs(timeoutMs: number): number {
+  return POST_ATTEMPTS * 2 * timeoutMs + 2000;
 }
 
 /** Answered with "too many requests": not delivered, safe to post again. */
@@ -62,7 +78,7 @@ export class ApiGatewayConnectionSender implements ConnectionSender {
           httpsAgent: { keepAlive: true, maxSockets: 256 },
         },
       });
-    this.client = client ?? make(4);
+    this.client = client ?? make(POST_ATTEMPTS);
     this.onceClient = client ?? make(1);
   }
 

@@ -13,12 +13,12 @@
  * are addressed. A caller that knows the target has no stream management says so (`sm: false`, from
  * the session item or the room occupant); otherwise such a post costs one refused conditional update.
  */
-import { createHash } from 'node:crypto';
-import { frameSlot } from '../storage/frame-context.ts';
+import { createHash, randomBytes } from 'node:crypto';
+import { currentFrame, frameSlot } from '../storage/frame-context.ts';
 import { resumingNow, type SmRecord, type SmStore } from '../storage/sm-store.ts';
 import { NS } from '../xml/element.ts';
 import { log, trace } from '../log.ts';
-import type { ConnectionSender } from './connections.ts';
+import type { ConnectionSender, SendHint } from './connections.ts';
 
 /** Ask the client for an acknowledgement after this many unacknowledged stanzas (and each time again). */
 export const ACK_REQUEST_EVERY = 5;
@@ -32,18 +32,55 @@ export function isStanzaFrame(frame: string): boolean {
 const MESSAGE = /^<message[\s/>]/;
 
 /**
+ * How to post to a session, from its item (SessionRecord): numbered (XEP-0198 on), recorded
+ * against a possible <enabled/> (its open window after bind), or as it is. The item is trusted
+ * after the window: an <enable/> then is refused (stream-management.ts).
+ */
+export function sessionHint(target: { sm?: boolean; smOpenUntil?: number }, now = Date.now()): SendHint {
+  if (target.sm) return { sm: true };
+  return (target.smOpenUntil ?? 0) > now ? { enabling: true } : { sm: false };
+}
+
+/**
+ * The same for a room occupant, whose entry was copied at its join: a session that enabled XEP-0198
+ * after joining is found by asking the numbering (no hint).
+ */
+export function occupantHint(target: { sm?: boolean; smOpenUntil?: number }, now = Date.now()): SendHint | undefined {
+  const hint = sessionHint(target, now);
+  return hint.sm === false ? undefined : hint;
+}
+
+/**
  * `onKept` runs for each message logged for a session that hibernates (no socket carries it): it is
  * safe in the log, and its client may need waking (XEP-0357 push).
  */
-export function streamManagementSender(inner: ConnectionSender, sm: SmStore, onKept?: (record: SmRecord, frame: string) => Promise<void>): ConnectionSender {
+export function streamManagementSender(
+  inner: ConnectionSender,
+  sm: SmStore,
+  onKept?: (record: SmRecord, frame: string) => Promise<void>,
+  /** The longest a post to a socket may take, retries included (connections.ts, longestPostMs). */
+  longestPostMs = 30_000,
+): ConnectionSender {
   return {
     async send(target, frame, hint) {
-      if (!isStanzaFrame(frame) || hint?.sm === false) return inner.send(target, frame);
+      if (!isStanzaFrame(frame)) return inner.send(target, frame);
+      // An earlier run of this frame recorded this post as unnumbered and died: an <enable/> may be
+      // waiting for it, and this run may go another way (the session enabled it meanwhile).
+      const unnumbered = frameSlot(`sm-unnumbered:${target}:${digest(frame)}`);
+      if (unnumbered?.value) await endUnnumbered(sm, target, unnumbered.value);
+      // A frame of the session's own connection trusts the item it read: an <enable/> of the
+      // session is a frame of the same connection, so either it came before (and the item, read
+      // consistently, says so) or it comes after this post has landed.
+      if (hint?.sm === false || (hint?.enabling && currentFrame()?.connectionId === target)) return inner.send(target, frame);
+      if (hint?.enabling) {
+        const posted = await postBeforeEnabled(inner, sm, target, frame, longestPostMs, unnumbered);
+        if (posted !== undefined) return posted;
+      }
       // A frame that failed after numbering this stanza runs again with the same number (its
       // journal keeps it, with the socket it was numbered for): one stanza, one number, however
       // often its post is tried. `p` marks one that was posted already (the frame failed in what
       // followed the post).
-      const slot = frameSlot(`sm:${target}:${createHash('sha256').update(frame).digest('base64url').slice(0, 12)}`);
+      const slot = frameSlot(`sm:${target}:${digest(frame)}`);
       // (`17:p` is how journals written before the socket was kept say it.)
       const [pinnedText, postedBefore, numberedFor] = slot?.value?.split(/[ :]/) ?? [];
       const pinned = pinnedText === undefined ? undefined : Number(pinnedText);
@@ -89,6 +126,65 @@ export function streamManagementSender(inner: ConnectionSender, sm: SmStore, onK
     },
     close: (connectionId) => inner.close(connectionId),
   };
+}
+
+/**
+ * A post to a session that may be enabling XEP-0198 right now (within its window after bind): the
+ * client counts every stanza that reaches it after <enabled/>, so one that goes out unnumbered
+ * must reach it before. Recorded on the session's SM item for as long as it takes; the enable
+ * creates the record on that item and waits for what it finds there (waitForUnnumbered). Traced
+ * in a chaos run without this: a room message routed just before <enable/> went out unnumbered,
+ * reached the socket 0.2 s after <enabled/>, the client's count ran one ahead, and a resumption
+ * skipped a stanza. Undefined when the session has enabled it meanwhile: the post is numbered.
+ */
+async function postBeforeEnabled(
+  inner: ConnectionSender,
+  sm: SmStore,
+  target: string,
+  frame: string,
+  longestPostMs: number,
+  /** Where the frame's journal keeps the key, for a run again of the frame to take the record back. */
+  slot: { set(value: string): void } | undefined,
+): Promise<boolean | undefined> {
+  const key = randomBytes(9).toString('base64url');
+  const until = Date.now() + longestPostMs;
+  slot?.set(key);
+  if (!(await sm.beginUnnumbered(target, key, until))) return undefined;
+  try {
+    return await inner.send(target, frame);
+  } finally {
+    await endUnnumbered(sm, target, key);
+    if (Date.now() > until) log.warn('stream management: an unnumbered post outlasted its record: an <enabled/> may have overtaken it', { session: target });
+  }
+}
+
+/** A failure here is not the post's: a record left behind only makes an enable wait until it expires. */
+async function endUnnumbered(sm: SmStore, target: string, key: string): Promise<void> {
+  await sm.endUnnumbered(target, key).catch((err) => log.warn('stream management: an unnumbered post stays recorded', { session: target, error: String(err) }));
+}
+
+const digest = (frame: string) => createHash('sha256').update(frame).digest('base64url').slice(0, 12);
+
+/**
+ * Before <enabled/>: waits until the unnumbered posts recorded on the session's item are over
+ * (postBeforeEnabled), or their time is up (their poster died; a run again of its frame takes the
+ * record back sooner). Holds the enabling frame's post lease (number 0) meanwhile, so the posts
+ * numbered from now on wait behind the <enabled/> rather than break the lease and cut the socket.
+ */
+export async function waitForUnnumbered(sm: SmStore, session: string): Promise<void> {
+  const started = Date.now();
+  for (let wait = 5; ; wait = Math.min(wait * 2, 100)) {
+    const record = await sm.get(session);
+    const pending = record?.unnumbered?.size ?? 0;
+    if (!pending) break;
+    if ((record!.unnumberedUntil ?? 0) <= Date.now()) {
+      log.warn('stream management: unnumbered posts never reported back: <enabled/> goes', { session, pending });
+      break;
+    }
+    await sm.hold(session, 0);
+    await sleep(wait);
+  }
+  if (Date.now() - started > 50) trace('sm: enable waited for unnumbered posts', undefined, { session, ms: Date.now() - started });
 }
 
 /**

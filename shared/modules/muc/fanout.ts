@@ -17,6 +17,7 @@ import type { Element } from '../../xml/element.ts';
 import { parseStored } from '../../xml/stored.ts';
 import { FrameTemplate, occupantPresence, type PresenceOptions } from './stanzas.ts';
 import type { MucService } from './service.ts';
+import { occupantHint } from '../../transport/sm-sender.ts';
 
 /** @connections posts in flight at once while a room fans a stanza out (docs/muc-fanout.md). */
 export const FANOUT_CONCURRENCY = 32;
@@ -49,7 +50,7 @@ export async function fanout(muc: MucService, room: string, targets: Target[], f
     try {
       if (t.session.connectionId) {
         // Only a known yes: a client may join before it enables stream management (@xmpp/client does).
-        if (!(await muc.server.sender.send(t.session.connectionId, frame, t.session.sm ? { sm: true } : undefined))) gone.push(t);
+        if (!(await muc.server.sender.send(t.session.connectionId, frame, occupantHint(t.session)))) gone.push(t);
       } else {
         // Built here, but it may carry a stored message larger than the client limits.
         const el = parseStored(frame, 'room stanza for a remote occupant', { room });

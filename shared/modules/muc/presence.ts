@@ -9,6 +9,7 @@ import { StanzaError } from '../../errors.ts';
 import { tryParseJid } from '../../jid.ts';
 import { forEachBounded } from '../../core/bounded.ts';
 import type { ClientSession } from '../../core/session.ts';
+import type { ConnectionState } from '../../core/types.ts';
 import { frameNow } from '../../storage/frame-context.ts';
 import type { Affiliation, Occupant, OccupantSession, Room } from '../../storage/muc-store.ts';
 import { Element, NS, x } from '../../xml/element.ts';
@@ -60,7 +61,7 @@ async function onAvailable(muc: MucService, event: HostEvent): Promise<void> {
       // connection whose end is not processed yet keeps its entry beside it: room messages still
       // queued on it are the occupant's, even if the new connection leaves first; its
       // $disconnect ('session/released') takes it out.
-      const newEntry = { jid: fromJid, connectionId: event.session.id, ...(event.session.state.sm ? { sm: true } : {}) };
+      const newEntry = { jid: fromJid, connectionId: event.session.id, ...smOfOccupant(event.session.state) };
       const oldStillOpen = entry.connectionId !== undefined && (await muc.server.store.getConnection(entry.connectionId)) !== undefined;
       const sessions = oldStillOpen ? [...mine.sessions, newEntry] : mine.sessions.map((s) => (s === entry ? newEntry : s));
       const moved: Occupant = { ...mine, sessions };
@@ -123,7 +124,7 @@ async function join(muc: MucService, event: HostEvent, existing: Room | undefine
   if (!holder && room.config.maxUsers && occupants.length >= room.config.maxUsers && rank < AFFILIATION_RANK.admin) {
     throw new StanzaError('service-unavailable', 'the room is full', 'wait');
   }
-  const joining: OccupantSession = { jid: from.toString(), connectionId: session?.id, joinedAt: frameNow(), ...(session?.state.sm ? { sm: true } : {}) };
+  const joining: OccupantSession = { jid: from.toString(), connectionId: session?.id, joinedAt: frameNow(), ...(session ? smOfOccupant(session.state) : {}) };
   // A second session of the same user under the same nick joins that occupant (multi-session nick).
   const occupant: Occupant = holder
     ? { ...holder, sessions: [...holder.sessions.filter((s) => s.jid !== joining.jid), joining] }
@@ -226,4 +227,10 @@ async function onUnavailable(muc: MucService, event: HostEvent): Promise<void> {
       ),
     );
   }
+}
+
+/** What a room keeps of an occupant session's XEP-0198 (the fan-out's hint: sm-sender.ts, occupantHint). */
+function smOfOccupant(state: ConnectionState): Pick<OccupantSession, 'sm' | 'smOpenUntil'> {
+  if (state.sm) return { sm: true };
+  return state.smOpenUntil !== undefined ? { smOpenUntil: state.smOpenUntil } : {};
 }
