@@ -51,7 +51,7 @@ export interface ServerConfig {
    */
   smResumeSeconds: number;
   /**
-   * How long after binding a client may still enable XEP-0198 (XMPP_SM_ENABLE_SECONDS, default 60;
+   * How long after binding a client may still enable XEP-0198 (XMPP_SM_ENABLE_SECONDS, default 30;
    * clients enable right after bind or right after their initial presence). Until then every post to
    * the session is ordered against its <enabled/>; later, the session's item is trusted as it is
    * (docs/mobile.md, "Enabling: the open window").
@@ -134,7 +134,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): ServerConfig {
       registrationsPerSource: integer(env.XMPP_REGISTRATIONS_PER_SOURCE, DEFAULT_AUTH_LIMITS.registrationsPerSource, 'XMPP_REGISTRATIONS_PER_SOURCE'),
     },
     smResumeSeconds: resumeSeconds(env.XMPP_SM_RESUME_SECONDS),
-    smEnableSeconds: integer(env.XMPP_SM_ENABLE_SECONDS, 60, 'XMPP_SM_ENABLE_SECONDS'),
+    smEnableSeconds: integer(env.XMPP_SM_ENABLE_SECONDS, 30, 'XMPP_SM_ENABLE_SECONDS'),
     streamManagement: flag(env.XMPP_SM, true),
     pushSummary: flag(env.XMPP_PUSH_SUMMARY, false),
     contactAddresses: parseContactAddresses(env.XMPP_CONTACT_ADDRESSES),

@@ -74,11 +74,11 @@ export async function streamManagementElement(session: ClientSession, el: Elemen
 /**
  * How much longer than the enable itself routers treat a session as possibly enabling XEP-0198:
  * an enable accepted at the end of its window still commits well before any router takes the
- * window as closed (clock skew between handlers, an eventually consistent read of the item).
- * 10 s, less for a window shorter than that (tests).
+ * window as closed (the enable's two writes after its check, which take milliseconds; clock skew
+ * between handlers). 5 s, less for a shorter window (tests).
  */
 function enableMarginMs(config: Pick<ServerConfig, 'smEnableSeconds'>): number {
-  return Math.min(10_000, config.smEnableSeconds * 1000);
+  return Math.min(5_000, config.smEnableSeconds * 1000);
 }
 
 /** How long after bind routers treat a session as possibly enabling XEP-0198 (SessionRecord.smOpenUntil). */
