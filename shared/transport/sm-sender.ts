@@ -150,6 +150,7 @@ async function postBeforeEnabled(
   const until = Date.now() + longestPostMs;
   slot?.set(key);
   if (!(await sm.beginUnnumbered(target, key, until))) return undefined;
+  trace('sm: unnumbered post recorded', frame, { session: target, key });
   try {
     return await inner.send(target, frame);
   } finally {
@@ -160,7 +161,10 @@ async function postBeforeEnabled(
 
 /** A failure here is not the post's: a record left behind only makes an enable wait until it expires. */
 async function endUnnumbered(sm: SmStore, target: string, key: string): Promise<void> {
-  await sm.endUnnumbered(target, key).catch((err) => log.warn('stream management: an unnumbered post stays recorded', { session: target, error: String(err) }));
+  await sm.endUnnumbered(target, key).then(
+    () => trace('sm: unnumbered post over', undefined, { session: target, key }),
+    (err) => log.warn('stream management: an unnumbered post may stay recorded', { session: target, key, error: String(err) }),
+  );
 }
 
 const digest = (frame: string) => createHash('sha256').update(frame).digest('base64url').slice(0, 12);
@@ -178,7 +182,7 @@ export async function waitForUnnumbered(sm: SmStore, session: string): Promise<v
     const pending = record?.unnumbered?.size ?? 0;
     if (!pending) break;
     if ((record!.unnumberedUntil ?? 0) <= Date.now()) {
-      log.warn('stream management: unnumbered posts never reported back: <enabled/> goes', { session, pending });
+      log.warn('stream management: unnumbered posts never reported back: <enabled/> goes', { session, keys: [...record!.unnumbered!] });
       break;
     }
     await sm.hold(session, 0);
