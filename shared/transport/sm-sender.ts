@@ -15,7 +15,7 @@
  */
 import { createHash, randomBytes } from 'node:crypto';
 import { currentFrame, frameSlot } from '../storage/frame-context.ts';
-import { resumingNow, type SmRecord, type SmStore } from '../storage/sm-store.ts';
+import { POST_LEASE_MS, resumingNow, type SmRecord, type SmStore } from '../storage/sm-store.ts';
 import { NS } from '../xml/element.ts';
 import { log, trace } from '../log.ts';
 import type { ConnectionSender, SendHint } from './connections.ts';
@@ -177,7 +177,10 @@ const digest = (frame: string) => createHash('sha256').update(frame).digest('bas
  */
 export async function waitForUnnumbered(sm: SmStore, session: string): Promise<void> {
   const started = Date.now();
-  for (let wait = 5; ; wait = Math.min(wait * 2, 100)) {
+  // Renewed at the first wait (the lease of the record's creation may be half gone) and then
+  // whenever half of it is left.
+  let leaseUntil = 0;
+  for (let wait = 5; ; wait = Math.min(wait * 2, 200)) {
     const record = await sm.get(session);
     const pending = record?.unnumbered?.size ?? 0;
     if (!pending) break;
@@ -185,7 +188,10 @@ export async function waitForUnnumbered(sm: SmStore, session: string): Promise<v
       log.warn('stream management: unnumbered posts never reported back: <enabled/> goes', { session, keys: [...record!.unnumbered!] });
       break;
     }
-    await sm.hold(session, 0);
+    if (leaseUntil - Date.now() < POST_LEASE_MS / 2) {
+      await sm.hold(session, 0);
+      leaseUntil = Date.now() + POST_LEASE_MS;
+    }
     await sleep(wait);
   }
   if (Date.now() - started > 50) trace('sm: enable waited for unnumbered posts', undefined, { session, ms: Date.now() - started });
