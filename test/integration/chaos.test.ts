@@ -88,7 +88,9 @@ interface ChaosClient {
   afterClose: Set<string>;
   /**
    * With XEP-0198, a graceful logout: what arrives after the client's final <a/> (@xmpp/client sends
-   * it right before its </close>) is not covered by its count. The server's </close> tells the
+   * it right before its </close>) is not covered by its count, nor is what arrives after <enabled/>
+   * when the logout began before it (then no final <a/> goes out: seen once the enable waited for
+   * posts routed before it, docs/mobile.md "Enabling"). The server's </close> tells the
    * client which way it went: when it came, the server closed an open socket, so everything posted
    * before it arrived and is not re-routed (counted as received); when the client closed its socket
    * first (its close timed out behind a backlog), the server finds the socket gone and re-routes
@@ -113,7 +115,8 @@ function chaosClient(wsUrl: string, local: string, room: string): ChaosClient {
     if (process.env.CHAOS_TRACE) console.log(`${new Date().toISOString()} client ${local} ${what}`);
   };
   /** @xmpp/client's stream management state (not in its types). */
-  const sm = (xmpp as unknown as { streamManagement?: { id: string; inbound: number; outbound_q: unknown[]; on(e: string, f: (s: El) => void): void } }).streamManagement;
+  const sm = (xmpp as unknown as { streamManagement?: { id: string; enabled: boolean; inbound: number; outbound_q: unknown[]; on(e: string, f: (s: El) => void): void } })
+    .streamManagement;
   const c: ChaosClient = { local, room, xmpp, online: false, received: new Map(), errors: new Map(), how: new Map(), afterClose: new Set(), afterFinalAck: { held: [], dropped: new Set() }, closing: false, finalAckSent: false, generation: 0 };
   (xmpp as unknown as { reconnect: { delay: number } }).reconnect.delay = 200;
   xmpp.on('error', () => {});
@@ -130,7 +133,7 @@ function chaosClient(wsUrl: string, local: string, room: string): ChaosClient {
   sm?.on('resumed', () => {
     // A logout whose socket died before the server's </close>, and the library resumed: the count
     // in <resume/> covered what was held, and the stream goes on.
-    if (c.afterFinalAck.held.length > 0) trace(`counts ${c.afterFinalAck.held.map((h) => h.id).join(' ')}: after its final <a/>, then resumed with them counted`);
+    if (c.afterFinalAck.held.length > 0) trace(`counts ${c.afterFinalAck.held.map((h) => h.id).join(' ')}: no <a/> covers them, then resumed with them counted`);
     for (const { id, how } of c.afterFinalAck.held.splice(0)) count(id, how);
     c.closing = false;
     c.finalAckSent = false;
@@ -138,17 +141,19 @@ function chaosClient(wsUrl: string, local: string, room: string): ChaosClient {
   });
   xmpp.on('send', (el: El) => {
     if (!c.closing || !el.is('a', 'urn:xmpp:sm:3')) return;
+    // Its count covers what arrived so far: acknowledged, so the server re-routes none of it.
+    for (const { id, how } of c.afterFinalAck.held.splice(0)) count(id, how);
     c.finalAckSent = true;
     trace(`final <a h="${el.attrs.h}"/>`);
   });
   // The server's </close> came (a clean stream close): what was held arrived before it.
   xmpp.on('close', (info?: { clean?: boolean }) => {
     if (!info?.clean) return;
-    if (c.afterFinalAck.held.length > 0) trace(`counts ${c.afterFinalAck.held.map((h) => h.id).join(' ')}: after its final <a/>, before the server's </close>`);
+    if (c.afterFinalAck.held.length > 0) trace(`counts ${c.afterFinalAck.held.map((h) => h.id).join(' ')}: no <a/> covers them, but the server's </close> came`);
     for (const { id, how } of c.afterFinalAck.held.splice(0)) count(id, how);
   });
   xmpp.on('disconnect', () => {
-    if (c.afterFinalAck.held.length > 0) trace(`drops ${c.afterFinalAck.held.map((h) => h.id).join(' ')}: after its final <a/>, and no </close> from the server`);
+    if (c.afterFinalAck.held.length > 0) trace(`drops ${c.afterFinalAck.held.map((h) => h.id).join(' ')}: no <a/> covers them, and no </close> from the server`);
     for (const { id } of c.afterFinalAck.held.splice(0)) c.afterFinalAck.dropped.add(id);
     // @xmpp/client 0.14.0: stanzas sent while its <enable/> was on its way stay queued when the
     // socket drops before <enabled/> came, and the next connection's enable then fails its own
@@ -197,7 +202,9 @@ function chaosClient(wsUrl: string, local: string, room: string): ChaosClient {
     const id = s.getChild('origin-id', SID)?.attrs.id;
     if (!id) return;
     const how = `${s.attrs.type}:${s.getChild('delay', 'urn:xmpp:delay') ? 'delayed' : 'live'}@${c.generation}/${s.getChild('stanza-id', SID)?.attrs.id?.slice(-6)}`;
-    if (c.finalAckSent) c.afterFinalAck.held.push({ id, how });
+    // During a logout with stream management on, a stanza no <a/> of the client covers yet (its
+    // final one, or the close began before <enabled/> came, so none was sent) is held.
+    if (c.closing && sm?.enabled) c.afterFinalAck.held.push({ id, how });
     else count(id, how);
   });
   function count(id: string, how: string): void {
