@@ -30,6 +30,7 @@ import { closeStream, processFrame } from './stream.ts';
 import { continueOwnHandOver, endHibernated, handOverUnacknowledged, hibernate } from './stream-management.ts';
 import type { TimerEvent } from '../transport/timers.ts';
 import type { Job } from '../transport/jobs.ts';
+import { releaseEarlierUnnumbered } from '../transport/sm-sender.ts';
 import type { ConnectionState } from './types.ts';
 
 export interface FrameDelivery extends FrameInput {
@@ -111,6 +112,7 @@ export class SessionManager {
     const session = new ClientSession(this.server, state);
     try {
       await inFrame(async () => {
+        await releaseEarlierUnnumbered(this.server.sm);
         try {
           await processFrame(session, text);
         } catch (err) {
@@ -174,6 +176,7 @@ export class SessionManager {
     const frame = newFrame({ ...delivery, before: journal });
     try {
       await inFrame(async () => {
+        await releaseEarlierUnnumbered(this.server.sm);
         if (await hibernate(this.server, state)) return;
         if (state.stage === 'resumed') {
           log.debug('connection taken over by a resumption did not hibernate: its item goes', { connectionId });
@@ -193,7 +196,10 @@ export class SessionManager {
     const { state, journal } = await this.server.store.loadConnection(event.socket);
     const frame = newFrame({ ...delivery, before: journal });
     try {
-      await inFrame(() => endHibernated(this.server, event.session, event.socket), frame);
+      await inFrame(async () => {
+        await releaseEarlierUnnumbered(this.server.sm);
+        await endHibernated(this.server, event.session, event.socket);
+      }, frame);
     } catch (err) {
       if (state) await this.saveJournal(event.socket, state.version, frame);
       throw err;
@@ -214,7 +220,10 @@ export class SessionManager {
     const { journal } = journalKey ? await this.server.store.loadConnection(journalKey) : {};
     const frame = newFrame({ ...delivery, before: journal });
     try {
-      await inFrame(() => handler({ server: this.server, job }), frame);
+      await inFrame(async () => {
+        await releaseEarlierUnnumbered(this.server.sm);
+        await handler({ server: this.server, job });
+      }, frame);
     } catch (err) {
       if (journalKey) await this.saveJournal(journalKey, 0, frame);
       throw err;

@@ -262,6 +262,32 @@ export function frameSlot(label: string): { value?: string; set(value: string): 
   return { value: frame.values[key], set: (value) => void (frame.values[key] = value) };
 }
 
+/**
+ * Something this run leaves in the world that a run again of the frame must undo first if this
+ * one fails (kept in the frame's journal): under `kind`, by `id`, with what undoing it needs.
+ * `forgetUndo` when it was undone on the way.
+ */
+export function undoLater(kind: string, id: string, value: string): void {
+  const frame = frames.getStore();
+  if (frame?.id) frame.values[`${UNDO}${kind}:${id}`] = value;
+}
+
+export function forgetUndo(kind: string, id: string): void {
+  const frame = frames.getStore();
+  if (frame) delete frame.values[`${UNDO}${kind}:${id}`];
+}
+
+/** What earlier runs of the frame left to undo under `kind` (undoLater): `forgetUndo` each once undone. */
+export function undosOfEarlierRuns(kind: string): Array<{ id: string; value: string }> {
+  const frame = frames.getStore();
+  const prefix = `${UNDO}${kind}:`;
+  return Object.entries(frame?.values ?? {})
+    .filter(([k]) => k.startsWith(prefix))
+    .map(([k, value]) => ({ id: k.slice(prefix.length), value }));
+}
+
+const UNDO = 'undo:';
+
 /** The address the frame came from, when the adapter knows it. */
 export function frameSourceIp(): string | undefined {
   return frames.getStore()?.sourceIp;

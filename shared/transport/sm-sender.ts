@@ -14,7 +14,7 @@
  * the session item or the room occupant); otherwise such a post costs one refused conditional update.
  */
 import { createHash, randomBytes } from 'node:crypto';
-import { currentFrame, frameSlot } from '../storage/frame-context.ts';
+import { currentFrame, forgetUndo, frameSlot, undoLater, undosOfEarlierRuns } from '../storage/frame-context.ts';
 import { POST_LEASE_MS, resumingNow, type SmRecord, type SmStore } from '../storage/sm-store.ts';
 import { NS } from '../xml/element.ts';
 import { log, trace } from '../log.ts';
@@ -64,16 +64,12 @@ export function streamManagementSender(
   return {
     async send(target, frame, hint) {
       if (!isStanzaFrame(frame)) return inner.send(target, frame);
-      // An earlier run of this frame recorded this post as unnumbered and died: an <enable/> may be
-      // waiting for it, and this run may go another way (the session enabled it meanwhile).
-      const unnumbered = frameSlot(`sm-unnumbered:${target}:${digest(frame)}`);
-      if (unnumbered?.value) await endUnnumbered(sm, target, unnumbered.value);
       // A frame of the session's own connection trusts the item it read: an <enable/> of the
       // session is a frame of the same connection, so either it came before (and the item, read
       // consistently, says so) or it comes after this post has landed.
       if (hint?.sm === false || (hint?.enabling && currentFrame()?.connectionId === target)) return inner.send(target, frame);
       if (hint?.enabling) {
-        const posted = await postBeforeEnabled(inner, sm, target, frame, longestPostMs, unnumbered);
+        const posted = await postBeforeEnabled(inner, sm, target, frame, longestPostMs);
         if (posted !== undefined) return posted;
       }
       // A frame that failed after numbering this stanza runs again with the same number (its
@@ -143,13 +139,16 @@ async function postBeforeEnabled(
   target: string,
   frame: string,
   longestPostMs: number,
-  /** Where the frame's journal keeps the key, for a run again of the frame to take the record back. */
-  slot: { set(value: string): void } | undefined,
 ): Promise<boolean | undefined> {
   const key = randomBytes(9).toString('base64url');
   const until = Date.now() + longestPostMs;
-  slot?.set(key);
-  if (!(await sm.beginUnnumbered(target, key, until))) return undefined;
+  // Should the frame fail before taking the record back, its run again does it first
+  // (releaseEarlierUnnumbered), whichever way that run goes.
+  undoLater(UNNUMBERED, key, target);
+  if (!(await sm.beginUnnumbered(target, key, until))) {
+    forgetUndo(UNNUMBERED, key);
+    return undefined;
+  }
   trace('sm: unnumbered post recorded', frame, { session: target, key });
   try {
     return await inner.send(target, frame);
@@ -162,9 +161,25 @@ async function postBeforeEnabled(
 /** A failure here is not the post's: a record left behind only makes an enable wait until it expires. */
 async function endUnnumbered(sm: SmStore, target: string, key: string): Promise<void> {
   await sm.endUnnumbered(target, key).then(
-    () => trace('sm: unnumbered post over', undefined, { session: target, key }),
+    () => {
+      forgetUndo(UNNUMBERED, key);
+      trace('sm: unnumbered post over', undefined, { session: target, key });
+    },
     (err) => log.warn('stream management: an unnumbered post may stay recorded', { session: target, key, error: String(err) }),
   );
+}
+
+const UNNUMBERED = 'sm-unnumbered';
+
+/**
+ * At the start of a run again of a frame (event, job): takes back the records of unnumbered posts
+ * an earlier run left (it failed before its post was over). Not left to the post's own run again:
+ * the frame may go another way this time (traced in a chaos run: a presence frame that failed
+ * after recording its post ran again on a connection replaced meanwhile, posted nothing, and an
+ * enable waited for the record until it expired).
+ */
+export async function releaseEarlierUnnumbered(sm: SmStore): Promise<void> {
+  for (const { id: key, value: target } of undosOfEarlierRuns(UNNUMBERED)) await endUnnumbered(sm, target, key);
 }
 
 const digest = (frame: string) => createHash('sha256').update(frame).digest('base64url').slice(0, 12);

@@ -5,9 +5,11 @@
  * did not number and a later resumption skips one. And the window after bind within which a
  * client may enable it. The recording sender stands in for @connections (AWS's edge).
  */
+import { GetCommand } from '@aws-sdk/lib-dynamodb';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { isStanzaFrame } from '../../shared/transport/sm-sender.ts';
-import { authenticated, Connection, freshUsers, kill, startHarness, type Harness } from './handler-harness.ts';
+import { connectionPk } from '../../shared/storage/keys.ts';
+import { authenticated, befriend, Connection, freshUsers, kill, startHarness, type Harness } from './handler-harness.ts';
 
 const SM = 'urn:xmpp:sm:3';
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
@@ -62,6 +64,12 @@ describe('enabling stream management while other instances post to the session',
     slow.release();
     await Promise.all([routed, enabling]);
     h.sender.beforePost = undefined;
+  }
+
+  /** The unnumbered posts recorded on a session's SM item (sm-store.ts, beginUnnumbered). */
+  async function unnumberedOf(session: string): Promise<string[]> {
+    const out = await h.store.doc.send(new GetCommand({ TableName: h.store.table, Key: { pk: connectionPk(session), sk: 'sm' }, ConsistentRead: true }));
+    return [...((out.Item?.unnumbered as Set<string> | undefined) ?? [])];
   }
 
   /** Her socket dies, Carol writes, and she resumes with her client's count: what she gets again. */
@@ -142,6 +150,32 @@ describe('enabling stream management while other instances post to the session',
     // The run again found her session with stream management: numbered, after <enabled/>, counted.
     expect(bodies(counted(a))).toEqual(['died']);
     expect(await resumeWithHerCount(a, alice!, c)).toEqual(['while away']);
+  });
+
+  it('a frame that recorded a post to her and died runs again another way (its connection was replaced meanwhile, so its presence is dropped): the run again still takes the record back, and her enable goes on at once', async () => {
+    const [alice, bob] = await freshUsers(h, 'alice', 'bob');
+    await befriend(h, alice!, bob!);
+    const b = new Connection(h);
+    await b.online(bob!, 'secret', 'desk');
+    const a = new Connection(h);
+    await a.online(alice!, 'secret', 'phone');
+    // Bob's status change to her records its post and dies before taking the record back.
+    h.sender.beforePost = ({ connectionId, frame }) => {
+      if (connectionId !== a.id || !frame.includes('<status>busy</status>')) return;
+      h.crash.crashBefore('UpdateItemCommand');
+      throw new Error('the instance died');
+    };
+    await expect(b.frame('<presence xmlns="jabber:client"><status>busy</status></presence>', 0)).rejects.toThrow('the instance died');
+    h.sender.beforePost = undefined;
+    // His client binds the same resource anew before the queue hands the frame out again.
+    const b2 = new Connection(h);
+    await b2.online(bob!, 'secret', 'desk');
+    await b.redeliver(2);
+    expect(a.posts('<status>busy</status>')).toEqual([]); // dropped with the replaced stream
+    // The record is gone, so her enable does not wait for it to expire (26 s).
+    expect(await unnumberedOf(a.id)).toEqual([]);
+    await a.frame(ENABLE, 1);
+    expect(a.posts('<enabled')).toHaveLength(1);
   });
 });
 
