@@ -59,7 +59,7 @@ export function streamManagementSender(
   sm: SmStore,
   onKept?: (record: SmRecord, frame: string) => Promise<void>,
   /** The longest a post to a socket may take, retries included (connections.ts, longestPostMs). */
-  longestPostMs = 30_000,
+  longestPostMs = UNNUMBERED_WAIT_MAX_MS,
 ): ConnectionSender {
   return {
     async send(target, frame, hint) {
@@ -141,7 +141,7 @@ async function postBeforeEnabled(
   longestPostMs: number,
 ): Promise<boolean | undefined> {
   const key = randomBytes(9).toString('base64url');
-  const until = Date.now() + longestPostMs;
+  const until = Date.now() + Math.min(longestPostMs, UNNUMBERED_WAIT_MAX_MS);
   // Should the frame fail before taking the record back, its run again does it first
   // (releaseEarlierUnnumbered), whichever way that run goes.
   undoLater(UNNUMBERED, key, target);
@@ -170,6 +170,14 @@ async function endUnnumbered(sm: SmStore, target: string, key: string): Promise<
 }
 
 const UNNUMBERED = 'sm-unnumbered';
+
+/**
+ * The longest an enable waits for one unnumbered post: its poster may have died without a run again
+ * (its record stays until then), and the enabling frame must finish within the stream Lambda's
+ * 30 s. A post still going after it (a fourth attempt after three timeouts) may land after
+ * <enabled/>: logged ("outlasted its record").
+ */
+const UNNUMBERED_WAIT_MAX_MS = 20_000;
 
 /**
  * At the start of a run again of a frame (event, job): takes back the records of unnumbered posts
