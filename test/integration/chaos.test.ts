@@ -104,6 +104,19 @@ interface ChaosClient {
   finalAckSent: boolean;
   /** Sessions so far (diagnostics: which session a copy came on). */
   generation: number;
+  /**
+   * With XEP-0198, a session the client left without the server's </close> and did not resume
+   * (a logout on a socket that had died, a resumption refused): the server hands over what it never
+   * saw acknowledged, as XEP-0198 §4 says, and the client, which cannot know which of its <a/>
+   * arrived, may get again what it got on that session. `sinceResumable`: origin-ids received since
+   * the session began or last resumed; `leftUnresumed`: those of sessions so left, which may come
+   * again once (counted apart, not as the server's doubles).
+   */
+  sinceResumable: string[];
+  pendingUnresumed: string[];
+  leftUnresumed: Set<string>;
+  /** The server's </close> came on this stream. */
+  closedCleanly: boolean;
 }
 
 function chaosClient(wsUrl: string, local: string, room: string): ChaosClient {
@@ -117,7 +130,7 @@ function chaosClient(wsUrl: string, local: string, room: string): ChaosClient {
   /** @xmpp/client's stream management state (not in its types). */
   const sm = (xmpp as unknown as { streamManagement?: { id: string; enabled: boolean; inbound: number; outbound_q: unknown[]; on(e: string, f: (s: El) => void): void } })
     .streamManagement;
-  const c: ChaosClient = { local, room, xmpp, online: false, received: new Map(), errors: new Map(), how: new Map(), afterClose: new Set(), afterFinalAck: { held: [], dropped: new Set() }, closing: false, finalAckSent: false, generation: 0 };
+  const c: ChaosClient = { local, room, xmpp, online: false, received: new Map(), errors: new Map(), how: new Map(), afterClose: new Set(), afterFinalAck: { held: [], dropped: new Set() }, closing: false, finalAckSent: false, generation: 0, sinceResumable: [], pendingUnresumed: [], leftUnresumed: new Set(), closedCleanly: false };
   (xmpp as unknown as { reconnect: { delay: number } }).reconnect.delay = 200;
   xmpp.on('error', () => {});
   // A frame after the server's <close/> is dropped (@xmpp/client throws on it otherwise).
@@ -138,6 +151,10 @@ function chaosClient(wsUrl: string, local: string, room: string): ChaosClient {
     c.closing = false;
     c.finalAckSent = false;
     c.online = true;
+    // Its count in <resume/> told the server what arrived: nothing of it comes again.
+    c.pendingUnresumed = [];
+    c.sinceResumable = [];
+    c.closedCleanly = false;
   });
   xmpp.on('send', (el: El) => {
     if (!c.closing || !el.is('a', 'urn:xmpp:sm:3')) return;
@@ -149,12 +166,17 @@ function chaosClient(wsUrl: string, local: string, room: string): ChaosClient {
   // The server's </close> came (a clean stream close): what was held arrived before it.
   xmpp.on('close', (info?: { clean?: boolean }) => {
     if (!info?.clean) return;
+    c.closedCleanly = true;
     if (c.afterFinalAck.held.length > 0) trace(`counts ${c.afterFinalAck.held.map((h) => h.id).join(' ')}: no <a/> covers them, but the server's </close> came`);
     for (const { id, how } of c.afterFinalAck.held.splice(0)) count(id, how);
   });
   xmpp.on('disconnect', () => {
     if (c.afterFinalAck.held.length > 0) trace(`drops ${c.afterFinalAck.held.map((h) => h.id).join(' ')}: no <a/> covers them, and no </close> from the server`);
     for (const { id } of c.afterFinalAck.held.splice(0)) c.afterFinalAck.dropped.add(id);
+    // Left without the server's </close>: unless it resumes, what it got may come again.
+    if (sm?.id && !c.closedCleanly) c.pendingUnresumed.push(...c.sinceResumable);
+    c.sinceResumable = [];
+    c.closedCleanly = false;
     // @xmpp/client 0.14.0: stanzas sent while its <enable/> was on its way stay queued when the
     // socket drops before <enabled/> came, and the next connection's enable then fails its own
     // assertion ("queue should be empty after enable") and never takes <enabled/>: the client
@@ -186,6 +208,10 @@ function chaosClient(wsUrl: string, local: string, room: string): ChaosClient {
     c.closing = false;
     c.finalAckSent = false;
     c.generation += 1;
+    // A new session, not a resumption: the one left before is handed over by the server.
+    for (const id of c.pendingUnresumed.splice(0)) c.leftUnresumed.add(id);
+    c.sinceResumable = [];
+    c.closedCleanly = false;
     // Initial presence (flushes offline storage), and back into the room without history: a
     // client that reconnects catches up with MAM, not with join history.
     xmpp.send(xml('presence')).catch(() => {});
@@ -208,6 +234,7 @@ function chaosClient(wsUrl: string, local: string, room: string): ChaosClient {
     else count(id, how);
   });
   function count(id: string, how: string): void {
+    if (sm?.enabled) c.sinceResumable.push(id);
     c.received.set(id, (c.received.get(id) ?? 0) + 1);
     c.how.set(id, [...(c.how.get(id) ?? []), how]);
   }
@@ -400,8 +427,10 @@ async function runChaos(sm: boolean, messages: number): Promise<void> {
   const roomLost = roomMessages.filter(([id]) => !archived.has(id)).length;
   const roomDoubled = roomMessages.filter(([id]) => (archived.get(id) ?? 0) > 1).length;
   const receivedTwice = clients.reduce((n, c) => n + [...c.received.values()].filter((v) => v > 1).length, 0);
+  // Received on a session left without </close> and not resumed, and once more from its hand-over.
+  const againAfterUnresumed = (c: ChaosClient, id: string, v: number) => v === 2 && c.leftUnresumed.has(id);
   const doubledByServer = clients.reduce(
-    (n, c) => n + [...c.received].filter(([id, v]) => v > 1 && !repeatedPosts.has(`${c.local}@localhost|${id}`)).length,
+    (n, c) => n + [...c.received].filter(([id, v]) => v > 1 && !repeatedPosts.has(`${c.local}@localhost|${id}`) && !againAfterUnresumed(c, id, v)).length,
     0,
   );
   const acceptedTwice = [...sent.values()].filter((e) => e.accepted > 1).length;
@@ -417,7 +446,8 @@ async function runChaos(sm: boolean, messages: number): Promise<void> {
     roomLost,
     roomDoubledInArchive: roomDoubled,
     receivedTwiceByAnyClient: receivedTwice,
-    ofWhichDeliveredLate: receivedTwice - doubledByServer,
+    ofWhichDeliveredLate: clients.reduce((n, c) => n + [...c.received].filter(([id, v]) => v > 1 && repeatedPosts.has(`${c.local}@localhost|${id}`)).length, 0),
+    ofWhichAfterAnUnresumedSession: clients.reduce((n, c) => n + [...c.received].filter(([id, v]) => v > 1 && againAfterUnresumed(c, id, v)).length, 0),
     acceptedTwice,
     resentAfterResumption: [...sent.values()].filter((e) => e.resent > 0).length,
     leftOffline,
