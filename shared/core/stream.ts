@@ -209,7 +209,7 @@ async function bind(session: ClientSession, el: Element): Promise<void> {
   }
   // Bound now (not when the socket connected): re-routing after XEP-0198 tells newer sessions by it.
   const boundAt = Date.now();
-  // Open to XEP-0198 for a while (SessionRecord.smOpenUntil, stream-management.ts: enableWindow).
+  // Open to XEP-0198 for a while (SessionRecord.smOpenUntil; stream-management.ts, enableWindowMs).
   const smOpenUntil = server.config.streamManagement ? boundAt + enableWindowMs(server.config) : undefined;
   session.update({ stage: 'bound', resource, available: false, interested: false, priority: 0, directed: [], smOpenUntil });
   await server.store.putSession({ ...session.toRecord(), boundAt, ...(smOpenUntil ? { smOpenUntil } : {}) });
