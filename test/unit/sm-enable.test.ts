@@ -66,6 +66,19 @@ describe('enabling stream management while other instances post to the session',
     h.sender.beforePost = undefined;
   }
 
+  /**
+   * The post to `socket` of the stanza containing `text` is recorded (unnumbered, before an
+   * enable), and its instance dies before posting and before taking the record back: the record
+   * stays behind, as when an instance dies.
+   */
+  function dieAfterRecording(socket: string, text: string): void {
+    h.sender.beforePost = ({ connectionId, frame }) => {
+      if (connectionId !== socket || !frame.includes(text)) return;
+      h.crash.crashBefore('UpdateItemCommand');
+      throw new Error('the instance died');
+    };
+  }
+
   /** The unnumbered posts recorded on a session's SM item (sm-store.ts, beginUnnumbered). */
   async function unnumberedOf(session: string): Promise<string[]> {
     const out = await h.store.doc.send(new GetCommand({ TableName: h.store.table, Key: { pk: connectionPk(session), sk: 'sm' }, ConsistentRead: true }));
@@ -125,7 +138,7 @@ describe('enabling stream management while other instances post to the session',
     expect(await resumeWithHerCount(a, alice!, c)).toEqual(['while away']);
   });
 
-  // Waiting for the record to expire would take longestPostMs (26 s here): past the test's timeout.
+  // Waiting for the record to expire would take 20 s (UNNUMBERED_WAIT_MAX_MS): past the test's timeout.
   it('the instance posting before <enable/> dies half-way and its frame runs again: the run again takes its record back, so the enable goes on at once, and the message is numbered after <enabled/>', async () => {
     const [alice, bob, carol] = await freshUsers(h, 'alice', 'bob', 'carol');
     const b = new Connection(h);
@@ -134,13 +147,7 @@ describe('enabling stream management while other instances post to the session',
     await c.online(carol!, 'secret', 'desk');
     const a = new Connection(h);
     await a.online(alice!, 'secret', 'phone');
-    // Bob's frame records its post to her and dies before the post and before taking the record
-    // back (the record stays behind, as when an instance dies).
-    h.sender.beforePost = ({ connectionId, frame }) => {
-      if (connectionId !== a.id || !frame.includes('<body>died</body>')) return;
-      h.crash.crashBefore('UpdateItemCommand');
-      throw new Error('the instance died');
-    };
+    dieAfterRecording(a.id, '<body>died</body>');
     await expect(b.frame(chat(`${alice}/phone`, 'died'), 0)).rejects.toThrow('the instance died');
     h.sender.beforePost = undefined;
     const enabling = a.frame(ENABLE, 1);
@@ -159,12 +166,8 @@ describe('enabling stream management while other instances post to the session',
     await b.online(bob!, 'secret', 'desk');
     const a = new Connection(h);
     await a.online(alice!, 'secret', 'phone');
-    // Bob's status change to her records its post and dies before taking the record back.
-    h.sender.beforePost = ({ connectionId, frame }) => {
-      if (connectionId !== a.id || !frame.includes('<status>busy</status>')) return;
-      h.crash.crashBefore('UpdateItemCommand');
-      throw new Error('the instance died');
-    };
+    // Bob's status change to her records its post and dies.
+    dieAfterRecording(a.id, '<status>busy</status>');
     await expect(b.frame('<presence xmlns="jabber:client"><status>busy</status></presence>', 0)).rejects.toThrow('the instance died');
     h.sender.beforePost = undefined;
     // His client binds the same resource anew before the queue hands the frame out again.
@@ -172,7 +175,7 @@ describe('enabling stream management while other instances post to the session',
     await b2.online(bob!, 'secret', 'desk');
     await b.redeliver(2);
     expect(a.posts('<status>busy</status>')).toEqual([]); // dropped with the replaced stream
-    // The record is gone, so her enable does not wait for it to expire (26 s).
+    // The record is gone, so her enable does not wait for it to expire (20 s).
     expect(await unnumberedOf(a.id)).toEqual([]);
     await a.frame(ENABLE, 1);
     expect(a.posts('<enabled')).toHaveLength(1);
