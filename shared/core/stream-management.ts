@@ -146,6 +146,17 @@ async function resume(session: ClientSession, el: Element): Promise<void> {
   const previd = el.attrs.previd ?? '';
   if (!/^\d+$/.test(el.attrs.h ?? '')) return failed(session, 'bad-request', "<resume/> needs a count in 'h'");
   const h = Number(el.attrs.h);
+  // A refusal is final: a run again of this frame (it failed after posting <failed/>) refuses
+  // again, whatever it would find now. Traced in a chaos run: the first run refused (the old
+  // connection had not drained), died after the post, and its run again, the old connection
+  // drained by then, resumed the session the client had given up: it resent nine stanzas, which
+  // came once more from the session's hand-over after the client's fresh login.
+  const refusal = frameSlot('sm-resume-refused');
+  const refuse = (text: string) => {
+    refusal?.set(text);
+    return failed(session, 'item-not-found', text);
+  };
+  if (refusal?.value) return refuse(refusal.value);
   const sessionId = sessionOfSmId(previd);
   const record = sessionId ? await server.sm.get(sessionId) : undefined;
   const open =
@@ -157,7 +168,7 @@ async function resume(session: ClientSession, el: Element): Promise<void> {
     (record.hibernatedUntil === undefined || record.hibernatedUntil >= Date.now());
   if (!sessionId || !record || !open) {
     log.debug('stream management: resumption refused', { connectionId: session.socket, previd, reason: !record ? 'no record' : record.ending ? 'ending' : 'not open' });
-    return failed(session, 'item-not-found', 'no session to resume: bind a resource');
+    return refuse('no session to resume: bind a resource');
   }
 
   // The connection that carried the session (an earlier run of this frame may have moved it here).
@@ -166,19 +177,19 @@ async function resume(session: ClientSession, el: Element): Promise<void> {
   // of the client resumed it: that one has it now.
   if (record.socket !== previous && record.socket !== session.socket) {
     log.debug('stream management: resumption refused', { connectionId: session.socket, previd, reason: 'resumed elsewhere' });
-    return failed(session, 'item-not-found', 'the session was resumed on another connection');
+    return refuse('the session was resumed on another connection');
   }
   if (previous !== session.socket && !(await drain(server, sessionId, previous))) {
     log.info('stream management: resumption refused: the previous connection did not drain', { connectionId: session.socket, previd, previous });
     // Her count is an acknowledgement all the same: the session's hand-over, when it ends, re-routes
     // only what she did not get (without it, all since her last <a/>: a chaos run's 7 doubles).
     await server.sm.ack(sessionId, h);
-    return failed(session, 'item-not-found', 'the previous connection is still busy: bind a resource');
+    return refuse('the previous connection is still busy: bind a resource');
   }
   const from = previous === session.socket ? undefined : await takeOverFrom(server, previous, session.bare);
   if (!from?.sm) {
     log.debug('stream management: resumption refused', { connectionId: session.socket, previd, previous, reason: 'previous connection gone' });
-    return failed(session, 'item-not-found', 'no session to resume: bind a resource');
+    return refuse('no session to resume: bind a resource');
   }
 
   session.update({

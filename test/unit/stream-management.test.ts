@@ -520,7 +520,13 @@ describe('stream management on several handler instances', () => {
     const stuck = a.frame(chat(`${bob}/desk`, 'hangs'), 0);
     const a2 = await authenticated(alice!);
     await b.frame(chat(`${alice}/phone`, 'sent as her network went'), 2); // numbered, never reached her
-    await a2.frame(`<resume xmlns="${SM}" previd="${smId}" h="${counted}"/>`, 1);
+    // The resume frame's instance dies once its <failed/> has reached her socket (unanswered).
+    h.sender.afterPost = ({ frame }) => {
+      if (!frame.startsWith('<failed')) return;
+      h.sender.afterPost = undefined;
+      throw new Error('the instance died after posting');
+    };
+    await expect(a2.frame(`<resume xmlns="${SM}" previd="${smId}" h="${counted}"/>`, 1)).rejects.toThrow('died after posting');
     expect(a2.posts('<failed')).toHaveLength(1);
     expect(a2.posts('<failed')[0]).toContain('item-not-found');
     expect(a2.posts('<resumed')).toEqual([]);
@@ -532,6 +538,11 @@ describe('stream management on several handler instances', () => {
     await a.frame(chat(`${bob}/desk`, 'queued behind it'), 2);
     await a.disconnect(0);
     expect(bodies(b.posts())).toEqual(['hangs', 'queued behind it']); // each once
+    // The resume frame runs again, the old connection drained by now: refused again, as her
+    // client was told (traced in a chaos run: it resumed the session and resent nine stanzas).
+    await a2.redeliver(2);
+    expect(a2.posts('<resumed')).toEqual([]);
+    expect(bodies(a2.posts())).toEqual([]);
     // Her client binds anew (the same resource) on the connection whose resumption failed: the new
     // session gets what the old one kept and her count in <resume/> did not cover, not what it did.
     await a2.frame('<iq type="set" id="bind" xmlns="jabber:client"><bind xmlns="urn:ietf:params:xml:ns:xmpp-bind"><resource>phone</resource></bind></iq>');
