@@ -40,8 +40,8 @@ const MESSAGES = Number(process.env.CHAOS_MESSAGES ?? 2_000);
 const SM_MESSAGES = Number(process.env.CHAOS_SM_MESSAGES ?? 500);
 /**
  * Which runs: without stream management (the default, and what CI runs), CHAOS_SM=true with it
- * only, CHAOS_SM=both both. The run with it stays out of CI until a longer series than the eight
- * exact runs in a row of docs/mobile.md ("Runs of 2026-12-07, session 7") shows it exact every time.
+ * only, CHAOS_SM=both both. The run with it stays out of CI until a series at the latest code shows
+ * it exact every time (docs/mobile.md, "Runs of 2026-12-07, session 7").
  */
 const VARIANTS = [
   { sm: false, messages: MESSAGES },
