@@ -66,6 +66,18 @@ describe('enabling stream management while other instances post to the session',
     h.sender.beforePost = undefined;
   }
 
+  /** Bob and Carol online at their desks, then Alice on her phone, none with stream management yet. */
+  async function aliceBobCarolOnline() {
+    const [alice, bob, carol] = await freshUsers(h, 'alice', 'bob', 'carol');
+    const b = new Connection(h);
+    await b.online(bob!, 'secret', 'desk');
+    const c = new Connection(h);
+    await c.online(carol!, 'secret', 'desk');
+    const a = new Connection(h);
+    await a.online(alice!, 'secret', 'phone');
+    return { alice: alice!, a, b, c };
+  }
+
   /**
    * The post to `socket` of the stanza containing `text` is recorded (unnumbered, before an
    * enable), and its instance dies before posting and before taking the record back: the record
@@ -98,13 +110,7 @@ describe('enabling stream management while other instances post to the session',
   }
 
   it('a message routed to her just before <enable/> and slow to reach her socket arrives before <enabled/>: her count is right, and a resumption resends exactly what she lacks', async () => {
-    const [alice, bob, carol] = await freshUsers(h, 'alice', 'bob', 'carol');
-    const b = new Connection(h);
-    await b.online(bob!, 'secret', 'desk');
-    const c = new Connection(h);
-    await c.online(carol!, 'secret', 'desk');
-    const a = new Connection(h);
-    await a.online(alice!, 'secret', 'phone');
+    const { alice, a, b, c } = await aliceBobCarolOnline();
 
     await enableWhileSlowPost(a, 'slow', () => b.frame(chat(`${alice}/phone`, 'slow'), 0));
 
@@ -113,7 +119,7 @@ describe('enabling stream management while other instances post to the session',
     expect(order[1]).toMatch(/^<enabled/);
     expect(counted(a)).toEqual([]);
     // Without the wait her count covers 'slow', and the resumption takes 'while away' as received.
-    expect(await resumeWithHerCount(a, alice!, c)).toEqual(['while away']);
+    expect(await resumeWithHerCount(a, alice, c)).toEqual(['while away']);
   });
 
   it('a room message routed to her before <enable/> (she joined without it) and slow to go arrives before <enabled/>: nothing skipped at the resumption', async () => {
@@ -135,18 +141,12 @@ describe('enabling stream management while other instances post to the session',
 
     const order = a.posts().filter((f) => f.includes('<body>to the room</body>') || f.startsWith('<enabled'));
     expect(order.map((f) => (f.startsWith('<enabled') ? 'enabled' : 'room message'))).toEqual(['room message', 'enabled']);
-    expect(await resumeWithHerCount(a, alice!, c)).toEqual(['while away']);
+    expect(await resumeWithHerCount(a, alice, c)).toEqual(['while away']);
   });
 
   // Waiting for the record to expire would take 20 s (UNNUMBERED_WAIT_MAX_MS): past the test's timeout.
   it('the instance posting before <enable/> dies half-way and its frame runs again: the run again takes its record back, so the enable goes on at once, and the message is numbered after <enabled/>', async () => {
-    const [alice, bob, carol] = await freshUsers(h, 'alice', 'bob', 'carol');
-    const b = new Connection(h);
-    await b.online(bob!, 'secret', 'desk');
-    const c = new Connection(h);
-    await c.online(carol!, 'secret', 'desk');
-    const a = new Connection(h);
-    await a.online(alice!, 'secret', 'phone');
+    const { alice, a, b, c } = await aliceBobCarolOnline();
     dieAfterRecording(a.id, '<body>died</body>');
     await expect(b.frame(chat(`${alice}/phone`, 'died'), 0)).rejects.toThrow('the instance died');
     h.sender.beforePost = undefined;
@@ -156,7 +156,7 @@ describe('enabling stream management while other instances post to the session',
     await enabling;
     // The run again found her session with stream management: numbered, after <enabled/>, counted.
     expect(bodies(counted(a))).toEqual(['died']);
-    expect(await resumeWithHerCount(a, alice!, c)).toEqual(['while away']);
+    expect(await resumeWithHerCount(a, alice, c)).toEqual(['while away']);
   });
 
   it('a frame that recorded a post to her and died runs again another way (its connection was replaced meanwhile, so its presence is dropped): the run again still takes the record back, and her enable goes on at once', async () => {
