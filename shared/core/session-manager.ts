@@ -304,8 +304,12 @@ export class SessionManager {
     await this.leave(old, { replaced: true });
     await old.send(x('close', { xmlns: NS.FRAMING }));
     await this.server.sender.close(old.socket);
-    // Not resumable any more: nothing is numbered for it from now on, and what it did not acknowledge is re-routed.
-    if (state.sm) await handOverUnacknowledged(this.server, sessionId);
+    // Not resumable any more: nothing is numbered for it from now on, and what it did not acknowledge
+    // is re-routed. Also when its state says no stream management: an <enable/> of its own may be
+    // under way (its record made, its state not yet committed), and a router that read the session
+    // before it left numbers into that record; with no one to hand it over, a chaos run lost two.
+    // After the leave: an enable that makes its record later finds the session gone (enable()).
+    await handOverUnacknowledged(this.server, sessionId);
     await this.server.store.markConnectionReplaced(old.socket);
   }
 

@@ -106,7 +106,12 @@ async function enable(session: ClientSession, el: Element): Promise<void> {
   // Routers read the session item: from now on they number their posts to this session. Those that
   // read it before ask the numbering (within the window: sessionHint) and find the record, or were
   // told there was none and post unnumbered: those are recorded on the same item, and waited for.
-  await server.store.updateSession(session.bare, state.resource!, session.id, { sm: true, smOpenUntil: null });
+  if (!(await server.store.updateSession(session.bare, state.resource!, session.id, { sm: true, smOpenUntil: null }))) {
+    // A bind of the same resource took the session over meanwhile, and its hand-over may have come
+    // before this record: what a router numbered into it since goes where undeliverable stanzas go.
+    await handOverUnacknowledged(server, session.id);
+    return failed(session, 'unexpected-request', 'the session was replaced by a new one with the same resource');
+  }
   await waitForUnnumbered(server.sm, session.id);
   session.update({ sm: { id: smId, inbound: 0, max }, smOpenUntil: undefined });
   await session.send(

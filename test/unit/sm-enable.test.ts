@@ -180,6 +180,81 @@ describe('enabling stream management while other instances post to the session',
     await a.frame(ENABLE, 1);
     expect(a.posts('<enabled')).toHaveLength(1);
   });
+
+  /**
+   * Her client binds the same resource anew (the old socket stalled) while the old connection's
+   * <enable/> is under way: `enableAt` says where the enable is when the new bind takes the
+   * session over. Carol's message to that resource was routed on a read of the session from before
+   * the bind, and is numbered after it. Traced in a chaos run: the bind found no stream management
+   * in the old state (the enable had not committed), so no one handed the record over, and two
+   * messages numbered into it were lost.
+   */
+  async function replacedWhileEnabling(enableAt: 'waiting, its record made' | 'about to make its record') {
+    const { alice, a, b, c } = await aliceBobCarolOnline();
+    const sm = h.servers[1]!.sm;
+    const create = sm.create.bind(sm);
+    let letCreate = () => {};
+    const enabling = (async () => {
+      if (enableAt === 'waiting, its record made') {
+        // Bob's message, slow to reach her socket, makes the enable wait after its record.
+        const slow = holdPost(h, a.id, 'slow');
+        const routed = b.frame(chat(`${alice}/phone`, 'slow'), 0);
+        await slow.reached;
+        const enable = a.frame(ENABLE, 1).catch(() => undefined); // its commit finds the state replaced
+        while (!(await sm.get(a.id))) await sleep(20);
+        letCreate = slow.release;
+        return () => Promise.all([routed, enable]);
+      }
+      let reachedCreate!: () => void;
+      const atCreate = new Promise<void>((r) => (reachedCreate = r));
+      const created = new Promise<void>((r) => (letCreate = r));
+      sm.create = async (...args) => {
+        reachedCreate();
+        await created;
+        return create(...args);
+      };
+      const enable = a.frame(ENABLE, 1).catch(() => undefined);
+      await atCreate;
+      return () => enable;
+    })();
+    const finishEnable = await enabling;
+    // Carol's router reads Alice's session now and acts on what it read after the new bind.
+    const getUserRoute = h.store.getUserRoute.bind(h.store);
+    let read!: () => void;
+    let goOn!: () => void;
+    const wasRead = new Promise<void>((r) => (read = r));
+    const useIt = new Promise<void>((r) => (goOn = r));
+    h.store.getUserRoute = async (bare) => {
+      const route = await getUserRoute(bare);
+      if (bare !== alice) return route;
+      h.store.getUserRoute = getUserRoute;
+      read();
+      await useIt;
+      return route;
+    };
+    const stale = c.frame(chat(`${alice}/phone`, 'routed before the new bind'), 2);
+    await wasRead;
+    const a2 = new Connection(h);
+    await a2.online(alice, 'secret', 'phone');
+    letCreate();
+    goOn();
+    await Promise.all([stale, finishEnable()]);
+    sm.create = create;
+    await kill(a); // the old socket's $disconnect
+    const offline = (await h.store.listOffline(alice)).map((m) => bodies([m.xml])[0]);
+    return { reached: [...bodies(a2.posts()), ...offline], a };
+  }
+
+  it('her session is replaced by a new bind of the same resource while its <enable/> waits, its record made: a message numbered for the old session reaches her new one', async () => {
+    const { reached } = await replacedWhileEnabling('waiting, its record made');
+    expect(reached.filter((b) => b === 'routed before the new bind')).toHaveLength(1);
+  });
+
+  it('her session is replaced by a new bind of the same resource just before its <enable/> makes its record: the enable is refused, and a message routed to the old session reaches her new one', async () => {
+    const { reached, a } = await replacedWhileEnabling('about to make its record');
+    expect(reached.filter((b) => b === 'routed before the new bind')).toHaveLength(1);
+    expect(a.posts('<enabled')).toEqual([]);
+  });
 });
 
 describe('the window for enabling stream management', () => {
