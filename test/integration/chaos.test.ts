@@ -109,12 +109,13 @@ interface ChaosClient {
    * (a logout on a socket that had died, a resumption refused): the server hands over what it never
    * saw acknowledged, as XEP-0198 §4 says, and the client, which cannot know which of its <a/>
    * arrived, may get again what it got on that session. `sinceResumable`: origin-ids received since
-   * the session began or last resumed; `leftUnresumed`: those of sessions so left, which may come
-   * again once (counted apart, not as the server's doubles).
+   * the session began or last resumed; `leftUnresumed`: for each, how many sessions so left had
+   * it, each of which may bring it once more (counted apart, not as the server's doubles: a run had
+   * a message come three times, got on a session left so, handed over to the next, left so too).
    */
   sinceResumable: string[];
   pendingUnresumed: string[];
-  leftUnresumed: Set<string>;
+  leftUnresumed: Map<string, number>;
   /** The server's </close> came on this stream. */
   closedCleanly: boolean;
 }
@@ -130,7 +131,7 @@ function chaosClient(wsUrl: string, local: string, room: string): ChaosClient {
   /** @xmpp/client's stream management state (not in its types). */
   const sm = (xmpp as unknown as { streamManagement?: { id: string; enabled: boolean; inbound: number; outbound_q: unknown[]; on(e: string, f: (s: El) => void): void } })
     .streamManagement;
-  const c: ChaosClient = { local, room, xmpp, online: false, received: new Map(), errors: new Map(), how: new Map(), afterClose: new Set(), afterFinalAck: { held: [], dropped: new Set() }, closing: false, finalAckSent: false, generation: 0, sinceResumable: [], pendingUnresumed: [], leftUnresumed: new Set(), closedCleanly: false };
+  const c: ChaosClient = { local, room, xmpp, online: false, received: new Map(), errors: new Map(), how: new Map(), afterClose: new Set(), afterFinalAck: { held: [], dropped: new Set() }, closing: false, finalAckSent: false, generation: 0, sinceResumable: [], pendingUnresumed: [], leftUnresumed: new Map(), closedCleanly: false };
   (xmpp as unknown as { reconnect: { delay: number } }).reconnect.delay = 200;
   xmpp.on('error', () => {});
   // A frame after the server's <close/> is dropped (@xmpp/client throws on it otherwise).
@@ -209,7 +210,7 @@ function chaosClient(wsUrl: string, local: string, room: string): ChaosClient {
     c.finalAckSent = false;
     c.generation += 1;
     // A new session, not a resumption: the one left before is handed over by the server.
-    for (const id of c.pendingUnresumed.splice(0)) c.leftUnresumed.add(id);
+    for (const id of new Set(c.pendingUnresumed.splice(0))) c.leftUnresumed.set(id, (c.leftUnresumed.get(id) ?? 0) + 1);
     c.sinceResumable = [];
     c.closedCleanly = false;
     // Initial presence (flushes offline storage), and back into the room without history: a
@@ -427,8 +428,9 @@ async function runChaos(sm: boolean, messages: number): Promise<void> {
   const roomLost = roomMessages.filter(([id]) => !archived.has(id)).length;
   const roomDoubled = roomMessages.filter(([id]) => (archived.get(id) ?? 0) > 1).length;
   const receivedTwice = clients.reduce((n, c) => n + [...c.received.values()].filter((v) => v > 1).length, 0);
-  // Received on a session left without </close> and not resumed, and once more from its hand-over.
-  const againAfterUnresumed = (c: ChaosClient, id: string, v: number) => v === 2 && c.leftUnresumed.has(id);
+  // Received on a session left without </close> and not resumed, and once more from its hand-over
+  // (for each such session that had it).
+  const againAfterUnresumed = (c: ChaosClient, id: string, v: number) => v - 1 <= (c.leftUnresumed.get(id) ?? 0);
   const doubledByServer = clients.reduce(
     (n, c) => n + [...c.received].filter(([id, v]) => v > 1 && !repeatedPosts.has(`${c.local}@localhost|${id}`) && !againAfterUnresumed(c, id, v)).length,
     0,
