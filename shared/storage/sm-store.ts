@@ -203,15 +203,27 @@ export class SmStore {
 
   /**
    * Takes the post lease again for a stanza numbered `seq` before (its frame failed after drawing
-   * the number and runs again): it is free, expired, or still this stanza's.
+   * the number and runs again): it is free, still this stanza's, or expired. Taking over another
+   * stanza's expired lease sets `leaseBroken`, as a draw does: that stanza's post may still hang,
+   * and giving this lease back would hide it from the next draw (traced in a chaos run: a run
+   * again took over and gave back the lease of a post that hung 13 s, ten later stanzas went out
+   * past it, the client's count fell one behind the numbers, and its resumption resent one twice).
    */
   async hold(session: string, seq: number, now = Date.now()): Promise<Draw> {
-    return this.leased(session, now, false, {
-      UpdateExpression: 'SET posting = :seq, postingUntil = :until',
-      // Not conditional on `ending`, as before the frame failed: the stanza was numbered, so it is logged.
-      ConditionExpression: `attribute_exists(smId) AND (posting = :seq OR ${LEASE_FREE})`,
-      ExpressionAttributeValues: { ':seq': seq, ':now': now, ':until': now + POST_LEASE_MS },
+    // Not conditional on `ending`, as before the frame failed: the stanza was numbered, so it is logged.
+    const own = await this.leased(session, now, false, {
+      UpdateExpression: 'SET posting = :seq, postingUntil = :until, leaseBroken = :zero',
+      ConditionExpression: 'attribute_exists(smId) AND (posting = :seq OR attribute_not_exists(postingUntil))',
+      ExpressionAttributeValues: { ':seq': seq, ':until': now + POST_LEASE_MS, ':zero': 0 },
     });
+    if (!own || 'record' in own || own.busyUntil >= now) return own;
+    // Another stanza's lease, expired: taken over as it was read (or waited for, if it moved meanwhile).
+    const taken = await this.leased(session, now, false, {
+      UpdateExpression: 'SET posting = :seq, postingUntil = :until, leaseBroken = postingUntil',
+      ConditionExpression: 'attribute_exists(smId) AND postingUntil = :expired',
+      ExpressionAttributeValues: { ':seq': seq, ':until': now + POST_LEASE_MS, ':expired': own.busyUntil },
+    });
+    return taken && 'busyUntil' in taken ? { busyUntil: now } : taken;
   }
 
   private async leased(

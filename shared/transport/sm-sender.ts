@@ -103,9 +103,13 @@ export function streamManagementSender(
       try {
         if (!posted) {
           await sm.log(target, seq, frame, record.max);
-          if (pinned === undefined && record.leaseBroken) await cutForOrder(inner, record.socket, target, seq);
+          if (record.leaseBroken) await cutForOrder(inner, record.socket, target, seq);
           else posted = await postOnce(inner, record.socket, frame, target, seq);
           if (posted) remember(true);
+        } else if (record.leaseBroken) {
+          // A run again with nothing to post took over a lease whose post may still hang: giving
+          // it back would let the next stanza go out past that one unnoticed.
+          await cutForOrder(inner, record.socket, target, seq);
         }
         over = true;
       } finally {

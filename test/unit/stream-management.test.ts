@@ -618,6 +618,41 @@ describe('stream management on several handler instances', () => {
     expect(bodies(a2.posts())).toEqual(['slow', 'fast']);
   });
 
+  it('a frame that posted a stanza and died runs again while a later post hangs past its lease: the run again does not hide the hanging post, nothing overtakes it, and the resumption resends each once, in order (traced in a chaos run: a later stanza went out past it, the count fell one behind, one stanza came twice and one never)', { timeout: 20_000 }, async () => {
+    const { alice, desks, a, smId, counted } = await aliceAndTwoDesks();
+    // 'posted' reaches her, and its instance dies right after giving the lease back.
+    h.sender.beforePost = ({ connectionId, frame }) => {
+      if (connectionId === a.id && frame.includes('<body>posted</body>')) h.crash.crashAfter('UpdateItemCommand');
+    };
+    await expect(desks[0]!.frame(chat(`${alice}/phone`, 'posted'), 0)).rejects.toThrow(/crash after UpdateItemCommand/);
+    // The next stanza's post hangs past its lease, and in the end fails without having arrived.
+    let hanging!: () => void;
+    const hung = new Promise<void>((r) => (hanging = r));
+    let release!: () => void;
+    const released = new Promise<void>((r) => (release = r));
+    h.sender.beforePost = async ({ connectionId, frame }) => {
+      if (connectionId !== a.id || !frame.includes('<body>hanging</body>')) return;
+      hanging();
+      await released;
+      throw new Error('the post timed out');
+    };
+    const slow = desks[1]!.frame(chat(`${alice}/phone`, 'hanging'), 1);
+    await hung;
+    await sleep(POST_LEASE_MS + 200); // past the lease
+    await desks[0]!.redeliver(2); // 'posted' runs again: nothing to post, the lease taken and given back
+    await desks[0]!.frame(chat(`${alice}/phone`, 'after'), 0);
+    release();
+    await slow;
+    h.sender.beforePost = undefined;
+    const got = bodies(a.posts());
+    expect(got).toEqual(['posted']); // nothing went out past the hanging post
+    await a.disconnect();
+    const a2 = await authenticated(alice);
+    await a2.frame(`<resume xmlns="${SM}" previd="${smId}" h="${counted()}"/>`);
+    expect(a2.posts('<resumed')).toHaveLength(1);
+    expect([...got, ...bodies(a2.posts())]).toEqual(['posted', 'hanging', 'after']);
+  });
+
   it('a frame that dies after numbering a stanza and before posting it keeps its lease: the next post does not overtake it, and the resumption resends both in order (traced in a chaos run: the later one reached the client first, and its count then covered the wrong stanza)', { timeout: 20_000 }, async () => {
     const { alice, desks, a, smId, counted } = await aliceAndTwoDesks();
     // The instance dies right after the stanza was numbered and logged, before its post.
