@@ -79,6 +79,24 @@ async function hibernatedAlice(options: { contacts?: boolean; before?: (bob: str
  * Bob online on two desks, Alice with stream management on her phone; `counted()` is what her
  * client counted so far (the stanzas after <enabled/>).
  */
+/**
+ * Holds the post of the stanza with `body` to `socket` (`hung` resolves when it got there) until
+ * `release()`, then `then()` decides its end: the socket died meanwhile, or the post fails.
+ */
+function hangPost(socket: string, body: string, then: () => void) {
+  let hanging!: () => void;
+  const hung = new Promise<void>((r) => (hanging = r));
+  let release!: () => void;
+  const released = new Promise<void>((r) => (release = r));
+  h.sender.beforePost = async ({ connectionId, frame }) => {
+    if (connectionId !== socket || !frame.includes(`<body>${body}</body>`)) return;
+    hanging();
+    await released;
+    then();
+  };
+  return { hung, release };
+}
+
 async function aliceAndTwoDesks() {
   const [alice, bob] = await users('alice', 'bob');
   const desks = [0, 1].map(() => new Connection(h));
@@ -591,16 +609,7 @@ describe('stream management on several handler instances', () => {
     const { alice, desks, a, smId, counted } = await aliceAndTwoDesks();
     // The first post hangs past its lease (an answer that does not come for seconds), and the
     // socket dies before it arrives.
-    let hanging!: () => void;
-    const hung = new Promise<void>((r) => (hanging = r));
-    let release!: () => void;
-    const released = new Promise<void>((r) => (release = r));
-    h.sender.beforePost = async ({ connectionId, frame }) => {
-      if (connectionId !== a.id || !frame.includes('<body>slow</body>')) return;
-      hanging();
-      await released;
-      h.sender.gone.add(a.id);
-    };
+    const { hung, release } = hangPost(a.id, 'slow', () => h.sender.gone.add(a.id));
     const slow = desks[0]!.frame(chat(`${alice}/phone`, 'slow'), 0);
     await hung;
     await sleep(POST_LEASE_MS + 200); // past the lease
@@ -626,16 +635,9 @@ describe('stream management on several handler instances', () => {
     };
     await expect(desks[0]!.frame(chat(`${alice}/phone`, 'posted'), 0)).rejects.toThrow(/crash after UpdateItemCommand/);
     // The next stanza's post hangs past its lease, and in the end fails without having arrived.
-    let hanging!: () => void;
-    const hung = new Promise<void>((r) => (hanging = r));
-    let release!: () => void;
-    const released = new Promise<void>((r) => (release = r));
-    h.sender.beforePost = async ({ connectionId, frame }) => {
-      if (connectionId !== a.id || !frame.includes('<body>hanging</body>')) return;
-      hanging();
-      await released;
+    const { hung, release } = hangPost(a.id, 'hanging', () => {
       throw new Error('the post timed out');
-    };
+    });
     const slow = desks[1]!.frame(chat(`${alice}/phone`, 'hanging'), 1);
     await hung;
     await sleep(POST_LEASE_MS + 200); // past the lease
