@@ -322,12 +322,18 @@ const ADDRESSEE = /^<[^>\s]+[^>]*\sto=(?:"([^"]*)"|'([^']*)')/;
  * after the recipient reconnected (or after a replaced connection's room entry went) must not post
  * again what an earlier connection received, so it is keyed by its text alone, once. Anything else
  * (stream-level frames, a message to a bare JID that several resources get) is keyed by connection
- * and by how many times the same text went there in this frame.
+ * and by how many times the same text went there in this frame. A caller that knows what the post
+ * is names it (`journalAs`): a resumption's resends, by stanza number.
  */
-export function postKey(connectionId: string, text: string): { key: string; done: boolean } | undefined {
+export function postKey(connectionId: string, text: string, journalAs?: string): { key: string; done: boolean } | undefined {
   const frame = frames.getStore();
   if (!frame?.id) return undefined;
   const digest = createHash('sha256').update(text).digest().subarray(0, 9).toString('base64url');
+  if (journalAs !== undefined) {
+    // Named by the caller (SendHint.journalAs); the digest stays in it for postedByEarlierRun.
+    const key = `as:${journalAs}:${digest}:`;
+    return { key, done: frame.postedBefore.has(key) };
+  }
   const to = ADDRESSEE.exec(text);
   if ((to?.[1] ?? to?.[2])?.includes('/')) {
     const key = `to:${digest}:session`;

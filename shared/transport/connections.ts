@@ -23,6 +23,12 @@ export interface SendHint {
    * unnumbered is recorded until it is over, and the <enabled/> waits for it (sm-sender.ts).
    */
   enabling?: boolean;
+  /**
+   * What this post is, for the frame's journal (journaled-sender.ts), when its text does not say it
+   * alone: a resumption resends each logged stanza once by its number, and two of them may be the
+   * same text (a contact's unavailable presence, twice).
+   */
+  journalAs?: string;
 }
 
 /** Attempts of a post the SDK may retry (a timeout, a 5xx, throttling). */

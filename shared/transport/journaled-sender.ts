@@ -13,7 +13,7 @@ export function journaledSender(inner: ConnectionSender, faults?: FaultSettings)
   return {
     async send(connectionId, frame, hint) {
       await beforeEffect();
-      const journal = postKey(connectionId, frame);
+      const journal = postKey(connectionId, frame, hint?.journalAs);
       if (journal?.done) {
         trace('post skipped: made by an earlier run of the frame', frame, { to: connectionId });
         return true;
