@@ -75,16 +75,19 @@ export function streamManagementSender(
       // A frame that failed after numbering this stanza runs again with the same number (its
       // journal keeps it, with the socket it was numbered for): one stanza, one number, however
       // often its post is tried. `p` marks one that was posted already (the frame failed in what
-      // followed the post).
+      // followed the post); `b` one whose draw found the lease broken, so its run again, which
+      // holds the lease as its own, still cuts rather than posts (traced in a chaos run: the first
+      // run died before the cut, the run again posted past a hanging post, and a message was lost).
       const slot = frameSlot(`sm:${target}:${digest(frame)}`);
       // (`17:p` is how journals written before the socket was kept say it.)
-      const [pinnedText, postedBefore, numberedFor] = slot?.value?.split(/[ :]/) ?? [];
+      const [pinnedText, postedBefore, numberedFor, brokenBefore] = slot?.value?.split(/[ :]/) ?? [];
       const pinned = pinnedText === undefined ? undefined : Number(pinnedText);
       const record = await drawWithLease(sm, target, pinned);
       if (!record) return inner.send(target, frame);
       const seq = pinned ?? record.out;
       const socketAtNumbering = numberedFor ?? record.socket;
-      const remember = (isPosted: boolean) => slot?.set(`${seq} ${isPosted ? 'p' : '-'} ${socketAtNumbering}`);
+      const leaseBroken = Boolean(record.leaseBroken) || brokenBefore === 'b';
+      const remember = (isPosted: boolean) => slot?.set(`${seq} ${isPosted ? 'p' : '-'} ${socketAtNumbering}${leaseBroken ? ' b' : ''}`);
       remember(false);
       trace('sm: numbered', frame, { session: target, socket: record.socket, seq, hibernated: record.hibernatedUntil !== undefined, postedBefore: postedBefore === 'p' });
       let posted = postedBefore === 'p';
@@ -103,7 +106,7 @@ export function streamManagementSender(
       try {
         if (!posted) {
           await sm.log(target, seq, frame, record.max);
-          if (record.leaseBroken) await cutForOrder(inner, record.socket, target, seq);
+          if (leaseBroken) await cutForOrder(inner, record.socket, target, seq);
           else posted = await postOnce(inner, record.socket, frame, target, seq);
           if (posted) remember(true);
         } else if (record.leaseBroken) {
