@@ -18,7 +18,7 @@ import type { Job } from '../transport/jobs.ts';
  */
 export type ModuleServer = Pick<
   XmppServer,
-  | 'store' | 'config' | 'isLocalDomain' | 'domainJid' | 'hostedDomains'
+  | 'store' | 'sm' | 'config' | 'isLocalDomain' | 'domainJid' | 'hostedDomains'
   | 'route' | 'routeRemote' | 'runHooks' | 'answerIq' | 'bounce' | 'sendTo' | 'deliver' | 'deliverToFullJid' | 'deliverToSessions'
   | 'sender' | 'closeOther' | 'removeAccount' | 'sessionAvailable' | 'jobs'
   | 'serverFeatures' | 'accountFeatures' | 'discoIdentities' | 'serverItemNodes' | 'accountItemProviders'

@@ -6,6 +6,7 @@ import { StanzaError } from '../errors.ts';
 import type { StanzaEvent, XmppModule } from '../core/registry.ts';
 import { bareJidTargets } from '../core/bare-jid-targets.ts';
 import { doneByEarlierRun, postedByEarlierRun } from '../storage/frame-context.ts';
+import { keptByEarlierRun } from '../transport/sm-sender.ts';
 
 async function onMessage(event: StanzaEvent): Promise<boolean> {
   const { server, stanza, from } = event;
@@ -26,6 +27,10 @@ async function onMessage(event: StanzaEvent): Promise<boolean> {
   // stored copy may have reached the recipient since (a login flushed it); a live copy now would be
   // a second one.
   if (doneByEarlierRun(`offline:${to.bare}`) && (await server.runHooks('message/offline', { ...event, to }))) return true;
+  // An earlier run numbered and kept it for a session with XEP-0198 that has gone since: its
+  // hand-over (or resumption) has it. (One still there gets it from the run again, by its number.)
+  const keptFor = await keptByEarlierRun(server.sm, stanza.toString());
+  if (keptFor.length > 0 && !route.sessions.some((s) => keptFor.includes(s.connectionId))) return true;
   if (to.resource) {
     const session = route.sessions.find((s) => s.resource === to.resource);
     if (session && (await server.deliver(session, stanza))) return true;

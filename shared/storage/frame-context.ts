@@ -262,6 +262,15 @@ export function frameSlot(label: string): { value?: string; set(value: string): 
   return { value: frame.values[key], set: (value) => void (frame.values[key] = value) };
 }
 
+/** The frame's values (slots) whose label starts with `prefix`, as earlier runs and this one left them. */
+export function frameValuesLike(prefix: string): Array<{ key: string; value: string }> {
+  const frame = frames.getStore();
+  if (!frame?.id) return [];
+  return Object.entries(frame.values)
+    .filter(([key]) => key.startsWith(prefix))
+    .map(([key, value]) => ({ key, value }));
+}
+
 /**
  * Something this run leaves in the world that a run again of the frame must undo first if this
  * one fails (kept in the frame's journal): under `kind`, by `id`, with what undoing it needs.

@@ -14,7 +14,7 @@
  * the session item or the room occupant); otherwise such a post costs one refused conditional update.
  */
 import { createHash, randomBytes } from 'node:crypto';
-import { currentFrame, forgetUndo, frameSlot, undoLater, undosOfEarlierRuns } from '../storage/frame-context.ts';
+import { currentFrame, forgetUndo, frameSlot, frameValuesLike, undoLater, undosOfEarlierRuns } from '../storage/frame-context.ts';
 import { POST_LEASE_MS, resumingNow, type SmRecord, type SmStore } from '../storage/sm-store.ts';
 import { NS } from '../xml/element.ts';
 import { log, trace } from '../log.ts';
@@ -198,6 +198,26 @@ export async function releaseEarlierUnnumbered(sm: SmStore): Promise<void> {
 }
 
 const digest = (frame: string) => createHash('sha256').update(frame).digest('base64url').slice(0, 12);
+
+/**
+ * The sessions an earlier run of this frame numbered `frame` for and logged it: it is theirs then
+ * (a resumption resends it, a hand-over re-routes it). A run again that no longer finds such a
+ * session must not deliver it another way too (traced in a chaos run: a frame logged a message for
+ * a session and died before the post, the session ended and its hand-over stored the message
+ * offline, and the run again, finding no session, stored it again).
+ */
+export async function keptByEarlierRun(sm: SmStore, frame: string): Promise<string[]> {
+  const marker = `:${digest(frame)}#`;
+  const kept: string[] = [];
+  for (const { key, value } of frameValuesLike('sm:')) {
+    const at = key.indexOf(marker);
+    if (at < 0) continue;
+    const session = key.slice('sm:'.length, at);
+    const seq = Number(value.split(/[ :]/)[0]);
+    if (Number.isInteger(seq) && (await sm.logged(session, seq, seq)).length > 0) kept.push(session);
+  }
+  return kept;
+}
 
 /**
  * Before <enabled/>: waits until the unnumbered posts recorded on the session's item are over

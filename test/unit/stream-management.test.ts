@@ -713,6 +713,23 @@ describe('stream management on several handler instances', () => {
     expect([...got, ...bodies(a2.posts())]).toEqual(['first', 'second']);
   });
 
+  it('a frame that kept a message for her session and died before posting it runs again after her new login replaced that session: she gets it once, from the hand-over (traced in a chaos run: stored offline twice)', { timeout: 20_000 }, async () => {
+    const [alice, bob] = await users('alice', 'bob');
+    const b = new Connection(h);
+    await b.online(bob!, 'secret', 'desk');
+    const a = new Connection(h);
+    await onlineWithSm(a, alice!, 'phone');
+    // Numbered and logged for her session, then the instance dies before the post.
+    h.crash.crashAfter('PutItemCommand');
+    await expect(b.frame(chat(`${alice}/phone`, 'once'), 0)).rejects.toThrow(/crash after PutItemCommand/);
+    await kill(a);
+    const a2 = new Connection(h);
+    await a2.online(alice!, 'secret', 'phone'); // binds the resource anew: the hibernated session is handed over
+    await b.redeliver(1);
+    const offline = (await h.store.listOffline(alice!)).map((m) => bodies([m.xml])[0]);
+    expect([...bodies(a2.posts()), ...offline]).toEqual(['once']);
+  });
+
   it('a </close> processed after the socket died: what the client never acknowledged goes to offline storage, not nowhere', async () => {
     const [alice, bob] = await users('alice', 'bob');
     const b = new Connection(h);
