@@ -85,7 +85,7 @@ async function run(argv: string[]): Promise<number> {
     switch (`${group} ${command}`) {
       case 'user add': {
         const bare = accountJid(args[0], target.domain);
-        const credentials = makeCredentials(await readPassword(args[1]), iterations);
+        const credentials = await makeCredentials(await readPassword(args[1]), iterations);
         if (!(await store.createAccount(bare, credentials))) throw new CommandError(`${bare} already exists`);
         console.log(`created ${bare}`);
         return 0;
@@ -111,7 +111,7 @@ async function run(argv: string[]): Promise<number> {
       }
       case 'user passwd': {
         const bare = accountJid(args[0], target.domain);
-        const credentials = makeCredentials(await readPassword(args[1]), iterations);
+        const credentials = await makeCredentials(await readPassword(args[1]), iterations);
         if (!(await store.setCredentials(bare, credentials))) throw new CommandError(`${bare} does not exist`);
         console.log(`password changed for ${bare}`);
         return 0;

@@ -121,7 +121,7 @@ const COMMANDS_BY_NODE: Record<string, Command> = {
     ],
     async run(server, fields) {
       const bare = localAccount(server, one(fields, 'accountjid'));
-      const created = await server.store.createAccount(bare, makeCredentials(newPassword(fields, true), server.config.scramIterations));
+      const created = await server.store.createAccount(bare, await makeCredentials(newPassword(fields, true), server.config.scramIterations));
       if (!created) throw new StanzaError('conflict', `${bare} exists already`);
       return { note: `${bare} was added` };
     },
@@ -145,7 +145,7 @@ const COMMANDS_BY_NODE: Record<string, Command> = {
     ],
     async run(server, fields) {
       const bare = localAccount(server, one(fields, 'accountjid'));
-      if (!(await server.store.setCredentials(bare, makeCredentials(newPassword(fields, false), server.config.scramIterations)))) {
+      if (!(await server.store.setCredentials(bare, await makeCredentials(newPassword(fields, false), server.config.scramIterations)))) {
         throw new StanzaError('item-not-found', `${bare} does not exist`);
       }
       // As with the user's own change: whoever logged in with the old password is logged out.

@@ -18,11 +18,11 @@ import { saveRosterItem } from '../lib/roster-manager.ts';
 
 const MAX_PASSWORD_LENGTH = 1024;
 
-function checkPassword(password: string | null | undefined): string {
+async function checkPassword(password: string | null | undefined): Promise<string> {
   if (!password) throw new StanzaError('not-acceptable', 'a password is required');
   if (password.length > MAX_PASSWORD_LENGTH) throw new StanzaError('not-acceptable', 'password too long');
   try {
-    if (preparePassword(password, true).length === 0) throw new StanzaError('not-acceptable', 'a password is required');
+    if ((await preparePassword(password, true)).length === 0) throw new StanzaError('not-acceptable', 'a password is required');
   } catch (err) {
     if (err instanceof PasswordError) throw new StanzaError('not-acceptable', err.message);
     throw err;
@@ -70,7 +70,7 @@ export const registerModule: XmppModule = {
         if (err instanceof JidError) throw new StanzaError('not-acceptable', `invalid username: ${err.message}`);
         throw err;
       }
-      const credentials = makeCredentials(checkPassword(payload.getChildText('password')), server.config.scramIterations);
+      const credentials = await makeCredentials(await checkPassword(payload.getChildText('password')), server.config.scramIterations);
       const bare = `${local}@${server.config.domain}`;
       const invite = token ? await takeInvite(server, token, local) : undefined;
       if (!invite) {
@@ -118,7 +118,7 @@ export const registerModule: XmppModule = {
       }
       const username = payload.getChildText('username');
       if (username && username.toLowerCase() !== from.local) throw new StanzaError('bad-request', 'username does not match');
-      const credentials = makeCredentials(checkPassword(payload.getChildText('password')), server.config.scramIterations);
+      const credentials = await makeCredentials(await checkPassword(payload.getChildText('password')), server.config.scramIterations);
       await server.store.setCredentials(from.bare, credentials);
       // Whoever logged in with the old password is logged out (as Prosody does): a changed password
       // is often a taken-over account being recovered. The session that changed it stays.

@@ -122,10 +122,10 @@ export async function startMechanism(ctx: SaslContext, mechanism: string, messag
     if (!account || !creds) {
       // The same PBKDF2 work as a wrong password, so the time taken does not tell either.
       const fake = await madeUpCredentials(ctx, 'sha256', plain.authcid);
-      saltedPassword('sha256', plain.password, Buffer.from(fake.salt, 'base64'), fake.iterations);
+      await saltedPassword('sha256', plain.password, Buffer.from(fake.salt, 'base64'), fake.iterations);
       return failedCheck(attempt, { kind: 'failure', condition: 'not-authorized' });
     }
-    if (!verifyPassword(hash, plain.password, creds)) return failedCheck(attempt, { kind: 'failure', condition: 'not-authorized' });
+    if (!(await verifyPassword(hash, plain.password, creds))) return failedCheck(attempt, { kind: 'failure', condition: 'not-authorized' });
     succeeded(attempt);
     if (plain.authzid && plain.authzid !== account.bare) return { kind: 'failure', condition: 'invalid-authzid' };
     return { kind: 'success', user: account.bare };

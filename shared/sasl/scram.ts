@@ -9,7 +9,6 @@
  * refused.
  */
 import { createHash, createHmac, pbkdf2Sync, randomBytes, timingSafeEqual } from 'node:crypto';
-import saslprep from '@mongodb-js/saslprep';
 
 export type ScramHash = 'sha1' | 'sha256';
 
@@ -29,12 +28,23 @@ const hmac = (hash: ScramHash, key: Buffer, data: string | Buffer) => createHmac
 const digest = (hash: ScramHash, data: Buffer) => createHash(hash).update(data).digest();
 
 /**
+ * SASLprep builds its Unicode tables when it is imported (about a tenth of the stream handler's
+ * cold start, docs/performance.md), and only a password being set or checked in the clear (SASL
+ * PLAIN, registration, the CLI) needs it: SCRAM logins never see a password. So it is loaded on
+ * first use, into a chunk of its own in the Lambda bundle.
+ */
+const importSaslprep = () => import('@mongodb-js/saslprep');
+let saslprepModule: ReturnType<typeof importSaslprep> | undefined;
+const loadSaslprep = () => (saslprepModule ??= importSaslprep());
+
+/**
  * A password as SCRAM hashes it: SASLprep (RFC 4013, as RFC 5802 requires), by MongoDB's maintained
  * implementation rather than by hand (mapping, NFKC, prohibited output, bidi rules). `stored`: the
  * rules for a password being set (unassigned code points refused); otherwise the rules for one
- * being checked. Throws PasswordError on a password SASLprep refuses.
+ * being checked. Rejects with PasswordError on a password SASLprep refuses.
  */
-export function preparePassword(password: string, stored: boolean): string {
+export async function preparePassword(password: string, stored: boolean): Promise<string> {
+  const { default: saslprep } = await loadSaslprep();
   try {
     return saslprep(password, { allowUnassigned: !stored });
   } catch (err) {
@@ -44,25 +54,25 @@ export function preparePassword(password: string, stored: boolean): string {
 
 export class PasswordError extends Error {}
 
-export function saltedPassword(hash: ScramHash, password: string, salt: Buffer, iterations: number): Buffer {
+export async function saltedPassword(hash: ScramHash, password: string, salt: Buffer, iterations: number): Promise<Buffer> {
   // RFC 5802 Hi() is PBKDF2 with HMAC over the SASLprep'd password. A password SASLprep refuses was
   // never stored, so it cannot match: it is hashed as it is, for the same work and a mismatch.
   let prepared: string;
   try {
-    prepared = preparePassword(password, false);
+    prepared = await preparePassword(password, false);
   } catch {
     prepared = password;
   }
   return pbkdf2Sync(Buffer.from(prepared, 'utf8'), salt, iterations, hash === 'sha1' ? 20 : 32, hash);
 }
 
-export function deriveCredentials(
+export async function deriveCredentials(
   hash: ScramHash,
   password: string,
   iterations: number,
   salt: Buffer = randomBytes(16),
-): ScramCredentials {
-  const salted = saltedPassword(hash, password, salt, iterations);
+): Promise<ScramCredentials> {
+  const salted = await saltedPassword(hash, password, salt, iterations);
   const clientKey = hmac(hash, salted, 'Client Key');
   return {
     salt: salt.toString('base64'),
@@ -73,8 +83,8 @@ export function deriveCredentials(
 }
 
 /** Verifies a plaintext password (SASL PLAIN) against stored SCRAM credentials. */
-export function verifyPassword(hash: ScramHash, password: string, creds: ScramCredentials): boolean {
-  const salted = saltedPassword(hash, password, Buffer.from(creds.salt, 'base64'), creds.iterations);
+export async function verifyPassword(hash: ScramHash, password: string, creds: ScramCredentials): Promise<boolean> {
+  const salted = await saltedPassword(hash, password, Buffer.from(creds.salt, 'base64'), creds.iterations);
   const storedKey = digest(hash, hmac(hash, salted, 'Client Key'));
   return safeEqual(storedKey, Buffer.from(creds.storedKey, 'base64'));
 }

@@ -37,7 +37,7 @@ export async function startTestStack(options: Parameters<typeof startLocalStack>
 }
 
 export async function addUser(store: DynamoStore, bare: string, password: string): Promise<void> {
-  await store.createAccount(bare, makeCredentials(password, 4096));
+  await store.createAccount(bare, await makeCredentials(password, 4096));
 }
 
 let freshUsers = 0;

@@ -210,7 +210,7 @@ export async function freshUsers(h: Harness, ...names: string[]): Promise<string
 }
 
 export async function addAccount(h: Harness, bare: string, password = 'secret'): Promise<void> {
-  await h.store.createAccount(bare, makeCredentials(password, 4096));
+  await h.store.createAccount(bare, await makeCredentials(password, 4096));
 }
 
 /** Makes two local users contacts with subscription both ways, as roster items. */

@@ -13,8 +13,11 @@ import {
 import { parsePlain } from '../../shared/sasl/plain.ts';
 import { scramClientFinal } from '../scram-client.ts';
 
+const rfc5802Credentials = await deriveCredentials('sha1', 'pencil', 4096, Buffer.from('QSXCR+Q6sek8bf92', 'base64'));
+const rfc7677Credentials = await deriveCredentials('sha256', 'pencil', 4096, Buffer.from('W22ZaJ0SNY7soEsUEjb6gQ==', 'base64'));
+
 describe('SCRAM-SHA-1 (RFC 5802 §5 test vector)', () => {
-  const creds = deriveCredentials('sha1', 'pencil', 4096, Buffer.from('QSXCR+Q6sek8bf92', 'base64'));
+  const creds = rfc5802Credentials;
   const clientFirst = 'n,,n=user,r=fyko+d2lbbFgONRv9qkxdawL';
   const clientFinal = 'c=biws,r=fyko+d2lbbFgONRv9qkxdawL3rfcNHYJY1ZVvWVs7j,p=v0X8v3Bz2T0CJGbJQyF0X+HI4Ts=';
 
@@ -34,8 +37,8 @@ describe('SCRAM-SHA-1 (RFC 5802 §5 test vector)', () => {
 });
 
 describe('SCRAM-SHA-256 (RFC 7677 §3 test vector)', () => {
-  it('produces the server signature of the RFC', () => {
-    const creds = deriveCredentials('sha256', 'pencil', 4096, Buffer.from('W22ZaJ0SNY7soEsUEjb6gQ==', 'base64'));
+  it('produces the server signature of the RFC', async () => {
+    const creds = rfc7677Credentials;
     const first = serverFirst('sha256', parseClientFirst('n,,n=user,r=rOprNGfwEbeRWgbNEkqO'), creds, '%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0');
     expect(first.message).toBe('r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,s=W22ZaJ0SNY7soEsUEjb6gQ==,i=4096');
     const final = 'c=biws,r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,p=dHzbZapWIk4jUhN+Ute9ytag9zjfMHgsqmmiz7AndVQ=';
@@ -58,16 +61,16 @@ describe('SCRAM message parsing', () => {
     expect(() => parseClientFirst(message)).toThrow(error);
   });
 
-  it('stores keys, not passwords, and still verifies a plaintext password (PLAIN)', () => {
-    const creds = deriveCredentials('sha256', 'correct horse', 4096);
+  it('stores keys, not passwords, and still verifies a plaintext password (PLAIN)', async () => {
+    const creds = await deriveCredentials('sha256', 'correct horse', 4096);
     expect(JSON.stringify(creds)).not.toContain('correct horse');
     expect(Buffer.from(creds.salt, 'base64').length).toBe(16);
-    expect(verifyPassword('sha256', 'correct horse', creds)).toBe(true);
-    expect(verifyPassword('sha256', 'wrong', creds)).toBe(false);
+    expect(await verifyPassword('sha256', 'correct horse', creds)).toBe(true);
+    expect(await verifyPassword('sha256', 'wrong', creds)).toBe(false);
   });
 
-  it('gives each credential its own salt', () => {
-    expect(deriveCredentials('sha1', 'x', 4096).salt).not.toBe(deriveCredentials('sha1', 'x', 4096).salt);
+  it('gives each credential its own salt', async () => {
+    expect((await deriveCredentials('sha1', 'x', 4096)).salt).not.toBe((await deriveCredentials('sha1', 'x', 4096)).salt);
   });
 
   it('parses PLAIN messages', () => {
@@ -78,25 +81,25 @@ describe('SCRAM message parsing', () => {
 });
 
 describe('SASLprep of passwords (RFC 4013 §3 examples, as RFC 5802 requires)', () => {
-  it('maps and normalizes: a password set as I<soft hyphen>X is checked as IX or as the Roman numeral nine', () => {
-    const creds = makeCredentials('I\u00ADX', 4096).sha256;
-    for (const typed of ['IX', '\u2168', 'I\u00ADX']) expect(verifyPassword('sha256', typed, creds)).toBe(true);
-    expect(verifyPassword('sha256', 'ix', creds)).toBe(false); // case is kept
-    expect(verifyPassword('sha256', 'a b', makeCredentials('a\u00A0b', 4096).sha256)).toBe(true); // non-ASCII space → space
+  it('maps and normalizes: a password set as I<soft hyphen>X is checked as IX or as the Roman numeral nine', async () => {
+    const creds = (await makeCredentials('I\u00ADX', 4096)).sha256;
+    for (const typed of ['IX', '\u2168', 'I\u00ADX']) expect(await verifyPassword('sha256', typed, creds)).toBe(true);
+    expect(await verifyPassword('sha256', 'ix', creds)).toBe(false); // case is kept
+    expect(await verifyPassword('sha256', 'a b', (await makeCredentials('a\u00A0b', 4096)).sha256)).toBe(true); // non-ASCII space → space
   });
 
-  it('refuses to set a password with prohibited characters or mixed directions, and never matches one at login', () => {
+  it('refuses to set a password with prohibited characters or mixed directions, and never matches one at login', async () => {
     for (const bad of ['\u0007bell', '\u0627\u0031']) {
-      expect(() => preparePassword(bad, true)).toThrow(PasswordError);
-      expect(() => makeCredentials(bad, 4096)).toThrow(PasswordError);
+      await expect(preparePassword(bad, true)).rejects.toThrow(PasswordError);
+      await expect(makeCredentials(bad, 4096)).rejects.toThrow(PasswordError);
     }
-    const creds = makeCredentials('fine', 4096).sha256;
-    expect(verifyPassword('sha256', '\u0007bell', creds)).toBe(false);
+    const creds = (await makeCredentials('fine', 4096)).sha256;
+    expect(await verifyPassword('sha256', '\u0007bell', creds)).toBe(false);
   });
 });
 
 describe('SCRAM-*-PLUS channel binding (RFC 5802 §6, RFC 9266)', () => {
-  const creds = deriveCredentials('sha256', 'pencil', 4096, Buffer.from('W22ZaJ0SNY7soEsUEjb6gQ==', 'base64'));
+  const creds = rfc7677Credentials;
   const exporter = Buffer.alloc(32, 7);
   const offer = { plus: true, available: ['tls-exporter', 'tls-server-end-point'] };
 
