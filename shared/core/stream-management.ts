@@ -175,6 +175,11 @@ async function resume(session: ClientSession, el: Element): Promise<void> {
     log.debug('stream management: resumption refused', { connectionId: session.socket, previd, reason: !record ? 'no record' : record.ending ? 'ending' : 'not open' });
     return refuse('no session to resume: bind a resource');
   }
+  // Her count is an acknowledgement whatever comes of this resumption: recorded before anything
+  // else, so that a hand-over re-routes only what she did not get. (Traced in a chaos run: a
+  // resumption died between <resumed/> and the move that records it; her client bound anew, and
+  // the hand-over stored offline three messages she had counted.)
+  await server.sm.ack(sessionId, h);
 
   // The connection that carried the session (an earlier run of this frame may have moved it here).
   const previous = frameValue('sm-resume-from', () => record.socket);
@@ -186,9 +191,6 @@ async function resume(session: ClientSession, el: Element): Promise<void> {
   }
   if (previous !== session.socket && !(await drain(server, sessionId, previous))) {
     log.info('stream management: resumption refused: the previous connection did not drain', { connectionId: session.socket, previd, previous });
-    // Her count is an acknowledgement all the same: the session's hand-over, when it ends, re-routes
-    // only what she did not get (without it, all since her last <a/>: a chaos run's 7 doubles).
-    await server.sm.ack(sessionId, h);
     return refuse('the previous connection is still busy: bind a resource');
   }
   const from = previous === session.socket ? undefined : await takeOverFrom(server, previous, session.bare);

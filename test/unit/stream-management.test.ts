@@ -539,6 +539,25 @@ describe('stream management on several handler instances', () => {
     expect((await h.store.getSessionsOf([alice])).get(alice)?.map((s) => s.connectionId)).toEqual([a3.id]); // the old session went
   });
 
+  it('a resumption that dies after <resumed/> and before moving the session, and her client binds anew: what her <resume h/> counted is not handed over again (traced in a chaos run: three messages she had came again from offline storage)', { timeout: 20_000 }, async () => {
+    const { alice, desks, a, smId, counted } = await aliceAndTwoDesks();
+    for (const body of ['one', 'two', 'three']) await desks[0]!.frame(chat(`${alice}/phone`, body));
+    expect(bodies(a.posts())).toEqual(['one', 'two', 'three']);
+    await kill(a); // she never sent <a/>: her count reaches the server only in <resume h/>
+    const a2 = await authenticated(alice);
+    h.sender.beforePost = ({ connectionId, frame }) => {
+      if (connectionId === a2.id && frame.startsWith('<resumed')) throw new Error('the instance died');
+    };
+    await expect(a2.frame(`<resume xmlns="${SM}" previd="${smId}" h="${counted()}"/>`, 0)).rejects.toThrow(/died/);
+    h.sender.beforePost = undefined;
+    await a2.disconnect(1); // her client gave up on that socket before the frame ran again
+    const a3 = new Connection(h);
+    await a3.online(alice, 'secret', 'phone'); // a new session takes the resource: the old one is handed over
+    expect(bodies(a3.posts())).toEqual([]);
+    await desks[1]!.frame(chat(`${alice}/phone`, 'four'));
+    expect(bodies(a3.posts())).toEqual(['four']);
+  });
+
   it("a client resuming while its old connection's queue is stuck (a post that hangs): the resumption is refused, the stuck frames are handled once when they come, and a new session gets what the old one kept and she did not count", { timeout: 30_000 }, async () => {
     const [alice, bob] = await users('alice', 'bob');
     const b = new Connection(h);
