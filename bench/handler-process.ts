@@ -10,7 +10,6 @@
  */
 import { AsyncLocalStorage } from 'node:async_hooks';
 import { appendFileSync } from 'node:fs';
-import type { DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import type { Context, SQSEvent } from 'aws-lambda';
 
 process.env.XMPP_LOG_LEVEL ??= 'warn';
@@ -60,29 +59,26 @@ const keysOf = (input: Record<string, unknown>): string =>
 const { addDynamoClientHook } = await import('../shared/storage/dynamo-store.ts');
 
 /** Every DynamoDB command of the handler's store, with ReturnConsumedCapacity=TOTAL, recorded per invocation. */
-addDynamoClientHook((client: DynamoDBClient) => {
-  client.middlewareStack.add(
-    (next, context) => async (args) => {
-      const what = String(context.commandName ?? 'Unknown').replace(/Command$/, '');
-      (args.input as { ReturnConsumedCapacity?: string }).ReturnConsumedCapacity ??= 'TOTAL';
-      const calls = invocation.getStore();
-      const start = epochNow();
-      const read = READS.has(what);
-      try {
-        const out = await next(args);
-        const units = capacityOf((out.output as { ConsumedCapacity?: unknown }).ConsumedCapacity);
-        calls?.push({ what, start, end: epochNow(), readUnits: read ? units : 0, writeUnits: read ? 0 : units, failed: false });
-        if (traceFile) appendFileSync(traceFile, `${Math.round(start)} ${Math.round(epochNow() - start)}ms ${what} ${keysOf(args.input as Record<string, unknown>)} [${frameText.getStore() ?? ''}]\n`);
-        return out;
-      } catch (err) {
-        // A failed conditional write still consumes write capacity (1 unit up to 1 KB); DynamoDB reports none with the error.
-        const units = (err as Error).name === 'ConditionalCheckFailedException' ? 1 : 0;
-        calls?.push({ what, start, end: epochNow(), readUnits: 0, writeUnits: units, failed: true });
-        throw err;
-      }
-    },
-    { step: 'initialize', name: 'benchDynamoCounter', priority: 'high' },
-  );
+addDynamoClientHook((hooks) => {
+  hooks.aroundCall('benchDynamoCounter', async (call, next) => {
+    const what = call.name.replace(/Command$/, '');
+    call.input.ReturnConsumedCapacity ??= 'TOTAL';
+    const calls = invocation.getStore();
+    const start = epochNow();
+    const read = READS.has(what);
+    try {
+      const out = await next();
+      const units = capacityOf(out.ConsumedCapacity);
+      calls?.push({ what, start, end: epochNow(), readUnits: read ? units : 0, writeUnits: read ? 0 : units, failed: false });
+      if (traceFile) appendFileSync(traceFile, `${Math.round(start)} ${Math.round(epochNow() - start)}ms ${what} ${keysOf(call.input)} [${frameText.getStore() ?? ''}]\n`);
+      return out;
+    } catch (err) {
+      // A failed conditional write still consumes write capacity (1 unit up to 1 KB); DynamoDB reports none with the error.
+      const units = (err as Error).name === 'ConditionalCheckFailedException' ? 1 : 0;
+      calls?.push({ what, start, end: epochNow(), readUnits: 0, writeUnits: units, failed: true });
+      throw err;
+    }
+  });
 });
 
 type Handler = (event: SQSEvent, context: Context) => Promise<unknown>;

@@ -6,12 +6,12 @@
  *
  *   XMPP_FAULTS="throttle=0.05,crash=0.01,gone=0.02,timeout=0.01"
  *
- * A throttle is thrown below the SDK's retry layer, exactly where DynamoDB's own
- * ProvisionedThroughputExceededException surfaces, so the SDK's backoff sees it as the real thing.
+ * A throttle is thrown below the client's retry layer, exactly where DynamoDB's own
+ * ProvisionedThroughputExceededException surfaces, so the backoff sees it as the real thing.
  * A crash is thrown after the step took effect and is not retried by anything but the queue.
  */
-import type { DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import { currentFrame } from './storage/frame-context.ts';
+import type { DynamoHooks } from './storage/dynamo-hooks.ts';
 
 export interface FaultSettings {
   /** Fraction of DynamoDB requests (each attempt) answered with a throttling error. */
@@ -59,31 +59,25 @@ export function maybeCrash(faults: FaultSettings | undefined, step: string): voi
   if (Math.random() < faults.crash) throw new InjectedCrash(step);
 }
 
-/** Adds throttling (inside the SDK's retries) and crashes (after a call took effect) to a DynamoDB client. */
-export function injectDynamoFaults(client: DynamoDBClient, faults: FaultSettings): void {
+/** Adds throttling (inside the client's retries) and crashes (after a call took effect) to a store's DynamoDB client. */
+export function injectDynamoFaults(hooks: DynamoHooks, faults: FaultSettings): void {
   if (faults.throttle > 0) {
-    client.middlewareStack.add(
-      (next, context) => async (args) => {
-        if (Math.random() < faults.throttle) {
-          const err = new Error('injected throttling') as Error & { $metadata: object; $fault: string };
-          err.name = 'ProvisionedThroughputExceededException';
-          err.$metadata = { httpStatusCode: 400, attempts: 1 };
-          err.$fault = 'client';
-          throw err;
-        }
-        return next(args);
-      },
-      { step: 'finalizeRequest', priority: 'low', name: 'injectedThrottling' },
-    );
+    hooks.aroundAttempt('injectedThrottling', async (_call, next) => {
+      if (Math.random() < faults.throttle) {
+        const err = new Error('injected throttling') as Error & { $metadata: object; $fault: string };
+        err.name = 'ProvisionedThroughputExceededException';
+        err.$metadata = { httpStatusCode: 400, attempts: 1 };
+        err.$fault = 'client';
+        throw err;
+      }
+      return next();
+    });
   }
   if (faults.crash > 0) {
-    client.middlewareStack.add(
-      (next, context) => async (args) => {
-        const out = await next(args);
-        maybeCrash(faults, `DynamoDB ${context.commandName ?? 'call'}`);
-        return out;
-      },
-      { step: 'initialize', priority: 'high', name: 'injectedCrash' },
-    );
+    hooks.aroundCall('injectedCrash', async (call, next) => {
+      const out = await next();
+      maybeCrash(faults, `DynamoDB ${call.name}`);
+      return out;
+    });
   }
 }

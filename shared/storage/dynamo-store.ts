@@ -19,6 +19,8 @@ import {
   PutCommand,
   UpdateCommand,
 } from '@aws-sdk/lib-dynamodb';
+import { leanClientHooks, sdkClientHooks, type DynamoHooks } from './dynamo-hooks.ts';
+import { LeanDynamoClient, leanOptionsFromEnv } from './lean-dynamodb.ts';
 import type { Account, ConnectionState, RosterItem, SessionRecord } from '../core/types.ts';
 import type { ScramCredentials, ScramHash } from '../sasl/scram.ts';
 import type { ConnectionItem, OfflineMessage, SessionChanges, FeatureStoreClass, Store, TableAccess, UserRoute } from './store.ts';
@@ -49,18 +51,19 @@ const CLAIM_SECONDS = 120;
 export interface DynamoStoreOptions {
   tableName: string;
   endpoint?: string;
+  /** The SDK's client to use (tests add middleware to it); without it the store makes its own. */
   client?: DynamoDBClient;
 }
 
-/** Called with the DynamoDB client of every store created afterwards, e.g. to add SDK middleware. */
-export type DynamoClientHook = (client: DynamoDBClient) => void;
+/** Called with the hooks of every store's client created afterwards, e.g. to count requests. */
+export type DynamoClientHook = (hooks: DynamoHooks) => void;
 
 const clientHooks = new Set<DynamoClientHook>();
 
 /**
  * Lets code outside the store instrument the stores other code creates (the benchmark counts
- * requests and consumed capacity with middleware on the client of the stream handler's store).
- * Returns a function that removes the hook; stores already created keep what it added.
+ * requests and consumed capacity on the stream handler's store). Returns a function that removes
+ * the hook; stores already created keep what it added.
  */
 export function addDynamoClientHook(hook: DynamoClientHook): () => void {
   clientHooks.add(hook);
@@ -71,19 +74,32 @@ export function addDynamoClientHook(hook: DynamoClientHook): () => void {
 const READS = new Set(['GetItemCommand', 'BatchGetItemCommand', 'QueryCommand', 'ScanCommand', 'TransactGetItemsCommand', 'DescribeTableCommand']);
 
 /**
- * Every other command waits for the frame's gate (frame-context.ts, beforeEffect). It runs first
- * (priority high), so that nothing after it, such as a test's injected crash, sees a write of a
- * frame that is then thrown away.
+ * Every other command waits for the frame's gate (frame-context.ts, beforeEffect). It is added
+ * last, so it runs inside the other call hooks: nothing such as a test's injected crash sees a
+ * write of a frame that is then thrown away.
  */
-function gateWrites(client: DynamoDBClient): void {
-  if (client.middlewareStack.identify().some((name) => name.startsWith('frameGate'))) return; // a client shared by several stores
-  client.middlewareStack.add(
-    (next, context) => async (args) => {
-      if (!READS.has(context.commandName ?? '')) await beforeEffect();
-      return next(args);
-    },
-    { step: 'initialize', priority: 'high', name: 'frameGate' },
-  );
+function gateWrites(hooks: DynamoHooks): void {
+  if (hooks.has('frameGate')) return; // a client shared by several stores
+  hooks.aroundCall('frameGate', async (call, next) => {
+    if (!READS.has(call.name)) await beforeEffect();
+    return next();
+  });
+}
+
+/**
+ * Which client a store without one given uses: the lean one (lean-dynamodb.ts) where credentials
+ * are in the environment (Lambda, the local stack), unless XMPP_DYNAMODB_CLIENT=sdk; the SDK's
+ * otherwise (the Fargate service's credentials come from its container endpoint).
+ */
+function makeClient(options: DynamoStoreOptions): { doc: DynamoDBDocumentClient; hooks: DynamoHooks; own: boolean } {
+  const lean = options.client || process.env.XMPP_DYNAMODB_CLIENT === 'sdk' ? undefined : leanOptionsFromEnv(options.endpoint, 5);
+  if (lean) {
+    const client = new LeanDynamoClient(lean);
+    // Same send() for the commands the stores use: the stores' one type stays the SDK's.
+    return { doc: client as unknown as DynamoDBDocumentClient, hooks: leanClientHooks(client), own: true };
+  }
+  const client = options.client ?? new DynamoDBClient({ endpoint: options.endpoint, maxAttempts: 5 });
+  return { doc: DynamoDBDocumentClient.from(client, { marshallOptions: { removeUndefinedValues: true } }), hooks: sdkClientHooks(client), own: !options.client };
 }
 
 export class DynamoStore implements Store {
@@ -91,12 +107,12 @@ export class DynamoStore implements Store {
   readonly table: string;
 
   constructor(options: DynamoStoreOptions) {
-    const client = options.client ?? new DynamoDBClient({ endpoint: options.endpoint, maxAttempts: 5 });
-    for (const hook of clientHooks) hook(client);
-    const faults = options.client ? undefined : faultsFromEnv();
-    if (faults) injectDynamoFaults(client, faults);
-    gateWrites(client);
-    this.doc = DynamoDBDocumentClient.from(client, { marshallOptions: { removeUndefinedValues: true } });
+    const { doc, hooks, own } = makeClient(options);
+    for (const hook of clientHooks) hook(hooks);
+    const faults = own ? faultsFromEnv() : undefined;
+    if (faults) injectDynamoFaults(hooks, faults);
+    gateWrites(hooks);
+    this.doc = doc;
     this.table = options.tableName;
   }
 
