@@ -48,8 +48,11 @@ async function onMessage(event: StanzaEvent): Promise<boolean> {
   const targets = type === 'headline' ? route.sessions.filter((s) => s.available && s.priority >= 0) : bareJidTargets(route.sessions);
   const delivered = await server.deliverToSessions(targets, stanza);
   // A redelivered frame whose first run posted the message has delivered it, wherever the
-  // recipient's sessions are now.
-  if (delivered > 0 || silent || postedByEarlierRun(stanza.toString())) return true;
+  // recipient's sessions are now. One whose first run kept it for a session with XEP-0198 that is
+  // still there but no target now (unavailable) left it to that session: its resumption resends
+  // it, its hand-over re-routes it (traced in a chaos run: stored offline here, then again by the
+  // hand-over).
+  if (delivered > 0 || silent || postedByEarlierRun(stanza.toString()) || keptFor.length > 0) return true;
   if (await server.runHooks('message/offline', { ...event, to })) return true;
   await server.bounce(stanza, new StanzaError('service-unavailable'));
   return true;

@@ -749,6 +749,25 @@ describe('stream management on several handler instances', () => {
     expect([...bodies(a2.posts()), ...offline]).toEqual(['once']);
   });
 
+  it('a frame that kept a message for her session and died runs again when that session, still there, is no longer a target (unavailable): not stored offline as well; she gets it once, from the hand-over (traced in a chaos run: stored offline twice)', { timeout: 20_000 }, async () => {
+    const [alice, bob] = await users('alice', 'bob');
+    const b = new Connection(h);
+    await b.online(bob!, 'secret', 'desk');
+    const a = new Connection(h);
+    await onlineWithSm(a, alice!, 'phone');
+    // To her bare JID: numbered and logged for her session, then the instance dies before the post.
+    h.crash.crashAfter('PutItemCommand');
+    await expect(b.frame(chat(alice!, 'once'), 0)).rejects.toThrow(/crash after PutItemCommand/);
+    await a.frame('<presence xmlns="jabber:client" type="unavailable"/>'); // her session stays, as no target of a bare-JID message
+    await b.redeliver(1);
+    expect(await h.store.listOffline(alice!)).toEqual([]); // her session's log has it
+    await kill(a);
+    const a2 = new Connection(h);
+    await a2.online(alice!, 'secret', 'phone'); // a new session takes the resource: the old one is handed over
+    const offline = (await h.store.listOffline(alice!)).map((m) => bodies([m.xml])[0]);
+    expect([...bodies(a2.posts()), ...offline]).toEqual(['once']);
+  });
+
   it('a </close> processed after the socket died: what the client never acknowledged goes to offline storage, not nowhere', async () => {
     const [alice, bob] = await users('alice', 'bob');
     const b = new Connection(h);
