@@ -196,21 +196,10 @@ export class LeanDynamoClient {
 
   private post(action: string, payload: Wire): Promise<Wire> {
     const body = JSON.stringify(payload);
-    const signed = aws4.sign(
-      {
-        host: this.url.host,
-        path: '/',
-        method: 'POST',
-        service: 'dynamodb',
-        region: this.options.region,
-        headers: { 'Content-Type': 'application/x-amz-json-1.0', 'X-Amz-Target': `DynamoDB_20120810.${action}`, 'Content-Length': Buffer.byteLength(body) },
-        body,
-      },
-      this.options.credentials,
-    );
+    const headers = signedHeaders(this.url, this.options, action, body);
     return new Promise((resolve, reject) => {
       const req = this.request(
-        { protocol: this.url.protocol, hostname: this.url.hostname, port: this.url.port, method: 'POST', path: '/', headers: signed.headers as http.OutgoingHttpHeaders, agent: this.agent },
+        { protocol: this.url.protocol, hostname: this.url.hostname, port: this.url.port, method: 'POST', path: '/', headers, agent: this.agent },
         (res) => {
           const chunks: Buffer[] = [];
           res.on('data', (c: Buffer) => chunks.push(c));
@@ -232,6 +221,17 @@ export class LeanDynamoClient {
       req.end(body);
     });
   }
+}
+
+/**
+ * The headers of a DynamoDB request, SigV4-signed by aws4 (test/unit/lean-dynamodb.test.ts checks
+ * the signature against the SDK's own signer). `date`: for that test; the clock otherwise.
+ */
+export function signedHeaders(url: URL, options: Pick<LeanDynamoOptions, 'region' | 'credentials'>, action: string, body: string, date?: Date): http.OutgoingHttpHeaders {
+  const headers: Record<string, string | number> = { 'Content-Type': 'application/x-amz-json-1.0', 'X-Amz-Target': `DynamoDB_20120810.${action}`, 'Content-Length': Buffer.byteLength(body) };
+  if (date) headers['X-Amz-Date'] = date.toISOString().replace(/[:-]|\.\d{3}/g, '');
+  const signed = aws4.sign({ host: url.host, path: '/', method: 'POST', service: 'dynamodb', region: options.region, headers, body }, options.credentials);
+  return signed.headers as http.OutgoingHttpHeaders;
 }
 
 function withHooks(hooks: readonly DynamoCallHook[], call: DynamoCall, last: () => Promise<Doc>): Promise<Doc> {
