@@ -27,7 +27,7 @@ type Doc = Record<string, any>;
 type Wire = Record<string, any>;
 
 export interface LeanDynamoOptions {
-  /** e.g. http://localhost:8000; default https://dynamodb.<region>.amazonaws.com */
+  /** e.g. http://localhost:8000; default https://dynamodb.<region>.amazonaws.com (.com.cn in China) */
   endpoint?: string;
   region: string;
   credentials: { accessKeyId: string; secretAccessKey: string; sessionToken?: string };
@@ -159,7 +159,8 @@ export class LeanDynamoClient {
   readonly attemptHooks: DynamoCallHook[] = [];
 
   constructor(private readonly options: LeanDynamoOptions) {
-    this.url = new URL(options.endpoint ?? `https://dynamodb.${options.region}.amazonaws.com`);
+    // China's regions are a partition of their own, with their own domain.
+    this.url = new URL(options.endpoint ?? `https://dynamodb.${options.region}.amazonaws.com${options.region.startsWith('cn-') ? '.cn' : ''}`);
     const secure = this.url.protocol === 'https:';
     this.agent = secure ? new https.Agent({ keepAlive: true, maxSockets: 256 }) : new http.Agent({ keepAlive: true, maxSockets: 256 });
     this.request = secure ? https.request : http.request;
