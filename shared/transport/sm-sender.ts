@@ -88,7 +88,9 @@ export function streamManagementSender(
       const socketAtNumbering = numberedFor ?? record.socket;
       const leaseBroken = Boolean(record.leaseBroken) || brokenBefore === 'b';
       const remember = (isPosted: boolean) => slot?.set(`${seq} ${isPosted ? 'p' : '-'} ${socketAtNumbering}${leaseBroken ? ' b' : ''}`);
-      remember(false);
+      // What an earlier run did stays said: a run again that fails too must not leave a journal
+      // in which the post never went out (traced in a chaos run: the third run posted it again).
+      remember(postedBefore === 'p');
       trace('sm: numbered', frame, { session: target, socket: record.socket, seq, hibernated: record.hibernatedUntil !== undefined, postedBefore: postedBefore === 'p' });
       let posted = postedBefore === 'p';
       // Run again after a resumption moved the session: the resumption resent what was logged by
@@ -96,6 +98,7 @@ export function streamManagementSender(
       if (!posted && pinned !== undefined && record.socket !== socketAtNumbering && (await sm.logged(target, seq, seq)).length > 0) {
         trace('sm: resent by a resumption', frame, { session: target, socket: record.socket, seq });
         posted = true;
+        remember(true);
       }
       // The lease is given back once the post is over, whatever came of it. A failure before that
       // (the instance died after logging, the log write failed) keeps it: the next poster waits
