@@ -97,6 +97,16 @@ function hangPost(socket: string, body: string, then: () => void) {
   return { hung, release };
 }
 
+/** Bob online (desk), Alice online with stream management (phone). */
+async function bobAndAlice() {
+  const [alice, bob] = await users('alice', 'bob');
+  const b = new Connection(h);
+  await b.online(bob!, 'secret', 'desk');
+  const a = new Connection(h);
+  await onlineWithSm(a, alice!, 'phone');
+  return { alice: alice!, a, b };
+}
+
 async function aliceAndTwoDesks() {
   const [alice, bob] = await users('alice', 'bob');
   const desks = [0, 1].map(() => new Connection(h));
@@ -733,11 +743,7 @@ describe('stream management on several handler instances', () => {
   });
 
   it('a frame that kept a message for her session and died before posting it runs again after her new login replaced that session: she gets it once, from the hand-over (traced in a chaos run: stored offline twice)', { timeout: 20_000 }, async () => {
-    const [alice, bob] = await users('alice', 'bob');
-    const b = new Connection(h);
-    await b.online(bob!, 'secret', 'desk');
-    const a = new Connection(h);
-    await onlineWithSm(a, alice!, 'phone');
+    const { alice, a, b } = await bobAndAlice();
     // Numbered and logged for her session, then the instance dies before the post.
     h.crash.crashAfter('PutItemCommand');
     await expect(b.frame(chat(`${alice}/phone`, 'once'), 0)).rejects.toThrow(/crash after PutItemCommand/);
@@ -750,11 +756,7 @@ describe('stream management on several handler instances', () => {
   });
 
   it('a frame that kept a message for her session and died runs again when that session, still there, is no longer a target (unavailable): not stored offline as well; she gets it once, from the hand-over (traced in a chaos run: stored offline twice)', { timeout: 20_000 }, async () => {
-    const [alice, bob] = await users('alice', 'bob');
-    const b = new Connection(h);
-    await b.online(bob!, 'secret', 'desk');
-    const a = new Connection(h);
-    await onlineWithSm(a, alice!, 'phone');
+    const { alice, a, b } = await bobAndAlice();
     // To her bare JID: numbered and logged for her session, then the instance dies before the post.
     h.crash.crashAfter('PutItemCommand');
     await expect(b.frame(chat(alice!, 'once'), 0)).rejects.toThrow(/crash after PutItemCommand/);
@@ -868,18 +870,14 @@ describe('stream management on several handler instances', () => {
 
   /** Bob's message 'once' to Alice (stream management on) is posted, and the instance dies as it gives the lease back. */
   async function postedThenDied() {
-    const [alice, bob] = await users('alice', 'bob');
-    const b = new Connection(h);
-    await b.online(bob!, 'secret', 'desk');
-    const a = new Connection(h);
-    await onlineWithSm(a, alice!, 'phone');
+    const { alice, a, b } = await bobAndAlice();
     // After the post, the next UpdateItem is the one that gives the lease back: the instance dies after it.
     h.sender.beforePost = ({ connectionId, frame }) => {
       if (connectionId === a.id && frame.includes('once')) h.crash.crashAfter('UpdateItemCommand');
     };
     await expect(b.frame(chat(`${alice}/phone`, 'once'), 0)).rejects.toThrow(/crash after UpdateItemCommand/);
     h.sender.beforePost = undefined;
-    return { alice: alice!, a, b };
+    return { alice, a, b };
   }
 
   it('a frame that dies right after its post gave the lease back runs again without posting twice', async () => {
