@@ -16,12 +16,11 @@
  * sets); elsewhere (the Fargate service, whose credentials come from the container's endpoint) the
  * SDK's client is used (dynamo-store.ts decides).
  */
-import http from 'node:http';
-import https from 'node:https';
-import aws4 from 'aws4';
+import type http from 'node:http';
 import { marshall, unmarshall } from '@aws-sdk/util-dynamodb';
 import { BatchGetCommand, BatchWriteCommand, DeleteCommand, GetCommand, PutCommand, QueryCommand, ScanCommand, UpdateCommand } from '@aws-sdk/lib-dynamodb';
 import type { DynamoCall, DynamoCallHook } from './dynamo-hooks.ts';
+import { awsFromEnv, serviceError, signRequest, SignedHttp, withRetries, type AwsCredentials, type SignedRequest } from '../aws/signed-http.ts';
 
 type Doc = Record<string, any>;
 type Wire = Record<string, any>;
@@ -30,18 +29,15 @@ export interface LeanDynamoOptions {
   /** e.g. http://localhost:8000; default https://dynamodb.<region>.amazonaws.com (.com.cn in China) */
   endpoint?: string;
   region: string;
-  credentials: { accessKeyId: string; secretAccessKey: string; sessionToken?: string };
+  credentials: AwsCredentials;
   /** Attempts per call, the first included (the SDK's option of the same name). */
   maxAttempts: number;
 }
 
 /** Credentials and region from the environment, or undefined when they are not all there. */
 export function leanOptionsFromEnv(endpoint: string | undefined, maxAttempts: number, env: NodeJS.ProcessEnv = process.env): LeanDynamoOptions | undefined {
-  const region = env.AWS_REGION ?? env.AWS_DEFAULT_REGION;
-  const accessKeyId = env.AWS_ACCESS_KEY_ID;
-  const secretAccessKey = env.AWS_SECRET_ACCESS_KEY;
-  if (!region || !accessKeyId || !secretAccessKey) return undefined;
-  return { endpoint, region, credentials: { accessKeyId, secretAccessKey, sessionToken: env.AWS_SESSION_TOKEN || undefined }, maxAttempts };
+  const aws = awsFromEnv(env);
+  return aws && { endpoint, ...aws, maxAttempts };
 }
 
 // --- the commands and their attribute values ---------------------------------------------------
@@ -113,57 +109,17 @@ const OPERATIONS = new Map<Function, Operation>([
   ],
 ]);
 
-// --- errors and retries (the SDK's standard retry strategy) ------------------------------------
-
-/** Error names the SDK retries as throttling (@smithy/service-error-classification). */
-const THROTTLING = new Set([
-  'BandwidthLimitExceeded', 'EC2ThrottledException', 'LimitExceededException', 'PriorRequestNotComplete',
-  'ProvisionedThroughputExceededException', 'RequestLimitExceeded', 'RequestThrottled', 'RequestThrottledException',
-  'SlowDown', 'ThrottledException', 'Throttling', 'ThrottlingException', 'TooManyRequestsException', 'TransactionInProgressException',
-]);
-const TRANSIENT_STATUS = new Set([500, 502, 503, 504]);
-const TRANSIENT_CODES = new Set(['ECONNRESET', 'EPIPE', 'ETIMEDOUT']);
-const BASE_DELAY_MS = 100;
-const THROTTLING_BASE_DELAY_MS = 500;
-const MAX_DELAY_MS = 20_000;
-
-type ServiceError = Error & { $fault?: 'client' | 'server'; $metadata?: { httpStatusCode?: number; attempts?: number }; code?: string };
-
-function serviceError(status: number, body: Wire): ServiceError {
-  const { __type, message, Message, ...rest } = body;
-  const name = String(__type ?? `HTTP${status}`).split('#').pop()!;
-  return Object.assign(new Error(String(message ?? Message ?? name)), rest, {
-    name,
-    $fault: status >= 500 ? ('server' as const) : ('client' as const),
-    $metadata: { httpStatusCode: status },
-  });
-}
-
-/** The backoff before the next attempt, or undefined when the error is not retried. */
-function retryDelay(err: ServiceError, attempt: number): number | undefined {
-  const throttled = THROTTLING.has(err.name);
-  const transient = TRANSIENT_STATUS.has(err.$metadata?.httpStatusCode ?? 0) || TRANSIENT_CODES.has(err.code ?? '') || err.name === 'TimeoutError';
-  if (!throttled && !transient) return undefined;
-  return Math.floor(Math.min(MAX_DELAY_MS, Math.random() * 2 ** attempt * (throttled ? THROTTLING_BASE_DELAY_MS : BASE_DELAY_MS)));
-}
-
 // --- the client ---------------------------------------------------------------------------------
 
 export class LeanDynamoClient {
-  private readonly url: URL;
-  private readonly agent: http.Agent;
-  private readonly request: typeof http.request;
+  private readonly http: SignedHttp;
   /** Around a whole call, retries included (outermost first). */
   readonly callHooks: DynamoCallHook[] = [];
   /** Around each HTTP attempt (outermost first): where a throttle answer would come from. */
   readonly attemptHooks: DynamoCallHook[] = [];
 
   constructor(private readonly options: LeanDynamoOptions) {
-    // China's regions are a partition of their own, with their own domain.
-    this.url = new URL(options.endpoint ?? `https://dynamodb.${options.region}.amazonaws.com${options.region.startsWith('cn-') ? '.cn' : ''}`);
-    const secure = this.url.protocol === 'https:';
-    this.agent = secure ? new https.Agent({ keepAlive: true, maxSockets: 256 }) : new http.Agent({ keepAlive: true, maxSockets: 256 });
-    this.request = secure ? https.request : http.request;
+    this.http = new SignedHttp({ url: dynamoUrl(options), service: 'dynamodb', region: options.region, credentials: options.credentials });
   }
 
   /** The document client's `send`, for the commands in OPERATIONS. */
@@ -171,68 +127,48 @@ export class LeanDynamoClient {
     const operation = OPERATIONS.get(command.constructor);
     if (!operation) return Promise.reject(new Error(`LeanDynamoClient: ${command.constructor.name} is not supported`));
     const call: DynamoCall = { name: operation.name, input: command.input as Doc };
-    return withHooks(this.callHooks, call, () => this.withRetries(operation, call)) as Promise<T>;
+    return withHooks(this.callHooks, call, () =>
+      withRetries(this.options.maxAttempts, () =>
+        withHooks(this.attemptHooks, call, async () => Object.assign(operation.response(await this.post(operation.action, operation.request(call.input))), { $metadata: { httpStatusCode: 200 } })),
+      ),
+    ) as Promise<T>;
   }
 
   destroy(): void {
-    this.agent.destroy();
+    this.http.destroy();
   }
 
-  private async withRetries(operation: Operation, call: DynamoCall): Promise<Doc> {
-    for (let attempt = 1; ; attempt++) {
-      try {
-        const out = await withHooks(this.attemptHooks, call, async () => operation.response(await this.post(operation.action, operation.request(call.input))));
-        return Object.assign(out, { $metadata: { httpStatusCode: 200, attempts: attempt } });
-      } catch (caught) {
-        const err = caught as ServiceError;
-        const delay = attempt < this.options.maxAttempts ? retryDelay(err, attempt) : undefined;
-        if (delay === undefined) {
-          err.$metadata = { ...err.$metadata, attempts: attempt };
-          throw err;
-        }
-        await new Promise((r) => setTimeout(r, delay));
-      }
+  private async post(action: string, payload: Wire): Promise<Wire> {
+    const answer = await this.http.request(dynamoRequest(action, JSON.stringify(payload)));
+    let parsed: Wire;
+    try {
+      parsed = answer.body.length ? (JSON.parse(answer.body.toString('utf8')) as Wire) : {};
+    } catch {
+      throw serviceError(answer.status >= 400 ? answer.status : 502, { __type: 'InvalidResponse', message: `DynamoDB answered HTTP ${answer.status} with a body that is not JSON` });
     }
-  }
-
-  private post(action: string, payload: Wire): Promise<Wire> {
-    const body = JSON.stringify(payload);
-    const headers = signedHeaders(this.url, this.options, action, body);
-    return new Promise((resolve, reject) => {
-      const req = this.request(
-        { protocol: this.url.protocol, hostname: this.url.hostname, port: this.url.port, method: 'POST', path: '/', headers, agent: this.agent },
-        (res) => {
-          const chunks: Buffer[] = [];
-          res.on('data', (c: Buffer) => chunks.push(c));
-          res.on('error', reject);
-          res.on('end', () => {
-            const status = res.statusCode ?? 0;
-            let parsed: Wire;
-            try {
-              parsed = chunks.length ? (JSON.parse(Buffer.concat(chunks).toString('utf8')) as Wire) : {};
-            } catch {
-              return reject(serviceError(status >= 400 ? status : 502, { __type: 'InvalidResponse', message: `DynamoDB answered HTTP ${status} with a body that is not JSON` }));
-            }
-            if (status >= 300) reject(serviceError(status, parsed));
-            else resolve(parsed);
-          });
-        },
-      );
-      req.on('error', reject);
-      req.end(body);
-    });
+    if (answer.status >= 300) throw serviceError(answer.status, parsed);
+    return parsed;
   }
 }
 
+/** China's regions are a partition of their own, with their own domain. */
+const dynamoUrl = (options: Pick<LeanDynamoOptions, 'endpoint' | 'region'>) =>
+  new URL(options.endpoint ?? `https://dynamodb.${options.region}.amazonaws.com${options.region.startsWith('cn-') ? '.cn' : ''}`);
+
+const dynamoRequest = (action: string, body: string, date?: Date): SignedRequest => ({
+  method: 'POST',
+  path: '/',
+  headers: { 'Content-Type': 'application/x-amz-json-1.0', 'X-Amz-Target': `DynamoDB_20120810.${action}`, 'Content-Length': Buffer.byteLength(body) },
+  body,
+  date,
+});
+
 /**
- * The headers of a DynamoDB request, SigV4-signed by aws4 (test/unit/lean-dynamodb.test.ts checks
- * the signature against the SDK's own signer). `date`: for that test; the clock otherwise.
+ * The headers of a DynamoDB request, SigV4-signed (test/unit/lean-dynamodb.test.ts checks the
+ * signature against the SDK's own signer). `date`: for that test; the clock otherwise.
  */
 export function signedHeaders(url: URL, options: Pick<LeanDynamoOptions, 'region' | 'credentials'>, action: string, body: string, date?: Date): http.OutgoingHttpHeaders {
-  const headers: Record<string, string | number> = { 'Content-Type': 'application/x-amz-json-1.0', 'X-Amz-Target': `DynamoDB_20120810.${action}`, 'Content-Length': Buffer.byteLength(body) };
-  if (date) headers['X-Amz-Date'] = date.toISOString().replace(/[:-]|\.\d{3}/g, '');
-  const signed = aws4.sign({ host: url.host, path: '/', method: 'POST', service: 'dynamodb', region: options.region, headers, body }, options.credentials);
-  return signed.headers as http.OutgoingHttpHeaders;
+  return signRequest({ url, service: 'dynamodb', ...options }, dynamoRequest(action, body, date));
 }
 
 function withHooks(hooks: readonly DynamoCallHook[], call: DynamoCall, last: () => Promise<Doc>): Promise<Doc> {
