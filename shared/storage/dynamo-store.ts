@@ -88,11 +88,11 @@ function gateWrites(hooks: DynamoHooks): void {
 
 /**
  * Which client a store without one given uses: the lean one (lean-dynamodb.ts) where credentials
- * are in the environment (Lambda, the local stack), unless XMPP_DYNAMODB_CLIENT=sdk; the SDK's
+ * are in the environment (Lambda, the local stack), unless XMPP_AWS_CLIENT=sdk; the SDK's
  * otherwise (the Fargate service's credentials come from its container endpoint).
  */
 function makeClient(options: DynamoStoreOptions): { doc: DynamoDBDocumentClient; hooks: DynamoHooks; own: boolean } {
-  const lean = options.client || process.env.XMPP_DYNAMODB_CLIENT === 'sdk' ? undefined : leanOptionsFromEnv(options.endpoint, 5);
+  const lean = options.client || process.env.XMPP_AWS_CLIENT === 'sdk' ? undefined : leanOptionsFromEnv(options.endpoint, 5);
   if (lean) {
     const client = new LeanDynamoClient(lean);
     // Same send() for the commands the stores use: the stores' one type stays the SDK's.

@@ -1,13 +1,11 @@
 /**
  * Sending to client sockets. In the cloud and in the local stack alike this is the API Gateway
- * `@connections` management API, called with the real AWS SDK client; only the endpoint differs.
+ * `@connections` management API (connections-api.ts: a lean signed client, or the SDK's); only
+ * the endpoint differs.
  */
-import {
-  ApiGatewayManagementApiClient,
-  DeleteConnectionCommand,
-  PostToConnectionCommand,
-} from '@aws-sdk/client-apigatewaymanagementapi';
 import { log } from '../log.ts';
+import { isThrottlingError, type ServiceError } from '../aws/signed-http.ts';
+import { connectionsApiFor, type ConnectionsApi } from './connections-api.ts';
 
 /** What the caller knows of the target: `sm: false` = no XEP-0198 there, so the post is not numbered. */
 export interface SendHint {
@@ -31,21 +29,15 @@ export interface SendHint {
   journalAs?: string;
 }
 
-/** Attempts of a post the SDK may retry (a timeout, a 5xx, throttling). */
+/** Attempts of a post, retried by the SDK's rules (a timeout, a 5xx, throttling). */
 const POST_ATTEMPTS = 4;
 
 /**
  * The longest a post may take with its retries: each attempt may wait `timeoutMs` for its
- * connection and again for its answer, and the SDK backs off under a second between attempts.
+ * connection and again for its answer, with a backoff of under a second between attempts.
  */
 export function longestPostMs(timeoutMs: number): number {
   return POST_ATTEMPTS * 2 * timeoutMs + 2000;
-}
-
-/** Answered with "too many requests": not delivered, safe to post again. */
-function isThrottled(err: unknown): boolean {
-  const e = err as { name?: string; $metadata?: { httpStatusCode?: number } };
-  return e?.name === 'LimitExceededException' || e?.name === 'TooManyRequestsException' || e?.$metadata?.httpStatusCode === 429;
 }
 
 export interface ConnectionSender {
@@ -61,41 +53,26 @@ function isGone(err: unknown): boolean {
 }
 
 export class ApiGatewayConnectionSender implements ConnectionSender {
-  private readonly client: ApiGatewayManagementApiClient;
-  /** The same API without the SDK's retries, for posts that must not go out twice (SendHint.once). */
-  private readonly onceClient: ApiGatewayManagementApiClient;
+  private readonly api: ConnectionsApi;
 
-  constructor(endpoint: string, client?: ApiGatewayManagementApiClient, timeoutMs = 3000) {
-    // A post that hangs is given up and retried (by the SDK, then by the queue) instead of
-    // holding the frame until the Lambda timeout; posts take milliseconds when all is well.
-    // The clock runs only while the request is on its socket (connection set up, then idle time
-    // waiting for the answer), never while it waits for a free socket: a whole-request timer
-    // (requestTimeout) fired on posts that queued behind others, had just been delivered, and
-    // were then sent again (measured in the chaos test: every doubled message was one of those).
-    const make = (maxAttempts: number) =>
-      new ApiGatewayManagementApiClient({
-        endpoint,
-        maxAttempts,
-        requestHandler: {
-          connectionTimeout: timeoutMs,
-          socketTimeout: timeoutMs,
-          // Room fan-out posts 16 at a time per frame, and a batch runs up to 10 connections at once.
-          httpAgent: { keepAlive: true, maxSockets: 256 },
-          httpsAgent: { keepAlive: true, maxSockets: 256 },
-        },
-      });
-    this.client = client ?? make(POST_ATTEMPTS);
-    this.onceClient = client ?? make(1);
+  /**
+   * `timeoutMs`: a post that hangs is given up and retried (by the client, then by the queue)
+   * instead of holding the frame until the Lambda timeout; posts take milliseconds when all is
+   * well. The clock runs only while the request is on its socket (connection set up, then idle
+   * time waiting for the answer), never while it waits for a free socket: a whole-request timer
+   * fired on posts that queued behind others, had just been delivered, and were then sent again
+   * (measured in the chaos test: every doubled message was one of those).
+   */
+  constructor(endpoint: string, api?: ConnectionsApi, timeoutMs = 3000) {
+    this.api = api ?? connectionsApiFor(endpoint, timeoutMs);
   }
 
   async send(connectionId: string, frame: string, hint?: SendHint): Promise<boolean> {
     if (hint?.once) return this.sendOnce(connectionId, frame);
     try {
-      const out = await this.client.send(
-        new PostToConnectionCommand({ ConnectionId: connectionId, Data: new TextEncoder().encode(frame) }),
-      );
+      const { attempts } = await this.api.post(connectionId, frame, POST_ATTEMPTS);
       // A retried post may have gone out more than once (an attempt that timed out may have been delivered).
-      if ((out.$metadata.attempts ?? 1) > 1) log.warn('post retried', { connectionId, attempts: out.$metadata.attempts });
+      if (attempts > 1) log.warn('post retried', { connectionId, attempts });
       return true;
     } catch (err) {
       if (isGone(err)) return false;
@@ -103,15 +80,15 @@ export class ApiGatewayConnectionSender implements ConnectionSender {
     }
   }
 
-  /** One attempt, repeated only when it was refused for throttling (answered, so not delivered). */
+  /** One attempt, repeated only when it was refused for throttling (answered "too many requests", so not delivered). */
   private async sendOnce(connectionId: string, frame: string): Promise<boolean> {
     for (let attempt = 1; ; attempt++) {
       try {
-        await this.onceClient.send(new PostToConnectionCommand({ ConnectionId: connectionId, Data: new TextEncoder().encode(frame) }));
+        await this.api.post(connectionId, frame, 1);
         return true;
       } catch (err) {
         if (isGone(err)) return false;
-        if (!isThrottled(err) || attempt === 4) throw err;
+        if (!isThrottlingError(err as ServiceError) || attempt === 4) throw err;
         await new Promise((r) => setTimeout(r, 50 * 2 ** attempt));
       }
     }
@@ -119,9 +96,13 @@ export class ApiGatewayConnectionSender implements ConnectionSender {
 
   async close(connectionId: string): Promise<void> {
     try {
-      await this.client.send(new DeleteConnectionCommand({ ConnectionId: connectionId }));
+      await this.api.delete(connectionId, POST_ATTEMPTS);
     } catch (err) {
       if (!isGone(err)) throw err;
     }
+  }
+
+  destroy(): void {
+    this.api.destroy();
   }
 }

@@ -4,8 +4,7 @@
  * same, errors have the SDK's names and fields, throttling is retried with backoff and then given
  * up, and two clients racing one conditional write (two handler instances) get one winner.
  */
-import { createHash, createHmac, randomBytes } from 'node:crypto';
-import { SignatureV4 } from '@smithy/signature-v4';
+import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import {
@@ -23,6 +22,7 @@ import {
 import { LeanDynamoClient, leanOptionsFromEnv, signedHeaders } from '../../shared/storage/lean-dynamodb.ts';
 import { leanClientHooks } from '../../shared/storage/dynamo-hooks.ts';
 import { ensureTable } from '../../shared/storage/table.ts';
+import { sdkSignature } from './sigv4-reference.ts';
 
 const endpoint = inject('dynamoEndpoint');
 const TableName = `lean${randomBytes(5).toString('hex')}`;
@@ -142,39 +142,20 @@ describe('the lean DynamoDB client', () => {
 
 describe('the lean client signs as the SDK does', () => {
   it("gives a DynamoDB request the same SigV4 signature as the SDK's own signer (DynamoDB Local checks none, so this is what stands for AWS)", async () => {
-    // The SDK's signer wants a hash constructor; node:crypto's, as the SDK's Node build uses.
-    type Data = string | ArrayBuffer | ArrayBufferView;
-    const bytes = (d: Data) => (typeof d === 'string' ? d : ArrayBuffer.isView(d) ? new Uint8Array(d.buffer, d.byteOffset, d.byteLength) : new Uint8Array(d));
-    class Sha256 {
-      private readonly hash;
-      constructor(secret?: Data) {
-        this.hash = secret === undefined ? createHash('sha256') : createHmac('sha256', bytes(secret));
-      }
-      update(data: Data) {
-        this.hash.update(bytes(data));
-      }
-      async digest() {
-        return new Uint8Array(this.hash.digest());
-      }
-    }
     const credentials = { accessKeyId: 'AKIDEXAMPLE', secretAccessKey: 'wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY', sessionToken: 'FwoGZXIvYXdzEXAMPLE' };
     const url = new URL('https://dynamodb.eu-west-1.amazonaws.com');
     const body = JSON.stringify({ TableName: 'xmpp', Key: { pk: { S: 'user#alice@example.org' }, sk: { S: 'conn#A=b/c' } }, ConsistentRead: true });
     const date = new Date('2026-12-07T12:00:00Z');
     const ours = signedHeaders(url, { region: 'eu-west-1', credentials }, 'GetItem', body, date);
-    const reference = await new SignatureV4({ credentials, region: 'eu-west-1', service: 'dynamodb', sha256: Sha256, applyChecksum: false }).sign(
-      {
-        method: 'POST',
-        protocol: 'https:',
-        hostname: url.hostname,
-        path: '/',
-        headers: { host: url.host, 'content-type': 'application/x-amz-json-1.0', 'x-amz-target': 'DynamoDB_20120810.GetItem', 'content-length': String(Buffer.byteLength(body)) },
-        body,
-      },
-      { signingDate: date },
+    const reference = await sdkSignature(
+      { method: 'POST', url, path: '/', headers: { 'content-type': 'application/x-amz-json-1.0', 'x-amz-target': 'DynamoDB_20120810.GetItem', 'content-length': String(Buffer.byteLength(body)) }, body },
+      'dynamodb',
+      'eu-west-1',
+      credentials,
+      date,
     );
-    expect(ours.Authorization).toBe(reference.headers.authorization);
-    expect(ours['X-Amz-Date']).toBe(reference.headers['x-amz-date']);
+    expect(ours.Authorization).toBe(reference.authorization);
+    expect(ours['X-Amz-Date']).toBe(reference['x-amz-date']);
     expect(ours['X-Amz-Security-Token']).toBe(credentials.sessionToken);
   });
 });
