@@ -22,7 +22,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { performance } from 'node:perf_hooks';
 import { fileURLToPath } from 'node:url';
-import { BatchWriteCommand } from '@aws-sdk/lib-dynamodb';
+import { BatchWriteCommand } from '../shared/storage/commands.ts';
 import type { InvocationReply } from './handler-process.ts';
 import type { Context, SQSEvent } from 'aws-lambda';
 import { rosterSk, userPk } from '../shared/storage/keys.ts';

@@ -13,6 +13,7 @@ import { marshall } from '@aws-sdk/util-dynamodb';
 import { startDynamoDbLocal } from '../local/dynamodb.ts';
 import { ensureTable } from '../shared/storage/table.ts';
 import { LeanDynamoClient } from '../shared/storage/lean-dynamodb.ts';
+import { GetCommand as StoreGetCommand } from '../shared/storage/commands.ts';
 
 process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
 const N = Number(process.argv[2] ?? 2000);
@@ -32,7 +33,7 @@ await base.send(new PutItemCommand({ TableName: TABLE, Item: marshall({ ...KEY, 
 const ways: Record<string, () => Promise<unknown>> = {
   'document client (lib-dynamodb)': () => doc.send(new GetCommand({ TableName: TABLE, Key: KEY })),
   'base client (client-dynamodb), marshalled input': () => base.send(new GetItemCommand({ TableName: TABLE, Key: marshall(KEY) })),
-  'lean client (shared/storage/lean-dynamodb.ts), as the stores use it': () => lean.send(new GetCommand({ TableName: TABLE, Key: KEY })),
+  'lean client (shared/storage/lean-dynamodb.ts), as the stores use it': () => lean.send(new StoreGetCommand({ TableName: TABLE, Key: KEY })),
 };
 
 async function cpuPerRequest(run: () => Promise<unknown>): Promise<number> {

@@ -4,7 +4,7 @@
  * by `mam#<id>`, where the id starts with a fixed-width time-and-sequence part: a Query over a sort
  * key range is a time range, in the order the messages were archived.
  */
-import { GetCommand, PutCommand, QueryCommand, UpdateCommand, type QueryCommandInput } from '@aws-sdk/lib-dynamodb';
+import { GetCommand, PutCommand, QueryCommand, UpdateCommand, type QueryCommandInput } from './commands.ts';
 import { frameNow, frameUnique, frameValue, invalidateRoute } from './frame-context.ts';
 import { conditionally, putItems } from './table-ops.ts';
 import type { Store, TableAccess } from './store.ts';

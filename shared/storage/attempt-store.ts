@@ -7,7 +7,7 @@
  * (SQS redelivers at least once) adds the same id and counts once; and two handlers recording at
  * the same moment both land (ADD to a set is atomic), where a read-modify-write would lose one.
  */
-import { BatchGetCommand, UpdateCommand, type BatchGetCommandOutput } from '@aws-sdk/lib-dynamodb';
+import { BatchGetCommand, UpdateCommand, type BatchGetCommandOutput } from './commands.ts';
 import type { TableAccess } from './store.ts';
 import { TTL_ATTRIBUTE } from './table.ts';
 import { conditionally } from './table-ops.ts';

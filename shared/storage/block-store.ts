@@ -7,7 +7,7 @@
  * reads no block list of users without it. Set updates (ADD/DELETE) are atomic, so two
  * resources blocking at once do not lose an entry.
  */
-import { UpdateCommand } from '@aws-sdk/lib-dynamodb';
+import { UpdateCommand } from './commands.ts';
 import { invalidateRoute, knownToBlockNobody } from './frame-context.ts';
 import type { Store, TableAccess } from './store.ts';
 import { userPk } from './keys.ts';

@@ -6,7 +6,7 @@
  * Verified entries expire after 90 days unused-or-not (then the next client is asked again);
  * pending entries after an hour.
  */
-import { DeleteCommand, GetCommand, UpdateCommand } from '@aws-sdk/lib-dynamodb';
+import { DeleteCommand, GetCommand, UpdateCommand } from './commands.ts';
 import type { TableAccess } from './store.ts';
 import { TTL_ATTRIBUTE } from './table.ts';
 import { capsPk } from './keys.ts';

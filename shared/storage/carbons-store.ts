@@ -5,7 +5,7 @@
  * copy is posted without looking the session up; a later session on the same resource does not
  * inherit it (the id differs), and the item expires with the connection.
  */
-import { DeleteCommand, PutCommand } from '@aws-sdk/lib-dynamodb';
+import { DeleteCommand, PutCommand } from './commands.ts';
 import { invalidateRoute } from './frame-context.ts';
 import type { Store, TableAccess } from './store.ts';
 import { TTL_ATTRIBUTE } from './table.ts';

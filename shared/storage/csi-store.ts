@@ -12,7 +12,7 @@
  * A handler that read the session as inactive a moment before either held its stanza while holding
  * was on (the flush posts it, in order) or fails the condition and posts it itself, after the flush.
  */
-import { DeleteCommand, GetCommand, UpdateCommand } from '@aws-sdk/lib-dynamodb';
+import { DeleteCommand, GetCommand, UpdateCommand } from './commands.ts';
 import type { TableAccess } from './store.ts';
 import { TTL_ATTRIBUTE } from './table.ts';
 import { conditionally, nowSeconds } from './table-ops.ts';

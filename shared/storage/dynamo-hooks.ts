@@ -59,3 +59,24 @@ export function sdkClientHooks(client: DynamoDBClient): DynamoHooks {
     has: (name) => client.middlewareStack.identify().some((n) => n.startsWith(name)),
   };
 }
+
+/** Hooks for an SDK client made later, on first use: kept until it is made, then added to it. */
+export function lateSdkClientHooks(): DynamoHooks & { attach(client: DynamoDBClient): void } {
+  const names = new Set<string>();
+  const pending: Array<(hooks: DynamoHooks) => void> = [];
+  let attached: DynamoHooks | undefined;
+  const add = (name: string, f: (hooks: DynamoHooks) => void) => {
+    names.add(name);
+    if (attached) f(attached);
+    else pending.push(f);
+  };
+  return {
+    aroundCall: (name, hook) => add(name, (h) => h.aroundCall(name, hook)),
+    aroundAttempt: (name, hook) => add(name, (h) => h.aroundAttempt(name, hook)),
+    has: (name) => names.has(name),
+    attach(client) {
+      attached = sdkClientHooks(client);
+      for (const f of pending.splice(0)) f(attached);
+    },
+  };
+}

@@ -9,17 +9,12 @@
  * feature data lives in the feature stores beside it.
  */
 import { createHash } from 'node:crypto';
-import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
+import type { DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import { log } from '../log.ts';
 import { faultsFromEnv, injectDynamoFaults } from '../faults.ts';
-import {
-  DeleteCommand,
-  DynamoDBDocumentClient,
-  GetCommand,
-  PutCommand,
-  UpdateCommand,
-} from '@aws-sdk/lib-dynamodb';
-import { leanClientHooks, sdkClientHooks, type DynamoHooks } from './dynamo-hooks.ts';
+import { DeleteCommand, GetCommand, PutCommand, UpdateCommand, type DocClient } from './commands.ts';
+import { lateSdkClientHooks, leanClientHooks, sdkClientHooks, type DynamoHooks } from './dynamo-hooks.ts';
+import { sdkDocumentClient } from './sdk-document-client.ts';
 import { LeanDynamoClient, leanOptionsFromEnv } from './lean-dynamodb.ts';
 import type { Account, ConnectionState, RosterItem, SessionRecord } from '../core/types.ts';
 import type { ScramCredentials, ScramHash } from '../sasl/scram.ts';
@@ -91,19 +86,26 @@ function gateWrites(hooks: DynamoHooks): void {
  * are in the environment (Lambda, the local stack), unless XMPP_AWS_CLIENT=sdk; the SDK's
  * otherwise (the Fargate service's credentials come from its container endpoint).
  */
-function makeClient(options: DynamoStoreOptions): { doc: DynamoDBDocumentClient; hooks: DynamoHooks; own: boolean } {
-  const lean = options.client || process.env.XMPP_AWS_CLIENT === 'sdk' ? undefined : leanOptionsFromEnv(options.endpoint, 5);
+function makeClient(options: DynamoStoreOptions): { doc: DocClient; hooks: DynamoHooks; own: boolean } {
+  if (options.client) return { doc: sdkDocumentClient(options.client), hooks: sdkClientHooks(options.client), own: false };
+  const lean = process.env.XMPP_AWS_CLIENT === 'sdk' ? undefined : leanOptionsFromEnv(options.endpoint, 5);
   if (lean) {
     const client = new LeanDynamoClient(lean);
-    // Same send() for the commands the stores use: the stores' one type stays the SDK's.
-    return { doc: client as unknown as DynamoDBDocumentClient, hooks: leanClientHooks(client), own: true };
+    return { doc: client, hooks: leanClientHooks(client), own: true };
   }
-  const client = options.client ?? new DynamoDBClient({ endpoint: options.endpoint, maxAttempts: 5 });
-  return { doc: DynamoDBDocumentClient.from(client, { marshallOptions: { removeUndefinedValues: true } }), hooks: sdkClientHooks(client), own: !options.client };
+  // The SDK's client, made (and its package loaded) at the first request.
+  const hooks = lateSdkClientHooks();
+  const make = async () => {
+    const { DynamoDBClient } = await import('@aws-sdk/client-dynamodb');
+    const client = new DynamoDBClient({ endpoint: options.endpoint, maxAttempts: 5 });
+    hooks.attach(client);
+    return client;
+  };
+  return { doc: sdkDocumentClient(make), hooks, own: true };
 }
 
 export class DynamoStore implements Store {
-  readonly doc: DynamoDBDocumentClient;
+  readonly doc: DocClient;
   readonly table: string;
 
   constructor(options: DynamoStoreOptions) {

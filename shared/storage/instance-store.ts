@@ -9,7 +9,7 @@
  * One partition for all instances: a handful of tasks, read by each every sweep interval. The
  * connection set is bounded by the item size (400 KB: about 9,000 connection ids per instance).
  */
-import { DeleteCommand, GetCommand, PutCommand, UpdateCommand } from '@aws-sdk/lib-dynamodb';
+import { DeleteCommand, GetCommand, PutCommand, UpdateCommand } from './commands.ts';
 import type { TableAccess } from './store.ts';
 import { conditionally, queryAll } from './table-ops.ts';
 

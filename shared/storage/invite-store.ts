@@ -9,7 +9,7 @@
  * Using one is a conditional delete, so of two registrations racing with one token exactly one wins.
  */
 import { randomBytes } from 'node:crypto';
-import { DeleteCommand, GetCommand, PutCommand } from '@aws-sdk/lib-dynamodb';
+import { DeleteCommand, GetCommand, PutCommand } from './commands.ts';
 import type { TableAccess } from './store.ts';
 import { nowSeconds } from './table-ops.ts';
 import { TTL_ATTRIBUTE } from './table.ts';

@@ -6,8 +6,9 @@
  *
  * Why not the SDK here: a GetItem costs 0.72 ms of CPU through the document client and 0.19 ms as
  * one signed request (bench/request-cpu.ts), and a 1:1 message makes four (docs/performance.md).
- * It takes the same command objects as the SDK's document client (`new GetCommand({...})` from
- * @aws-sdk/lib-dynamodb), so the stores do not know which one they use, and answers and errors
+ * It takes the stores' command objects (commands.ts: lib-dynamodb's names and inputs), as the
+ * SDK's document client does through sdk-document-client.ts, so the stores do not know which one
+ * they use, and answers and errors
  * have the SDK's shapes (`name`, `$metadata.httpStatusCode`, a failed condition's `Item` left
  * marshalled, as the SDK leaves it). Only the commands the stores use are known: any other
  * command is refused, never sent half-understood.
@@ -18,7 +19,7 @@
  */
 import type http from 'node:http';
 import { marshall, unmarshall } from '@aws-sdk/util-dynamodb';
-import { BatchGetCommand, BatchWriteCommand, DeleteCommand, GetCommand, PutCommand, QueryCommand, ScanCommand, UpdateCommand } from '@aws-sdk/lib-dynamodb';
+import { BatchGetCommand, BatchWriteCommand, DeleteCommand, GetCommand, PutCommand, QueryCommand, ScanCommand, UpdateCommand, type DocClient, type DocCommand } from './commands.ts';
 import type { DynamoCall, DynamoCallHook } from './dynamo-hooks.ts';
 import { awsFromEnv, serviceError, signRequest, SignedHttp, withRetries, type AwsCredentials, type SignedRequest } from '../aws/signed-http.ts';
 
@@ -111,7 +112,7 @@ const OPERATIONS = new Map<Function, Operation>([
 
 // --- the client ---------------------------------------------------------------------------------
 
-export class LeanDynamoClient {
+export class LeanDynamoClient implements DocClient {
   private readonly http: SignedHttp;
   /** Around a whole call, retries included (outermost first). */
   readonly callHooks: DynamoCallHook[] = [];
@@ -123,7 +124,7 @@ export class LeanDynamoClient {
   }
 
   /** The document client's `send`, for the commands in OPERATIONS. */
-  send<T = any>(command: { input: object }): Promise<T> {
+  send<Input, Output>(command: DocCommand<Input, Output>): Promise<Output> {
     const operation = OPERATIONS.get(command.constructor);
     if (!operation) return Promise.reject(new Error(`LeanDynamoClient: ${command.constructor.name} is not supported`));
     const call: DynamoCall = { name: operation.name, input: command.input as Doc };
@@ -131,7 +132,7 @@ export class LeanDynamoClient {
       withRetries(this.options.maxAttempts, () =>
         withHooks(this.attemptHooks, call, async () => Object.assign(operation.response(await this.post(operation.action, operation.request(call.input))), { $metadata: { httpStatusCode: 200 } })),
       ),
-    ) as Promise<T>;
+    ) as Promise<Output>;
   }
 
   destroy(): void {

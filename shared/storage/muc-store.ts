@@ -15,7 +15,7 @@
  * Occupants are written with a version number and conditional puts: joins, nick changes and
  * leaves of one nick from concurrent Lambda invocations cannot overwrite each other.
  */
-import { DeleteCommand, GetCommand, PutCommand } from '@aws-sdk/lib-dynamodb';
+import { DeleteCommand, GetCommand, PutCommand } from './commands.ts';
 import { claimOnce, conditionally, deleteKeys, isLive as live, nowSeconds, queryAll } from './table-ops.ts';
 import type { TableAccess } from './store.ts';
 import { TTL_ATTRIBUTE } from './table.ts';

@@ -9,7 +9,7 @@
  * (last-item delivery at login needs one Query per contact). Writes to a node item are conditional
  * on its version; callers retry on a lost race.
  */
-import { DeleteCommand, GetCommand, PutCommand } from '@aws-sdk/lib-dynamodb';
+import { DeleteCommand, GetCommand, PutCommand } from './commands.ts';
 import { deleteKeys, queryAll } from './table-ops.ts';
 import type { TableAccess } from './store.ts';
 import { userPk } from './keys.ts';

@@ -5,7 +5,7 @@
  * in PEP (XEP-0402 compat, see modules/private.ts); only their URL entries, which XEP-0402 has no
  * place for, are.
  */
-import { DeleteCommand, GetCommand, PutCommand } from '@aws-sdk/lib-dynamodb';
+import { DeleteCommand, GetCommand, PutCommand } from './commands.ts';
 import type { TableAccess } from './store.ts';
 import { userPk } from './keys.ts';
 

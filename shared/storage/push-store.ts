@@ -6,7 +6,7 @@
  * through the user's route (one Query per user per frame, shared with delivery): deciding whether a
  * message for an offline user needs a notification costs no request of its own.
  */
-import { DeleteCommand, PutCommand } from '@aws-sdk/lib-dynamodb';
+import { DeleteCommand, PutCommand } from './commands.ts';
 import { invalidateRoute } from './frame-context.ts';
 import type { Store, TableAccess } from './store.ts';
 import { userPk } from './keys.ts';

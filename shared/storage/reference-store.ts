@@ -4,7 +4,7 @@
  * written beside the reference, so removing the account finds and removes every reference without
  * scanning rooms or nodes (docs/security.md, "Account removal").
  */
-import { DeleteCommand, PutCommand } from '@aws-sdk/lib-dynamodb';
+import { DeleteCommand, PutCommand } from './commands.ts';
 import type { TableAccess } from './store.ts';
 import { queryAll } from './table-ops.ts';
 import { userPk } from './keys.ts';

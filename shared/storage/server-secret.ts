@@ -5,7 +5,7 @@
  * conditional put lets one win and the other reads the winner's. It never changes, so each instance
  * keeps it in memory.
  */
-import { GetCommand, PutCommand } from '@aws-sdk/lib-dynamodb';
+import { GetCommand, PutCommand } from './commands.ts';
 import { randomBytes } from 'node:crypto';
 import type { Store, TableAccess } from './store.ts';
 

@@ -15,7 +15,7 @@
  * each other's attributes (numbering, the post lease, acknowledgements, hibernation, the end's
  * owner, unnumbered posts before the enable); split, the conditions would be spread over files.
  */
-import { DeleteCommand, GetCommand, PutCommand, QueryCommand, UpdateCommand } from '@aws-sdk/lib-dynamodb';
+import { DeleteCommand, GetCommand, PutCommand, QueryCommand, UpdateCommand } from './commands.ts';
 import type { AttributeValue } from '@aws-sdk/client-dynamodb';
 import { unmarshall } from '@aws-sdk/util-dynamodb';
 import type { TableAccess } from './store.ts';

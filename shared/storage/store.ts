@@ -2,7 +2,7 @@
  * The storage interface the core and its modules use. One implementation, on DynamoDB
  * (dynamo-store.ts); locally it talks to DynamoDB Local, so tests exercise the real queries.
  */
-import type { DynamoDBDocumentClient } from '@aws-sdk/lib-dynamodb';
+import type { DocClient } from './commands.ts';
 import type { Account, ConnectionState, RosterItem, SessionRecord } from '../core/types.ts';
 import type { ScramCredentials, ScramHash } from '../sasl/scram.ts';
 import type { FrameJournal } from './frame-context.ts';
@@ -48,7 +48,7 @@ export interface SessionChanges {
 
 /** The table itself, for feature modules that keep items of their own (rooms, archives, PEP…). */
 export interface TableAccess {
-  doc: DynamoDBDocumentClient;
+  doc: DocClient;
   table: string;
 }
 

@@ -3,7 +3,7 @@
  * TTL has passed but which DynamoDB has not deleted yet), and batched writes that retry what
  * DynamoDB left unprocessed.
  */
-import { BatchGetCommand, BatchWriteCommand, PutCommand, QueryCommand, ScanCommand, type QueryCommandInput, type ScanCommandInput } from '@aws-sdk/lib-dynamodb';
+import { BatchGetCommand, BatchWriteCommand, PutCommand, QueryCommand, ScanCommand, type QueryCommandInput, type ScanCommandInput } from './commands.ts';
 import { randomBytes } from 'node:crypto';
 import { currentFrame } from './frame-context.ts';
 import type { TableAccess } from './store.ts';

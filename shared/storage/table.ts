@@ -1,4 +1,4 @@
-import { CreateTableCommand, DescribeTableCommand, UpdateTimeToLiveCommand, type DynamoDBClient } from '@aws-sdk/client-dynamodb';
+import type { DynamoDBClient } from '@aws-sdk/client-dynamodb';
 
 /**
  * The single-table layout (see docs/data-model.md). Every item has a string partition key `pk` and
@@ -9,6 +9,8 @@ export const TTL_ATTRIBUTE = 'expires';
 
 /** Creates the table (on-demand) and turns on TTL, unless it already exists. Used by the local stack. */
 export async function ensureTable(client: DynamoDBClient, tableName: string): Promise<'created' | 'exists'> {
+  // Loaded here, not at the top: the stream handler imports this module for TTL_ATTRIBUTE only.
+  const { CreateTableCommand, DescribeTableCommand, UpdateTimeToLiveCommand } = await import('@aws-sdk/client-dynamodb');
   try {
     await client.send(new DescribeTableCommand({ TableName: tableName }));
     return 'exists';

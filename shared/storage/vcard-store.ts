@@ -2,7 +2,7 @@
  * XEP-0054 vCards, in the account's partition (removed with the account):
  *   user#<bare> / vcard     the vCard without its embedded photo (the photo lives in PEP, XEP-0084)
  */
-import { GetCommand, PutCommand } from '@aws-sdk/lib-dynamodb';
+import { GetCommand, PutCommand } from './commands.ts';
 import type { TableAccess } from './store.ts';
 import { userPk } from './keys.ts';
 

@@ -14,14 +14,14 @@ const bundles = await bundleLambdas();
 afterAll(() => bundles.cleanup());
 
 describe('the stream Lambda bundle', () => {
-  it('loads neither the S3 nor the SQS client nor SASLprep (only a password in the clear needs it) at init', () => {
+  it('loads no AWS SDK client at init (the lean clients carry DynamoDB and @connections), nor SASLprep (only a password in the clear needs it)', () => {
     const loaded = bundles.stream.composition.map((c) => c.from);
-    expect(loaded).toContain('@aws-sdk/client-dynamodb');
-    expect(loaded.filter((from) => /client-s3|client-sqs|s3-request-presigner|nested-clients|saslprep/.test(from))).toEqual([]);
+    expect(loaded).toContain('aws4');
+    expect(loaded.filter((from) => /@aws-sdk\/(client-|lib-|core|credential)|@smithy|saslprep/.test(from))).toEqual([]);
     expect(bundles.stream.deployedBytes).toBeGreaterThan(bundles.stream.bytes);
   });
 
-  it('has every on-demand chunk resolvable and linkable, with the S3 client and presigner among them', () => {
+  it('has every on-demand chunk resolvable and linkable, with the SDK clients among them (S3, SQS, and DynamoDB and @connections for XMPP_AWS_CLIENT=sdk)', () => {
     const dir = join(dirname(bundles.stream.path), 'chunks');
     const chunks = readdirSync(dir).filter((f) => f.endsWith('.mjs'));
     const script = `for (const f of ${JSON.stringify(chunks)}) { const m = await import(${JSON.stringify(dir + '/')} + f); if (!m) throw new Error(f); }
@@ -31,6 +31,8 @@ console.log(JSON.stringify([...names]));`;
     expect(r.stderr).toBe('');
     expect(r.status).toBe(0);
     const exported = JSON.parse(r.stdout) as string[];
-    expect(exported).toEqual(expect.arrayContaining(['S3Client', 'PutObjectCommand', 'getSignedUrl', 'SQSClient', 'SendMessageCommand']));
+    expect(exported).toEqual(
+      expect.arrayContaining(['S3Client', 'PutObjectCommand', 'getSignedUrl', 'SQSClient', 'SendMessageCommand', 'DynamoDBClient', 'DynamoDBDocumentClient', 'ApiGatewayManagementApiClient', 'PostToConnectionCommand']),
+    );
   });
 });

@@ -3,7 +3,7 @@
  * holding on whichever instance delivers, the flush racing deliveries from other instances, and a
  * flush that crashes half-way and runs again. The recording sender stands in for @connections (AWS's edge).
  */
-import { GetCommand } from '@aws-sdk/lib-dynamodb';
+import { GetCommand } from '../../shared/storage/commands.ts';
 import { beforeEach, describe, expect, it } from 'vitest';
 import { befriend, Connection, freshUsers, startHarness, type Harness } from './handler-harness.ts';
 

@@ -7,18 +7,11 @@
 import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
-import {
-  BatchGetCommand,
-  BatchWriteCommand,
-  DeleteCommand,
-  DynamoDBDocumentClient,
-  GetCommand,
-  PutCommand,
-  QueryCommand,
-  ScanCommand,
-  TransactWriteCommand,
-  UpdateCommand,
-} from '@aws-sdk/lib-dynamodb';
+import { TransactWriteCommand } from '@aws-sdk/lib-dynamodb';
+import { BatchGetCommand, BatchWriteCommand, DeleteCommand, GetCommand, PutCommand, QueryCommand, ScanCommand, UpdateCommand } from '../../shared/storage/commands.ts';
+import { sdkDocumentClient } from '../../shared/storage/sdk-document-client.ts';
+import { addDynamoClientHook, DynamoStore } from '../../shared/storage/dynamo-store.ts';
+import { inFrame, newFrame } from '../../shared/storage/frame-context.ts';
 import { LeanDynamoClient, leanOptionsFromEnv, signedHeaders } from '../../shared/storage/lean-dynamodb.ts';
 import { leanClientHooks } from '../../shared/storage/dynamo-hooks.ts';
 import { ensureTable } from '../../shared/storage/table.ts';
@@ -28,7 +21,8 @@ const endpoint = inject('dynamoEndpoint');
 const TableName = `lean${randomBytes(5).toString('hex')}`;
 const credentials = { accessKeyId: 'local', secretAccessKey: 'local' };
 const base = new DynamoDBClient({ endpoint, region: 'local', credentials });
-const sdk = DynamoDBDocumentClient.from(base, { marshallOptions: { removeUndefinedValues: true } });
+// The SDK's document client, carrying the same command objects as the stores use it.
+const sdk = sdkDocumentClient(base);
 const lean = new LeanDynamoClient({ endpoint, region: 'local', credentials, maxAttempts: 3 });
 const second = new LeanDynamoClient({ endpoint, region: 'local', credentials, maxAttempts: 3 });
 
@@ -50,23 +44,23 @@ describe('the lean DynamoDB client', () => {
     expect(body(await lean.send(new PutCommand({ TableName, Item: item, ReturnValues: 'ALL_OLD' })))).toEqual({});
     const key = { pk: 'user#a', sk: 'x' };
     expect(body(await lean.send(new GetCommand({ TableName, Key: key, ConsistentRead: true })))).toEqual(body(await sdk.send(new GetCommand({ TableName, Key: key, ConsistentRead: true }))));
-    expect((await lean.send<{ Item: unknown }>(new GetCommand({ TableName, Key: key, ConsistentRead: true }))).Item).toEqual({ pk: 'user#a', sk: 'x', n: 3, list: ['a', 1, { deep: true }], set: new Set(['s1', 's2']), nothing: null });
+    expect((await lean.send(new GetCommand({ TableName, Key: key, ConsistentRead: true }))).Item).toEqual({ pk: 'user#a', sk: 'x', n: 3, list: ['a', 1, { deep: true }], set: new Set(['s1', 's2']), nothing: null });
     const update = { TableName, Key: key, UpdateExpression: 'SET n = n + :one', ExpressionAttributeValues: { ':one': 1 }, ReturnValues: 'ALL_NEW' as const };
-    expect((await lean.send<{ Attributes: { n: number } }>(new UpdateCommand(update))).Attributes.n).toBe(4);
+    expect((await lean.send(new UpdateCommand(update))).Attributes?.n).toBe(4);
     expect((await sdk.send(new UpdateCommand(update))).Attributes?.n).toBe(5);
 
     const items = Array.from({ length: 30 }, (_, i) => ({ pk: 'user#b', sk: `m#${String(i).padStart(2, '0')}`, i }));
     expect(body(await lean.send(new BatchWriteCommand({ RequestItems: { [TableName]: items.slice(0, 25).map((Item) => ({ PutRequest: { Item } })) } })))).toEqual({ UnprocessedItems: {} });
     await lean.send(new BatchWriteCommand({ RequestItems: { [TableName]: items.slice(25).map((Item) => ({ PutRequest: { Item } })) } }));
     const query = { TableName, KeyConditionExpression: 'pk = :pk AND begins_with(sk, :m)', ExpressionAttributeValues: { ':pk': 'user#b', ':m': 'm#' }, Limit: 7 };
-    const page = await lean.send<{ Items: unknown[]; LastEvaluatedKey: unknown }>(new QueryCommand(query));
+    const page = await lean.send(new QueryCommand(query));
     expect(body(page)).toEqual(body(await sdk.send(new QueryCommand(query))));
-    const next = await lean.send<{ Items: Array<{ i: number }> }>(new QueryCommand({ ...query, ExclusiveStartKey: page.LastEvaluatedKey as Record<string, unknown> }));
-    expect(next.Items.map((i) => i.i)).toEqual([7, 8, 9, 10, 11, 12, 13]);
+    const next = await lean.send(new QueryCommand({ ...query, ExclusiveStartKey: page.LastEvaluatedKey as Record<string, unknown> }));
+    expect(next.Items!.map((i) => i.i)).toEqual([7, 8, 9, 10, 11, 12, 13]);
     const keys = [{ pk: 'user#b', sk: 'm#03' }, { pk: 'user#b', sk: 'm#29' }, { pk: 'user#none', sk: 'x' }];
-    const got = await lean.send<{ Responses: Record<string, Array<{ i: number }>> }>(new BatchGetCommand({ RequestItems: { [TableName]: { Keys: keys, ConsistentRead: true } } }));
-    expect(got.Responses[TableName]!.map((i) => i.i).sort((a, b) => a - b)).toEqual([3, 29]);
-    const scan = await lean.send<{ Items: unknown[] }>(new ScanCommand({ TableName, FilterExpression: 'pk = :pk', ExpressionAttributeValues: { ':pk': 'user#b' } }));
+    const got = await lean.send(new BatchGetCommand({ RequestItems: { [TableName]: { Keys: keys, ConsistentRead: true } } }));
+    expect(got.Responses![TableName]!.map((i) => i.i).sort((a, b) => a - b)).toEqual([3, 29]);
+    const scan = await lean.send(new ScanCommand({ TableName, FilterExpression: 'pk = :pk', ExpressionAttributeValues: { ':pk': 'user#b' } }));
     expect(scan.Items).toHaveLength(30);
     await lean.send(new BatchWriteCommand({ RequestItems: { [TableName]: [{ DeleteRequest: { Key: { pk: 'user#b', sk: 'm#00' } } }] } }));
     expect(body(await lean.send(new DeleteCommand({ TableName, Key: key, ReturnValues: 'ALL_OLD' })))).toMatchObject({ Attributes: { n: 5 } });
@@ -98,7 +92,7 @@ describe('the lean DynamoDB client', () => {
       if (failures-- > 0) throw Object.assign(new Error('slow down'), { name: 'ProvisionedThroughputExceededException' });
       return next();
     });
-    const out = await throttling.send<{ $metadata: { attempts: number } }>(new GetCommand({ TableName, Key: { pk: 'user#c', sk: 'sm' } }));
+    const out = await throttling.send(new GetCommand({ TableName, Key: { pk: 'user#c', sk: 'sm' } }));
     expect(out.$metadata.attempts).toBe(3);
     expect(attempts).toBe(3);
     failures = 5;
@@ -137,6 +131,42 @@ describe('the lean DynamoDB client', () => {
       maxAttempts: 5,
     });
     expect(leanOptionsFromEnv(undefined, 5, { AWS_REGION: 'eu-west-1' })).toBeUndefined(); // Fargate: the container's endpoint has them
+  });
+});
+
+describe("a store on the SDK's client (the Fargate service, XMPP_AWS_CLIENT=sdk)", () => {
+  it('makes the client at its first request and gives it the hooks added before, the frame gate among them', async () => {
+    const saved = { ...process.env };
+    // As on Fargate the region is in the environment (the credentials come from the container endpoint there).
+    Object.assign(process.env, { XMPP_AWS_CLIENT: 'sdk', AWS_REGION: 'local', AWS_ACCESS_KEY_ID: 'local', AWS_SECRET_ACCESS_KEY: 'local' });
+    const names: string[] = [];
+    const removeHook = addDynamoClientHook((hooks) =>
+      hooks.aroundCall('testCounter', (call, next) => {
+        names.push(call.name);
+        return next();
+      }),
+    );
+    try {
+      const store = new DynamoStore({ tableName: TableName, endpoint });
+      expect(store.doc).not.toBeInstanceOf(LeanDynamoClient);
+      await store.doc.send(new PutCommand({ TableName, Item: { pk: 'user#sdk', sk: 'x', n: 1 } }));
+      expect((await store.doc.send(new GetCommand({ TableName, Key: { pk: 'user#sdk', sk: 'x' }, ConsistentRead: true }))).Item).toEqual({ pk: 'user#sdk', sk: 'x', n: 1 });
+      expect(names).toEqual(['PutItemCommand', 'GetItemCommand']);
+      // The frame gate holds a write until the frame lets effects out (frame-context.ts).
+      let open!: () => void;
+      const gate = new Promise<void>((r) => (open = r));
+      const key = { pk: 'user#sdk', sk: 'gated' };
+      const write = inFrame(() => store.doc.send(new PutCommand({ TableName, Item: key })), newFrame({ gate }));
+      await new Promise((r) => setTimeout(r, 100));
+      expect((await sdk.send(new GetCommand({ TableName, Key: key, ConsistentRead: true }))).Item).toBeUndefined();
+      open();
+      await write;
+      expect((await sdk.send(new GetCommand({ TableName, Key: key, ConsistentRead: true }))).Item).toEqual(key);
+      store.doc.destroy();
+    } finally {
+      removeHook();
+      process.env = saved;
+    }
   });
 });
 

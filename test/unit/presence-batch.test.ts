@@ -6,7 +6,7 @@
  * crashes right after its batched read and runs again. The recording sender stands in for
  * @connections (AWS's edge).
  */
-import { UpdateCommand } from '@aws-sdk/lib-dynamodb';
+import { UpdateCommand } from '../../shared/storage/commands.ts';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { addAccount, befriend, Connection, freshUsers, startHarness, type Harness } from './handler-harness.ts';
 

@@ -5,7 +5,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
-import { DynamoDBDocumentClient } from '@aws-sdk/lib-dynamodb';
+import { sdkDocumentClient } from '../../shared/storage/sdk-document-client.ts';
 import { beforeAll, describe, expect, it, inject } from 'vitest';
 import { readOrCreateServerSecret } from '../../shared/storage/server-secret.ts';
 import { ensureTable } from '../../shared/storage/table.ts';
@@ -52,7 +52,7 @@ describe('SCRAM for an account that does not exist', () => {
     const table = `s${randomBytes(6).toString('hex')}`;
     await ensureTable(client, table);
     // Separate document clients stand for separate Lambda instances; none has it cached.
-    const instances = Array.from({ length: 5 }, () => ({ doc: DynamoDBDocumentClient.from(client), table }));
+    const instances = Array.from({ length: 5 }, () => ({ doc: sdkDocumentClient(client), table }));
     const secrets = await Promise.all(instances.map((db) => readOrCreateServerSecret(db)));
     expect(new Set(secrets.map((s) => s.toString('base64'))).size).toBe(1);
     expect(secrets[0]).toHaveLength(32);

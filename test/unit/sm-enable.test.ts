@@ -5,7 +5,7 @@
  * did not number and a later resumption skips one. And the window after bind within which a
  * client may enable it. The recording sender stands in for @connections (AWS's edge).
  */
-import { GetCommand } from '@aws-sdk/lib-dynamodb';
+import { GetCommand } from '../../shared/storage/commands.ts';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { isStanzaFrame } from '../../shared/transport/sm-sender.ts';
 import { connectionPk } from '../../shared/storage/keys.ts';
