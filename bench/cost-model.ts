@@ -173,6 +173,59 @@ export function onlineUsersMonth(inputs: OnlineUsersInputs, options: ModelOption
   return { items: [...connection.items, ...keepalive.items, ...reconnect.items], total: connection.total + keepalive.total + reconnect.total, sections };
 }
 
+/** Presence traffic on top of the online month (assumed: docs/cost.md, "Presence and CSI"). */
+export const PRESENCE_DEFAULTS = {
+  users: 1000,
+  /** Presence changes each user makes a day (away, back, busy…), each to every contact online. */
+  changesPerDay: 12,
+  /** Share of the day a mobile client has said <inactive/> (XEP-0352: screen off). */
+  inactiveShare: 0.75,
+  /** Times a day it goes inactive and active again. */
+  inactivePeriodsPerDay: 24,
+};
+export type PresenceInputs = typeof PRESENCE_DEFAULTS;
+const MONTH_DAYS = MONTH_HOURS / 24;
+
+/** $ per month for every user's presence changes, each the measured broadcast to its contacts. */
+export function presenceMonth(inputs: PresenceInputs, change: OperationUsage, options: ModelOptions = WORST_CASE): Bill {
+  return bill(operationCost(change, inputs.users * MONTH_DAYS * inputs.changesPerDay, options, 'presence changes'));
+}
+
+export interface CsiOperations {
+  inactive: OperationUsage;
+  active: OperationUsage;
+  /** A contact's presence to a session that is inactive (held) and to one that is active (posted). */
+  held: OperationUsage;
+  posted: OperationUsage;
+}
+
+/**
+ * What XEP-0352 changes in the month: every user's client goes inactive and active again
+ * `inactivePeriodsPerDay` times (two frames), and the presence stanzas it receives while
+ * inactive are held (a conditional write each, no post) and posted at <active/>, the latest
+ * per contact only. `contacts`: each user's contacts online, all changing presence as assumed.
+ * Returns the month with CSI, without it (the same stanzas posted as they come), and the difference.
+ */
+export function csiMonth(inputs: PresenceInputs, contacts: number, ops: CsiOperations, options: ModelOptions = WORST_CASE) {
+  const periods = inputs.users * MONTH_DAYS * inputs.inactivePeriodsPerDay;
+  const heldPerPeriod = (contacts * inputs.changesPerDay * inputs.inactiveShare) / inputs.inactivePeriodsPerDay;
+  // Expected distinct senders among the held stanzas (each from one of `contacts`, evenly).
+  const postsAtFlush = contacts * (1 - (1 - 1 / contacts) ** heldPerPeriod);
+  const stanzas = periods * heldPerPeriod;
+  // <active/> was measured flushing one stanza; each further one is posted as a contact's
+  // presence to that session is (its posts and writes: numbered and logged with XEP-0198).
+  const further = Math.max(0, postsAtFlush - ops.active.posts);
+  const flushExtraPosts: OperationUsage = { framesIn: 0, queueEvents: 0, posts: further * ops.posted.posts, readUnits: 0, writeUnits: further * ops.posted.writeUnits, streamLambdaMs: 0 };
+  const withCsi = bill([
+    ...operationCost(ops.inactive, periods, options, '<inactive/>'),
+    ...operationCost(ops.active, periods, options, '<active/>'),
+    ...operationCost(flushExtraPosts, periods, options, 'posts of the flush beyond the measured one').filter((i) => i.usd !== 0),
+    ...operationCost(ops.held, stanzas, options, 'contacts\' presence held'),
+  ]);
+  const without = bill(operationCost(ops.posted, stanzas, options, 'contacts\' presence posted'));
+  return { heldPerPeriod, postsAtFlush, withCsi, without, difference: withCsi.total - without.total };
+}
+
 export interface IdleInputs {
   /** Lambda's SQS pollers on the inbound queue and long polls (20 s) per minute each. */
   pollers: number;

@@ -107,6 +107,26 @@ export function markdownReport(r: BenchResults): string {
     out.push('');
     out.push(`Batched (10 per receive and invocation): **$${r.cost.perMillionMessagesBatched.total.toFixed(2)}**. Per 1,000 users online for a month: **$${r.cost.perThousandUsersMonth.total.toFixed(2)}** (with the assumed usage of docs/cost.md: $${r.cost.perThousandUsersMonthAssumed.total.toFixed(2)}). Idle: **$${r.cost.idle.total.toFixed(2)}** a month, $${r.cost.idleWithFederation.total.toFixed(2)} with federation.`);
     out.push('');
+    const presence = r.cost.presence;
+    if (presence) {
+      const a = presence.assumed;
+      out.push(`Presence on top of that month (${a.changesPerDay} changes per user a day, each the measured broadcast to ${presence.contacts} contacts):`);
+      out.push('');
+      out.push(table(presence.perThousandUsersMonth));
+      out.push('');
+      out.push(
+        `XEP-0352 client state indication, each client inactive ${a.inactiveShare * 100} % of the day in ${a.inactivePeriodsPerDay} periods (${presence.csi.heldPerPeriod} contacts' presence stanzas held per period, ${presence.csi.postsAtFlush} posted at <active/>), with it:`,
+      );
+      out.push('');
+      out.push(table(presence.csi.withCsi));
+      out.push('');
+      out.push('The same stanzas posted as they come (without it):');
+      out.push('');
+      out.push(table(presence.csi.without));
+      out.push('');
+      out.push(`Difference: **${presence.csi.difference >= 0 ? '+' : '−'}$${Math.abs(presence.csi.difference).toFixed(2)}** per 1,000 users a month.`);
+      out.push('');
+    }
   }
   out.push('Targets:');
   out.push('');

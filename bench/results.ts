@@ -4,7 +4,7 @@
  * PerStanza), and the whole run (BenchResults, Goal). Types only; bench/report.ts and
  * bench/chart.ts read them.
  */
-import type { Bill, OperationUsage } from './cost-model.ts';
+import type { Bill, OperationUsage, PresenceInputs } from './cost-model.ts';
 import type { BundleInfo, ColdInit, NodeBinary } from './lambdas.ts';
 import type { BenchOptions } from './options.ts';
 import type { Distribution } from './stats.ts';
@@ -160,6 +160,17 @@ export interface BenchResults {
      * Absent when the probes did not run.
      */
     withStreamManagement?: { ping: OperationUsage; reconnect: OperationUsage; perThousandUsersMonth: Bill; savedPerUserMonth: number };
+    /**
+     * On top of the online month (docs/cost.md, "Presence and CSI"): every user's presence changes,
+     * and what client state indication (XEP-0352) adds or saves of the presence they receive,
+     * under the assumptions in `assumed`. Absent when the probes did not run.
+     */
+    presence?: {
+      assumed: PresenceInputs;
+      contacts: number;
+      perThousandUsersMonth: Bill;
+      csi: { heldPerPeriod: number; postsAtFlush: number; withCsi: Bill; without: Bill; difference: number };
+    };
   };
   goals: Goal[];
   roomFanOut: string;

@@ -61,6 +61,14 @@ export function summary(r: BenchResults): string {
   if (r.cost) lines.push(`cost: $${r.cost.perMillionMessages.total.toFixed(2)} per million messages ($${r.cost.perMillionMessagesBatched.total.toFixed(2)} batched), $${r.cost.perThousandUsersMonth.total.toFixed(2)} per 1,000 users online a month, $${r.cost.idle.total.toFixed(2)} idle`);
   const sm = r.cost?.withStreamManagement;
   if (sm) lines.push(`with XEP-0198 resumption: $${sm.perThousandUsersMonth.total.toFixed(2)} per 1,000 users online a month ($${sm.savedPerUserMonth.toFixed(4)} saved per user-month)`);
+  const presence = r.cost?.presence;
+  if (presence) {
+    const csi = presence.csi;
+    lines.push(
+      `presence (${presence.assumed.changesPerDay} changes a day to ${presence.contacts} contacts): $${presence.perThousandUsersMonth.total.toFixed(2)} per 1,000 users a month; ` +
+        `XEP-0352 (inactive ${presence.assumed.inactiveShare * 100} % of the day, ${presence.assumed.inactivePeriodsPerDay} times): ${csi.difference >= 0 ? '+' : '−'}$${Math.abs(csi.difference).toFixed(2)} ($${csi.withCsi.total.toFixed(2)} with it, $${csi.without.total.toFixed(2)} without)`,
+    );
+  }
   if (r.lambdas) lines.push(`stream bundle ${r.lambdas.bundles.stream.bytes} B, cold init ${r.lambdas.coldInit.stream.importMs.p50} ms on Node ${r.lambdas.node.version}`);
   lines.push(`room fan-out: ${r.roomFanOut}`);
   lines.push('\ngoals:');
