@@ -144,6 +144,7 @@ export class SignedHttp {
 
   constructor(private readonly options: SignedHttpOptions) {
     const secure = options.url.protocol === 'https:';
+    // 256 sockets: room fan-out posts 16 at a time per frame, and a batch runs up to 10 connections at once.
     this.agent = secure ? new https.Agent({ keepAlive: true, maxSockets: 256 }) : new http.Agent({ keepAlive: true, maxSockets: 256 });
     this.send = secure ? https.request : http.request;
   }
