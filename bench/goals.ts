@@ -200,6 +200,21 @@ export function goals(r: BenchResults): Goal[] {
       met: trips <= 6,
     });
   }
+  // "Initial presence and logout likewise" (issue 17): the same limits, for the probe's contacts.
+  const logoutOp = ops['logout (<close/> and $disconnect)'];
+  for (const [what, op, n] of [
+    ['initial presence', initial, initial && contactsIn(initial.label)],
+    ['logout (<close/> and $disconnect, two invocations)', logoutOp, initial && contactsIn(initial.label)],
+  ] as const) {
+    if (!op || !n) continue;
+    const limit = Math.floor(n / 50) + 3;
+    out.push({
+      goal: `DynamoDB requests and sequential round trips of ${what} to ${n} contacts`,
+      target: `≤ ${limit} requests (N/50 + 3), ≤ 3 round trips`,
+      measured: `${op.dynamoCalls} requests (${Object.entries(op.dynamoByCommand).map(([k, v]) => `${v} ${k}`).join(', ')}), ${op.dynamoRoundTrips} round trips`,
+      met: op.dynamoCalls <= limit && op.dynamoRoundTrips <= 3,
+    });
+  }
   if (r.ratios.loginsPerSec !== null && r.ratios.loginsPerSec !== undefined) {
     out.push({ goal: "logins/s in the storm vs Prosody's", target: '≥ 0.5×', measured: `${r.ratios.loginsPerSec}×`, met: r.ratios.loginsPerSec >= 0.5 });
   }
