@@ -7,6 +7,9 @@
  *   npx tsx bench/cost-model.ts bench/results/latest.json # the same with a run's measurements
  *
  * Prices: us-east-1, on-demand, no free tier (DESIGN.md §2, docs/cost.md).
+ *
+ * Long because: every bill docs/cost.md prints (per message, the online month, presence and CSI,
+ * idle) is priced here from the same line items, so that no two places price a frame differently.
  */
 
 export const PRICES = {
