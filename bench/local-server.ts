@@ -125,7 +125,9 @@ const replies = new Map<number, (reply: InvocationReply) => void>();
 function startHandlerProcess(): Promise<void> {
   // BENCH_HANDLER_HEAP_MB caps V8's heap, as in a function with little memory (npm run bench -- --handler-heap-mb N).
   const heap = process.env.BENCH_HANDLER_HEAP_MB ? [`--max-old-space-size=${process.env.BENCH_HANDLER_HEAP_MB}`] : [];
-  const child = spawn(process.execPath, [...heap, '--import', 'tsx', fileURLToPath(new URL('./handler-process.ts', import.meta.url))], {
+  // BENCH_HANDLER_CPU_PROF=<dir>: a V8 profile of the handler's process alone, written when it exits (bench/profile-message.ts --file).
+  const prof = process.env.BENCH_HANDLER_CPU_PROF ? ['--cpu-prof', `--cpu-prof-dir=${process.env.BENCH_HANDLER_CPU_PROF}`] : [];
+  const child = spawn(process.execPath, [...heap, ...prof, '--import', 'tsx', fileURLToPath(new URL('./handler-process.ts', import.meta.url))], {
     stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
     env: { ...process.env },
   });
