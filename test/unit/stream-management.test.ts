@@ -811,16 +811,12 @@ describe('stream management on several handler instances', () => {
    * to bind the same resource.
    */
   async function phoneDiedWithTwoKept() {
-    const [alice, bob] = await users('alice', 'bob');
-    const b = new Connection(h);
-    await b.online(bob!, 'secret', 'desk');
-    const phone = new Connection(h);
-    await onlineWithSm(phone, alice!, 'phone');
+    const { alice, a: phone, b } = await bobAndAlice();
     h.sender.gone.add(phone.id);
     await b.frame(chat(`${alice}/phone`, 'first'));
     await b.frame(chat(`${alice}/phone`, 'second'));
-    const again = await authenticated(alice!);
-    return { alice: alice!, phone, again };
+    const again = await authenticated(alice);
+    return { alice, phone, again };
   }
   const BIND_PHONE = `<iq type="set" id="bind" xmlns="jabber:client"><bind xmlns="urn:ietf:params:xml:ns:xmpp-bind"><resource>phone</resource></bind></iq>`;
 
