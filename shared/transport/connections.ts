@@ -101,8 +101,4 @@ export class ApiGatewayConnectionSender implements ConnectionSender {
       if (!isGone(err)) throw err;
     }
   }
-
-  destroy(): void {
-    this.api.destroy();
-  }
 }
