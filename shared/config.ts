@@ -74,6 +74,8 @@ export interface ServerConfig {
   turn?: TurnSettings;
   /** XEP-0157 contact addresses in the server's disco#info (XMPP_CONTACT_ADDRESSES; contact-addresses.ts). */
   contactAddresses: ContactAddresses;
+  /** Offer XEP-0388 SASL2, authentication without the stream restart (XMPP_SASL2, default true). */
+  sasl2: boolean;
   /** Offer XEP-0198 stream management at all (XMPP_SM, default true). */
   streamManagement: boolean;
   /** Queue of delayed events (XMPP_TIMER_QUEUE_URL): the end of resumption windows. */
@@ -136,6 +138,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): ServerConfig {
     smResumeSeconds: resumeSeconds(env.XMPP_SM_RESUME_SECONDS),
     smEnableSeconds: integer(env.XMPP_SM_ENABLE_SECONDS, 30, 'XMPP_SM_ENABLE_SECONDS'),
     streamManagement: flag(env.XMPP_SM, true),
+    sasl2: flag(env.XMPP_SASL2, true),
     pushSummary: flag(env.XMPP_PUSH_SUMMARY, false),
     contactAddresses: parseContactAddresses(env.XMPP_CONTACT_ADDRESSES),
     turn: turnSettings(env),

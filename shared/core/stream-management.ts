@@ -39,10 +39,12 @@ function resumeWindow(server: XmppServer, requested: string | undefined): number
   return Number.isInteger(wanted) && wanted > 0 ? Math.min(wanted, limit) : limit;
 }
 
+function failedElement(condition: string, text: string, h?: number): Element {
+  return x('failed', { xmlns: NS.SM, h: h === undefined ? undefined : String(h) }, x(condition, { xmlns: NS.STANZA_ERRORS }), x('text', { xmlns: NS.STANZA_ERRORS }, text));
+}
+
 async function failed(session: ClientSession, condition: string, text: string, h?: number): Promise<void> {
-  await session.send(
-    x('failed', { xmlns: NS.SM, h: h === undefined ? undefined : String(h) }, x(condition, { xmlns: NS.STANZA_ERRORS }), x('text', { xmlns: NS.STANZA_ERRORS }, text)),
-  );
+  await session.send(failedElement(condition, text, h));
 }
 
 /** An SM element (<enable/>, <r/>, <a/>, <resume/>) from the client. */
@@ -53,7 +55,7 @@ export async function streamManagementElement(session: ClientSession, el: Elemen
   switch (el.name) {
     case 'enable':
       if (stage !== 'bound') return failed(session, 'unexpected-request', 'bind a resource first');
-      return enable(session, el);
+      return answerEnable(session, await enableStreamManagement(session, el));
     case 'resume':
       // A run again of the frame whose resumption committed this connection half-way (see resume).
       if (stage === 'bound' && session.state.resumingFrame !== undefined && session.state.resumingFrame === currentFrame()?.id) return resumeAgain(session, el);
@@ -86,9 +88,28 @@ export function enableWindowMs(config: Pick<ServerConfig, 'smEnableSeconds'>): n
   return config.smEnableSeconds * 1000 + enableMarginMs(config);
 }
 
-async function enable(session: ClientSession, el: Element): Promise<void> {
+/** What enabling XEP-0198 answers: `<enabled/>` or `<failed/>`, and what must follow the answer's post. */
+export interface EnableResult {
+  answer: Element;
+  /** Numbered posts to the session may go once the answer is out (it lets go of the record's lease). */
+  afterAnswer?: () => Promise<void>;
+}
+
+/** Sends the answer to `<enable/>`, then lets numbered posts go. */
+export async function answerEnable(session: ClientSession, result: EnableResult): Promise<void> {
+  await session.send(result.answer);
+  await result.afterAnswer?.();
+}
+
+/**
+ * Enables XEP-0198 on a bound session. The answer is the caller's to post (on its own, or inside
+ * XEP-0386's `<bound/>`); posts numbered for the session wait until `afterAnswer`, so none reaches
+ * the client before it knows the count has started.
+ */
+export async function enableStreamManagement(session: ClientSession, el: Element): Promise<EnableResult> {
   const { server, state } = session;
-  if (state.sm) return failed(session, 'unexpected-request', 'stream management is already enabled');
+  const refused = (text: string): EnableResult => ({ answer: failedElement('unexpected-request', text) });
+  if (state.sm) return refused('stream management is already enabled');
   const resumable = el.attrs.resume === 'true' || el.attrs.resume === '1';
   const max = resumable ? resumeWindow(server, el.attrs.max) : 0;
   // The session id travels in the SM id (a resumption finds the session without an index); the
@@ -100,7 +121,7 @@ async function enable(session: ClientSession, el: Element): Promise<void> {
   // was accepted finds its record).
   const open = state.smOpenUntil !== undefined && Date.now() < state.smOpenUntil - enableMarginMs(server.config);
   if (!open && (await server.sm.get(session.id))?.smId !== smId) {
-    return failed(session, 'unexpected-request', `stream management can be enabled within ${server.config.smEnableSeconds} seconds of binding a resource`);
+    return refused(`stream management can be enabled within ${server.config.smEnableSeconds} seconds of binding a resource`);
   }
   await server.sm.create(session.id, { smId, bare: session.bare, resource: state.resource!, socket: session.socket, max });
   // Routers read the session item: from now on they number their posts to this session. Those that
@@ -110,15 +131,15 @@ async function enable(session: ClientSession, el: Element): Promise<void> {
     // A bind of the same resource took the session over meanwhile, and its hand-over may have come
     // before this record: what a router numbered into it since goes where undeliverable stanzas go.
     await handOverUnacknowledged(server, session.id);
-    return failed(session, 'unexpected-request', 'the session was replaced by a new one with the same resource');
+    return refused('the session was replaced by a new one with the same resource');
   }
   await waitForUnnumbered(server.sm, session.id);
   session.update({ sm: { id: smId, inbound: 0, max }, smOpenUntil: undefined });
-  await session.send(
-    x('enabled', { xmlns: NS.SM, id: max ? smId : undefined, resume: max ? 'true' : undefined, max: max ? String(max) : undefined }),
-  );
-  // The lease the record was created with (sm-store.ts, create): numbered posts may go now.
-  await server.sm.release(session.id, 0);
+  return {
+    answer: x('enabled', { xmlns: NS.SM, id: max ? smId : undefined, resume: max ? 'true' : undefined, max: max ? String(max) : undefined }),
+    // The lease the record was created with (sm-store.ts, create): numbered posts may go now.
+    afterAnswer: () => server.sm.release(session.id, 0),
+  };
 }
 
 

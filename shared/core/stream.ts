@@ -6,15 +6,17 @@ import { setTimeout } from 'node:timers/promises';
 import { StanzaError, StreamError, errorReply } from '../errors.ts';
 import { JidError, normalizeResource, parseJid } from '../jid.ts';
 import { log } from '../log.ts';
-import { bindingTypes, continueMechanism, decodeSaslPayload, offeredMechanisms, startMechanism, type SaslStep } from '../sasl/mechanisms.ts';
-import { frameChannelBindings, frameSlot, frameUnique } from '../storage/frame-context.ts';
+import { continueMechanism, decodeSaslPayload, offeredMechanisms, startMechanism, type SaslStep } from '../sasl/mechanisms.ts';
+import { frameChannelBindings, frameUnique } from '../storage/frame-context.ts';
 import { DEFAULT_XML_LIMITS, XmlFrameError, exceedsLimits, parseFrame, type XmlLimits } from '../xml/parse.ts';
 import { Element, NS, x } from '../xml/element.ts';
 import { ClientSession } from './session.ts';
-import { countInbound, enableWindowMs, streamManagementElement, streamManagementFeature } from './stream-management.ts';
+import { authenticationFailed, saslContext } from './authentication.ts';
+import { bindResource } from './resource-binding.ts';
+import { sasl2Element } from './sasl2.ts';
+import { streamFeatures } from './stream-features.ts';
+import { countInbound, streamManagementElement } from './stream-management.ts';
 
-/** RFC 6120 §6.4.5: allow a few retries, then close. */
-const MAX_AUTH_FAILURES = 3;
 const STANZAS = new Set(['message', 'presence', 'iq']);
 
 /** The limits of client input (docs/architecture.md, "Security"). */
@@ -65,26 +67,7 @@ async function handleOpen(session: ClientSession, open: Element): Promise<void> 
   if (open.attrs.version && !/^1\.\d+$/.test(open.attrs.version)) throw new StreamError('unsupported-version');
   const authenticated = state.stage === 'authenticated';
   session.update({ stage: authenticated ? 'auth-open' : 'open', streamId, sasl: undefined });
-  const features = x('stream:features', { 'xmlns:stream': NS.STREAMS });
-  if (authenticated) {
-    features.append(x('bind', { xmlns: NS.BIND }, x('required')));
-    features.append(x('session', { xmlns: NS.SESSION }, x('optional')));
-    if (server.config.streamManagement) features.append(streamManagementFeature());
-  } else {
-    const bindings = frameChannelBindings();
-    features.append(x('mechanisms', { xmlns: NS.SASL }, ...offeredMechanisms(bindings).map((m) => x('mechanism', {}, m))));
-    // XEP-0440: which channel binding types the -PLUS mechanisms can use here.
-    const types = bindingTypes(bindings);
-    if (types.length) features.append(x('sasl-channel-binding', { xmlns: NS.SASL_CB }, ...types.map((type) => x('channel-binding', { type }))));
-  }
-  for (const build of server.streamFeatures[authenticated ? 'post-auth' : 'pre-auth']) {
-    const feature = build(server);
-    if (feature) features.append(feature);
-  }
-  features.append(
-    x('limits', { xmlns: NS.LIMITS }, x('max-bytes', {}, String(server.config.maxFrameBytes)), x('idle-seconds', {}, String(server.config.idleSeconds))),
-  );
-  await session.send(features);
+  await session.send(streamFeatures(session));
 }
 
 /** Sends the optional stream error and <close/>, closes the socket and ends the session. */
@@ -115,6 +98,9 @@ export async function closeStream(session: ClientSession, error?: StreamError): 
 
 async function preAuth(session: ClientSession, el: Element): Promise<void> {
   if (el.attrs.xmlns === NS.SASL) return sasl(session, el);
+  if (el.attrs.xmlns === NS.SASL2 && session.server.config.sasl2) return sasl2Element(session, el);
+  // XEP-0388: nothing but its own elements while an exchange runs.
+  if (session.state.sasl2) throw new StreamError('policy-violation', `<${el.name}/> in the middle of a SASL2 exchange`);
   const payload = el.getChildElements()[0];
   const handler = el.name === 'iq' && payload ? session.server.preAuthIqHandler(payload.attrs.xmlns) : undefined;
   if (!handler) throw new StreamError('not-authorized', 'authenticate first');
@@ -134,14 +120,8 @@ async function preAuth(session: ClientSession, el: Element): Promise<void> {
 }
 
 async function sasl(session: ClientSession, el: Element): Promise<void> {
-  const { server, state } = session;
-  const ctx = {
-    store: server.store,
-    domain: server.config.domain,
-    iterations: server.config.scramIterations,
-    limits: server.config.authLimits,
-    bindings: frameChannelBindings(),
-  };
+  const { state } = session;
+  const ctx = saslContext(session);
   let step: SaslStep;
   if (el.name === 'abort') {
     session.update({ sasl: undefined });
@@ -173,17 +153,13 @@ async function sasl(session: ClientSession, el: Element): Promise<void> {
   }
 }
 
-async function saslFailure(session: ClientSession, condition: string, text?: string): Promise<void> {
-  const failures = session.state.authFailures + (condition === 'aborted' ? 0 : 1);
-  session.update({ sasl: undefined, authFailures: failures });
-  await session.send(x('failure', { xmlns: NS.SASL }, x(condition), text ? x('text', { 'xml:lang': 'en' }, text) : undefined));
-  if (failures >= MAX_AUTH_FAILURES) throw new StreamError('policy-violation', 'too many failed authentication attempts');
+function saslFailure(session: ClientSession, condition: string, text?: string): Promise<void> {
+  return authenticationFailed(session, condition, x('failure', { xmlns: NS.SASL }, x(condition), text ? x('text', { 'xml:lang': 'en' }, text) : undefined));
 }
 
 async function bind(session: ClientSession, el: Element): Promise<void> {
   const request = el.name === 'iq' && el.attrs.type === 'set' ? el.getChild('bind', NS.BIND) : undefined;
   if (!request) throw new StreamError('not-authorized', 'bind a resource first');
-  const { server } = session;
   const reply = (payload: Element) =>
     session.send(x('iq', { xmlns: NS.CLIENT, type: 'result', id: el.attrs.id }, payload));
   let resource: string;
@@ -195,29 +171,8 @@ async function bind(session: ClientSession, el: Element): Promise<void> {
     await session.send(errorReply(el, new StanzaError('bad-request', err.message))!);
     return;
   }
-  // RFC 6120 §7.7.2.2: on a conflicting resource the older session is replaced. A run again of a
-  // bind that began replacing it finishes the replacement, though the old session's item is gone
-  // by then (traced in the chaos test: left half-done, the old socket's $disconnect handed its
-  // unacknowledged stanzas over a second time, and they arrived twice).
-  const { sessions } = await server.store.getUserRoute(session.state.user!);
-  const existing = sessions.find((s) => s.resource === resource && s.connectionId !== session.id);
-  const replacing = frameSlot('bind-replaces');
-  const replaced = existing?.connectionId ?? replacing?.value;
-  if (replaced) {
-    replacing?.set(replaced);
-    await replaceSession(session, replaced);
-  }
-  // Bound now (not when the socket connected): re-routing after XEP-0198 tells newer sessions by it.
-  const boundAt = Date.now();
-  // Open to XEP-0198 for a while (SessionRecord.smOpenUntil; stream-management.ts, enableWindowMs).
-  const smOpenUntil = server.config.streamManagement ? boundAt + enableWindowMs(server.config) : undefined;
-  session.update({ stage: 'bound', resource, available: false, interested: false, priority: 0, directed: [], smOpenUntil });
-  await server.store.putSession({ ...session.toRecord(), boundAt, ...(smOpenUntil ? { smOpenUntil } : {}) });
+  await bindResource(session, resource);
   await reply(x('bind', { xmlns: NS.BIND }, x('jid', {}, session.jid.toString())));
-}
-
-function replaceSession(session: ClientSession, oldConnectionId: string): Promise<void> {
-  return session.server.sessions.replaceOther(oldConnectionId, new StreamError('conflict', 'replaced by a new session with the same resource'));
 }
 
 /**

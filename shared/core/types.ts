@@ -87,6 +87,15 @@ export interface StreamManagementState {
   max: number;
 }
 
+/** A XEP-0388 exchange between its frames. */
+export interface Sasl2Exchange {
+  mechanism: string;
+  /** The `<authenticate/>` without its initial response: its inline requests are answered at the end. */
+  request: string;
+  /** No initial response came: the first `<response/>` starts the mechanism. */
+  awaitingInitial?: boolean;
+}
+
 /** Per-connection stream state, persisted between frames (the connection item). */
 export interface ConnectionState {
   id: string;
@@ -97,6 +106,8 @@ export interface ConnectionState {
   user?: string;
   resource?: string;
   sasl?: ScramState & { mechanism: string };
+  /** XEP-0388: an exchange under way (sasl2.ts). */
+  sasl2?: Sasl2Exchange;
   /** XEP-0445: an invitation token this stream presented before registering (invites.ts). */
   invite?: string;
   authFailures: number;

@@ -26,6 +26,8 @@ export const NS = {
   STREAM_ERRORS: 'urn:ietf:params:xml:ns:xmpp-streams',
   STANZA_ERRORS: 'urn:ietf:params:xml:ns:xmpp-stanzas',
   SASL: 'urn:ietf:params:xml:ns:xmpp-sasl',
+  /** XEP-0388 Extensible SASL Profile (SASL2). */
+  SASL2: 'urn:xmpp:sasl:2',
   /** XEP-0440: SASL channel-binding type capability. */
   SASL_CB: 'urn:xmpp:sasl-cb:0',
   BIND: 'urn:ietf:params:xml:ns:xmpp-bind',

@@ -1,0 +1,86 @@
+/**
+ * XEP-0388 Extensible SASL Profile (SASL2): the mechanisms of RFC 6120's profile
+ * (sasl/mechanisms.ts, with the same brute-force limits), without the stream restart. A login is
+ * one frame and one invocation shorter: `<success/>` is followed at once by the features of the
+ * authenticated stream (stream-features.ts), and the client binds on the same stream.
+ *
+ * Between its frames the exchange lives in the connection state (`sasl` for the mechanism,
+ * `sasl2` for the request), committed with each frame like the rest of it: a frame run twice
+ * answers the same (the SCRAM nonce comes from the frame id), and a frame of another kind in
+ * the middle of an exchange closes the stream (XEP-0388 §2.4).
+ */
+import { StreamError } from '../errors.ts';
+import { continueMechanism, decodeSaslPayload, offeredMechanisms, startMechanism, type SaslStep } from '../sasl/mechanisms.ts';
+import { Element, NS, x } from '../xml/element.ts';
+import { authenticationFailed, saslContext } from './authentication.ts';
+import type { ClientSession } from './session.ts';
+import { streamFeatures } from './stream-features.ts';
+
+/** An element of the SASL2 namespace before authentication: `<authenticate/>`, `<response/>`, `<abort/>`. */
+export async function sasl2Element(session: ClientSession, el: Element): Promise<void> {
+  const ctx = saslContext(session);
+  const exchange = session.state.sasl2;
+  let step: SaslStep;
+  let mechanism: string;
+  let request: string;
+  if (el.name === 'abort') return failure(session, 'aborted');
+  if (el.name === 'authenticate') {
+    mechanism = el.attrs.mechanism ?? '';
+    if (!offeredMechanisms(ctx.bindings).includes(mechanism)) return failure(session, 'invalid-mechanism', `${mechanism || 'no mechanism'} is not offered`);
+    const initial = el.getChild('initial-response');
+    request = withoutInitialResponse(el).toString();
+    if (!initial) {
+      // The mechanisms offered all start with the client: an empty challenge asks for its first message.
+      session.update({ sasl: undefined, sasl2: { mechanism, request, awaitingInitial: true } });
+      return challenge(session, '');
+    }
+    const data = decodeSaslPayload(initial.getText());
+    if (!data) return failure(session, 'incorrect-encoding');
+    step = await startMechanism(ctx, mechanism, data);
+  } else if (el.name === 'response') {
+    if (!exchange) throw new StreamError('policy-violation', 'no SASL2 exchange in progress');
+    ({ mechanism, request } = exchange);
+    const data = decodeSaslPayload(el.getText());
+    if (!data) return failure(session, 'incorrect-encoding');
+    if (exchange.awaitingInitial) step = await startMechanism(ctx, mechanism, data);
+    else if (session.state.sasl) step = await continueMechanism(ctx, session.state.sasl, data);
+    else throw new StreamError('policy-violation', 'no SASL2 exchange in progress');
+  } else {
+    throw new StreamError('unsupported-stanza-type', `<${el.name}/> is not a SASL2 element the client sends`);
+  }
+  if (step.kind === 'challenge') {
+    session.update({ sasl: { ...step.state, mechanism }, sasl2: { mechanism, request } });
+    return challenge(session, step.data);
+  }
+  if (step.kind === 'failure') return failure(session, step.condition, step.text);
+  session.update({ stage: 'auth-open', user: step.user, sasl: undefined, sasl2: undefined, authFailures: 0 });
+  await session.send(
+    x(
+      'success',
+      { xmlns: NS.SASL2 },
+      step.data ? x('additional-data', {}, Buffer.from(step.data).toString('base64')) : undefined,
+      x('authorization-identifier', {}, session.bare),
+    ),
+  );
+  // No stream restart (XEP-0388 §2.6.1): the authenticated stream's features follow at once.
+  await session.send(streamFeatures(session));
+}
+
+async function challenge(session: ClientSession, data: string): Promise<void> {
+  await session.send(x('challenge', { xmlns: NS.SASL2 }, data ? Buffer.from(data).toString('base64') : undefined));
+}
+
+/** `<failure/>` with RFC 6120's condition (XEP-0388 §2.6.2); nothing the request asked for is done. */
+function failure(session: ClientSession, condition: string, text?: string): Promise<void> {
+  return authenticationFailed(
+    session,
+    condition,
+    x('failure', { xmlns: NS.SASL2 }, x(condition, { xmlns: NS.SASL }), text ? x('text', { 'xml:lang': 'en' }, text) : undefined),
+  );
+}
+
+function withoutInitialResponse(el: Element): Element {
+  const copy = x(el.name, { ...el.attrs });
+  for (const child of el.getChildElements()) if (child.name !== 'initial-response') copy.append(child);
+  return copy;
+}
