@@ -188,6 +188,11 @@ export interface Registry {
   onHibernatedMessages(hook: HibernatedMessagesHook): void;
   /** Takes the top-level elements of a namespace from bound clients (see StreamElementHandler). */
   streamElement(namespace: string, handler: StreamElementHandler): void;
+  /**
+   * A feature a client may ask for inside its XEP-0386 `<bind/>` (listed there by namespace): the
+   * handler gets the request once the session is bound and the client has its `<success/>`.
+   */
+  bindInline(namespace: string, handler: StreamElementHandler): void;
   /** An element for the stream features, before or after authentication. */
   streamFeature(stage: 'pre-auth' | 'post-auth', build: (server: ModuleServer) => Element | undefined): void;
 }

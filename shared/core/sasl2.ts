@@ -12,12 +12,16 @@
 import { StreamError } from '../errors.ts';
 import { continueMechanism, decodeSaslPayload, offeredMechanisms, startMechanism, type SaslStep } from '../sasl/mechanisms.ts';
 import { Element, NS, x } from '../xml/element.ts';
+import { parseStored } from '../xml/stored.ts';
 import { authenticationFailed, saslContext } from './authentication.ts';
+import { bindInline } from './bind2.ts';
 import type { ClientSession } from './session.ts';
 import { streamFeatures } from './stream-features.ts';
+import { resumeAgain, resumeSession } from './stream-management.ts';
 
 /** An element of the SASL2 namespace before authentication: `<authenticate/>`, `<response/>`, `<abort/>`. */
 export async function sasl2Element(session: ClientSession, el: Element): Promise<void> {
+  const { server } = session;
   const ctx = saslContext(session);
   const exchange = session.state.sasl2;
   let step: SaslStep;
@@ -53,16 +57,53 @@ export async function sasl2Element(session: ClientSession, el: Element): Promise
     return challenge(session, step.data);
   }
   if (step.kind === 'failure') return failure(session, step.condition, step.text);
+  const additionalData = step.data ? Buffer.from(step.data).toString('base64') : undefined;
   session.update({ stage: 'auth-open', user: step.user, sasl: undefined, sasl2: undefined, authFailures: 0 });
+  const answers: Element[] = [];
+  const after: (() => Promise<void>)[] = [];
+  const parsed = el.name === 'authenticate' ? el : parseStored(request, 'SASL2 request');
+  // XEP-0198 resumption first (XEP-0386 §4): resumed, the session has its resource, and <bind/> is ignored.
+  const resume = server.config.streamManagement ? parsed?.getChild('resume', NS.SM) : undefined;
+  if (resume) {
+    // Kept through the resumption's commit: a run again of this frame answers from it (runAgain).
+    session.update({ sasl2: { mechanism, request, additionalData } });
+    const sm = await resumeSession(session, resume);
+    session.update({ sasl2: undefined });
+    if (sm.answer) answers.push(sm.answer);
+    if (sm.afterAnswer) after.push(sm.afterAnswer);
+  }
+  const bind = parsed?.getChild('bind', NS.BIND2);
+  if (session.state.stage !== 'bound' && bind) {
+    const { bound, afterSuccess } = await bindInline(session, bind);
+    answers.push(bound);
+    after.push(afterSuccess);
+  }
+  await succeed(session, additionalData, answers);
+  for (const step of after) await step();
+}
+
+/**
+ * The frame whose inline resumption committed this connection as the session's runs again (it
+ * failed after that commit): the same `<success/>` (the journal skips it if it was posted) and
+ * the resends go on, as for RFC 6120's `<resume/>` (stream-management.ts, resumeAgain).
+ */
+export async function runAgain(session: ClientSession): Promise<void> {
+  const exchange = session.state.sasl2;
+  const resume = exchange && parseStored(exchange.request, 'SASL2 request')?.getChild('resume', NS.SM);
+  if (!exchange || !resume) throw new StreamError('policy-violation', 'the stream is already authenticated');
+  session.update({ sasl2: undefined });
+  const sm = await resumeAgain(session, resume);
+  if (!sm.answer) return; // another connection has the session: this one let go
+  await succeed(session, exchange.additionalData, [sm.answer]);
+  await sm.afterAnswer?.();
+}
+
+/** `<success/>`, then the authenticated stream's features at once: there is no stream restart (§2.6.1). */
+async function succeed(session: ClientSession, additionalData: string | undefined, answers: Element[]): Promise<void> {
+  const identity = session.state.stage === 'bound' ? session.jid.toString() : session.bare;
   await session.send(
-    x(
-      'success',
-      { xmlns: NS.SASL2 },
-      step.data ? x('additional-data', {}, Buffer.from(step.data).toString('base64')) : undefined,
-      x('authorization-identifier', {}, session.bare),
-    ),
+    x('success', { xmlns: NS.SASL2 }, additionalData ? x('additional-data', {}, additionalData) : undefined, x('authorization-identifier', {}, identity), ...answers),
   );
-  // No stream restart (XEP-0388 §2.6.1): the authenticated stream's features follow at once.
   await session.send(streamFeatures(session));
 }
 

@@ -3,6 +3,10 @@
  * registry, and the primitives modules use to route and deliver stanzas. Storage and transport come
  * in through interfaces, so this runs unchanged in the stream Lambda, the local stack and the
  * federation service.
+ *
+ * Long because: the module registry's side (what modules register, looked up by the core) and the
+ * routing primitives share the one server object modules are handed; they part when the code is
+ * restructured (issue "A codebase the next engineer can change safely").
  */
 import type { ServerConfig } from '../config.ts';
 import { StanzaError, errorReply, type StreamError } from '../errors.ts';
@@ -74,6 +78,8 @@ export class XmppServer implements Registry {
   private readonly deliveryFilters: DeliveryFilter[] = [];
   private readonly hibernatedMessageHooks: HibernatedMessagesHook[] = [];
   private readonly streamElements = new Map<string, StreamElementHandler>();
+  /** XEP-0386 inline features by namespace (registry.ts, bindInline). */
+  readonly bindInlineHandlers = new Map<string, StreamElementHandler>();
   readonly sessions: SessionManager;
   /** Domains served by modules (e.g. conference.<domain>), with their disco#items identity. */
   readonly hostedDomains = new Map<string, { handler: HostHandler; disco?: { name: string; category: string; type: string } }>();
@@ -176,6 +182,10 @@ export class XmppServer implements Registry {
 
   streamElement(namespace: string, handler: StreamElementHandler): void {
     this.streamElements.set(namespace, handler);
+  }
+
+  bindInline(namespace: string, handler: StreamElementHandler): void {
+    this.bindInlineHandlers.set(namespace, handler);
   }
 
   streamElementHandler(namespace: string | undefined): StreamElementHandler | undefined {

@@ -55,12 +55,12 @@ export async function streamManagementElement(session: ClientSession, el: Elemen
   switch (el.name) {
     case 'enable':
       if (stage !== 'bound') return failed(session, 'unexpected-request', 'bind a resource first');
-      return answerEnable(session, await enableStreamManagement(session, el));
+      return answer(session, await enableStreamManagement(session, el));
     case 'resume':
       // A run again of the frame whose resumption committed this connection half-way (see resume).
-      if (stage === 'bound' && session.state.resumingFrame !== undefined && session.state.resumingFrame === currentFrame()?.id) return resumeAgain(session, el);
+      if (isResumptionRunAgain(session)) return answer(session, await resumeAgain(session, el));
       if (stage !== 'auth-open') return failed(session, 'unexpected-request', 'a session is already bound to this stream');
-      return resume(session, el);
+      return answer(session, await resumeSession(session, el));
     case 'r':
       if (!session.state.sm) return failed(session, 'unexpected-request', 'stream management is not enabled');
       await session.send(x('a', { xmlns: NS.SM, h: String(session.state.sm.inbound) }));
@@ -88,16 +88,20 @@ export function enableWindowMs(config: Pick<ServerConfig, 'smEnableSeconds'>): n
   return config.smEnableSeconds * 1000 + enableMarginMs(config);
 }
 
-/** What enabling XEP-0198 answers: `<enabled/>` or `<failed/>`, and what must follow the answer's post. */
-export interface EnableResult {
-  answer: Element;
-  /** Numbered posts to the session may go once the answer is out (it lets go of the record's lease). */
+/**
+ * What an `<enable/>` or a `<resume/>` answers (`<enabled/>`, `<resumed/>`, `<failed/>`; none when
+ * the connection let go), and what must follow the answer's post: numbered posts wait for it (the
+ * lease of an enable), a resumption resends after it. The caller posts the answer on its own or
+ * inside XEP-0388's `<success/>` (sasl2.ts).
+ */
+export interface SmAnswer {
+  answer?: Element;
   afterAnswer?: () => Promise<void>;
 }
 
-/** Sends the answer to `<enable/>`, then lets numbered posts go. */
-export async function answerEnable(session: ClientSession, result: EnableResult): Promise<void> {
-  await session.send(result.answer);
+/** Posts the answer, then what follows it. */
+export async function answer(session: ClientSession, result: SmAnswer): Promise<void> {
+  if (result.answer) await session.send(result.answer);
   await result.afterAnswer?.();
 }
 
@@ -106,9 +110,9 @@ export async function answerEnable(session: ClientSession, result: EnableResult)
  * XEP-0386's `<bound/>`); posts numbered for the session wait until `afterAnswer`, so none reaches
  * the client before it knows the count has started.
  */
-export async function enableStreamManagement(session: ClientSession, el: Element): Promise<EnableResult> {
+export async function enableStreamManagement(session: ClientSession, el: Element): Promise<SmAnswer> {
   const { server, state } = session;
-  const refused = (text: string): EnableResult => ({ answer: failedElement('unexpected-request', text) });
+  const refused = (text: string): SmAnswer => ({ answer: failedElement('unexpected-request', text) });
   if (state.sm) return refused('stream management is already enabled');
   const resumable = el.attrs.resume === 'true' || el.attrs.resume === '1';
   const max = resumable ? resumeWindow(server, el.attrs.max) : 0;
@@ -167,10 +171,17 @@ export function countInbound(session: ClientSession): void {
 
 // --- resumption ---------------------------------------------------------------------------------
 
-async function resume(session: ClientSession, el: Element): Promise<void> {
+/** Whether this frame is a run again of the one whose resumption committed this connection half-way (see resumeSession). */
+export function isResumptionRunAgain(session: ClientSession): boolean {
+  const { state } = session;
+  return state.stage === 'bound' && state.resumingFrame !== undefined && state.resumingFrame === currentFrame()?.id;
+}
+
+/** Resumes the session of `<resume/>` (XEP-0198 §5) on this authenticated connection. */
+export async function resumeSession(session: ClientSession, el: Element): Promise<SmAnswer> {
   const { server } = session;
   const previd = el.attrs.previd ?? '';
-  if (!/^\d+$/.test(el.attrs.h ?? '')) return failed(session, 'bad-request', "<resume/> needs a count in 'h'");
+  if (!/^\d+$/.test(el.attrs.h ?? '')) return { answer: failedElement('bad-request', "<resume/> needs a count in 'h'") };
   const h = Number(el.attrs.h);
   // A refusal is final: a run again of this frame (it failed after posting <failed/>) refuses
   // again, whatever it would find now. Traced in a chaos run: the first run refused (the old
@@ -178,9 +189,9 @@ async function resume(session: ClientSession, el: Element): Promise<void> {
   // drained by then, resumed the session the client had given up: it resent nine stanzas, which
   // came once more from the session's hand-over after the client's fresh login.
   const refusal = frameSlot('sm-resume-refused');
-  const refuse = (text: string) => {
+  const refuse = (text: string): SmAnswer => {
     refusal?.set(text);
-    return failed(session, 'item-not-found', text);
+    return { answer: failedElement('item-not-found', text) };
   };
   if (refusal?.value) return refuse(refusal.value);
   const sessionId = sessionOfSmId(previd);
@@ -239,11 +250,15 @@ async function resume(session: ClientSession, el: Element): Promise<void> {
   // (Measured: a move that came after the take-over left the session on a dead socket, no window
   // running, and what was posted to it reached nobody: 6 lost in a chaos run.)
   if (!(await session.commitNow())) throw new Error(`connection ${session.socket}: taken over while resuming`);
-  await session.send(x('resumed', { xmlns: NS.SM, previd, h: String(from.sm.inbound) }));
-  // Read again: the drain may have hibernated the session meanwhile.
-  const current = (await server.sm.get(sessionId)) ?? record;
-  await resendUnacknowledged(session, current, await server.sm.locate(sessionId, current, h));
-  await server.store.refreshSession(session.bare, from.resource!, sessionId);
+  return {
+    answer: x('resumed', { xmlns: NS.SM, previd, h: String(from.sm.inbound) }),
+    afterAnswer: async () => {
+      // Read again: the drain may have hibernated the session meanwhile.
+      const current = (await server.sm.get(sessionId)) ?? record;
+      await resendUnacknowledged(session, current, await server.sm.locate(sessionId, current, h));
+      await server.store.refreshSession(session.bare, from.resource!, sessionId);
+    },
+  };
 }
 
 /**
@@ -261,16 +276,21 @@ async function letGo(session: ClientSession, holder: string | undefined): Promis
  * The frame of a resumption runs again after it committed this connection as the session's: the
  * `<resumed/>` (journaled) and the resends go on from where they were.
  */
-async function resumeAgain(session: ClientSession, el: Element): Promise<void> {
+export async function resumeAgain(session: ClientSession, el: Element): Promise<SmAnswer> {
   const { server, state } = session;
   const sessionId = state.session!;
   const record = await server.sm.get(sessionId);
   if (!record || record.smId !== el.attrs.previd || record.ending || (record.socket !== session.socket && record.socket !== state.resumingFrom)) {
-    return letGo(session, record?.socket);
+    await letGo(session, record?.socket);
+    return {};
   }
-  await session.send(x('resumed', { xmlns: NS.SM, previd: record.smId, h: String(state.sm!.inbound) }));
-  await resendUnacknowledged(session, record, await server.sm.locate(sessionId, record, Number(el.attrs.h)));
-  await server.store.refreshSession(session.bare, state.resource!, sessionId);
+  return {
+    answer: x('resumed', { xmlns: NS.SM, previd: record.smId, h: String(state.sm!.inbound) }),
+    afterAnswer: async () => {
+      await resendUnacknowledged(session, record, await server.sm.locate(sessionId, record, Number(el.attrs.h)));
+      await server.store.refreshSession(session.bare, state.resource!, sessionId);
+    },
+  };
 }
 
 /**

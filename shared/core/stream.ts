@@ -13,9 +13,9 @@ import { Element, NS, x } from '../xml/element.ts';
 import { ClientSession } from './session.ts';
 import { authenticationFailed, saslContext } from './authentication.ts';
 import { bindResource } from './resource-binding.ts';
-import { sasl2Element } from './sasl2.ts';
+import { runAgain as sasl2RunAgain, sasl2Element } from './sasl2.ts';
 import { streamFeatures } from './stream-features.ts';
-import { countInbound, streamManagementElement } from './stream-management.ts';
+import { countInbound, isResumptionRunAgain, streamManagementElement } from './stream-management.ts';
 
 const STANZAS = new Set(['message', 'presence', 'iq']);
 
@@ -44,6 +44,7 @@ export async function processFrame(session: ClientSession, frame: string): Promi
   if (el.name.startsWith('stream:') || el.attrs.xmlns === NS.FRAMING) throw new StreamError('unsupported-stanza-type');
   if (stage === 'open') return preAuth(session, el);
   if (stage === 'authenticated') throw new StreamError('not-authorized', 'restart the stream after SASL');
+  if (el.attrs.xmlns === NS.SASL2 && isResumptionRunAgain(session)) return sasl2RunAgain(session);
   if (el.attrs.xmlns === NS.SM) return streamManagementElement(session, el);
   const module = session.server.streamElementHandler(el.attrs.xmlns);
   if (module) {

@@ -94,6 +94,8 @@ export interface Sasl2Exchange {
   request: string;
   /** No initial response came: the first `<response/>` starts the mechanism. */
   awaitingInitial?: boolean;
+  /** The `<success/>`'s additional data, kept while an inline resumption commits (sasl2.ts, runAgain). */
+  additionalData?: string;
 }
 
 /** Per-connection stream state, persisted between frames (the connection item). */

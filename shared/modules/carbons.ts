@@ -110,6 +110,10 @@ export const carbonsModule: XmppModule = {
       else if (payload.name === 'disable') await carbonsStore(server).disable(from.bare, record);
       else throw new StanzaError('bad-request', 'expected <enable/> or <disable/>');
     });
+    // XEP-0386: asked for inside the SASL2 bind, on from the first stanza the client gets.
+    reg.bindInline(CARBONS, async (session, el) => {
+      if (el.name === 'enable') await carbonsStore(session.server).enable(session.bare, { resource: session.state.resource!, connectionId: session.id });
+    });
     reg.hook('message/out', sentCopies);
     reg.hook('message/in', receivedCopies);
     reg.onSession('session/ended', async ({ server, session }) => {

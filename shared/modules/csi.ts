@@ -73,6 +73,10 @@ export const csiModule: XmppModule = {
       if (el.name === 'active') return active(session);
       throw new StreamError('unsupported-stanza-type', `<${el.name}/> is not a XEP-0352 element`);
     });
+    // XEP-0386: a client binding from the background starts inactive (active is where a session starts).
+    reg.bindInline(CSI, async (session, el) => {
+      if (el.name === 'inactive') await inactive(session);
+    });
     reg.deliveryFilter(async ({ server, session, stanza }) => {
       if (!session.inactive) return false;
       const key = holdKey(stanza);

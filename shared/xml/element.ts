@@ -28,6 +28,8 @@ export const NS = {
   SASL: 'urn:ietf:params:xml:ns:xmpp-sasl',
   /** XEP-0388 Extensible SASL Profile (SASL2). */
   SASL2: 'urn:xmpp:sasl:2',
+  /** XEP-0386 Bind 2 (resource binding inside SASL2). */
+  BIND2: 'urn:xmpp:bind:0',
   /** XEP-0440: SASL channel-binding type capability. */
   SASL_CB: 'urn:xmpp:sasl-cb:0',
   BIND: 'urn:ietf:params:xml:ns:xmpp-bind',

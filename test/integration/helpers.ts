@@ -104,6 +104,9 @@ export async function connectXmppJs(wsUrl: string, username: string, password: s
   const c = xmppjsClient({ service: wsUrl, domain: 'localhost', username, password, resource, timeout: 15_000 } as Parameters<typeof xmppjsClient>[0]);
   const inbox = new Inbox<XmppJsElement>();
   c.on('stanza', (s: XmppJsElement) => inbox.push(s));
+  /** What is not a stanza (SASL, stream management, features), for tests of how it logged in. */
+  const nonzas = new Inbox<XmppJsElement>();
+  c.on('nonza', (s: XmppJsElement) => nonzas.push(s));
   c.on('error', () => {}); // surfaced through start() and the tests' expectations
   // @xmpp/client 0.14 throws on a frame that arrives after the server's <close/> (its parser is gone).
   // A server cannot fully prevent that: another connection's handler may post a presence between our
@@ -113,9 +116,26 @@ export async function connectXmppJs(wsUrl: string, username: string, password: s
   connection._onData = (data) => {
     if (connection.parser) onData(data);
   };
+  if (resource) bindsNamedResource(c);
   const address = await c.start();
   const client: XmppJsClient = c;
-  return { client, inbox, jid: address.toString() as string };
+  return { client, inbox, nonzas, jid: address.toString() as string };
+}
+
+/**
+ * For a test that names its resource: @xmpp/client binds by XEP-0386 when it is offered, and there
+ * the server makes the resource (`<tag>/<random>`). The offer is taken out of the features it
+ * reads, so it binds as RFC 6120 says, after authenticating by SASL2 all the same.
+ */
+export function bindsNamedResource(client: Client): void {
+  const connection = client as unknown as { _onElement(el: XmppJsElement): void };
+  const original = connection._onElement.bind(client);
+  connection._onElement = (el) => {
+    const inline = el.is('features', 'http://etherx.jabber.org/streams') ? el.getChild('authentication', 'urn:xmpp:sasl:2')?.getChild('inline') : undefined;
+    const bind2 = inline?.getChild('bind', 'urn:xmpp:bind:0');
+    if (inline && bind2) inline.remove(bind2);
+    original(el);
+  };
 }
 
 export async function connectStanza(wsUrl: string, jid: string, password: string, resource?: string) {

@@ -7,7 +7,7 @@
 import tls from 'node:tls';
 import * as net from 'node:net';
 import { client as xmppjsClient, xml } from '@xmpp/client';
-import { Inbox } from './helpers.ts';
+import { Inbox, bindsNamedResource } from './helpers.ts';
 
 type XmppJsElement = ReturnType<typeof xml>;
 
@@ -36,6 +36,7 @@ export async function connectNative(service: string, username: string, password:
   const inbox = new Inbox<XmppJsElement>();
   c.on('stanza', (s: XmppJsElement) => inbox.push(s));
   c.on('error', () => {});
+  if (resource) bindsNamedResource(c);
   const address = await c.start();
   return { client: c, inbox, jid: address.toString() as string };
 }
