@@ -3,12 +3,21 @@
  * session features the client asks for inline (XEP-0198 enable, XEP-0280 carbons, XEP-0352 state),
  * answered in the `<success/>`: a login of four frames where RFC 6120's takes seven.
  *
+ * The resource is `<tag>/<part of ours>` (§5, RECOMMENDED format). With the SASL2 user agent's
+ * id, our part is a hash of it (stable, §5.1, and the id is not exposed): the same installation
+ * binding again replaces its earlier session as an RFC 6120 bind of the same resource does
+ * (§4: "SHOULD terminate any earlier sessions from the same client"), and what that session kept
+ * unacknowledged is handed over at once, not when its resumption window ends (measured in a chaos
+ * run with random parts: a client whose resumption was refused bound anew beside its hibernated
+ * session, and nine messages waited out the window there). Without an id, the part is random.
+ *
  * Order, for a client that must see nothing but `<success/>` first (XEP-0388 §2.4):
- * - the resource is `<tag>/<random>` (§5, RECOMMENDED format), new on every bind, so nobody can
- *   address the session before the client knows its JID, and it is not available yet, so
- *   bare-JID messages do not choose it;
+ * - the session is not available yet, so bare-JID messages do not choose it;
  * - XEP-0198 is enabled before `<success/>` (its `<enabled/>` is part of the answer) under the
- *   record's lease, which holds numbered posts until the answer is out;
+ *   record's lease, which holds numbered posts until the answer is out (a stanza to the full JID
+ *   of a session bound without XEP-0198 can come first: only a contact who learned the stable
+ *   resource from an earlier session can send one, in the milliseconds between the session item
+ *   and the post of `<success/>`);
  * - what modules enable (carbons, CSI) runs after `<success/>` is posted, within the same frame:
  *   a carbon copy posted earlier would reach the client in the middle of its authentication.
  *   The client's next frame comes after this one (one FIFO group), so it sees them all on.
@@ -17,6 +26,7 @@
  * client to read them from its archive; a user whose archiving is off would lose them), so they
  * come at initial presence as after an RFC 6120 bind; no `<metadata/>` of the archive yet.
  */
+import { createHash } from 'node:crypto';
 import { JidError, normalizeResource } from '../jid.ts';
 import { frameUnique } from '../storage/frame-context.ts';
 import { Element, NS, x } from '../xml/element.ts';
@@ -39,9 +49,9 @@ export interface Bound {
 }
 
 /** Binds a resource for the authenticated stream as the `<bind/>` of its `<authenticate/>` asks. */
-export async function bindInline(session: ClientSession, request: Element): Promise<Bound> {
+export async function bindInline(session: ClientSession, request: Element, userAgentId: string | undefined): Promise<Bound> {
   const { server } = session;
-  await bindResource(session, resourceFor(request.getChildText('tag')));
+  await bindResource(session, resourceFor(session.bare, request.getChildText('tag'), userAgentId));
   const bound = x('bound', { xmlns: NS.BIND2 });
   const after: (() => Promise<void>)[] = [];
   for (const child of request.getChildElements()) {
@@ -63,14 +73,14 @@ export async function bindInline(session: ClientSession, request: Element): Prom
   };
 }
 
-/** `<tag>/<random>`; a tag that is no valid resource (or none) leaves only the random part. */
-function resourceFor(tag: string | null): string {
-  const random = frameUnique('resource', 9);
-  if (!tag?.trim()) return random;
+/** `<tag>/<ours>`; a tag that is no valid resource (or none) leaves only our part. */
+function resourceFor(bare: string, tag: string | null, userAgentId: string | undefined): string {
+  const ours = userAgentId ? createHash('sha256').update(`${bare}\0${userAgentId}\0${tag ?? ''}`).digest().subarray(0, 9).toString('base64url') : frameUnique('resource', 9);
+  if (!tag?.trim()) return ours;
   try {
-    return normalizeResource(`${Array.from(tag.trim()).slice(0, 64).join('')}/${random}`);
+    return normalizeResource(`${Array.from(tag.trim()).slice(0, 64).join('')}/${ours}`);
   } catch (err) {
-    if (err instanceof JidError) return random;
+    if (err instanceof JidError) return ours;
     throw err;
   }
 }

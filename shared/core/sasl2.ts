@@ -74,7 +74,8 @@ export async function sasl2Element(session: ClientSession, el: Element): Promise
   }
   const bind = parsed?.getChild('bind', NS.BIND2);
   if (session.state.stage !== 'bound' && bind) {
-    const { bound, afterSuccess } = await bindInline(session, bind);
+    const userAgent = parsed?.getChild('user-agent')?.attrs.id;
+    const { bound, afterSuccess } = await bindInline(session, bind, userAgent?.slice(0, 128));
     answers.push(bound);
     after.push(afterSuccess);
   }

@@ -141,6 +141,30 @@ describe('XEP-0386 Bind 2', () => {
     expect(bodies(a2.posts())).toEqual(['gap1', 'gap2', 'gap3', 'after']);
   });
 
+  it('the same installation binding anew replaces its hibernated session at once: what that one kept comes now, not when its window ends', async () => {
+    const [kate, leo] = await freshUsers(h, 'kate', 'leo');
+    const l = new Connection(h);
+    await l.login(leo!, 'secret', 'desk');
+    const a = new Connection(h);
+    const jid = identity(await login(a, kate!, bind(ENABLE)));
+    await a.frame('<presence xmlns="jabber:client"/>');
+    await kill(a);
+    for (let i = 1; i <= 2; i++) await l.frame(chat(jid, `kept${i}`));
+    // Her client does not resume (it lost its SM id): the same user agent binds again.
+    const a2 = new Connection(h);
+    expect(identity(await login(a2, kate!, bind(ENABLE)))).toBe(jid);
+    const sessions = (await h.store.getUserRoute(kate!)).sessions;
+    expect(sessions.map((s) => s.connectionId)).toEqual([a2.id]);
+    await a2.frame('<presence xmlns="jabber:client"/>');
+    expect(bodies(a2.posts())).toEqual(['kept1', 'kept2']);
+    // Another installation (another user agent id) gets a resource of its own, beside hers.
+    const other = new Connection(h);
+    await other.frame(OPEN);
+    await other.frame(`<authenticate xmlns="${SASL2}" mechanism="PLAIN"><initial-response>${plain(kate!)}</initial-response><user-agent id="0e6b5c8e-8a43-4c1f-9a57-3f3f1b7a2c90"/>${bind()}</authenticate>`);
+    expect(identity(other.posts('<success')[0]!)).not.toBe(jid);
+    expect((await h.store.getUserRoute(kate!)).sessions).toHaveLength(2);
+  });
+
   it('a resumption refused inline says why in the <success/>, and the bind makes a new session', async () => {
     const [ivan] = await freshUsers(h, 'ivan');
     const c = new Connection(h);
