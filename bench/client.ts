@@ -20,6 +20,7 @@ import WebSocket from 'ws';
 
 export const NS_FRAMING = 'urn:ietf:params:xml:ns:xmpp-framing';
 const NS_SASL = 'urn:ietf:params:xml:ns:xmpp-sasl';
+const NS_SASL2 = 'urn:xmpp:sasl:2';
 const NS_BIND = 'urn:ietf:params:xml:ns:xmpp-bind';
 const NS_REGISTER = 'jabber:iq:register';
 
@@ -285,14 +286,25 @@ export class XmppWsClient {
     );
   }
 
-  /** SASL SCRAM-SHA-1 on an open stream (the mechanism both servers under test offer by default). */
-  async authenticate(username: string, password: string, features: Element): Promise<void> {
-    const mechanisms = features.getChild('mechanisms', NS_SASL)?.getChildren('mechanism').map((m) => m.getText()) ?? [];
+  /**
+   * SASL SCRAM-SHA-1 on an open stream (the mechanism both servers under test offer by default).
+   * With `sasl2`, by XEP-0388 with its inline requests (XEP-0386 `<bind/>`, XEP-0198 `<resume/>`):
+   * resolves with the `<success/>`, the authenticated stream's features read too (no restart).
+   */
+  async authenticate(username: string, password: string, features: Element, sasl2?: { inline: string }): Promise<Element> {
+    const ns = sasl2 ? NS_SASL2 : NS_SASL;
+    const offered = sasl2 ? features.getChild('authentication', NS_SASL2) : features.getChild('mechanisms', NS_SASL);
+    const mechanisms = offered?.getChildren('mechanism').map((m) => m.getText()) ?? [];
     if (!mechanisms.includes('SCRAM-SHA-1')) throw new XmppClientError(`SCRAM-SHA-1 not offered (${mechanisms.join(' ')})`, 'invalid-mechanism');
     const nonce = randomBytes(18).toString('base64');
     const clientFirstBare = `n=${saslName(username)},r=${nonce}`;
-    this.send(`<auth xmlns="${NS_SASL}" mechanism="SCRAM-SHA-1">${Buffer.from(`n,,${clientFirstBare}`).toString('base64')}</auth>`);
-    const challenge = await this.next((el) => el.attrs.xmlns === NS_SASL, 'SASL challenge');
+    const first = Buffer.from(`n,,${clientFirstBare}`).toString('base64');
+    this.send(
+      sasl2
+        ? `<authenticate xmlns="${NS_SASL2}" mechanism="SCRAM-SHA-1"><initial-response>${first}</initial-response>${sasl2.inline}</authenticate>`
+        : `<auth xmlns="${NS_SASL}" mechanism="SCRAM-SHA-1">${first}</auth>`,
+    );
+    const challenge = await this.next((el) => el.attrs.xmlns === ns, 'SASL challenge');
     if (challenge.name !== 'challenge') {
       const condition = firstChildName(challenge) ?? challenge.name;
       throw new XmppClientError(`SASL failure: ${condition}`, condition);
@@ -308,12 +320,19 @@ export class XmppWsClient {
     const signature = hmac(storedKey, authMessage);
     const proof = Buffer.alloc(clientKey.length);
     for (let i = 0; i < proof.length; i++) proof[i] = clientKey[i]! ^ signature[i]!;
-    this.send(`<response xmlns="${NS_SASL}">${Buffer.from(`${withoutProof},p=${proof.toString('base64')}`).toString('base64')}</response>`);
-    const outcome = await this.saslOutcome();
-    const final = parseScramAttributes(Buffer.from(outcome.getText(), 'base64').toString());
+    this.send(`<response xmlns="${ns}">${Buffer.from(`${withoutProof},p=${proof.toString('base64')}`).toString('base64')}</response>`);
+    const outcome = await this.saslOutcome(ns);
+    const final = parseScramAttributes(Buffer.from(sasl2 ? (outcome.getChildText('additional-data') ?? '') : outcome.getText(), 'base64').toString());
     const expected = hmac(hmac(salted, 'Server Key'), authMessage);
     const got = Buffer.from(final.v ?? '', 'base64');
     if (got.length !== expected.length || !timingSafeEqual(got, expected)) throw new XmppClientError('SASL: wrong server signature', 'server-signature');
+    if (sasl2) {
+      await this.next((el) => el.name === 'stream:features' || el.name === 'features', 'stream features');
+      // Bound (XEP-0386) or resumed inline: the identity is the full JID, and stanzas flow.
+      this.jid = outcome.getChildText('authorization-identifier') ?? '';
+      if (this.jid.includes('/')) this.goLive();
+    }
+    return outcome;
   }
 
   /**
@@ -326,8 +345,8 @@ export class XmppWsClient {
   }
 
   /** <success/>, or an XmppClientError with the <failure/>'s condition. */
-  private async saslOutcome(): Promise<Element> {
-    const outcome = await this.next((el) => el.attrs.xmlns === NS_SASL, 'SASL outcome');
+  private async saslOutcome(ns = NS_SASL): Promise<Element> {
+    const outcome = await this.next((el) => el.attrs.xmlns === ns, 'SASL outcome');
     if (outcome.name !== 'success') {
       const condition = firstChildName(outcome) ?? outcome.name;
       throw new XmppClientError(`SASL failure: ${condition}`, condition);

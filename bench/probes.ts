@@ -115,7 +115,23 @@ async function probeMobileOperations(
     await step('CSI: presence to an inactive session (held)', 1, async () => a.send(`<presence xmlns="jabber:client" to="${r.jid}"><status>held ${i}</status></presence>`));
   }
   await step('CSI: <active/> (held presence posted)', 1, async () => r.send(`<active xmlns="${CSI}"/>`));
-  await r.close();
+  // The socket dies again, and the client resumes by XEP-0388 with <resume/> inside: two frames
+  // where RFC 6120's SASL takes four.
+  await step('SM: socket dies again ($disconnect: hibernation)', 0, async () => r.terminate());
+  await step('SM: message to a hibernated session (kept), again', 1, async () => a.send(chatFrame(probec.bare, nextId('h'))));
+  const r2 = new XmppWsClient(local.wsUrl, local.domain, CLIENT_TIMEOUT_MS);
+  router.attach(probec, r2);
+  let r2features!: Awaited<ReturnType<XmppWsClient['openStream']>>;
+  await step('SASL2 resumption: stream open', 1, async () => {
+    await r2.connect();
+    r2features = await r2.openStream();
+  });
+  await step('SASL2 resumption: SCRAM with <resume/> inside (missed stanzas resent)', 2, async () => {
+    const h = c.stanzasIn - enabled + r.stanzasIn;
+    const success = await r2.authenticate(probec.name, PASSWORD, r2features, { inline: `<resume xmlns="${SM}" previd="${smId}" h="${h}"/>` });
+    if (!success.getChild('resumed', SM)) throw new Error('SM probe: resumption inside SASL2 failed');
+  });
+  await r2.close();
 }
 
 export async function probeOperations(o: BenchOptions, local: LocalTarget, specs: { probes: UserSpec[]; broadcaster: UserSpec }, router: Router, clients: Map<string, XmppWsClient>, log: (l: string) => void): Promise<PerStanza> {
@@ -162,6 +178,17 @@ export async function probeOperations(o: BenchOptions, local: LocalTarget, specs
   await step(`initial presence (${probea.contacts.length} contacts)`, 1, async () => {
     a.send('<presence xmlns="jabber:client"/>');
   });
+  // The same login by XEP-0388 and XEP-0386 (what @xmpp/client, Conversations and Monal do where
+  // offered): no restart, the bind inside the authentication. A second session of probeb, closed after.
+  const s2 = new XmppWsClient(local.wsUrl, domain, CLIENT_TIMEOUT_MS);
+  router.attach(probeb, s2);
+  let s2features!: Element;
+  await step('SASL2 login: stream open', 1, async () => {
+    await s2.connect();
+    s2features = await s2.openStream();
+  });
+  await step('SASL2 login: SCRAM with Bind 2 (both steps)', 2, () => s2.authenticate(probeb.name, PASSWORD, s2features, { inline: '<bind xmlns="urn:xmpp:bind:0"><tag>bench</tag></bind>' }));
+  await s2.close();
   const rounds = Math.max(1, o.probeRepeats);
   await new Promise((r) => setTimeout(r, Math.max(0, probebSteadyAt - Date.now())));
   // Warm up again after that idle half-minute (not measured): the mean CPU of the rounds right

@@ -161,6 +161,12 @@ export interface BenchResults {
      */
     withStreamManagement?: { ping: OperationUsage; reconnect: OperationUsage; perThousandUsersMonth: Bill; savedPerUserMonth: number };
     /**
+     * The same two months with logins by XEP-0388 SASL2 and XEP-0386 Bind 2 (what @xmpp/client,
+     * Conversations and Monal do where offered): no stream restart, the bind or the resumption
+     * inside the authentication. Absent when the probes did not run.
+     */
+    withSasl2?: { reconnect: OperationUsage; perThousandUsersMonth: Bill; withStreamManagement: { reconnect: OperationUsage; perThousandUsersMonth: Bill } };
+    /**
      * On top of the online month (docs/cost.md, "Presence and CSI"): every user's presence changes,
      * and what client state indication (XEP-0352) adds or saves of the presence they receive,
      * under the assumptions in `assumed`. Absent when the probes did not run.

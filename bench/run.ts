@@ -61,6 +61,8 @@ export function summary(r: BenchResults): string {
   if (r.cost) lines.push(`cost: $${r.cost.perMillionMessages.total.toFixed(2)} per million messages ($${r.cost.perMillionMessagesBatched.total.toFixed(2)} batched), $${r.cost.perThousandUsersMonth.total.toFixed(2)} per 1,000 users online a month, $${r.cost.idle.total.toFixed(2)} idle`);
   const sm = r.cost?.withStreamManagement;
   if (sm) lines.push(`with XEP-0198 resumption: $${sm.perThousandUsersMonth.total.toFixed(2)} per 1,000 users online a month ($${sm.savedPerUserMonth.toFixed(4)} saved per user-month)`);
+  const sasl2 = r.cost?.withSasl2;
+  if (sasl2) lines.push(`with SASL2 and Bind 2 logins: $${sasl2.perThousandUsersMonth.total.toFixed(2)} per 1,000 users online a month, $${sasl2.withStreamManagement.perThousandUsersMonth.total.toFixed(2)} with XEP-0198 resumption`);
   const presence = r.cost?.presence;
   if (presence) {
     const csi = presence.csi;
