@@ -98,10 +98,10 @@ export async function closeStream(session: ClientSession, error?: StreamError): 
 }
 
 async function preAuth(session: ClientSession, el: Element): Promise<void> {
-  if (el.attrs.xmlns === NS.SASL) return sasl(session, el);
   if (el.attrs.xmlns === NS.SASL2 && session.server.config.sasl2) return sasl2Element(session, el);
   // XEP-0388: nothing but its own elements while an exchange runs.
   if (session.state.sasl2) throw new StreamError('policy-violation', `<${el.name}/> in the middle of a SASL2 exchange`);
+  if (el.attrs.xmlns === NS.SASL) return sasl(session, el);
   const payload = el.getChildElements()[0];
   const handler = el.name === 'iq' && payload ? session.server.preAuthIqHandler(payload.attrs.xmlns) : undefined;
   if (!handler) throw new StreamError('not-authorized', 'authenticate first');

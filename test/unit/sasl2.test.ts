@@ -118,6 +118,12 @@ describe('XEP-0388 SASL2', () => {
     await c.frame('<iq type="get" id="v" xmlns="jabber:client"><query xmlns="jabber:iq:version"/></iq>');
     expect(c.posts('<stream:error')[0]).toContain('policy-violation');
     expect(c.posts('id="v"')).toHaveLength(0);
+    // An RFC 6120 <auth/> in the middle of a SASL2 exchange is no way around it either.
+    const d = new Connection(h);
+    await startScram(d, frank!);
+    await d.frame(`<auth xmlns="urn:ietf:params:xml:ns:xmpp-sasl" mechanism="PLAIN">${b64(`\0${frank!.split('@')[0]}\0secret`)}</auth>`);
+    expect(d.posts('<stream:error')[0]).toContain('policy-violation');
+    expect(d.posts('<success')).toHaveLength(0);
   });
 
   it('is not offered with XMPP_SASL2=false, and its elements are refused', async () => {
