@@ -2,7 +2,8 @@
  * The one hand-written XMPP-over-WebSocket client (RFC 7395) of the repository, used by the load
  * generator (bench/harness.ts and its scenarios), the room fan-out bench (bench/muc-fanout.ts),
  * bench/profile-message.ts and the integration tests' RawClient (test/integration/helpers.ts):
- * stream open, XEP-0077 registration, SASL SCRAM-SHA-1 (RFC 5802) or PLAIN, resource binding, iq
+ * stream open, XEP-0077 registration, SASL SCRAM-SHA-1 (RFC 5802) or PLAIN (by RFC 6120 or by
+ * XEP-0388 SASL2 with inline requests), resource binding, iq
  * request/response, a callback for every other stanza, and frame-level access (the text of each
  * frame, as sent) for tests that look at the bytes. Nothing else: no reconnection, no stream
  * management, no plugins.
@@ -13,6 +14,9 @@
  * same two cores the servers under test run on, and it would be the generator, not the server,
  * that sets the ceiling. Here a frame costs one `ws` message event and one ltx parse (none when
  * onFrame takes it).
+ *
+ * Long because: a client is all of that in one class (the socket, the parser, the waits, both SASL
+ * profiles); its parts share the socket and the queue of frames not yet taken.
  */
 import { createHash, createHmac, pbkdf2, randomBytes, timingSafeEqual } from 'node:crypto';
 import { parse, type Element } from 'ltx';

@@ -76,6 +76,8 @@ export interface ServerConfig {
   contactAddresses: ContactAddresses;
   /** Offer XEP-0388 SASL2, authentication without the stream restart (XMPP_SASL2, default true). */
   sasl2: boolean;
+  /** Lifetime of XEP-0484 FAST tokens in days (XMPP_FAST_TOKEN_DAYS, default 14; 0 = not offered). */
+  fastTokenDays: number;
   /** Offer XEP-0198 stream management at all (XMPP_SM, default true). */
   streamManagement: boolean;
   /** Queue of delayed events (XMPP_TIMER_QUEUE_URL): the end of resumption windows. */
@@ -139,6 +141,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): ServerConfig {
     smEnableSeconds: integer(env.XMPP_SM_ENABLE_SECONDS, 30, 'XMPP_SM_ENABLE_SECONDS'),
     streamManagement: flag(env.XMPP_SM, true),
     sasl2: flag(env.XMPP_SASL2, true),
+    fastTokenDays: integer(env.XMPP_FAST_TOKEN_DAYS, 14, 'XMPP_FAST_TOKEN_DAYS'),
     pushSummary: flag(env.XMPP_PUSH_SUMMARY, false),
     contactAddresses: parseContactAddresses(env.XMPP_CONTACT_ADDRESSES),
     turn: turnSettings(env),

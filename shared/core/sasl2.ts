@@ -15,6 +15,7 @@ import { Element, NS, x } from '../xml/element.ts';
 import { parseStored } from '../xml/stored.ts';
 import { authenticationFailed, saslContext } from './authentication.ts';
 import { bindInline } from './bind2.ts';
+import { FAST_MECHANISMS, NS_FAST, checkToken, fastOffered, tokenAnswer } from './fast.ts';
 import type { ClientSession } from './session.ts';
 import { streamFeatures } from './stream-features.ts';
 import { resumeAgain, resumeSession } from './stream-management.ts';
@@ -30,9 +31,17 @@ export async function sasl2Element(session: ClientSession, el: Element): Promise
   if (el.name === 'abort') return failure(session, 'aborted');
   if (el.name === 'authenticate') {
     mechanism = el.attrs.mechanism ?? '';
-    if (!offeredMechanisms(ctx.bindings).includes(mechanism)) return failure(session, 'invalid-mechanism', `${mechanism || 'no mechanism'} is not offered`);
     const initial = el.getChild('initial-response');
     request = withoutInitialResponse(el).toString();
+    // XEP-0484: a token, in one frame.
+    if (el.getChild('fast', NS_FAST) && fastOffered(server) && (FAST_MECHANISMS as readonly string[]).includes(mechanism)) {
+      const data = initial && decodeSaslPayload(initial.getText());
+      if (!data) return failure(session, 'incorrect-encoding');
+      const check = await checkToken(session, mechanism, el, data);
+      if (!check.ok) return failure(session, check.condition, check.text);
+      return authenticated(session, el, mechanism, request, check.user, check.additionalData);
+    }
+    if (!offeredMechanisms(ctx.bindings).includes(mechanism)) return failure(session, 'invalid-mechanism', `${mechanism || 'no mechanism'} is not offered`);
     if (!initial) {
       // The mechanisms offered all start with the client: an empty challenge asks for its first message.
       session.update({ sasl: undefined, sasl2: { mechanism, request, awaitingInitial: true } });
@@ -57,8 +66,16 @@ export async function sasl2Element(session: ClientSession, el: Element): Promise
     return challenge(session, step.data);
   }
   if (step.kind === 'failure') return failure(session, step.condition, step.text);
-  const additionalData = step.data ? Buffer.from(step.data).toString('base64') : undefined;
-  session.update({ stage: 'auth-open', user: step.user, sasl: undefined, sasl2: undefined, authFailures: 0 });
+  return authenticated(session, el, mechanism, request, step.user, step.data ? Buffer.from(step.data).toString('base64') : undefined);
+}
+
+/**
+ * The client is authenticated as `user`: its inline requests are answered (a resumption, else a
+ * bind; a token), then `<success/>` and what follows it.
+ */
+async function authenticated(session: ClientSession, el: Element, mechanism: string, request: string, user: string, additionalData: string | undefined): Promise<void> {
+  const { server } = session;
+  session.update({ stage: 'auth-open', user, sasl: undefined, sasl2: undefined, authFailures: 0 });
   const answers: Element[] = [];
   const after: (() => Promise<void>)[] = [];
   const parsed = el.name === 'authenticate' ? el : parseStored(request, 'SASL2 request');
@@ -79,6 +96,8 @@ export async function sasl2Element(session: ClientSession, el: Element): Promise
     answers.push(bound);
     after.push(afterSuccess);
   }
+  const token = parsed && (await tokenAnswer(session, parsed));
+  if (token) answers.push(token);
   await succeed(session, additionalData, answers);
   for (const step of after) await step();
 }

@@ -7,6 +7,7 @@ import { bindingTypes, offeredMechanisms } from '../sasl/mechanisms.ts';
 import { frameChannelBindings } from '../storage/frame-context.ts';
 import { NS, x, type Element } from '../xml/element.ts';
 import { bind2Feature } from './bind2.ts';
+import { fastFeature, fastOffered } from './fast.ts';
 import type { ClientSession } from './session.ts';
 import { streamManagementFeature } from './stream-management.ts';
 
@@ -25,10 +26,10 @@ export function streamFeatures(session: ClientSession): Element {
     const mechanisms = () => offeredMechanisms(bindings).map((m) => x('mechanism', {}, m));
     features.append(x('mechanisms', { xmlns: NS.SASL }, ...mechanisms()));
     // XEP-0388: the same mechanisms without the stream restart.
-    // Inline: XEP-0386 binding, and XEP-0198 resumption where a timer can end a window.
+    // Inline: XEP-0386 binding, XEP-0198 resumption where a timer can end a window, XEP-0484 tokens.
     if (server.config.sasl2) {
       const resumable = server.config.streamManagement && server.timers !== undefined;
-      const inline = x('inline', {}, bind2Feature(server), resumable ? streamManagementFeature() : undefined);
+      const inline = x('inline', {}, bind2Feature(server), resumable ? streamManagementFeature() : undefined, fastOffered(server) ? fastFeature() : undefined);
       features.append(x('authentication', { xmlns: NS.SASL2 }, ...mechanisms(), inline));
     }
     // XEP-0440: which channel binding types the -PLUS mechanisms can use here.

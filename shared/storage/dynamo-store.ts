@@ -23,6 +23,7 @@ import { TTL_ATTRIBUTE } from './table.ts';
 import { beforeEffect, frameUnique, invalidateRoute, memoizedRoute, rememberNoBlockList, type FrameJournal } from './frame-context.ts';
 import { batchGet, claimOnce, claimOwner, conditionally, deleteKeys, isLive as live, nowSeconds, queryAll, scanAll } from './table-ops.ts';
 import { connectionPk, rosterSk, userPk } from './keys.ts';
+import { FastStore } from './fast-store.ts';
 
 const ACCOUNT = 'account';
 const ROSTER = 'roster#';
@@ -177,6 +178,9 @@ export class DynamoStore implements Store {
           ExpressionAttributeValues: { ':c': credentials },
         }),
       );
+      // A new password logs every installation's XEP-0484 token out: whoever had the old one
+      // must not keep a way in.
+      await new FastStore(this.db).revokeAll(bare);
       return true;
     } catch (err) {
       if ((err as Error).name === 'ConditionalCheckFailedException') return false;

@@ -1,7 +1,7 @@
 /**
- * XEP-0388 SASL2 and XEP-0386 Bind 2 with a real client library: @xmpp/client 0.14 uses them when
- * offered (as Conversations and Monal do), enabling XEP-0198 inside the bind and resuming inside
- * the authentication. StanzaJS, which speaks only RFC 6120's SASL, is the other party, so both
+ * XEP-0388 SASL2, XEP-0386 Bind 2 and XEP-0484 FAST with a real client library: @xmpp/client 0.14
+ * uses them when offered (as Conversations and Monal do), enabling XEP-0198 inside the bind, asking
+ * for a token, and resuming inside the authentication with the token. StanzaJS, which speaks only RFC 6120's SASL, is the other party, so both
  * logins meet on one server. Through the local stack: the WebSocket gateway, the FIFO queue per
  * connection, DynamoDB Local.
  */
@@ -45,12 +45,16 @@ describe('SASL2 and Bind 2 with @xmpp/client', () => {
     b.disconnect();
   });
 
-  it('resumes inside the authentication after its socket died: the same JID, every message once', async () => {
+  it('resumes inside the authentication, with a FAST token, after its socket died: the same JID, every message once', async () => {
     const carol = await addFreshUser(stack.store, 'carol');
     const dave = await addFreshUser(stack.store, 'dave');
     const c = await connectXmppJs(stack.wsUrl, carol, `${carol}-pass`);
     await c.nonzas.wait((el) => el.is('success', SASL2), 'first success');
     const d = await connectStanza(stack.wsUrl, `${dave}@localhost`, `${dave}-pass`, 'desk');
+    // Its first login asked for a XEP-0484 token; the reconnect logs in with it.
+    await expect((c.client as unknown as { fast: { fetch(): Promise<{ token: string } | undefined> } }).fast.fetch()).resolves.toMatchObject({ token: expect.any(String) });
+    const mechanisms: string[] = [];
+    c.client.on('send', (el: ReturnType<typeof xml>) => void (el.is('authenticate', SASL2) && mechanisms.push(el.attrs.mechanism as string)));
     const resumed = new Promise<void>((resolve) => smOf(c.client).once('resumed', resolve));
     const socket = (c.client as unknown as { socket: { socket: { terminate?: () => void; close: () => void } } }).socket.socket;
     (socket.terminate ?? socket.close).call(socket);
@@ -58,6 +62,7 @@ describe('SASL2 and Bind 2 with @xmpp/client', () => {
     await resumed;
     const again = await c.nonzas.wait((el) => el.is('success', SASL2), 'second success');
     expect(again.getChild('resumed', 'urn:xmpp:sm:3')).toBeDefined();
+    expect(mechanisms).toEqual(['HT-SHA-256-NONE']);
     expect(again.getChildText('authorization-identifier')).toBe(c.jid);
     const got: string[] = [];
     for (let i = 1; i <= 5; i++) got.push((await c.inbox.wait((s) => s.getChildText('body') === `gap${i}`, `gap${i}`)).getChildText('body')!);
