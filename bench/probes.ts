@@ -4,6 +4,7 @@
  * probe markers, turned into what one operation costs (DynamoDB calls and capacity, round trips,
  * posts, handler CPU, modelled Lambda ms).
  */
+import { randomUUID } from 'node:crypto';
 import { performance } from 'node:perf_hooks';
 import type { Element } from 'ltx';
 import { XmppWsClient, nextId } from './client.ts';
@@ -126,12 +127,33 @@ async function probeMobileOperations(
     await r2.connect();
     r2features = await r2.openStream();
   });
+  // It asks for a XEP-0484 token too, as @xmpp/client does at its first SASL2 login.
+  const userAgent = `<user-agent id="${randomUUID()}"/>`;
+  let token = '';
   await step('SASL2 resumption: SCRAM with <resume/> inside (missed stanzas resent)', 2, async () => {
     const h = c.stanzasIn - enabled + r.stanzasIn;
-    const success = await r2.authenticate(probec.name, PASSWORD, r2features, { inline: `<resume xmlns="${SM}" previd="${smId}" h="${h}"/>` });
+    const success = await r2.authenticate(probec.name, PASSWORD, r2features, {
+      inline: `<resume xmlns="${SM}" previd="${smId}" h="${h}"/>${userAgent}<request-token xmlns="urn:xmpp:fast:0" mechanism="HT-SHA-256-NONE"/>`,
+    });
     if (!success.getChild('resumed', SM)) throw new Error('SM probe: resumption inside SASL2 failed');
+    token = success.getChild('token', 'urn:xmpp:fast:0')?.attrs.token ?? '';
   });
-  await r2.close();
+  // Once more with the token: the authentication is the one frame.
+  await step('SM: socket dies a third time ($disconnect: hibernation)', 0, async () => r2.terminate());
+  await step('SM: message to a hibernated session (kept), a third time', 1, async () => a.send(chatFrame(probec.bare, nextId('h'))));
+  const r3 = new XmppWsClient(local.wsUrl, local.domain, CLIENT_TIMEOUT_MS);
+  router.attach(probec, r3);
+  await step('FAST resumption: stream open', 1, async () => {
+    await r3.connect();
+    await r3.openStream();
+  });
+  await step('FAST resumption: token with <resume/> inside (missed stanzas resent)', 1, async () => {
+    if (!token) throw new Error('SM probe: no XEP-0484 token was issued');
+    const h = c.stanzasIn - enabled + r.stanzasIn + r2.stanzasIn;
+    const success = await r3.authenticateWithToken(probec.name, token, `<resume xmlns="${SM}" previd="${smId}" h="${h}"/>${userAgent}`);
+    if (!success.getChild('resumed', SM)) throw new Error('SM probe: resumption with a token failed');
+  });
+  await r3.close();
 }
 
 export async function probeOperations(o: BenchOptions, local: LocalTarget, specs: { probes: UserSpec[]; broadcaster: UserSpec }, router: Router, clients: Map<string, XmppWsClient>, log: (l: string) => void): Promise<PerStanza> {

@@ -165,7 +165,13 @@ export interface BenchResults {
      * Conversations and Monal do where offered): no stream restart, the bind or the resumption
      * inside the authentication. Absent when the probes did not run.
      */
-    withSasl2?: { reconnect: OperationUsage; perThousandUsersMonth: Bill; withStreamManagement: { reconnect: OperationUsage; perThousandUsersMonth: Bill } };
+    withSasl2?: {
+      reconnect: OperationUsage;
+      perThousandUsersMonth: Bill;
+      withStreamManagement: { reconnect: OperationUsage; perThousandUsersMonth: Bill };
+      /** The resumption with a XEP-0484 token: stream open and one frame. */
+      withFastToken?: { reconnect: OperationUsage; perThousandUsersMonth: Bill };
+    };
     /**
      * On top of the online month (docs/cost.md, "Presence and CSI"): every user's presence changes,
      * and what client state indication (XEP-0352) adds or saves of the presence they receive,

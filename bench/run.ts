@@ -62,7 +62,7 @@ export function summary(r: BenchResults): string {
   const sm = r.cost?.withStreamManagement;
   if (sm) lines.push(`with XEP-0198 resumption: $${sm.perThousandUsersMonth.total.toFixed(2)} per 1,000 users online a month ($${sm.savedPerUserMonth.toFixed(4)} saved per user-month)`);
   const sasl2 = r.cost?.withSasl2;
-  if (sasl2) lines.push(`with SASL2 and Bind 2 logins: $${sasl2.perThousandUsersMonth.total.toFixed(2)} per 1,000 users online a month, $${sasl2.withStreamManagement.perThousandUsersMonth.total.toFixed(2)} with XEP-0198 resumption`);
+  if (sasl2) lines.push(`with SASL2 and Bind 2 logins: $${sasl2.perThousandUsersMonth.total.toFixed(2)} per 1,000 users online a month, $${sasl2.withStreamManagement.perThousandUsersMonth.total.toFixed(2)} with XEP-0198 resumption${sasl2.withFastToken ? `, $${sasl2.withFastToken.perThousandUsersMonth.total.toFixed(2)} resuming with a FAST token` : ''}`);
   const presence = r.cost?.presence;
   if (presence) {
     const csi = presence.csi;

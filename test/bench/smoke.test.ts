@@ -93,6 +93,13 @@ describe('npm run bench, smoke size', () => {
     expect(smMessage.writeUnits).toBeGreaterThan(message.writeUnits);
     expect(ops['SM: message to a hibernated session (kept)']!.posts).toBe(0);
     expect(ops['SM resumption: <resume/> (missed stanzas resent)']!.posts).toBeGreaterThanOrEqual(2); // <resumed/> and the kept message
+    // SASL2: the bind and the resumption inside the authentication, frames counted as sent;
+    // a FAST token resumes in one frame, with the kept message resent.
+    expect(ops['SASL2 login: SCRAM with Bind 2 (both steps)']!.framesIn).toBe(2);
+    expect(ops['SASL2 login: SCRAM with Bind 2 (both steps)']!.dynamoByCommand.PutItem).toBeGreaterThanOrEqual(1); // the session item
+    expect(ops['SASL2 resumption: SCRAM with <resume/> inside (missed stanzas resent)']!.posts).toBeGreaterThanOrEqual(3); // challenge, <success/> with <resumed/>, the kept message
+    expect(ops['FAST resumption: token with <resume/> inside (missed stanzas resent)']!.framesIn).toBe(1);
+    expect(ops['FAST resumption: token with <resume/> inside (missed stanzas resent)']!.posts).toBeGreaterThanOrEqual(2);
     expect(ops['CSI: presence to an inactive session (held)']!.posts).toBe(0);
     expect(ops['CSI: <active/> (held presence posted)']!.posts).toBeGreaterThanOrEqual(1);
   });
@@ -119,6 +126,9 @@ describe('npm run bench, smoke size', () => {
     expect(cost.idle.total).toBeGreaterThan(0);
     // A resumption instead of a full login every 2 hours: the month is cheaper with stream management.
     expect(cost.withStreamManagement!.perThousandUsersMonth.total).toBeLessThan(cost.perThousandUsersMonth.total);
+    // Fewer frames per resumption: SASL2 costs less than RFC 6120's SASL, a token less again.
+    expect(cost.withSasl2!.withStreamManagement.perThousandUsersMonth.total).toBeLessThan(cost.withStreamManagement!.perThousandUsersMonth.total);
+    expect(cost.withSasl2!.withFastToken!.perThousandUsersMonth.total).toBeLessThan(cost.withSasl2!.withStreamManagement.perThousandUsersMonth.total);
     expect(cost.idleWithFederation.total).toBeGreaterThan(cost.idle.total);
     expect(results.goals.length).toBeGreaterThanOrEqual(5);
     expect(results.ratios.messagesPerSec).toBeGreaterThan(0);
