@@ -7,7 +7,7 @@ import { StanzaError, StreamError, errorReply } from '../errors.ts';
 import { JidError, normalizeResource, parseJid } from '../jid.ts';
 import { log } from '../log.ts';
 import { continueMechanism, decodeSaslPayload, offeredMechanisms, startMechanism, type SaslStep } from '../sasl/mechanisms.ts';
-import { frameChannelBindings, frameUnique } from '../storage/frame-context.ts';
+import { frameUnique } from '../storage/frame-context.ts';
 import { DEFAULT_XML_LIMITS, XmlFrameError, exceedsLimits, parseFrame, type XmlLimits } from '../xml/parse.ts';
 import { Element, NS, x } from '../xml/element.ts';
 import { ClientSession } from './session.ts';
