@@ -1,7 +1,8 @@
 /**
  * XEP-0386 Bind 2: the resource bound inside the SASL2 `<authenticate/>` (sasl2.ts), with the
  * session features the client asks for inline (XEP-0198 enable, XEP-0280 carbons, XEP-0352 state),
- * answered in the `<success/>`: a login of four frames where RFC 6120's takes seven.
+ * answered in the `<success/>`: a login (to initial presence) of five frames, four with a XEP-0484
+ * token, where RFC 6120's takes seven.
  *
  * The resource is `<tag>/<part of ours>` (§5, RECOMMENDED format). With the SASL2 user agent's
  * id, our part is a hash of it (stable, §5.1, and the id is not exposed): the same installation
